@@ -1,0 +1,19 @@
+"""Classifier networks that take raw images (pixel values in [0, 255]) and return logits."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from invariance_tf.networks.resnet import resnet
+from invariance_tf.networks.small_cnn import small_cnn
+
+NETWORKS: dict[str, Callable[..., keras.Model]] = {"resnet": resnet, "small_cnn": small_cnn}
+
+
+def build(name: str, **kwargs) -> keras.Model:
+    """Builds the network registered as `name` with the given keyword arguments."""
+    if name not in NETWORKS:
+        raise ValueError(f"Unknown network {name!r}; valid names are {sorted(NETWORKS)}")
+    return NETWORKS[name](**kwargs)

@@ -1,0 +1,246 @@
+"""Choice of the transformed input x~: random, worst-of-k and spatial PGD (S-PGD).
+
+An adversary maps a batch `(x, y)` to one transformation `(dx, dy, angle)` per
+example (see `invariance_tf.transforms` for units and sign conventions), within
+`[-limits, limits]`. The objective it maximises is either `"ce"`, the
+cross-entropy CE(f(x'), y), or the name of a semimetric h, h(f(x), f(x')).
+
+Adversaries call the network in inference mode (`training=False`), so the
+search neither uses nor updates batch-norm batch statistics. They are plain
+callables built from TF ops, meant to run inside a `tf.function` (a Keras
+`train_step`); the result carries no gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from invariance_tf import semimetrics, transforms
+
+Model = Callable[..., tf.Tensor]
+Seed = tf.Tensor | Sequence[int] | None
+OBJECTIVES = ("ce", *sorted(semimetrics.SEMIMETRICS))
+
+
+def objective_fn(name: str) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Per-example objective `(logits_adv, labels, logits_nat) -> [B]` named `name`."""
+    if name == "ce":
+        return lambda logits_adv, labels, logits_nat: keras.losses.sparse_categorical_crossentropy(
+            labels, logits_adv, from_logits=True)
+    if name in semimetrics.SEMIMETRICS:
+        h = semimetrics.get(name)
+        return lambda logits_adv, labels, logits_nat: h(logits_nat, logits_adv)
+    raise ValueError(f"Unknown adversary objective {name!r}; valid objectives are {list(OBJECTIVES)}")
+
+
+def _keep_best(params, value, best_params, best_value):
+    """Per example, the (params, value) pair with the larger value."""
+    better = value > best_value
+    return tf.where(better[:, None], params, best_params), tf.where(better, value, best_value)
+
+
+def _repeat_batch(tensor: tf.Tensor, times: int) -> tf.Tensor:
+    """Stacks `times` copies of a batch along axis 0: [B, ...] -> [times * B, ...]."""
+    return tf.tile(tensor, [times] + [1] * (len(tensor.shape) - 1))
+
+
+class Adversary:
+    """Base class: chooses a transformation per example within `limits` (dx px, dy px, angle deg)."""
+
+    name: str = ""
+
+    def __init__(self, limits: Sequence[float] = transforms.DEFAULT_LIMITS):
+        self.limits = transforms.validate_limits(limits)
+
+    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
+                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
+        """Returns params [B, 3] for `images` [B, H, W, C] (raw pixels) and integer `labels` [B].
+
+        `seed` is a stateless seed (shape [2]) for the random draws, or None for
+        TF's global random state. `logits_nat` may pass `model(images)` when the
+        caller already has it.
+        """
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"limits": list(self.limits)}
+
+
+class RandomTransform(Adversary):
+    """x~ = x transformed by t ~ Uniform([-limits, limits]): data augmentation ("D.A.")."""
+
+    name = "random"
+
+    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+        return transforms.sample_uniform(tf.shape(images)[0], self.limits, seed)
+
+
+class _ObjectiveAdversary(Adversary):
+    """An adversary that maximises a per-example objective ("ce" or a semimetric name)."""
+
+    def __init__(self, objective: str = "ce", limits: Sequence[float] = transforms.DEFAULT_LIMITS):
+        super().__init__(limits)
+        self.objective = objective
+        self._objective_fn = objective_fn(objective)
+
+    def _needs_nat(self) -> bool:
+        return self.objective != "ce"
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "objective": self.objective}
+
+
+class WorstOfK(_ObjectiveAdversary):
+    """Per example, the transformation maximising the objective among `k` uniform draws ("A.T.").
+
+    All k candidates of a batch are evaluated in `ceil(k * B / max_batch)`
+    model calls (one call when `max_batch` is None). With k = 1 it draws the
+    same transformation as `RandomTransform` for the same seed.
+    """
+
+    name = "worst_of_k"
+
+    def __init__(self, k: int = 10, objective: str = "ce",
+                 limits: Sequence[float] = transforms.DEFAULT_LIMITS, max_batch: int | None = None):
+        super().__init__(objective, limits)
+        if int(k) < 1:
+            raise ValueError(f"worst-of-k needs k >= 1; got k={k}")
+        if max_batch is not None and int(max_batch) < 1:
+            raise ValueError(f"max_batch must be >= 1 or None; got {max_batch}")
+        self.k = int(k)
+        self.max_batch = None if max_batch is None else int(max_batch)
+
+    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+        batch = tf.shape(images)[0]
+        candidates = tf.reshape(transforms.sample_uniform(self.k * batch, self.limits, seed),
+                                [self.k, batch, 3])
+        if self.k == 1:
+            return candidates[0]
+        if logits_nat is None and self._needs_nat():
+            logits_nat = model(images, training=False)
+        values = tf.concat([self._objective(model, images, labels, logits_nat, group)
+                            for group in self._candidate_groups(candidates, images.shape[0])], axis=0)
+        best = tf.argmax(values, axis=0, output_type=tf.int32)
+        return tf.stop_gradient(tf.gather(tf.transpose(candidates, [1, 0, 2]), best, batch_dims=1))
+
+    def _candidate_groups(self, candidates: tf.Tensor, static_batch: int | None) -> list[tf.Tensor]:
+        """Splits the k candidates into groups that fit `max_batch` images per model call."""
+        if self.max_batch is None or static_batch is None:
+            return [candidates]
+        per_call = max(1, self.max_batch // static_batch)
+        return [candidates[i:i + per_call] for i in range(0, self.k, per_call)]
+
+    def _objective(self, model, images, labels, logits_nat, group: tf.Tensor) -> tf.Tensor:
+        """Objective of each candidate in `group` [g, B, 3], as [g, B]."""
+        g = group.shape[0]
+        batch = tf.shape(images)[0]
+        moved = transforms.transform(_repeat_batch(images, g), tf.reshape(group, [-1, 3]))
+        logits = model(moved, training=False)
+        nat = None if logits_nat is None else _repeat_batch(logits_nat, g)
+        return tf.reshape(self._objective_fn(logits, _repeat_batch(labels, g), nat), [g, batch])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "k": self.k, "max_batch": self.max_batch}
+
+
+class SPGD(_ObjectiveAdversary):
+    """Spatial PGD: projected sign-gradient ascent on the transformation itself.
+
+    Starts uniform in the limits (or at the identity), takes `steps` steps of
+    `step_size * sign(gradient)` per coordinate (default 2.5 * limits / steps),
+    projects onto the limits after each, and returns the best iterate seen;
+    `restarts` repeats the search from new random starts and keeps the best.
+    Uses `transforms.transform_differentiable` for the gradient.
+    """
+
+    name = "spgd"
+
+    def __init__(self, steps: int = 5, objective: str = "ce",
+                 limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+                 step_size: Sequence[float] | None = None, restarts: int = 1, random_start: bool = True):
+        super().__init__(objective, limits)
+        if int(steps) < 1:
+            raise ValueError(f"S-PGD needs steps >= 1; got steps={steps}")
+        if int(restarts) < 1:
+            raise ValueError(f"S-PGD needs restarts >= 1; got restarts={restarts}")
+        self.steps = int(steps)
+        self.restarts = int(restarts)
+        self.random_start = bool(random_start)
+        if step_size is None:
+            step_size = [2.5 * limit / self.steps for limit in self.limits]
+        self.step_size = tuple(float(s) for s in step_size)
+        if len(self.step_size) != 3 or any(s < 0 for s in self.step_size):
+            raise ValueError(f"step_size must be 3 values >= 0 (dx, dy, angle); got {step_size!r}")
+
+    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+        images = tf.convert_to_tensor(images, tf.float32)
+        batch = tf.shape(images)[0]
+        if logits_nat is None and self._needs_nat():
+            logits_nat = model(images, training=False)
+        if seed is None:
+            seeds = [None] * self.restarts
+        else:
+            split = tf.random.split(tf.convert_to_tensor(seed, tf.int64), self.restarts)
+            seeds = [split[i] for i in range(self.restarts)]
+        best_params = tf.zeros([batch, 3])
+        best_value = tf.fill([batch], float("-inf"))
+        for restart_seed in seeds:
+            start = (transforms.sample_uniform(batch, self.limits, restart_seed) if self.random_start
+                     else tf.zeros([batch, 3]))
+            params, value = self._ascend(model, images, labels, logits_nat, start)
+            best_params, best_value = _keep_best(params, value, best_params, best_value)
+        return tf.stop_gradient(best_params)
+
+    def _value_and_grad(self, model, images, labels, logits_nat, params):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            logits = model(transforms.transform_differentiable(images, params), training=False)
+            value = self._objective_fn(logits, labels, logits_nat)
+        return value, tape.gradient(value, params)
+
+    def _ascend(self, model, images, labels, logits_nat, start):
+        """One S-PGD run from `start`; returns the best iterate and its objective value."""
+        step = tf.constant(self.step_size, tf.float32)
+
+        def body(i, params, best_params, best_value):
+            value, grad = self._value_and_grad(model, images, labels, logits_nat, params)
+            best_params, best_value = _keep_best(params, value, best_params, best_value)
+            params = transforms.project(params + step * tf.sign(grad), self.limits)
+            return i + 1, params, best_params, best_value
+
+        _, params, best_params, best_value = tf.while_loop(
+            lambda i, *_: i < self.steps, body,
+            (tf.constant(0), start, start, tf.fill([tf.shape(start)[0]], float("-inf"))))
+        value = self._objective_fn(
+            model(transforms.transform(images, params), training=False), labels, logits_nat)
+        return _keep_best(params, value, best_params, best_value)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "steps": self.steps, "step_size": list(self.step_size),
+                "restarts": self.restarts, "random_start": self.random_start}
+
+
+ADVERSARIES: dict[str, type[Adversary]] = {
+    cls.name: cls for cls in (RandomTransform, WorstOfK, SPGD)
+}
+
+
+def get(name: str, **kwargs) -> Adversary:
+    """Builds the adversary registered as `name` ('random', 'worst_of_k', 'spgd')."""
+    if name not in ADVERSARIES:
+        raise ValueError(f"Unknown adversary {name!r}; valid adversaries are {sorted(ADVERSARIES)}")
+    return ADVERSARIES[name](**kwargs)
+
+
+def serialize(adversary: Adversary) -> dict:
+    """A JSON-able description `{"name": ..., **config}` that `deserialize` rebuilds."""
+    return {"name": adversary.name, **adversary.get_config()}
+
+
+def deserialize(config: dict) -> Adversary:
+    """Rebuilds an adversary from `serialize`'s output."""
+    config = dict(config)
+    return get(config.pop("name"), **config)

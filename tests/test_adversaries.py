@@ -1,0 +1,101 @@
+"""Adversaries: exact properties of worst-of-k and S-PGD on a real model and real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from invariance_tf import adversaries, networks, transforms
+
+SEED = tf.constant([3, 14], tf.int64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    tf.keras.utils.set_random_seed(0)
+    return networks.build("small_cnn")
+
+
+@pytest.fixture(scope="module")
+def batch(cifar10_test_slice):
+    images, labels = cifar10_test_slice
+    return tf.constant(images[:32], tf.float32), tf.constant(labels[:32])
+
+
+def objective(name, model, images, labels, params):
+    fn = adversaries.objective_fn(name)
+    return fn(model(transforms.transform(images, params)), labels, model(images)).numpy()
+
+
+@pytest.mark.parametrize("name", ["ce", "kl", "l2"])
+def test_worst_of_k_beats_its_first_candidate(model, batch, name):
+    images, labels = batch
+    k = 6
+    chosen = adversaries.WorstOfK(k=k, objective=name)(model, images, labels, seed=SEED)
+    candidates = tf.reshape(transforms.sample_uniform(k * 32, (3, 3, 30), SEED), [k, 32, 3])
+    values = np.stack([objective(name, model, images, labels, c) for c in candidates])
+    best = objective(name, model, images, labels, chosen)
+    assert np.all(best >= values[0] - 1e-5)
+    np.testing.assert_allclose(best, values.max(0), rtol=1e-5, atol=1e-5)
+
+
+def test_worst_of_k_with_k_1_is_random(model, batch):
+    images, labels = batch
+    random = adversaries.RandomTransform()(model, images, labels, seed=SEED)
+    worst_of_1 = adversaries.WorstOfK(k=1)(model, images, labels, seed=SEED)
+    np.testing.assert_array_equal(random, worst_of_1)
+
+
+def test_worst_of_k_chunked_model_calls_give_the_same_choice(model, batch):
+    images, labels = batch
+    whole = adversaries.WorstOfK(k=5)(model, images, labels, seed=SEED)
+    chunked = adversaries.WorstOfK(k=5, max_batch=64)(model, images, labels, seed=SEED)
+    np.testing.assert_array_equal(whole, chunked)
+
+
+@pytest.mark.parametrize("name,random_start", [("ce", True), ("kl", False), ("l2", True)])
+def test_spgd_improves_on_its_start_and_stays_in_limits(model, batch, name, random_start):
+    images, labels = batch
+    limits = (2.0, 3.0, 20.0)
+    attack = adversaries.SPGD(steps=4, objective=name, limits=limits, random_start=random_start)
+    params = attack(model, images, labels, seed=SEED).numpy()
+    start = (transforms.sample_uniform(32, limits, tf.random.split(SEED, 1)[0]) if random_start
+             else tf.zeros([32, 3]))
+    assert np.all(np.abs(params) <= np.array(limits) + 1e-6)
+    final, initial = (objective(name, model, images, labels, p) for p in (params, start))
+    assert np.all(final >= initial - 1e-4)
+    assert final.mean() > initial.mean()
+
+
+def test_spgd_restarts_are_at_least_as_strong(model, batch):
+    images, labels = batch
+    one = adversaries.SPGD(steps=3, restarts=1)(model, images, labels, seed=SEED)
+    three = adversaries.SPGD(steps=3, restarts=3)(model, images, labels, seed=SEED)
+    assert np.all(objective("ce", model, images, labels, three) >= objective("ce", model, images, labels, one) - 1e-4)
+
+
+def test_adversaries_run_inside_tf_function(model, batch):
+    images, labels = batch
+    attack = adversaries.SPGD(steps=2)
+    params = tf.function(lambda x, y: attack(model, x, y, seed=SEED))(images, labels)
+    eager = attack(model, images, labels, seed=SEED)
+    np.testing.assert_allclose(params, eager, atol=1e-5)
+
+
+def test_serialize_round_trip():
+    attack = adversaries.WorstOfK(k=7, objective="kl", limits=(1, 2, 3))
+    rebuilt = adversaries.deserialize(adversaries.serialize(attack))
+    assert isinstance(rebuilt, adversaries.WorstOfK) and rebuilt.get_config() == attack.get_config()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(name="fgsm"), r"'fgsm'.*\['random', 'spgd', 'worst_of_k'\]"),
+    (dict(name="worst_of_k", k=0), "k=0"),
+    (dict(name="worst_of_k", objective="js"), r"'js'.*\['ce', 'kl', 'l2'\]"),
+    (dict(name="spgd", steps=0), "steps=0"),
+    (dict(name="random", limits=(3, 3, -1)), "limits"),
+])
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        adversaries.get(**kwargs)

@@ -1,0 +1,158 @@
+"""Spatial transforms against exact properties and an independent numpy reference."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from invariance_tf import transforms
+
+
+def numpy_reference(image: np.ndarray, dx: float, dy: float, angle: float) -> np.ndarray:
+    """Rotate counter-clockwise (as displayed) about the centre, then translate; zeros outside.
+
+    Written from the definition: the forward map of a content point q is
+    q -> c + M (q - c) + t, with M the displayed counter-clockwise rotation in
+    (x right, y down) coordinates; each output pixel is the bilinear sample of
+    the zero-padded input at the inverse image of its centre.
+    """
+    h, w, _ = image.shape
+    theta = np.deg2rad(angle)
+    forward = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+    inverse = np.linalg.inv(forward)
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    pad = 2
+    padded = np.zeros((h + 2 * pad, w + 2 * pad, image.shape[2]))
+    padded[pad:pad + h, pad:pad + w] = image
+    out = np.zeros_like(image, dtype=np.float64)
+    for y in range(h):
+        for x in range(w):
+            sx, sy = centre + inverse @ (np.array([x, y]) - np.array([dx, dy]) - centre)
+            sx, sy = sx + pad, sy + pad
+            x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+            if not (0 <= x0 and x0 + 1 < w + 2 * pad and 0 <= y0 and y0 + 1 < h + 2 * pad):
+                continue
+            fx, fy = sx - x0, sy - y0
+            out[y, x] = ((1 - fx) * (1 - fy) * padded[y0, x0] + fx * (1 - fy) * padded[y0, x0 + 1]
+                         + (1 - fx) * fy * padded[y0 + 1, x0] + fx * fy * padded[y0 + 1, x0 + 1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def unit_images(cifar10_test_slice) -> np.ndarray:
+    return cifar10_test_slice[0].astype(np.float32) / 255.0
+
+
+def test_fast_and_differentiable_agree_on_1000_real_images(unit_images):
+    params = transforms.sample_uniform(1000, (3, 3, 30), seed=[4, 2])
+    images = np.resize(unit_images, (1000,) + unit_images.shape[1:])
+    fast = transforms.transform(images, params).numpy()
+    diff = transforms.transform_differentiable(images, params).numpy()
+    assert np.abs(fast - diff).max() < 1e-4
+    assert np.abs(fast - images).max() > 0.1
+
+
+def test_identity_returns_input(unit_images):
+    zeros = np.zeros((len(unit_images), 3), np.float32)
+    np.testing.assert_allclose(transforms.transform(unit_images, zeros), unit_images, atol=1e-6)
+    np.testing.assert_allclose(transforms.transform_differentiable(unit_images, zeros), unit_images, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [transforms.transform, transforms.transform_differentiable])
+def test_rotation_by_90_degrees_is_rot90_counter_clockwise(fn, unit_images):
+    images = unit_images[:8]
+    for angle, k in ((90.0, 1), (-90.0, 3), (180.0, 2)):
+        params = np.tile([[0.0, 0.0, angle]], (len(images), 1)).astype(np.float32)
+        np.testing.assert_allclose(fn(images, params), tf.image.rot90(images, k), atol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [transforms.transform, transforms.transform_differentiable])
+def test_integer_translation_is_a_shift_with_zero_fill(fn, unit_images):
+    images = unit_images[:4]
+    for dx, dy in ((2, 0), (0, -3), (-1, 3)):
+        expected = np.zeros_like(images)
+        h, w = images.shape[1:3]
+        expected[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            images[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        params = np.tile([[dx, dy, 0.0]], (len(images), 1)).astype(np.float32)
+        np.testing.assert_allclose(fn(images, params), expected, atol=1e-5)
+
+
+def test_matches_independent_numpy_reference(unit_images):
+    rng = np.random.default_rng(0)
+    images = unit_images[:12]
+    params = (rng.uniform(-1, 1, (12, 3)) * [3, 3, 30]).astype(np.float32)
+    params[0] = [3, -3, 30]
+    fast = transforms.transform(images, params).numpy()
+    for image, p, got in zip(images, params, fast):
+        np.testing.assert_allclose(got, numpy_reference(image, *p), atol=1e-4)
+
+
+def test_transform_keeps_integer_dtype_and_shape():
+    images = np.random.default_rng(1).integers(0, 255, (3, 16, 20, 1)).astype(np.float32)
+    out = transforms.transform(images, np.zeros((3, 3), np.float32))
+    assert out.shape == images.shape
+
+
+def test_gradients_match_central_finite_differences(unit_images):
+    images = tf.constant(unit_images[:4])
+    params = tf.constant([[0.37, -1.21, 7.3], [-2.2, 0.6, -17.9], [1.4, 2.3, 23.1], [-0.8, -2.6, -4.4]])
+    targets = tf.constant(unit_images[4:8], tf.float64)
+
+    def loss(p):
+        out = tf.cast(transforms.transform_differentiable(images, p), tf.float64)
+        return tf.reduce_sum(tf.square(out - targets), axis=[1, 2, 3])
+
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        value = tf.reduce_sum(loss(params))
+    analytic = tape.gradient(value, params).numpy()
+    numeric = np.zeros_like(analytic)
+    for j, eps in enumerate((1e-3, 1e-3, 1e-2)):
+        step = np.zeros((1, 3), np.float32)
+        step[0, j] = eps
+        numeric[:, j] = (loss(params + step) - loss(params - step)).numpy() / (2 * eps)
+    relative = np.linalg.norm(analytic - numeric, axis=0) / np.linalg.norm(numeric, axis=0)
+    assert relative.max() < 1e-2, relative
+
+
+def test_gradient_reaches_images():
+    images = tf.random.uniform((2, 8, 8, 3))
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        total = tf.reduce_sum(transforms.transform_differentiable(images, tf.constant([[0.5, 0.2, 10.0]] * 2)))
+    grad = tape.gradient(total, images)
+    assert grad is not None and float(tf.reduce_sum(grad)) > 0
+
+
+def test_grid_is_the_cartesian_product():
+    g = transforms.grid()
+    assert g.shape == (775, 3) and g.dtype == np.float32
+    expected = np.array(list(itertools.product(np.linspace(-3, 3, 5), np.linspace(-3, 3, 5),
+                                               np.linspace(-30, 30, 31))), np.float32)
+    np.testing.assert_array_equal(g, expected)
+    assert np.any(np.all(g == 0, axis=1))
+    assert len(np.unique(g, axis=0)) == 775
+
+
+def test_grid_respects_custom_limits_and_granularity():
+    g = transforms.grid((1, 2, 10), (3, 1, 5))
+    assert g.shape == (15, 3)
+    assert set(g[:, 1]) == {0.0} and g[:, 0].max() == 1 and g[:, 2].min() == -10
+
+
+def test_sample_uniform_is_reproducible_and_within_limits():
+    a = transforms.sample_uniform(5000, (3, 2, 30), seed=[1, 7]).numpy()
+    b = transforms.sample_uniform(5000, (3, 2, 30), seed=[1, 7]).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.all(np.abs(a) <= [3, 2, 30])
+    np.testing.assert_allclose(np.abs(a).mean(axis=0), [1.5, 1.0, 15.0], rtol=0.05)
+
+
+@pytest.mark.parametrize("bad", [(3, 3), (3, -1, 30), (3, 3, float("nan"))])
+def test_bad_limits_raise(bad):
+    with pytest.raises(ValueError, match="limits"):
+        transforms.grid(bad)

@@ -1,36 +1,500 @@
-"""Datasets: TFDS names for users online, or a local TFDS ImageFolder tree `<root>/<split>/<class>/<image>`."""
+"""Datasets of the paper (CIFAR-10, CIFAR-100, SVHN) as uint8 arrays and tf.data pipelines.
+
+Two sources:
+
+- A local TFDS ImageFolder tree `<data_dir>/{train,test}/<class>/<image>`.
+  Labels are the class folder names sorted alphabetically (the TFDS
+  ImageFolder convention), and the folder names must be the dataset's
+  canonical class names, so that alphabetical order is the canonical label
+  order: CIFAR-10 `airplane` ... `truck`, CIFAR-100 the 100 fine label names
+  (`apple`, `aquarium_fish`, ..., `worm`), SVHN the digits `0` ... `9`.
+  Decoded splits are cached on disk (see `default_cache_dir`), keyed by the
+  folder's file names, sizes and modification times.
+- A prepared TFDS copy (`tfds.load(..., download=False)`) when `data_dir` is
+  None. Nothing is ever downloaded.
+
+Images are uint8 `[N, 32, 32, 3]` RGB; labels are int64 `[N]`. The pipelines
+yield float32 raw pixel values in [0, 255]; models normalise them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import tempfile
+import warnings
+import zipfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
+SPLITS = ("train", "test")
+IMAGE_SHAPE = (32, 32, 3)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+CROP_PADDING = 4
+CACHE_ENV_VAR = "INVARIANCE_TF_CACHE"
+_CACHE_FORMAT = "1"
+_DECODE_BATCH = 4096
+_LAYOUT = "<data_dir>/{train,test}/<class>/<image>"
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
+SVHN_CLASSES = tuple(str(digit) for digit in range(10))
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset.
+
+    Attributes:
+        name: TFDS name (`cifar10`, `cifar100`, `svhn_cropped`).
+        class_names: label id -> class name, in canonical label order.
+        image_shape: `(height, width, channels)` of every image.
+        standard_augmentation: whether the paper's "std" training uses random
+            crops and flips on this dataset (CIFAR yes, SVHN no).
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    standard_augmentation: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("cifar10", CIFAR10_CLASSES, IMAGE_SHAPE, True),
+    "cifar100": DatasetInfo("cifar100", CIFAR100_CLASSES, IMAGE_SHAPE, True),
+    "svhn_cropped": DatasetInfo("svhn_cropped", SVHN_CLASSES, IMAGE_SHAPE, False),
+}
+
+
+def dataset_info(dataset: str) -> DatasetInfo:
+    """Returns the `DatasetInfo` of `dataset`, raising ValueError for unknown names."""
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def standard_augmentation(dataset: str) -> bool:
+    """Whether the paper trains `dataset` with random crops and flips (CIFAR) or without (SVHN)."""
+    return dataset_info(dataset).standard_augmentation
+
+
+def default_cache_dir() -> Path:
+    """Folder for decoded-split caches: `$INVARIANCE_TF_CACHE`, else `~/.cache/invariance_tf`."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "invariance_tf")
+
+
+def validate_source(
+    dataset: str, data_dir: str | Path | None = None, tfds_data_dir: str | Path | None = None
+) -> None:
+    """Checks cheaply that `dataset` can be loaded, before any expensive work.
+
+    With `data_dir`, checks the ImageFolder layout: `train/` and `test/` exist,
+    hold the same class folders, and those are the dataset's canonical class
+    names. Without it, checks that a prepared TFDS copy exists under
+    `tfds_data_dir` (None: TFDS' default, `$TFDS_DATA_DIR` or
+    `~/tensorflow_datasets`).
+
+    Raises:
+        ValueError: unknown dataset, or class folders that do not match.
+        FileNotFoundError: missing folders or no TFDS copy; the message says
+            how to point at local data.
+    """
+    info = dataset_info(dataset)
+    if data_dir is None:
+        _require_tfds_copy(dataset, tfds_data_dir)
+    else:
+        _check_image_folder_classes(Path(data_dir), info.class_names)
+
+
+def load(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    split: str = "train",
+    examples: int | None = None,
+    seed: int = 0,
+    tfds_data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray, DatasetInfo]:
+    """Loads one split as uint8 images `[N, 32, 32, 3]`, int64 labels `[N]` and its `DatasetInfo`.
+
+    Args:
+        dataset: one of `DATASETS`.
+        data_dir: ImageFolder root `<data_dir>/{train,test}/<class>/<image>`;
+            None reads a prepared TFDS copy from `tfds_data_dir`.
+        split: `"train"` or `"test"`.
+        examples: None for the whole split, else the size of a class-balanced
+            subset drawn with `seed` (see `balanced_subset`).
+        seed: seed of the subset; the same seed gives the same examples.
+        tfds_data_dir: TFDS data folder; None uses TFDS' default.
+        cache_dir: where decoded ImageFolder splits are cached; None uses
+            `default_cache_dir()`.
+
+    Every image must decode to 32x32 pixels: an image of another size is an
+    error naming the file (resize offline; silently resampling would change
+    the translations the paper measures in pixels). Grayscale and RGBA
+    images are converted to RGB. JPEGs use libjpeg's accurate integer IDCT,
+    which matches Pillow.
+    """
+    info = dataset_info(dataset)
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
+    validate_source(dataset, data_dir, tfds_data_dir)
+    if data_dir is None:
+        images, labels = _load_tfds(dataset, split, tfds_data_dir)
+    else:
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        images, labels = _load_image_folder_cached(Path(data_dir), split, info, cache)
+    if examples is not None:
+        keep = balanced_subset(labels, examples, seed)
+        images, labels = images[keep], labels[keep]
+    return images, labels, info
 
 
 def read_image_folder(
     root: str | Path, split: str, per_class: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decodes `<root>/<split>/<class>/*` into uint8 images [N, H, W, 3] and int64 labels [N].
+    """Decodes `<root>/<split>/<class>/*` into uint8 images [N, 32, 32, 3] and int64 labels [N].
 
     Labels are the class folder names sorted alphabetically (the TFDS
-    ImageFolder convention). JPEGs are decoded with libjpeg's accurate IDCT,
-    which matches Pillow. `per_class` keeps the first files (sorted by name)
-    of each class.
+    ImageFolder convention); the names are returned too and are not checked
+    against a dataset. `per_class` keeps the first files (sorted by name) of
+    each class. Nothing is cached. Bad files raise as in `load`.
     """
     split_dir = Path(root) / split
+    class_names = _class_folders(split_dir)
+    paths, labels = _list_images(split_dir, class_names, per_class)
+    return _decode_files(paths), labels, class_names
+
+
+def balanced_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Sorted indices of `count` examples, spread over classes as evenly as possible.
+
+    Each class contributes `count // num_classes` or one more (a seeded choice
+    of classes gets the remainder), or all its examples if it has fewer; the
+    examples within a class are a seeded random choice. Same `labels`, `count`
+    and `seed` give the same indices.
+    """
+    labels = np.asarray(labels)
+    _check_count("count", count, len(labels))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    _, classes = np.unique(labels[order], return_inverse=True)
+    by_class = np.argsort(classes, kind="stable")
+    class_start = np.searchsorted(classes[by_class], classes[by_class])
+    rank = np.empty(len(labels), np.int64)
+    rank[by_class] = np.arange(len(labels)) - class_start
+    class_priority = rng.permutation(classes.max() + 1)[classes]
+    chosen = np.lexsort((class_priority, rank))[:count]
+    return np.sort(order[chosen])
+
+
+def train_validation_split(
+    images: np.ndarray, labels: np.ndarray, validation: int | float, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Splits off a class-balanced validation set: `((train_x, train_y), (val_x, val_y))`.
+
+    `validation` is a count of examples (int) or a fraction in (0, 1) of
+    `len(images)` (float, rounded). Both parts keep the input order.
+    """
+    _check_arrays(images, labels)
+    n = len(images)
+    if isinstance(validation, float):
+        if not 0.0 < validation < 1.0:
+            raise ValueError(f"validation fraction must be in (0, 1); got {validation}")
+        validation = round(validation * n)
+    _check_count("validation", validation, n - 1)
+    is_validation = np.zeros(n, bool)
+    is_validation[balanced_subset(labels, validation, seed)] = True
+    return (images[~is_validation], labels[~is_validation]), (images[is_validation], labels[is_validation])
+
+
+def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The paper's standard CIFAR augmentation of a batch, as float32 `[B, H, W, C]`.
+
+    Each image is zero-padded by `CROP_PADDING` pixels on every side, cropped
+    back to `H x W` at a uniformly random offset, and flipped left-right with
+    probability 1/2. `seed` is a stateless seed, int `[2]`: the same seed gives
+    the same crops and flips.
+    """
+    images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    offsets = tf.random.stateless_uniform(
+        [batch, 2], crop_seed, minval=0, maxval=2 * CROP_PADDING + 1, dtype=tf.int32
+    )
+    flip = tf.random.stateless_uniform([batch, 1], flip_seed) < 0.5
+    rows = offsets[:, :1] + tf.range(height)[tf.newaxis]
+    columns = offsets[:, 1:] + tf.where(flip, tf.range(width - 1, -1, -1), tf.range(width))
+    pad = CROP_PADDING
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(cropped, columns, axis=2, batch_dims=1)
+
+
+def train_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    augment: bool,
+    seed: int = 0,
+    drop_remainder: bool = True,
+) -> tf.data.Dataset:
+    """Batches of `(float32 images in [0, 255], int64 labels)`, reshuffled every epoch.
+
+    With `augment`, applies `random_crop_and_flip`, with new crops every
+    epoch. Shuffling and augmentation are deterministic given `seed`. The
+    arrays stay in memory (they are the cached decode), so the pipeline
+    shuffles indices and gathers batches instead of caching a copy.
+    """
+    _check_arrays(images, labels)
+    _check_count("batch_size", batch_size, len(images))
+    images_t, labels_t = tf.constant(images), tf.constant(labels)
+    indices = tf.data.Dataset.range(len(images)).shuffle(
+        len(images), seed=seed, reshuffle_each_iteration=True
+    )
+    batches = indices.batch(batch_size, drop_remainder=drop_remainder).map(
+        lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if augment:
+        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        batches = tf.data.Dataset.zip(batches, batch_seeds).map(
+            lambda batch, s: (random_crop_and_flip(batch[0], tf.stack([s, seed])), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        batches = batches.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Batches of `(float32 images in [0, 255], int64 labels)` in input order, last batch partial."""
+    _check_arrays(images, labels)
+    _check_count("batch_size", batch_size, len(images))
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    return dataset.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_count(name: str, value: int, maximum: int) -> None:
+    """Raises ValueError unless `value` is an int in [1, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [1, {maximum}]; got {value!r}")
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray) -> None:
+    """Raises ValueError unless images are `[N, H, W, C]` with N labels, N >= 1."""
+    if np.ndim(images) != 4 or np.ndim(labels) != 1 or len(images) != len(labels) or not len(images):
+        raise ValueError(
+            "Expected images [N, H, W, C] and labels [N] with N >= 1; "
+            f"got shapes {np.shape(images)} and {np.shape(labels)}"
+        )
+
+
+def _require_tfds_copy(dataset: str, tfds_data_dir: str | Path | None) -> None:
+    """Raises FileNotFoundError, saying how to use local data, if TFDS has no prepared copy."""
+    builder = tfds.builder(dataset, data_dir=tfds_data_dir)
+    if not builder.is_prepared():
+        searched = Path(builder.data_dir).parents[1]
+        raise FileNotFoundError(
+            f"No TFDS copy of {dataset!r} found in {str(searched)!r} (download=False); "
+            f"pass --data_dir=DIR pointing at an ImageFolder tree DIR/{{train,test}}/<class>/<image> "
+            f"(e.g. --data_dir=../shared/data/cifar10 for cifar10)"
+        )
+
+
+def _load_tfds(
+    dataset: str, split: str, tfds_data_dir: str | Path | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a prepared TFDS split into uint8 images and int64 labels, without downloading."""
+    examples = tfds.load(
+        dataset, split=split, data_dir=tfds_data_dir, download=False, as_supervised=True
+    )
+    parts = list(tfds.as_numpy(examples.batch(_DECODE_BATCH)))
+    images = np.concatenate([x for x, _ in parts]).astype(np.uint8)
+    labels = np.concatenate([y for _, y in parts]).astype(np.int64)
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(f"TFDS {dataset!r} {split} images are {images.shape[1:]}; expected {IMAGE_SHAPE}")
+    return images, labels
+
+
+def _check_image_folder_classes(root: Path, class_names: Sequence[str]) -> None:
+    """Checks `root/{train,test}` exist and hold exactly the class folders `class_names`."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder; expected {_LAYOUT}")
+    found = {split: _class_folders(root / split) for split in SPLITS}
+    for split, other in (SPLITS, SPLITS[::-1]):
+        unmatched = sorted(set(found[split]) - set(found[other]))
+        if unmatched:
+            raise ValueError(
+                f"Class folder {str(root / split / unmatched[0])!r} has no counterpart "
+                f"{str(root / other / unmatched[0])!r}; both splits need the same class folders"
+            )
+    unexpected = sorted(set(found["train"]) - set(class_names))
+    missing = sorted(set(class_names) - set(found["train"]))
+    if unexpected or missing:
+        raise ValueError(
+            f"Class folders in {str(root)!r} do not match the dataset's classes: "
+            f"unexpected {unexpected[:5]}, missing {missing[:5]}"
+            f"{' (first 5 shown)' if max(len(unexpected), len(missing)) > 5 else ''}; "
+            f"expected folder names {list(class_names)[:10]}{'...' if len(class_names) > 10 else ''}"
+        )
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """Sorted class folder names of `split_dir`; hidden entries (`.*`) are ignored."""
     if not split_dir.is_dir():
-        raise FileNotFoundError(f"No split folder {str(split_dir)!r} (expected <root>/<split>/<class>/<image>)")
-    class_names = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    images, labels = [], []
+        raise FileNotFoundError(f"No split folder {str(split_dir)!r}; expected {_LAYOUT}")
+    names = []
+    for entry in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            raise ValueError(f"Unexpected file {entry.path!r}; a split folder holds only class folders")
+        names.append(entry.name)
+    if not names:
+        raise ValueError(f"Split folder {str(split_dir)!r} is empty; expected {_LAYOUT}")
+    return names
+
+
+def _list_images(
+    split_dir: Path, class_names: Sequence[str], per_class: int | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Image paths sorted by class then file name, and their int64 labels.
+
+    Raises ValueError naming a non-image entry (by suffix, `IMAGE_SUFFIXES`;
+    hidden files are ignored) or an empty class folder.
+    """
+    paths, labels = [], []
     for label, name in enumerate(class_names):
-        files = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files[:per_class]:
-            data = tf.io.read_file(str(path))
-            images.append(tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE").numpy()
-                          if path.suffix.lower() in (".jpg", ".jpeg")
-                          else tf.io.decode_image(data, channels=3, expand_animations=False).numpy())
-            labels.append(label)
-    return np.stack(images), np.asarray(labels, np.int64), class_names
+        class_dir = split_dir / name
+        entries = sorted(
+            (e for e in os.scandir(class_dir) if not e.name.startswith(".")), key=lambda e: e.name
+        )
+        for entry in entries:
+            if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
+                raise ValueError(
+                    f"Not an image file: {entry.path!r}; expected suffixes {list(IMAGE_SUFFIXES)}"
+                )
+        if not entries:
+            raise ValueError(f"Class folder {str(class_dir)!r} has no images")
+        paths += [entry.path for entry in entries[:per_class]]
+        labels += [label] * len(entries[:per_class])
+    return paths, np.asarray(labels, np.int64)
+
+
+def _load_image_folder_cached(
+    root: Path, split: str, info: DatasetInfo, cache_dir: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes `root/split` once and reuses the result while its files are unchanged."""
+    split_dir = root / split
+    paths, labels = _list_images(split_dir, info.class_names)
+    cache_file = cache_dir / f"{info.name}-{split}-{_fingerprint(split_dir, paths)}.npz"
+    cached = _read_cache(cache_file)
+    if cached is not None and np.array_equal(cached[1], labels):
+        return cached
+    images = _decode_files(paths)
+    _write_cache(cache_file, images, labels)
+    return images, labels
+
+
+def _fingerprint(split_dir: Path, paths: Sequence[str]) -> str:
+    """Hash of the relative path, size and mtime of every file (16 hex digits)."""
+    digest = hashlib.sha256(f"format={_CACHE_FORMAT};shape={IMAGE_SHAPE}".encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"\n{os.path.relpath(path, split_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_cache(cache_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached `(images, labels)`, or None if the file is missing or unreadable."""
+    try:
+        with np.load(cache_file) as arrays:
+            return arrays["images"], arrays["labels"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _write_cache(cache_file: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Writes the cache atomically; a failure only warns, since the cache is an optimisation."""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as f:
+            np.savez(f, images=images, labels=labels)
+        os.replace(f.name, cache_file)
+    except OSError as error:
+        warnings.warn(f"Could not write the decoded-data cache {str(cache_file)!r}: {error}")
+
+
+def _decode(contents: tf.Tensor) -> tf.Tensor:
+    """Decodes an encoded image to uint8 RGB `[H, W, 3]`; JPEGs with the accurate IDCT."""
+    return tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+    )
+
+
+def _decode_indexed(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`(index, image fitted to IMAGE_SHAPE, decoded [height, width])` for one file."""
+    image = _decode(tf.io.read_file(path))
+    fitted = tf.image.resize_with_crop_or_pad(image, IMAGE_SHAPE[0], IMAGE_SHAPE[1])
+    return index, fitted, tf.shape(image)[:2]
+
+
+def _decode_files(paths: Sequence[str]) -> np.ndarray:
+    """Decodes files in parallel into uint8 `[N, 32, 32, 3]`.
+
+    Raises ValueError naming the first file that cannot be decoded or is not
+    32x32.
+    """
+    files = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
+    decoded = files.map(_decode_indexed, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    images = np.zeros((len(paths), *IMAGE_SHAPE), np.uint8)
+    sizes = np.full((len(paths), 2), -1, np.int64)
+    for index, image, size in decoded.batch(_DECODE_BATCH).as_numpy_iterator():
+        images[index], sizes[index] = image, size
+    failed = np.flatnonzero(sizes[:, 0] < 0)
+    if failed.size:
+        raise ValueError(f"Cannot decode image file {paths[failed[0]]!r}: {_decode_error(paths[failed[0]])}")
+    wrong = np.flatnonzero((sizes != IMAGE_SHAPE[:2]).any(axis=1))
+    if wrong.size:
+        height, width = sizes[wrong[0]]
+        raise ValueError(
+            f"Image {paths[wrong[0]]!r} is {height}x{width} pixels; expected "
+            f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} (resize it offline)"
+        )
+    return images
+
+
+def _decode_error(path: str) -> str:
+    """TensorFlow's message for reading or decoding `path` (called only after a failure)."""
+    try:
+        _decode(tf.io.read_file(path))
+    except tf.errors.OpError as error:
+        return error.message.splitlines()[0]
+    return "decoding failed inside tf.data but not when retried"

@@ -1,0 +1,46 @@
+"""Keras callbacks for robust training: robust validation metrics in the logs and TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from invariance_tf import evaluation, transforms
+
+
+class RobustValidation(keras.callbacks.Callback):
+    """Every `every` epochs, adds worst-of-k validation accuracy to the epoch logs.
+
+    The value appears as `val_worst_of_{k}_accuracy` in the logs that later
+    callbacks see (keras-tuner reads its objective there) and in TensorBoard
+    under `log_dir/validation` when `log_dir` is given. Worst-of-k here: an
+    example counts as correct only if all k random transformations are
+    classified correctly.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, k: int = 10, every: int = 1,
+                 limits=transforms.DEFAULT_LIMITS, seed: int = 0, batch_size: int = 512,
+                 log_dir: str | Path | None = None):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"RobustValidation needs every >= 1 epochs; got {every}")
+        self.images, self.labels = images, labels
+        self.k, self.every, self.limits, self.seed, self.batch_size = k, every, limits, seed, batch_size
+        self.key = f"val_worst_of_{k}_accuracy"
+        self._writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation")) if log_dir else None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every and epoch + 1 != self.params.get("epochs"):
+            return
+        result = evaluation.worst_of_k_accuracy(
+            self.model, self.images, self.labels, k=self.k, limits=self.limits, seed=self.seed,
+            batch_size=self.batch_size)
+        if logs is not None:
+            logs[self.key] = result.accuracy
+        if self._writer is not None:
+            with self._writer.as_default():
+                tf.summary.scalar(f"epoch_worst_of_{self.k}_accuracy", result.accuracy, step=epoch)
+            self._writer.flush()

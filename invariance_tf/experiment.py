@@ -1,0 +1,228 @@
+"""One training run from a flat configuration: the library behind `trainers.fit` and `tuning.search`.
+
+`ExperimentConfig` mirrors the trainer's flags one to one; `validate` checks it
+before any data is read; `build_model` is the single place where a config
+becomes a compiled `InvarianceModel`; `run` trains, evaluates and writes the
+output directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from invariance_tf import adversaries, callbacks, data, evaluation, networks, semimetrics, transforms
+from invariance_tf.model import CE_ON, InvarianceModel
+
+ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
+AUGMENT_CHOICES = ("auto", "on", "off")
+
+
+def _field(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A training run. Field names equal the `trainers.fit` flag names (see its `--help`)."""
+
+    dataset: str = _field("cifar10", "cifar10 | cifar100 | svhn_cropped")
+    data_dir: str = _field("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
+    network: str = _field("resnet", "network architecture (see invariance_tf.networks)")
+    resnet_n: int = _field(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
+    adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
+    k: int = _field(10, "candidates of worst_of_k (1 = random)")
+    adversary_objective: str = _field("ce", "what the adversary maximises: ce | kl | l2")
+    spgd_steps: int = _field(5, "S-PGD sign-gradient steps")
+    limits: tuple[float, float, float] = _field(transforms.DEFAULT_LIMITS,
+                                                "transformation limits dx,dy,angle (pixels, pixels, degrees)")
+    ce_on: str = _field("nat", "cross-entropy on the natural (nat), transformed (rob) or both (mix) batches")
+    h: str = _field("kl", "invariance semimetric: kl | l2")
+    lambda_reg: float = _field(0.0, "weight of the invariance penalty h (>= 0; 0 = plain D.A./A.T.)")
+    epochs: int = _field(100, "training epochs")
+    batch_size: int = _field(128, "original examples per step (regularised rows add as many transformed)")
+    lr: float = _field(0.1, "initial SGD learning rate, divided by 10 at 50% and 75% of training")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
+    augment: str = _field("auto", "standard crop+flip augmentation: auto (CIFAR yes, SVHN no) | on | off")
+    train_examples: int = _field(0, "training examples to use (0 = all minus validation)")
+    validation_examples: int = _field(0, "examples held out of the training split for validation")
+    test_examples: int = _field(0, "test examples for the final metrics (0 = all)")
+    grid_examples: int = _field(0, "test examples for the final grid attack (0 = all test examples)")
+    eval_every: int = _field(0, "epochs between worst-of-k validation evaluations (0 = never)")
+    eval_k: int = _field(10, "k of the worst-of-k evaluation")
+    eval_batch_size: int = _field(1024, "images per model call during evaluation (bounds memory)")
+    output_dir: str = _field("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
+    seed: int = _field(0, "seed of data order, initialisation and adversary draws")
+    jit_compile: bool = _field(False, "compile the train step with XLA")
+    verbose: int = _field(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad field as its flag, before any expensive work."""
+        checks = [
+            ("dataset", self.dataset in data.DATASETS, f"valid datasets are {sorted(data.DATASETS)}"),
+            ("network", self.network in networks.NETWORKS, f"valid networks are {sorted(networks.NETWORKS)}"),
+            ("adversary", self.adversary in ADVERSARY_CHOICES, f"valid adversaries are {list(ADVERSARY_CHOICES)}"),
+            ("adversary_objective", self.adversary_objective in adversaries.OBJECTIVES,
+             f"valid objectives are {list(adversaries.OBJECTIVES)}"),
+            ("h", self.h in semimetrics.SEMIMETRICS, f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}"),
+            ("ce_on", self.ce_on in CE_ON, f"valid values are {list(CE_ON)}"),
+            ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
+            ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
+            ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v > 0 for v in self.limits),
+             "must be 3 values > 0: dx pixels, dy pixels, angle degrees"),
+            ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
+            ("k", self.k >= 1, "must be >= 1"),
+            ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
+            ("epochs", self.epochs >= 1, "must be >= 1"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("lr", self.lr > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("train_examples", self.train_examples >= 0, "must be >= 0 (0 = all)"),
+            ("validation_examples", self.validation_examples >= 0, "must be >= 0"),
+            ("test_examples", self.test_examples >= 0, "must be >= 0 (0 = all)"),
+            ("grid_examples", self.grid_examples >= 0, "must be >= 0 (0 = all test examples)"),
+            ("eval_every", self.eval_every >= 0, "must be >= 0 epochs (0 = never)"),
+            ("eval_k", self.eval_k >= 1, "must be >= 1"),
+            ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"--{name}={_flag_value(getattr(self, name))} is invalid: {rule}")
+        if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
+            raise ValueError(f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
+                             f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd")
+        if self.eval_every and not self.validation_examples:
+            raise ValueError(f"--eval_every={self.eval_every} needs --validation_examples > 0")
+        data.validate_source(self.dataset, self.data_dir or None)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _flag_value(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
+def build_adversary(config: ExperimentConfig) -> adversaries.Adversary | None:
+    """The adversary choosing x~ for training, or None for standard training."""
+    if config.adversary == "none":
+        return None
+    kwargs = {"limits": config.limits}
+    if config.adversary == "worst_of_k":
+        kwargs.update(k=config.k, objective=config.adversary_objective)
+    elif config.adversary == "spgd":
+        kwargs.update(steps=config.spgd_steps, objective=config.adversary_objective)
+    return adversaries.get(config.adversary, **kwargs)
+
+
+def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Model:
+    kwargs = {"input_shape": info.image_shape, "num_classes": info.num_classes,
+              "weight_decay": config.weight_decay}
+    if config.network == "resnet":
+        kwargs["n"] = config.resnet_n
+    return networks.build(config.network, **kwargs)
+
+
+def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """`lr`, divided by 10 at 50% and again at 75% of training (the paper's schedule)."""
+    total = config.epochs * steps_per_epoch
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100])
+
+
+def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int) -> InvarianceModel:
+    """The compiled regularised model for `config`: the one place flags become a model."""
+    model = InvarianceModel(
+        build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
+        lambda_reg=config.lambda_reg, seed=config.seed)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum),
+        jit_compile=config.jit_compile)
+    return model
+
+
+@dataclasses.dataclass
+class Splits:
+    """The data of one run: training, validation (may be empty) and test arrays, and the dataset info."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    info: data.DatasetInfo
+
+
+def load_splits(config: ExperimentConfig) -> Splits:
+    images, labels, info = data.load(config.dataset, config.data_dir or None, "train",
+                                     examples=config.train_examples + config.validation_examples or None,
+                                     seed=config.seed)
+    train, validation = data.train_validation_split(images, labels, config.validation_examples, seed=config.seed)
+    test_images, test_labels, _ = data.load(config.dataset, config.data_dir or None, "test",
+                                            examples=config.test_examples or None, seed=config.seed)
+    return Splits(train, validation, (test_images, test_labels), info)
+
+
+def augment_enabled(config: ExperimentConfig) -> bool:
+    if config.augment == "auto":
+        return data.standard_augmentation(config.dataset)
+    return config.augment == "on"
+
+
+def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:
+    """Clean, worst-of-k and grid accuracy (fractions) on the given test images."""
+    grid_images = images[:config.grid_examples or None]
+    grid_labels = labels[:config.grid_examples or None]
+    kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size}
+    return {
+        "test_examples": int(len(images)),
+        "clean_accuracy": evaluation.clean_accuracy(model, images, labels, batch_size=config.eval_batch_size),
+        f"worst_of_{config.eval_k}_accuracy": evaluation.worst_of_k_accuracy(
+            model, images, labels, k=config.eval_k, seed=config.seed, **kwargs).accuracy,
+        "grid_examples": int(len(grid_images)),
+        "grid_accuracy": evaluation.grid_accuracy(
+            model, grid_images, grid_labels, method="early_exit", verbose=config.verbose, **kwargs).accuracy,
+    }
+
+
+def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict:
+    """Trains and evaluates `config`; writes the output directory and returns `metrics.json`'s content."""
+    config.validate()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    keras.utils.set_random_seed(config.seed)
+    splits = load_splits(config)
+    train_images, train_labels = splits.train
+    steps_per_epoch = len(train_images) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
+    model = build_model(config, splits.info, steps_per_epoch)
+    train_ds = data.train_dataset(train_images, train_labels, config.batch_size,
+                                  augment=augment_enabled(config), seed=config.seed)
+    fit_callbacks = [
+        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "last.keras")),
+        keras.callbacks.TensorBoard(str(out / "logs")),
+    ]
+    if config.eval_every:
+        fit_callbacks.insert(0, callbacks.RobustValidation(
+            *splits.validation, k=config.eval_k, every=config.eval_every, limits=config.limits,
+            seed=config.seed, batch_size=config.eval_batch_size, log_dir=out / "logs"))
+    validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size)
+                     if config.validation_examples else None)
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds,
+                        callbacks=fit_callbacks + list(extra_callbacks or []), verbose=config.verbose)
+    train_seconds = time.perf_counter() - start
+    model.save(out / "model.keras")
+    metrics = {"train_seconds": train_seconds, "epochs": config.epochs,
+               "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
+               **robust_metrics(model, *splits.test, config)}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,34 @@
+"""Train a model with invariance-inducing regularisation.
+
+    python -m trainers.fit --flagfile configs/cifar10_at_kl.cfg [--flag=value ...]
+
+Flags given after the flagfile override it. See `--helpfull` for every flag.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app
+
+from trainers import flags as experiment_flags
+from invariance_tf import experiment
+
+experiment_flags.define_experiment_flags()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = experiment_flags.config_from_flags()
+        config.validate()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    metrics = experiment.run(config)
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

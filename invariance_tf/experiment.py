@@ -106,6 +106,11 @@ class ExperimentConfig:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_json(cls, values: dict) -> "ExperimentConfig":
+        """Inverse of `to_json` (as read back from a run's config.json)."""
+        return cls(**{**values, "limits": tuple(values["limits"])})
+
 
 def _flag_value(value) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)

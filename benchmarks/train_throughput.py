@@ -1,0 +1,108 @@
+"""Training step time of the regularised model against plain Keras, measured in one run.
+
+    python -m benchmarks.train_throughput [--resnet_n 1] [--steps 20]
+
+Prints median step times (after warm-up) and the ratios the project tracks:
+custom train_step (lambda = 0, no adversary) / plain `keras.Model.fit`, and
+A.T.+KL / A.T. (worst-of-10), each as configured in configs/ and with equal
+numbers of originals per step; with and without XLA where it compiles.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from invariance_tf import adversaries, data, networks
+from invariance_tf.model import InvarianceModel
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Records the wall time of every training batch."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+
+def median_step(model: keras.Model, images, labels, batch_size: int, steps: int, warmup: int = 3) -> float:
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch_size, drop_remainder=True)
+    timer = StepTimer()
+    model.fit(ds.prefetch(2), steps_per_epoch=steps + warmup, epochs=1, verbose=0, callbacks=[timer])
+    return statistics.median(timer.times[warmup:])
+
+
+def plain_keras(n: int, jit: bool) -> keras.Model:
+    net = networks.build("resnet", n=n, weight_decay=2e-4)
+    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    return net
+
+
+def regularised(n: int, jit: bool, **kwargs) -> keras.Model:
+    model = InvarianceModel(networks.build("resnet", n=n, weight_decay=2e-4), seed=0, **kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resnet_n", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--data_dir", default=str(DATA_DIR))
+    args = parser.parse_args()
+    images, labels, _ = data.read_image_folder(args.data_dir, "train", per_class=128)
+    images = images.astype(np.float32)
+    n = args.resnet_n
+    at = dict(adversary=adversaries.WorstOfK(k=10, objective="ce"), ce_on="rob")
+    at_kl = dict(adversary=adversaries.WorstOfK(k=10, objective="kl"), ce_on="mix", h="kl", lambda_reg=8.0)
+    rows = {}
+    for jit in (False, True):
+        suffix = " +XLA" if jit else ""
+        cases = {
+            "plain keras fit (batch 128)": (lambda: plain_keras(n, jit), 128),
+            "InvarianceModel, no adversary, lambda=0 (batch 128)": (lambda: regularised(n, jit), 128),
+            "A.T. worst-of-10 (config: batch 128)": (lambda: regularised(n, jit, **at), 128),
+            "A.T.+KL worst-of-10 (config: 64 + 64 transformed)": (lambda: regularised(n, jit, **at_kl), 64),
+            "A.T.+KL worst-of-10 (128 + 128 transformed)": (lambda: regularised(n, jit, **at_kl), 128),
+        }
+        for name, (build, batch_size) in cases.items():
+            try:
+                rows[name + suffix] = median_step(build(), images, labels, batch_size, args.steps)
+            except Exception as error:  # XLA may not compile an op on this platform: report, do not stop.
+                rows[name + suffix] = float("nan")
+                print(f"{name + suffix}: failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+    print(f"\nResNet-{6 * n + 2}, median step time over {args.steps} steps, {os.cpu_count()} CPU cores")
+    for name, seconds in rows.items():
+        print(f"  {name:<60} {seconds * 1000:8.1f} ms")
+    for suffix in ("", " +XLA"):
+        base = rows["plain keras fit (batch 128)" + suffix]
+        custom = rows["InvarianceModel, no adversary, lambda=0 (batch 128)" + suffix]
+        at_time = rows["A.T. worst-of-10 (config: batch 128)" + suffix]
+        print(f"\nratios{suffix or ' (no XLA)'}:")
+        print(f"  custom train_step / plain fit                     {custom / base:.3f}  (goal <= 1.10)")
+        print(f"  A.T.+KL / A.T., as configured (64+64 vs 128)      "
+              f"{rows['A.T.+KL worst-of-10 (config: 64 + 64 transformed)' + suffix] / at_time:.3f}  (goal <= 1.10)")
+        print(f"  A.T.+KL / A.T., equal originals (128+128 vs 128)  "
+              f"{rows['A.T.+KL worst-of-10 (128 + 128 transformed)' + suffix] / at_time:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -168,6 +168,7 @@ def load(
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         images, labels = _load_image_folder_cached(Path(data_dir), split, info, cache)
     if examples is not None:
+        _check_count("examples", examples, len(labels))
         keep = balanced_subset(labels, examples, seed)
         images, labels = images[keep], labels[keep]
     return images, labels, info
@@ -228,7 +229,8 @@ def train_validation_split(
     _check_count("validation", validation, n - 1)
     is_validation = np.zeros(n, bool)
     is_validation[balanced_subset(labels, validation, seed)] = True
-    return (images[~is_validation], labels[~is_validation]), (images[is_validation], labels[is_validation])
+    train = images[~is_validation], labels[~is_validation]
+    return train, (images[is_validation], labels[is_validation])
 
 
 def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -337,7 +339,9 @@ def _load_tfds(
     images = np.concatenate([x for x, _ in parts]).astype(np.uint8)
     labels = np.concatenate([y for _, y in parts]).astype(np.int64)
     if images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"TFDS {dataset!r} {split} images are {images.shape[1:]}; expected {IMAGE_SHAPE}")
+        raise ValueError(
+            f"TFDS {dataset!r} {split} images are {images.shape[1:]}; expected {IMAGE_SHAPE}"
+        )
     return images, labels
 
 
@@ -426,7 +430,8 @@ def _fingerprint(split_dir: Path, paths: Sequence[str]) -> str:
     digest = hashlib.sha256(f"format={_CACHE_FORMAT};shape={IMAGE_SHAPE}".encode())
     for path in paths:
         stat = os.stat(path)
-        digest.update(f"\n{os.path.relpath(path, split_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        entry = f"\n{os.path.relpath(path, split_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}"
+        digest.update(entry.encode())
     return digest.hexdigest()[:16]
 
 
@@ -480,7 +485,8 @@ def _decode_files(paths: Sequence[str]) -> np.ndarray:
         images[index], sizes[index] = image, size
     failed = np.flatnonzero(sizes[:, 0] < 0)
     if failed.size:
-        raise ValueError(f"Cannot decode image file {paths[failed[0]]!r}: {_decode_error(paths[failed[0]])}")
+        bad = paths[failed[0]]
+        raise ValueError(f"Cannot decode image file {bad!r}: {_decode_error(bad)}")
     wrong = np.flatnonzero((sizes != IMAGE_SHAPE[:2]).any(axis=1))
     if wrong.size:
         height, width = sizes[wrong[0]]
@@ -496,5 +502,5 @@ def _decode_error(path: str) -> str:
     try:
         _decode(tf.io.read_file(path))
     except tf.errors.OpError as error:
-        return error.message.splitlines()[0]
+        return error.message.splitlines()[0].split("}} ")[-1]
     return "decoding failed inside tf.data but not when retried"

@@ -6,10 +6,12 @@ from typing import Callable
 
 import keras
 
+from invariance_tf.networks.g_resnet import g_resnet
 from invariance_tf.networks.resnet import resnet
 from invariance_tf.networks.small_cnn import small_cnn
 
-NETWORKS: dict[str, Callable[..., keras.Model]] = {"resnet": resnet, "small_cnn": small_cnn}
+NETWORKS: dict[str, Callable[..., keras.Model]] = {
+    "g_resnet": g_resnet, "resnet": resnet, "small_cnn": small_cnn}
 
 
 def build(name: str, **kwargs) -> keras.Model:

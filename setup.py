@@ -12,6 +12,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "keras>=3.10",
+        "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
         "keras-tuner>=1.4.7",
         "absl-py>=2.0",

@@ -36,7 +36,7 @@ class RobustValidation(keras.callbacks.Callback):
         if (epoch + 1) % self.every and epoch + 1 != self.params.get("epochs"):
             return
         result = evaluation.worst_of_k_accuracy(
-            self.model, self.images, self.labels, k=self.k, limits=self.limits, seed=self.seed,
+            self.model, self.images, self.labels, k=self.k, limits=self.limits, seed=(self.seed, 0),
             batch_size=self.batch_size)
         if logs is not None:
             logs[self.key] = result.accuracy

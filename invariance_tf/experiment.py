@@ -19,10 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from invariance_tf import adversaries, callbacks, data, evaluation, networks, semimetrics, transforms
+from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ON, InvarianceModel
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
 AUGMENT_CHOICES = ("auto", "on", "off")
+GROUPS = tuple(sorted(GROUP_ORDERS))
 
 
 def _field(default, help: str):
@@ -37,6 +39,8 @@ class ExperimentConfig:
     data_dir: str = _field("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
     network: str = _field("resnet", "network architecture (see invariance_tf.networks)")
     resnet_n: int = _field(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
+    g_depth: int = _field(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
+    group: str = _field("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
     adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
     k: int = _field(10, "candidates of worst_of_k (1 = random)")
     adversary_objective: str = _field("ce", "what the adversary maximises: ce | kl | l2")
@@ -79,6 +83,8 @@ class ExperimentConfig:
             ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v > 0 for v in self.limits),
              "must be 3 values > 0: dx pixels, dy pixels, angle degrees"),
             ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
+            ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
+            ("group", self.group in GROUPS, f"valid groups are {list(GROUPS)}"),
             ("k", self.k >= 1, "must be >= 1"),
             ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
@@ -133,6 +139,8 @@ def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Mod
               "weight_decay": config.weight_decay}
     if config.network == "resnet":
         kwargs["n"] = config.resnet_n
+    elif config.network == "g_resnet":
+        kwargs.update(depth=config.g_depth, group=config.group)
     return networks.build(config.network, **kwargs)
 
 
@@ -168,7 +176,10 @@ def load_splits(config: ExperimentConfig) -> Splits:
     images, labels, info = data.load(config.dataset, config.data_dir or None, "train",
                                      examples=config.train_examples + config.validation_examples or None,
                                      seed=config.seed)
-    train, validation = data.train_validation_split(images, labels, config.validation_examples, seed=config.seed)
+    if config.validation_examples:
+        train, validation = data.train_validation_split(images, labels, config.validation_examples, seed=config.seed)
+    else:
+        train, validation = (images, labels), (images[:0], labels[:0])
     test_images, test_labels, _ = data.load(config.dataset, config.data_dir or None, "test",
                                             examples=config.test_examples or None, seed=config.seed)
     return Splits(train, validation, (test_images, test_labels), info)
@@ -189,7 +200,7 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
         "test_examples": int(len(images)),
         "clean_accuracy": evaluation.clean_accuracy(model, images, labels, batch_size=config.eval_batch_size),
         f"worst_of_{config.eval_k}_accuracy": evaluation.worst_of_k_accuracy(
-            model, images, labels, k=config.eval_k, seed=config.seed, **kwargs).accuracy,
+            model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs).accuracy,
         "grid_examples": int(len(grid_images)),
         "grid_accuracy": evaluation.grid_accuracy(
             model, grid_images, grid_labels, method="early_exit", verbose=config.verbose, **kwargs).accuracy,
@@ -222,7 +233,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size)
                      if config.validation_examples else None)
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds,
+    history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds, shuffle=False,
                         callbacks=fit_callbacks + list(extra_callbacks or []), verbose=config.verbose)
     train_seconds = time.perf_counter() - start
     model.save(out / "model.keras")

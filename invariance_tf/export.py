@@ -31,6 +31,9 @@ def export_for_serving(model: keras.Model, export_dir: str | Path, version: int 
         raise FileExistsError(f"{path} exists; choose another --version or remove it")
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant([height, width, channels]),
+            message=f"images must be float32 [batch, {height}, {width}, {channels}] raw pixel values (0-255)")
         logits = network(images, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 

@@ -21,6 +21,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds; run with -m slow")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_data_cache(tmp_path_factory) -> Path:
+    """Keeps the decoded-dataset cache of the whole test session out of the user's home."""
+    cache = tmp_path_factory.mktemp("decoded_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(data.CACHE_ENV_VAR, str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def cifar10_dir() -> Path:
     if not (CIFAR10_DIR / "test").is_dir():

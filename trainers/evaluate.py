@@ -51,15 +51,15 @@ def check_flags(model_dir: Path) -> None:
             sys.exit(f"error: {message}")
 
 
-def run_attack(name: str, model, images, labels, config: ExperimentConfig) -> evaluation.EvaluationResult | float:
+def run_attack(name: str, model, images, labels, config: ExperimentConfig) -> evaluation.RobustResult | float:
     common = {"limits": config.limits, "batch_size": FLAGS.batch_size}
     if name == "clean":
         return evaluation.clean_accuracy(model, images, labels, batch_size=FLAGS.batch_size)
     if name == "worst_of_k":
-        return evaluation.worst_of_k_accuracy(model, images, labels, k=FLAGS.k, seed=FLAGS.seed, **common)
+        return evaluation.worst_of_k_accuracy(model, images, labels, k=FLAGS.k, seed=(FLAGS.seed, 0), **common)
     if name == "spgd":
         return evaluation.spgd_accuracy(model, images, labels, steps=FLAGS.spgd_steps,
-                                        restarts=FLAGS.spgd_restarts, seed=FLAGS.seed, **common)
+                                        restarts=FLAGS.spgd_restarts, seed=(FLAGS.seed, 0), **common)
     return evaluation.grid_accuracy(model, images, labels, method=FLAGS.grid_method, verbose=1, **common)
 
 

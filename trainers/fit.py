@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from absl import app
 
@@ -26,6 +27,9 @@ def main(argv: list[str]) -> None:
         config.validate()
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "flags.cfg").write_text("\n".join(experiment_flags.flag_arguments(config)) + "\n")
     metrics = experiment.run(config)
     print(json.dumps(metrics, indent=2))
 

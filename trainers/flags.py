@@ -9,20 +9,20 @@ from absl import flags
 from invariance_tf.experiment import ExperimentConfig
 
 
-def define_experiment_flags() -> None:
+def define_experiment_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines one flag per `ExperimentConfig` field, with its default and help."""
     for field in dataclasses.fields(ExperimentConfig):
         default, help_text = field.default, field.metadata["help"]
         if isinstance(default, bool):
-            flags.DEFINE_bool(field.name, default, help_text)
+            flags.DEFINE_bool(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_text)
+            flags.DEFINE_integer(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_text)
+            flags.DEFINE_float(field.name, default, help_text, flag_values=flag_values)
         elif isinstance(default, tuple):
-            flags.DEFINE_list(field.name, [f"{v:g}" for v in default], help_text)
+            flags.DEFINE_list(field.name, [f"{v:g}" for v in default], help_text, flag_values=flag_values)
         else:
-            flags.DEFINE_string(field.name, default, help_text)
+            flags.DEFINE_string(field.name, default, help_text, flag_values=flag_values)
 
 
 def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> ExperimentConfig:
@@ -39,8 +39,8 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> ExperimentConfi
     return ExperimentConfig(**kwargs)
 
 
-def command_line(config: ExperimentConfig, module: str = "trainers.fit") -> str:
-    """The `python -m trainers.fit ...` command that reproduces `config`."""
+def flag_arguments(config: ExperimentConfig) -> list[str]:
+    """`--name=value` for every field of `config`: a flagfile's lines, or a command line's arguments."""
     args = []
     for field in dataclasses.fields(ExperimentConfig):
         value = getattr(config, field.name)
@@ -49,4 +49,9 @@ def command_line(config: ExperimentConfig, module: str = "trainers.fit") -> str:
         elif isinstance(value, bool):
             value = str(value).lower()
         args.append(f"--{field.name}={value}")
-    return " ".join(["python", "-m", module, *args])
+    return args
+
+
+def command_line(config: ExperimentConfig, module: str = "trainers.fit") -> str:
+    """The `python -m trainers.fit ...` command that reproduces `config`."""
+    return " ".join(["python", "-m", module, *flag_arguments(config)])

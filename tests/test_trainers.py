@@ -1,0 +1,153 @@
+"""The command-line trainers: every config trains, bad flags fail fast, evaluate and export work end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from PIL import Image
+
+from invariance_tf import data, experiment
+from trainers import flags as experiment_flags
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*.cfg"))
+
+
+def parse_flagfile(path: Path, *overrides: str) -> experiment.ExperimentConfig:
+    """The config `trainers.fit --flagfile=path overrides...` would run."""
+    values = flags.FlagValues()
+    experiment_flags.define_experiment_flags(values)
+    values(["fit", f"--flagfile={path}", *overrides])
+    return experiment_flags.config_from_flags(values)
+
+
+@pytest.fixture(scope="session")
+def synthetic_roots(tmp_path_factory) -> dict[str, Path]:
+    """Tiny ImageFolder copies of the datasets missing here (cifar100, svhn_cropped), real-layout names."""
+    roots = {}
+    rng = np.random.default_rng(0)
+    for name in ("cifar100", "svhn_cropped"):
+        root = tmp_path_factory.mktemp(name)
+        for split in ("train", "test"):
+            for class_name in data.dataset_info(name).class_names:
+                folder = root / split / class_name
+                folder.mkdir(parents=True)
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "0.png")
+        roots[name] = root
+    return roots
+
+
+def test_there_is_a_config_per_paper_row_and_dataset():
+    names = {path.stem for path in CONFIGS}
+    rows = ("std", "da", "da_kl", "at", "at_kl", "at_l2", "grn")
+    assert {f"{d}_{r}" for d in ("cifar10", "cifar100", "svhn") for r in rows} | {"quickstart"} <= names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, cifar10_train_slice):
+    config = dataclasses.replace(parse_flagfile(path), data_dir=str(synthetic_roots.get(path.stem.split("_")[0] + (
+        "_cropped" if path.stem.startswith("svhn") else ""), cifar10_dir)))
+    config.validate()
+    info = data.dataset_info(config.dataset)
+    model = experiment.build_model(config, info, steps_per_epoch=1)
+    images, labels = cifar10_train_slice
+    logs = model.train_on_batch(images[:8].astype(np.float32), labels[:8] % info.num_classes, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["loss"] > 0
+
+
+def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--lambda_reg=-1", "--lambda_reg=-1.0 is invalid: must be >= 0"),
+    ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
+    ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
+    ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
+    ("--limits=3,0,30", "--limits=3.0,0.0,30.0 is invalid: must be 3 values > 0"),
+    ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
+])
+def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+                     f"--output_dir={tmp_path}", flag, timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, result.stderr[-2000:]
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+                     f"--output_dir={tmp_path / 'run'}", timeout=120)
+    assert result.returncode != 0
+    assert "--data_dir=" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cifar10_dir) -> Path:
+    out = tmp_path_factory.mktemp("quickstart")
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+                     f"--data_dir={cifar10_dir}", f"--output_dir={out}", "--train_examples=256", "--epochs=2",
+                     "--test_examples=50", "--grid_examples=20", "--verbose=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_fit_writes_the_output_directory(trained_run):
+    for name in ("model.keras", "metrics.json", "config.json", "flags.cfg", "checkpoints/last.keras"):
+        assert (trained_run / name).is_file(), name
+    assert any((trained_run / "logs").rglob("events.out.tfevents.*"))
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"clean_accuracy", "worst_of_10_accuracy", "grid_accuracy", "train_seconds"} <= set(metrics)
+    assert metrics["grid_accuracy"] <= metrics["clean_accuracy"]
+    rerun = parse_flagfile(trained_run / "flags.cfg")
+    assert rerun == experiment.ExperimentConfig.from_json(json.loads((trained_run / "config.json").read_text()))
+
+
+def test_evaluate_writes_json_and_table(trained_run):
+    result = run_cli("trainers.evaluate", f"--model_dir={trained_run}", "--attack=clean,worst_of_k,grid,spgd",
+                     "--examples=20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((trained_run / "evaluation.json").read_text())
+    assert {"clean", "worst_of_k", "grid", "spgd"} <= set(report)
+    assert report["grid"]["accuracy"] <= report["clean"]["accuracy"]
+    assert "grid" in result.stdout and "accuracy" in result.stdout
+
+
+def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path, cifar10_test_slice):
+    export_dir = tmp_path / "export"
+    result = run_cli("trainers.export", f"--model_dir={trained_run}", f"--export_dir={export_dir}", "--version=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = cifar10_test_slice[0][:8].astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "served = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+        "out = served(images=tf.constant(np.load(sys.argv[2])))\n"
+        "np.save(sys.argv[3], out['logits'].numpy())\n"
+        "assert np.allclose(out['probabilities'].numpy().sum(1), 1, atol=1e-5)\n"
+        "try:\n"
+        "    served(images=tf.zeros([1, 28, 28, 3]))\n"
+        "except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:\n"
+        "    print('SHAPE_ERROR', str(error).splitlines()[0])\n")
+    served = subprocess.run([sys.executable, "-c", script, str(export_dir / "3"), str(tmp_path / "images.npy"),
+                             str(tmp_path / "logits.npy")], capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert "SHAPE_ERROR" in served.stdout
+    model = keras.models.load_model(trained_run / "model.keras")
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), model.predict(images, verbose=0), atol=1e-5)
+    listing = subprocess.run(["saved_model_cli", "show", "--dir", str(export_dir / "3"), "--all"],
+                             capture_output=True, text=True, timeout=120)
+    assert "serving_default" in listing.stdout and "probabilities" in listing.stdout

@@ -11,6 +11,35 @@ import tensorflow as tf
 from invariance_tf import evaluation, transforms
 
 
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises `TrainingDivergedError` at the first batch whose loss is not finite.
+
+    Raising (rather than setting `stop_training`) skips the epoch-end
+    callbacks, so checkpoints and backups keep the last good epoch.
+    """
+
+    def __init__(self, last_good_checkpoint: str | Path):
+        super().__init__()
+        self.last_good_checkpoint = Path(last_good_checkpoint)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if not np.isfinite(loss):
+            saved = (f"the last good checkpoint is {self.last_good_checkpoint}"
+                     if self.last_good_checkpoint.is_file() else "no epoch finished, so there is no checkpoint")
+            raise TrainingDivergedError(
+                f"training loss became {loss} at epoch {self._epoch + 1}, batch {batch + 1} "
+                f"(try a smaller --lr); {saved}")
+
+
 class RobustValidation(keras.callbacks.Callback):
     """Every `every` epochs, adds worst-of-k validation accuracy to the epoch logs.
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import adversaries, callbacks, data, evaluation, networks, semimetrics, transforms
+from invariance_tf import adversaries, callbacks, data, distribute, evaluation, networks, semimetrics, transforms
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ON, InvarianceModel
 
@@ -65,6 +67,10 @@ class ExperimentConfig:
     eval_batch_size: int = _field(1024, "images per model call during evaluation (bounds memory)")
     output_dir: str = _field("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
     seed: int = _field(0, "seed of data order, initialisation and adversary draws")
+    deterministic: bool = _field(False, "make TF ops deterministic (with --seed: identical reruns; slower)")
+    overwrite: bool = _field(False, "train again into an --output_dir that holds a finished run")
+    strategy: str = _field("auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | "
+                                   "mirrored | multi_worker")
     jit_compile: bool = _field(False, "compile the train step with XLA")
     verbose: int = _field(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
 
@@ -79,6 +85,7 @@ class ExperimentConfig:
             ("h", self.h in semimetrics.SEMIMETRICS, f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}"),
             ("ce_on", self.ce_on in CE_ON, f"valid values are {list(CE_ON)}"),
             ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
+            ("strategy", self.strategy in distribute.STRATEGIES, f"valid strategies are {list(distribute.STRATEGIES)}"),
             ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
             ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v > 0 for v in self.limits),
              "must be 3 values > 0: dx pixels, dy pixels, angle degrees"),
@@ -207,38 +214,93 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     }
 
 
-def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict:
-    """Trains and evaluates `config`; writes the output directory and returns `metrics.json`'s content."""
-    config.validate()
+RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs")
+
+
+def prepare_output_dir(config: ExperimentConfig) -> Path:
+    """Creates `--output_dir`; refuses a finished run unless `--overwrite`, which clears its artefacts.
+
+    An unfinished run (a backup but no metrics.json) is kept, so training resumes.
+    Only the chief of a multi-worker cluster clears.
+    """
     out = Path(config.output_dir)
+    if (out / "metrics.json").is_file():
+        if not config.overwrite:
+            raise FileExistsError(f"--output_dir={out} holds a finished run (metrics.json); "
+                                  "pass --overwrite to train again")
+    if config.overwrite and distribute.is_chief():
+        for name in RUN_ARTEFACTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    return out
+
+
+def _write_json_atomically(path: Path, content: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    tmp.replace(path)
+
+
+def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> list[keras.callbacks.Callback]:
+    """Backup for resuming, a stop at the first NaN loss, the last good checkpoint, TensorBoard and
+    robust validation; only the chief writes into `out`, other workers into their own scratch folder."""
+    chief = distribute.is_chief()
+    root = out if chief else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
+    checkpoint = root / "checkpoints" / "last.keras"
+    result = [keras.callbacks.BackupAndRestore(str(root / "backup"), delete_checkpoint=False),
+              callbacks.StopOnNonFiniteLoss(checkpoint),
+              keras.callbacks.ModelCheckpoint(str(checkpoint))]
+    if chief:
+        result.append(keras.callbacks.TensorBoard(str(out / "logs")))
+    if config.eval_every:
+        result.insert(0, callbacks.RobustValidation(
+            *splits.validation, k=config.eval_k, every=config.eval_every, limits=config.limits,
+            seed=config.seed, batch_size=config.eval_batch_size, log_dir=out / "logs" if chief else None))
+    return result
+
+
+def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict:
+    """Trains and evaluates `config`; writes the output directory and returns `metrics.json`'s content.
+
+    Rerunning an interrupted run resumes from its last finished epoch. On a
+    multi-worker cluster every worker trains and only the chief evaluates and
+    writes; other workers return an empty dict.
+    """
+    config.validate()
+    strategy = distribute.make_strategy(config.strategy)
+    out = prepare_output_dir(config)
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     splits = load_splits(config)
     train_images, train_labels = splits.train
     steps_per_epoch = len(train_images) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
-    model = build_model(config, splits.info, steps_per_epoch)
+    if distribute.is_chief():
+        _write_json_atomically(out / "config.json", config.to_json())
+    with strategy.scope():
+        model = build_model(config, splits.info, steps_per_epoch)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size,
                                   augment=augment_enabled(config), seed=config.seed)
-    fit_callbacks = [
-        keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "last.keras")),
-        keras.callbacks.TensorBoard(str(out / "logs")),
-    ]
-    if config.eval_every:
-        fit_callbacks.insert(0, callbacks.RobustValidation(
-            *splits.validation, k=config.eval_k, every=config.eval_every, limits=config.limits,
-            seed=config.seed, batch_size=config.eval_batch_size, log_dir=out / "logs"))
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size)
                      if config.validation_examples else None)
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds, shuffle=False,
-                        callbacks=fit_callbacks + list(extra_callbacks or []), verbose=config.verbose)
+                        callbacks=training_callbacks(config, out, splits) + list(extra_callbacks or []),
+                        verbose=config.verbose)
     train_seconds = time.perf_counter() - start
+    if not distribute.is_chief():
+        return {}
     model.save(out / "model.keras")
     metrics = {"train_seconds": train_seconds, "epochs": config.epochs,
+               "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
                "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
                **robust_metrics(model, *splits.test, config)}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_json_atomically(out / "metrics.json", metrics)
+    shutil.rmtree(out / "backup", ignore_errors=True)
     return metrics

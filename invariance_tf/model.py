@@ -54,11 +54,24 @@ class InvarianceModel(keras.Model):
         self._accuracy_nat = keras.metrics.SparseCategoricalAccuracy(name="acc_nat")
         self._accuracy_adv = keras.metrics.SparseCategoricalAccuracy(name="acc_adv")
         self.built = network.built
+        self._multi_worker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
 
     @property
     def _uses_nat(self) -> bool:
         """Whether the loss needs f(x) besides f(x~)."""
         return self.adversary is None or self.ce_on != "rob" or self.lambda_reg > 0
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
+        """Builds the optimizer in the strategy scope before training.
+
+        The network is built already, so the optimizer is all Keras' symbolic
+        build would create; Keras' own version first averages a data batch over
+        replicas, which fails under MultiWorkerMirroredStrategy
+        (keras-team/keras#20585).
+        """
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.network(inputs, training=training)
@@ -82,7 +95,7 @@ class InvarianceModel(keras.Model):
         ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         self._trackers["ce"].update_state(ce)
         self._accuracy_nat.update_state(y, logits)
-        return {"ce": self._trackers["ce"].result(), "acc_nat": self._accuracy_nat.result()}
+        return self._logs([self._trackers["ce"], self._accuracy_nat])
 
     def _choose_transformed(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor | None:
         """x~ for the batch, or None for standard training."""
@@ -120,7 +133,14 @@ class InvarianceModel(keras.Model):
         shown = [*self._trackers.values()]
         shown += [self._accuracy_nat] if nat is not None else []
         shown += [self._accuracy_adv] if adv is not None else []
-        return {metric.name: metric.result() for metric in shown}
+        return self._logs(shown)
+
+    def _logs(self, metrics: list[keras.metrics.Metric]) -> dict[str, tf.Tensor]:
+        """Metric results by name; shape [1] under MultiWorkerMirroredStrategy, where Keras averages logs
+        over axis 0 across workers and fails on scalars (keras-team/keras#20585)."""
+        if self._multi_worker:
+            return {metric.name: tf.reshape(metric.result(), [1]) for metric in metrics}
+        return {metric.name: metric.result() for metric in metrics}
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:

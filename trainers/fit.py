@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from absl import app
 
 from trainers import flags as experiment_flags
 from invariance_tf import experiment
+from invariance_tf.callbacks import TrainingDivergedError
 
 experiment_flags.define_experiment_flags()
 
@@ -25,13 +25,13 @@ def main(argv: list[str]) -> None:
     try:
         config = experiment_flags.config_from_flags()
         config.validate()
-    except (ValueError, FileNotFoundError) as error:
+        output_dir = experiment.prepare_output_dir(config)
+        (output_dir / "flags.cfg").write_text("\n".join(experiment_flags.flag_arguments(config)) + "\n")
+        metrics = experiment.run(config)
+    except (ValueError, FileNotFoundError, FileExistsError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "flags.cfg").write_text("\n".join(experiment_flags.flag_arguments(config)) + "\n")
-    metrics = experiment.run(config)
-    print(json.dumps(metrics, indent=2))
+    if metrics:
+        print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

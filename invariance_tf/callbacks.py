@@ -51,7 +51,7 @@ class RobustValidation(keras.callbacks.Callback):
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, k: int = 10, every: int = 1,
-                 limits=transforms.DEFAULT_LIMITS, seed: int = 0, batch_size: int = 512,
+                 limits=transforms.DEFAULT_LIMITS, seed: int = 0, batch_size: int | None = None,
                  log_dir: str | Path | None = None):
         super().__init__()
         if every < 1:

@@ -64,7 +64,8 @@ class ExperimentConfig:
     grid_examples: int = _field(0, "test examples for the final grid attack (0 = all test examples)")
     eval_every: int = _field(0, "epochs between worst-of-k validation evaluations (0 = never)")
     eval_k: int = _field(10, "k of the worst-of-k evaluation")
-    eval_batch_size: int = _field(1024, "images per model call during evaluation (bounds memory)")
+    eval_batch_size: int = _field(0, "images per model call during evaluation, bounds memory "
+                                     "(0 = auto: 128 on CPU, 1024 on GPU)")
     output_dir: str = _field("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
     seed: int = _field(0, "seed of data order, initialisation and adversary draws")
     deterministic: bool = _field(False, "make TF ops deterministic (with --seed: identical reruns; slower)")
@@ -104,7 +105,7 @@ class ExperimentConfig:
             ("grid_examples", self.grid_examples >= 0, "must be >= 0 (0 = all test examples)"),
             ("eval_every", self.eval_every >= 0, "must be >= 0 epochs (0 = never)"),
             ("eval_k", self.eval_k >= 1, "must be >= 1"),
-            ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+            ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0 (0 = auto)"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -202,10 +203,10 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     """Clean, worst-of-k and grid accuracy (fractions) on the given test images."""
     grid_images = images[:config.grid_examples or None]
     grid_labels = labels[:config.grid_examples or None]
-    kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size}
+    kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None}
     return {
         "test_examples": int(len(images)),
-        "clean_accuracy": evaluation.clean_accuracy(model, images, labels, batch_size=config.eval_batch_size),
+        "clean_accuracy": evaluation.clean_accuracy(model, images, labels, batch_size=config.eval_batch_size or None),
         f"worst_of_{config.eval_k}_accuracy": evaluation.worst_of_k_accuracy(
             model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs).accuracy,
         "grid_examples": int(len(grid_images)),
@@ -259,7 +260,7 @@ def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> l
     if config.eval_every:
         result.insert(0, callbacks.RobustValidation(
             *splits.validation, k=config.eval_k, every=config.eval_every, limits=config.limits,
-            seed=config.seed, batch_size=config.eval_batch_size, log_dir=out / "logs" if chief else None))
+            seed=config.seed, batch_size=config.eval_batch_size or None, log_dir=out / "logs" if chief else None))
     return result
 
 
@@ -287,7 +288,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         model = build_model(config, splits.info, steps_per_epoch)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size,
                                   augment=augment_enabled(config), seed=config.seed)
-    validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size)
+    validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())
                      if config.validation_examples else None)
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds, shuffle=False,

@@ -25,7 +25,7 @@ flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.
 flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(ATTACKS)}")
 flags.DEFINE_integer("examples", 1000, "test examples to evaluate (0 = the whole test split)")
 flags.DEFINE_string("data_dir", None, "override the run's --data_dir")
-flags.DEFINE_integer("batch_size", 1024, "images per model call (bounds memory)")
+flags.DEFINE_integer("batch_size", 0, "images per model call, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)")
 flags.DEFINE_integer("k", 10, "k of the worst_of_k attack")
 flags.DEFINE_integer("spgd_steps", 5, "steps of the spgd attack")
 flags.DEFINE_integer("spgd_restarts", 1, "random restarts of the spgd attack")
@@ -42,7 +42,7 @@ def check_flags(model_dir: Path) -> None:
         (not (model_dir / "config.json").is_file(), f"--model_dir={model_dir} has no config.json"),
         (bool(unknown), f"--attack={','.join(FLAGS.attack)}: unknown {unknown}; valid attacks are {list(ATTACKS)}"),
         (FLAGS.examples < 0, f"--examples={FLAGS.examples} is invalid: must be >= 0"),
-        (FLAGS.batch_size < 1, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 1"),
+        (FLAGS.batch_size < 0, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 0 (0 = auto)"),
         (FLAGS.k < 1, f"--k={FLAGS.k} is invalid: must be >= 1"),
         (FLAGS.spgd_steps < 1, f"--spgd_steps={FLAGS.spgd_steps} is invalid: must be >= 1"),
     ]
@@ -52,9 +52,9 @@ def check_flags(model_dir: Path) -> None:
 
 
 def run_attack(name: str, model, images, labels, config: ExperimentConfig) -> evaluation.RobustResult | float:
-    common = {"limits": config.limits, "batch_size": FLAGS.batch_size}
+    common = {"limits": config.limits, "batch_size": FLAGS.batch_size or None}
     if name == "clean":
-        return evaluation.clean_accuracy(model, images, labels, batch_size=FLAGS.batch_size)
+        return evaluation.clean_accuracy(model, images, labels, batch_size=common["batch_size"])
     if name == "worst_of_k":
         return evaluation.worst_of_k_accuracy(model, images, labels, k=FLAGS.k, seed=(FLAGS.seed, 0), **common)
     if name == "spgd":

@@ -1,0 +1,220 @@
+"""Robust evaluation on a small CNN trained here on real CIFAR-10 images."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from invariance_tf import evaluation, networks, transforms
+
+TIE = 1e-3  # logit margins this close to 0 may flip between batchings; comparisons skip them
+MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
+
+
+@pytest.fixture(scope="module")
+def model(cifar10_train_slice) -> keras.Model:
+    """small_cnn trained for a few seconds on 600 images and 3 randomly transformed copies."""
+    images, labels = cifar10_train_slice
+    images = images.astype(np.float32)
+    copies = [transforms.transform(images, transforms.sample_uniform(len(images), seed=[i, 0])).numpy()
+              for i in range(3)]
+    keras.utils.set_random_seed(1)
+    model = networks.build("small_cnn")
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(np.concatenate([images, *copies]), np.tile(labels, 4), batch_size=32, epochs=6, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def examples(cifar10_test_slice, cifar10_train_slice) -> tuple[np.ndarray, np.ndarray]:
+    """50 test and 50 training images (5 per class each); the seen half gives grid survivors."""
+    (test_x, test_y), (train_x, train_y) = cifar10_test_slice, cifar10_train_slice
+    return (np.concatenate([test_x[::2], train_x[::12]]).astype(np.float32),
+            np.concatenate([test_y[::2], train_y[::12]]))
+
+
+@pytest.fixture(scope="module")
+def brute(model, examples) -> evaluation.RobustResult:
+    return evaluation.grid_accuracy(model, *examples, method="brute")
+
+
+def naive_margins(model, images, labels, params) -> np.ndarray:
+    """Margins [T, N] from one `model.predict` per transformation, without the evaluation code."""
+    margins = []
+    for row in params:
+        moved = transforms.transform(images, np.tile(row, (len(images), 1)))
+        logits = model.predict(moved, batch_size=50, verbose=0)
+        true = logits[np.arange(len(labels)), labels]
+        logits[np.arange(len(labels)), labels] = -np.inf
+        margins.append(true - logits.max(axis=1))
+    return np.stack(margins)
+
+
+def assert_correct_matches(correct, margins):
+    """`correct` [N] agrees with all(margins > 0) over axis 0, except where the minimum is a near tie."""
+    worst = margins.min(axis=0)
+    clear = np.abs(worst) > TIE
+    np.testing.assert_array_equal(correct[clear], worst[clear] > 0)
+
+
+TRAP = (16, 16)  # (row, column) of the pixel that `trap_model` watches
+
+
+def trap_model(images, training=False):
+    """Two logits: 100 for class 0, and class 1's logit is the red value at the TRAP pixel."""
+    watched = images[:, TRAP[0], TRAP[1], 0]
+    return tf.stack([tf.fill(tf.shape(watched), 100.0), watched], axis=-1)
+
+
+@pytest.mark.parametrize("batch_size", [7, 64, 1024])
+def test_every_transform_is_tried(batch_size):
+    """Example i has one bright dot that shift i of the grid moves onto the trap, and no other does.
+
+    Every grid transformation is the only mistake of some example, so early exit
+    agrees with brute force only if it tries them all, and both must report
+    that shift as the worst transformation.
+    """
+    params = transforms.grid(limits=(2, 2, 0), granularity=(5, 5, 1))
+    images = np.zeros((len(params) + 3, 32, 32, 3), np.float32)
+    for i, (dx, dy, _) in enumerate(params):
+        images[i, TRAP[0] - int(dy), TRAP[1] - int(dx), 0] = 255.0
+    images[len(params):, 2, 2, 0] = 255.0  # far from the trap: correct under every shift
+    labels = np.zeros(len(images), np.int64)
+    labels[12] = 1  # the identity's dot starts on the trap: right there, wrong under every shift
+    expected = np.arange(len(images)) >= len(params)
+    for method in evaluation.METHODS:
+        result = evaluation.grid_accuracy(trap_model, images, labels, method=method, batch_size=batch_size,
+                                          limits=(2, 2, 0), granularity=(5, 5, 1))
+        np.testing.assert_array_equal(result.correct, expected, err_msg=method)
+        np.testing.assert_array_equal(result.worst_transform[:len(params)][np.arange(len(params)) != 12],
+                                      np.delete(params, 12, axis=0), err_msg=method)
+
+
+def test_early_exit_matches_brute_on_full_grid(model, examples, brute):
+    early = evaluation.grid_accuracy(model, *examples, method="early_exit")
+    np.testing.assert_array_equal(early.correct, brute.correct)
+    assert early.accuracy == brute.accuracy
+    assert 0 < brute.accuracy < 0.5
+    assert brute.evaluations == len(examples[0]) * 775
+    assert early.evaluations < 0.3 * brute.evaluations
+    assert early.per_transform_accuracy is None
+    survivors = early.correct
+    np.testing.assert_array_equal(early.worst_transform[survivors], brute.worst_transform[survivors])
+
+
+def test_early_exit_matches_brute_on_mild_grid(model, examples):
+    brute = evaluation.grid_accuracy(model, *examples, method="brute", batch_size=128, **MILD)
+    early = evaluation.grid_accuracy(model, *examples, method="early_exit", batch_size=128, **MILD)
+    assert 0.2 < brute.accuracy < 0.8
+    np.testing.assert_array_equal(early.correct, brute.correct)
+
+
+def test_brute_matches_naive_loop(model, examples):
+    images, labels = examples
+    result = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=300,
+                                      granularity=(3, 3, 5))
+    params = transforms.grid(granularity=(3, 3, 5))
+    margins = naive_margins(model, images, labels, params)
+    assert_correct_matches(result.correct, margins)
+    near_ties = (np.abs(margins) <= TIE).sum(axis=1)
+    np.testing.assert_array_less(np.abs(result.per_transform_accuracy - (margins > 0).mean(axis=1)),
+                                 (near_ties + 0.5) / len(labels))
+    worst = params[margins.argmin(axis=0)]
+    unique = np.sort(margins, axis=0)[1] - margins.min(axis=0) > TIE
+    np.testing.assert_allclose(result.worst_transform[unique], worst[unique])
+
+
+def test_per_transform_accuracy_spot_check(model, examples, brute):
+    images, labels = examples
+    params = transforms.grid()
+    picked = [int(np.argmin(np.abs(params).sum(axis=1))), 0, 387, 774]
+    margins = naive_margins(model, images, labels, params[picked])
+    for index, margin in zip(picked, margins):
+        near_ties = (np.abs(margin) <= TIE).sum()
+        assert abs(brute.per_transform_accuracy[index] * len(labels) - (margin > 0).sum()) <= near_ties
+    assert brute.per_transform_accuracy[picked[0]] == evaluation.clean_accuracy(model, images, labels)
+
+
+def test_accuracy_ordering(model, examples, brute):
+    images, labels = examples
+    clean = evaluation.clean_accuracy(model, images, labels, batch_size=64)
+    worst_of_10 = evaluation.worst_of_k_accuracy(model, images, labels, k=10, seed=(3, 4))
+    assert brute.accuracy <= worst_of_10.accuracy <= clean
+    assert brute.accuracy < clean
+    clean_correct = naive_margins(model, images, labels, np.zeros((1, 3), np.float32))[0] > 0
+    assert not np.any(brute.correct & ~clean_correct)
+
+
+def test_uint8_images_give_the_same_answers(model, examples):
+    images, labels = examples
+    as_uint8 = evaluation.grid_accuracy(model, images.astype(np.uint8), labels, method="brute", **MILD)
+    as_float = evaluation.grid_accuracy(model, images, labels, method="brute", **MILD)
+    np.testing.assert_array_equal(as_uint8.correct, as_float.correct)
+    np.testing.assert_array_equal(as_uint8.per_transform_accuracy, as_float.per_transform_accuracy)
+
+
+def test_worst_of_k_is_reproducible(model, examples):
+    first = evaluation.worst_of_k_accuracy(model, *examples, k=3, seed=(5, 6), batch_size=64)
+    again = evaluation.worst_of_k_accuracy(model, *examples, k=3, seed=(5, 6), batch_size=100)
+    other = evaluation.worst_of_k_accuracy(model, *examples, k=3, seed=(7, 8))
+    np.testing.assert_array_equal(first.worst_transform, again.worst_transform)
+    np.testing.assert_array_equal(first.correct, again.correct)
+    assert not np.array_equal(first.worst_transform, other.worst_transform)
+    assert first.per_transform_accuracy is None
+    assert first.evaluations == 3 * len(examples[0])
+
+
+@pytest.mark.parametrize("method", ["brute", "early_exit", "worst_of_k", "spgd"])
+def test_correct_iff_correct_at_worst_transform(model, examples, brute, method):
+    images, labels = examples
+    if method == "brute":
+        result = brute
+    elif method == "early_exit":
+        result = evaluation.grid_accuracy(model, images, labels, method="early_exit", batch_size=200)
+    elif method == "worst_of_k":
+        result = evaluation.worst_of_k_accuracy(model, images, labels, k=5, seed=(1, 2))
+    else:
+        result = evaluation.spgd_accuracy(model, images, labels, steps=3, seed=(1, 2), batch_size=64)
+    assert result.worst_transform.shape == (len(labels), 3)
+    assert np.all(np.abs(result.worst_transform) <= np.asarray(transforms.DEFAULT_LIMITS) + 1e-5)
+    moved = transforms.transform(images, result.worst_transform)
+    logits = model.predict(moved, batch_size=50, verbose=0)
+    true = logits[np.arange(len(labels)), labels]
+    logits[np.arange(len(labels)), labels] = -np.inf
+    assert_correct_matches(result.correct, (true - logits.max(axis=1))[None])
+    assert result.accuracy == pytest.approx(result.correct.mean())
+
+
+def test_spgd_finds_mistakes(model, examples):
+    images, labels = examples
+    result = evaluation.spgd_accuracy(model, images, labels, steps=5, seed=(0, 1))
+    assert result.accuracy < evaluation.clean_accuracy(model, images, labels) - 0.1
+
+
+def test_progress_bar(model, examples, capsys):
+    evaluation.grid_accuracy(model, *examples, method="early_exit", verbose=True, **MILD)
+    assert "pair" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, method="exhaustive"), "'exhaustive'.*brute"),
+    (lambda m, x, y: evaluation.grid_accuracy(m, x, y[:-1]), r"\(99,\)"),
+    (lambda m, x, y: evaluation.grid_accuracy(m, x[0], y), r"\(32, 32, 3\)"),
+    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, batch_size=0), "batch_size.*0"),
+    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, granularity=(5, 0, 31)), "granularity"),
+    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, limits=(3, 3)), "limits"),
+    (lambda m, x, y: evaluation.clean_accuracy(m, x, y.astype(np.float32)), "float32"),
+    (lambda m, x, y: evaluation.worst_of_k_accuracy(m, x, y, k=0), "k.*0"),
+    (lambda m, x, y: evaluation.worst_of_k_accuracy(m, x, y, seed=3), "seed.*3"),
+    (lambda m, x, y: evaluation.spgd_accuracy(m, x, y, steps=0), "steps=0"),
+])
+def test_bad_arguments_raise(model, examples, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(model, *examples)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invariance_tf import networks
+from invariance_tf import adversaries, networks
+from invariance_tf.export import export_for_serving
 from invariance_tf.layers import (
     GroupBatchNormalization,
     GroupPool,
@@ -29,6 +30,7 @@ from invariance_tf.layers import (
     P4MConvP4M,
     P4MConvZ2,
 )
+from invariance_tf.model import InvarianceModel
 from invariance_tf.networks.g_resnet import g_resnet, planar_counterpart
 
 ORDERS = {"z2": 1, "p4": 4, "p4m": 8}
@@ -345,3 +347,18 @@ def test_input_channels_must_fill_group_axis():
 
 def test_registered_as_g_resnet():
     assert networks.NETWORKS["g_resnet"] is g_resnet
+
+
+def test_g_resnet_trains_inside_the_regularised_model_and_exports(tmp_path, cifar10_train_slice):
+    images, labels = cifar10_train_slice
+    x, y = images[:16].astype(np.float32), labels[:16]
+    keras.utils.set_random_seed(0)
+    model = InvarianceModel(g_resnet(depth=8, group="p4"), adversary=adversaries.WorstOfK(k=2, objective="kl"),
+                            ce_on="mix", h="kl", lambda_reg=1.0, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    before = [w.numpy() for w in model.trainable_weights]
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1]) and history.history["reg"][-1] > 0
+    assert all(np.abs(w.numpy() - b).max() > 0 for w, b in zip(model.trainable_weights, before))
+    served = tf.saved_model.load(str(export_for_serving(model, tmp_path / "export"))).signatures["serving_default"]
+    np.testing.assert_allclose(served(images=tf.constant(x))["logits"], model.predict(x, verbose=0), atol=1e-4)

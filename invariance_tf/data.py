@@ -296,7 +296,8 @@ def train_dataset(
 def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Batches of `(float32 images in [0, 255], int64 labels)` in input order, last batch partial."""
     _check_arrays(images, labels)
-    _check_count("batch_size", batch_size, len(images))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     return dataset.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
 

@@ -151,3 +151,16 @@ def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path,
     listing = subprocess.run(["saved_model_cli", "show", "--dir", str(export_dir / "3"), "--all"],
                              capture_output=True, text=True, timeout=120)
     assert "serving_default" in listing.stdout and "probabilities" in listing.stdout
+
+
+def test_robust_validation_callback_logs_worst_of_k_to_history_and_tensorboard(cifar10_dir, tmp_path):
+    config = experiment.ExperimentConfig(
+        dataset="cifar10", data_dir=str(cifar10_dir), network="small_cnn", adversary="random", ce_on="rob",
+        epochs=2, batch_size=32, train_examples=64, validation_examples=40, eval_every=1, eval_k=3,
+        test_examples=10, output_dir=str(tmp_path / "run"), verbose=0)
+    history = keras.callbacks.History()
+    experiment.run(config, extra_callbacks=[history])
+    values = history.history["val_worst_of_3_accuracy"]
+    assert len(values) == 2 and all(0 <= v <= 1 for v in values)
+    assert "val_acc_nat" in history.history
+    assert any((tmp_path / "run" / "logs" / "validation").glob("events.out.tfevents.*"))

@@ -217,11 +217,17 @@ def test_eval_dataset_keeps_order_and_last_batch():
     np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
 
 
-@pytest.mark.parametrize("batch_size", [0, 101])
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5])
 def test_bad_batch_size(batch_size):
     images, labels = np.zeros((100, 32, 32, 3), np.uint8), np.zeros(100, np.int64)
     with pytest.raises(ValueError, match="batch_size"):
         data.eval_dataset(images, labels, batch_size)
+
+
+def test_eval_batch_larger_than_the_data_is_one_partial_batch():
+    images, labels = np.zeros((10, 32, 32, 3), np.uint8), np.arange(10)
+    batches = list(data.eval_dataset(images, labels, 128))
+    assert len(batches) == 1 and batches[0][0].shape == (10, 32, 32, 3)
 
 
 def test_standard_augmentation():

@@ -5,6 +5,8 @@
 Attacks: clean, worst_of_k (k random transformations; correct only if all are),
 spgd (spatial PGD on the cross-entropy) and grid (all 775 transformations of the
 paper's grid). Results are merged into <model_dir>/evaluation.json and printed as a table.
+With --plot, the grid runs brute force and its accuracy per transformation is drawn
+into <model_dir>/robustness_landscape.png.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import keras
 from absl import app, flags
 
-from invariance_tf import data, evaluation
+from invariance_tf import data, evaluation, plots
 from invariance_tf.experiment import ExperimentConfig
 
 ATTACKS = ("clean", "worst_of_k", "spgd", "grid")
@@ -30,6 +32,8 @@ flags.DEFINE_integer("k", 10, "k of the worst_of_k attack")
 flags.DEFINE_integer("spgd_steps", 5, "steps of the spgd attack")
 flags.DEFINE_integer("spgd_restarts", 1, "random restarts of the spgd attack")
 flags.DEFINE_enum("grid_method", "early_exit", ["early_exit", "brute"], "grid algorithm (same answer)")
+flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write "
+                  "<model_dir>/robustness_landscape.png")
 flags.DEFINE_integer("seed", 0, "seed of the random attacks and of the test subset")
 FLAGS = flags.FLAGS
 
@@ -45,6 +49,7 @@ def check_flags(model_dir: Path) -> None:
         (FLAGS.batch_size < 0, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 0 (0 = auto)"),
         (FLAGS.k < 1, f"--k={FLAGS.k} is invalid: must be >= 1"),
         (FLAGS.spgd_steps < 1, f"--spgd_steps={FLAGS.spgd_steps} is invalid: must be >= 1"),
+        (FLAGS.plot and "grid" not in FLAGS.attack, f"--plot needs grid in --attack={','.join(FLAGS.attack)}"),
     ]
     for bad, message in problems:
         if bad:
@@ -60,7 +65,8 @@ def run_attack(name: str, model, images, labels, config: ExperimentConfig) -> ev
     if name == "spgd":
         return evaluation.spgd_accuracy(model, images, labels, steps=FLAGS.spgd_steps,
                                         restarts=FLAGS.spgd_restarts, seed=(FLAGS.seed, 0), **common)
-    return evaluation.grid_accuracy(model, images, labels, method=FLAGS.grid_method, verbose=1, **common)
+    method = "brute" if FLAGS.plot else FLAGS.grid_method
+    return evaluation.grid_accuracy(model, images, labels, method=method, verbose=1, **common)
 
 
 def main(argv: list[str]) -> None:
@@ -82,6 +88,11 @@ def main(argv: list[str]) -> None:
         accuracy = result if isinstance(result, float) else result.accuracy
         report[name] = {"accuracy": float(accuracy), "examples": int(len(images)),
                         "seconds": time.perf_counter() - start}
+        if name == "grid" and FLAGS.plot:
+            landscape = model_dir / "robustness_landscape.png"
+            plots.robustness_landscape(result.per_transform_accuracy, landscape, limits=config.limits,
+                                       title=f"{model_dir.name}: grid accuracy on {len(images)} test images")
+            print(f"landscape written to {landscape}")
     report_path.write_text(json.dumps(report, indent=2))
     print(f"\n{'attack':<12}{'examples':>10}{'accuracy':>10}{'seconds':>10}")
     for name in FLAGS.attack:

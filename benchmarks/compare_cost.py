@@ -1,0 +1,146 @@
+"""Training cost against spatial robustness: worst-of-k with k in {1, 10, 20} and S-PGD, with and without KL.
+
+    python -m benchmarks.compare_cost --dataset cifar10 --out results/cost \
+        --data_dir ../shared/data/cifar10 [--scale mini|smoke] [--seeds 0]
+
+Methods, each from the paper's flagfile with the adversary changed:
+
+- A.T.: `configs/<dataset>_at.cfg` (CE on x~, x~ the worst of k w.r.t. CE), k = 1, 10, 20;
+- A.T.+KL: `configs/<dataset>_at_kl.cfg` (CE on both, λ = 8, worst of k w.r.t. KL), k = 1, 10, 20;
+- S-PGD A.T. and S-PGD A.T.+KL: the same two flagfiles with `--adversary=spgd --spgd_steps=5`
+  (sign-gradient ascent on the transformation w.r.t. CE, respectively KL).
+
+All runs share one protocol and run in one process through `experiment.run`, into
+`<out>/<method>_k<k>_seed<s>/` (`<out>/spgd_<row>_seed<s>/` for S-PGD); a rerun skips
+finished runs. Writes `<out>/cost.csv` (method, k, train_seconds, clean_accuracy,
+grid_accuracy, seed; k empty for S-PGD) and `<out>/cost_vs_robustness.png`.
+
+Scales:
+
+- `mini`, for 2 CPU cores, at most about 30 minutes: ResNet-8, a class-balanced subset
+  of 5,000 training images, 7 epochs, 1,000 test images with the grid attack on all
+  of them (the test protocol of `benchmarks.reproduce --scale mini`; its training
+  protocol, 10,000 x 6, would take about 45 minutes here). Budget, from ResNet-8 step
+  times on 2 cores, per training image and epoch: A.T. k = 1, 10, 20: 0.8, 4.7, 8.6 ms
+  (~100, 600, 1100 ms per step of 128); A.T.+KL k = 1, 10, 20: 1.6, 4.7, 7.4 ms (~100,
+  300, 470 ms per step of 64 + 64); S-PGD A.T. 4.4 ms, S-PGD A.T.+KL 4.7 ms: 37 ms for
+  the eight runs, so 5,000 x 7 = 35,000 image-epochs take about 21 minutes, and the
+  eight evaluations (early-exit grid on 1,000 images, up to a minute each) about 7 more.
+- `smoke`, for tests: `benchmarks.reproduce`'s smoke protocol (128 training images,
+  1 epoch, 20 test images).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import csv
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from benchmarks import reproduce
+from invariance_tf import plots
+from invariance_tf.callbacks import TrainingDivergedError
+
+KS = (1, 10, 20)
+SPGD_STEPS = 5
+SCALES = {
+    "mini": ("--resnet_n=1", "--train_examples=5000", "--epochs=7", "--test_examples=1000", "--grid_examples=0",
+             "--verbose=2"),
+    "smoke": reproduce.SCALES["smoke"].overrides,
+}
+FIELDS = ("method", "k", "train_seconds", "clean_accuracy", "grid_accuracy", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One point of the comparison: a paper row's flagfile with its adversary changed."""
+
+    name: str
+    row: str
+    overrides: tuple[str, ...]
+    k: int | None = None
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.row}_k{self.k}" if self.k is not None else f"spgd_{self.row}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} k={self.k}" if self.k is not None else self.name
+
+
+METHODS = (
+    *(Method("A.T.", "at", (f"--k={k}",), k) for k in KS),
+    *(Method("A.T.+KL", "at_kl", (f"--k={k}",), k) for k in KS),
+    Method(f"S-PGD-{SPGD_STEPS} A.T.", "at", ("--adversary=spgd", f"--spgd_steps={SPGD_STEPS}")),
+    Method(f"S-PGD-{SPGD_STEPS} A.T.+KL", "at_kl", ("--adversary=spgd", f"--spgd_steps={SPGD_STEPS}")),
+)
+
+
+def compare(dataset: str, scale: str, out: Path, data_dir: str | None = None,
+            seeds: Sequence[int] = (0,)) -> list[dict]:
+    """Trains (or reuses) every method and seed, writes cost.csv and cost_vs_robustness.png; returns the rows."""
+    rows = []
+    for method in METHODS:
+        for seed in seeds:
+            config = reproduce.run_config(dataset, method.row, (*SCALES[scale], *method.overrides), seed,
+                                          out / f"{method.run_name}_seed{seed}", data_dir)
+            metrics = reproduce.train_or_load(config)
+            rows.append({"method": method.name, "k": "" if method.k is None else method.k,
+                         "train_seconds": metrics["train_seconds"], "clean_accuracy": metrics["clean_accuracy"],
+                         "grid_accuracy": metrics["grid_accuracy"], "seed": seed,
+                         "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}"})
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "cost.csv")
+    plots.cost_vs_robustness([row["label"] for row in rows], np.array([row["train_seconds"] for row in rows]),
+                             np.array([row["grid_accuracy"] for row in rows]), out / "cost_vs_robustness.png",
+                             groups=[row["method"] for row in rows],
+                             title=f"{reproduce.DATASETS[dataset]}, {scale} scale: robustness against training cost")
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, choices=list(reproduce.DATASETS),
+                        help="whose paper flagfiles to start from")
+    parser.add_argument("--scale", default="mini", choices=list(SCALES), help="protocol size (see above)")
+    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and results")
+    parser.add_argument("--data_dir", default=None,
+                        help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
+    parser.add_argument("--seeds", type=reproduce.parse_seeds, default=[0], help="seeds of every method, e.g. 0,1")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    try:
+        rows = compare(args.dataset, args.scale, args.out, data_dir, args.seeds)
+    except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
+        sys.exit(f"error: {error}")
+    print(f"\n{'method':<22}{'k':>4}{'seed':>6}{'train s':>10}{'clean':>8}{'grid':>8}")
+    for row in rows:
+        print(f"{row['method']:<22}{row['k']!s:>4}{row['seed']:>6}{row['train_seconds']:>10.1f}"
+              f"{row['clean_accuracy']:>8.3f}{row['grid_accuracy']:>8.3f}")
+    print(f"\nwritten to {args.out / 'cost.csv'} and {args.out / 'cost_vs_robustness.png'}")
+
+
+if __name__ == "__main__":
+    main()

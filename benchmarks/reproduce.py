@@ -1,0 +1,411 @@
+"""The paper's table (Yang, Wang, Heinze-Deml, NeurIPS 2019) reproduced at a chosen scale, with its plots.
+
+    python -m benchmarks.reproduce --dataset cifar10 --scale mini --out results/cifar10_mini \
+        --data_dir ../shared/data/cifar10 [--seeds 0,1] [--rows std,da,...] [--publish]
+
+Each row trains from the paper's flagfile `configs/<dataset>_<row>.cfg` with the
+scale's flags appended, exactly as `trainers.fit --flagfile=<cfg> <overrides>`
+would, through `experiment.run`, into `<out>/<row>_seed<k>/`. A rerun skips runs
+whose metrics.json exists and resumes interrupted ones. Then it writes:
+
+- `<out>/results.json`: per row the mean over its seeds of the clean, worst-of-10
+  and grid accuracy (fractions) and of the training seconds, the values of each
+  seed under "seeds", and the protocol;
+- `<out>/table.md`: our numbers beside the paper's full-scale ones;
+- `<out>/per_angle.png`: per row (its first seed's model), the accuracy at each of
+  the 31 grid angles averaged over the 25 translations, from a brute-force grid on
+  the first `landscape_examples` test images of the run (kept in
+  `<run>/landscape.json`; the run also gets `robustness_landscape.png`);
+- with `--publish` (mini and full only), a copy of results.json in
+  `docs/results/<dataset>_<scale>.json`.
+
+Scales:
+
+- `mini`, for 2 CPU cores: ResNet-8 (`--resnet_n=1`), a class-balanced subset of
+  10,000 training images, 6 epochs (learning rate / 10 after 3 and 4.5 epochs),
+  the flagfiles' batch sizes, 1,000 test images with the grid attack on all of
+  them, landscapes on the first 200. Rows std, D.A., D.A.+KL, A.T., A.T.+KL,
+  A.T.+L2 with seed 0, and D.A., D.A.+KL, A.T., A.T.+KL again with seed 1.
+  G-ResNet44 is left out because it trains about 25x slower than ResNet-8 on
+  CPU (`--rows` can still ask for it). Budget, from ResNet-8 step times on 2
+  cores (~100 ms for std and D.A. at batch 128 and D.A.+KL at 64 + 64, ~600 ms
+  for A.T. at 128, ~300 ms for A.T.+KL and A.T.+L2 at 64 + 64), per training
+  image and epoch: std 0.8 ms, D.A. 0.8, D.A.+KL 1.6, A.T. 4.7, A.T.+KL 4.7,
+  A.T.+L2 4.7; the ten runs together 28.9 ms, so 10,000 images x 6 epochs take
+  about 29 minutes of training. Evaluating each run (clean and worst-of-10 in
+  seconds, the early-exit grid on 1,000 images up to a minute) and the six
+  landscapes (200 x 775 pairs, ~30 s each) add about 11 minutes: about 40
+  minutes in all. (On an idle machine A.T. steps took ~235 ms, which brings it
+  to about 33 minutes; the slower figures leave room for other work on the cores.)
+- `smoke`, seconds, for tests: rows std and A.T.+KL, 128 training images,
+  1 epoch, 20 test images.
+- `full`: the flagfiles unchanged, all seven rows (ResNet-32 and G-ResNet44, the
+  whole training set, 100 epochs, the whole test set); needs a GPU, never run on CPU.
+
+The subsets are drawn with each run's seed (`experiment.load_splits`): all runs
+of one seed train and test on the same images, and a second seed changes the
+subsets as well as the initialisation and the data order.
+
+A dataset without data (no `--data_dir` and no prepared TFDS copy, as for cifar100
+and svhn on the project's machines) is not an error: rows that would have to train are marked "no data"
+in table.md and results.json, nothing is estimated, and the command says so and
+exits 0. A `--data_dir` that is not a valid copy is an error.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
+
+from invariance_tf import data, evaluation, experiment, plots
+from invariance_tf.callbacks import TrainingDivergedError
+from invariance_tf.experiment import ExperimentConfig
+from trainers import flags as experiment_flags
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+PUBLISH_DIR = REPO_ROOT / "docs" / "results"
+DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+ROWS = {"std": "std", "da": "D.A.", "da_kl": "D.A.+KL", "at": "A.T.", "at_kl": "A.T.+KL", "at_l2": "A.T.+L2",
+        "grn": "G-ResNet44"}
+# The paper's grid accuracy (%) at full scale. Its standard accuracies are not recorded here: the table shows "–".
+PAPER_GRID_ACCURACY = {
+    "cifar10": {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6},
+}
+NO_DATA = "no data"
+MISSING = "–"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A protocol size: flags appended to every row's flagfile, and its default rows and seeds."""
+
+    overrides: tuple[str, ...]
+    rows: tuple[str, ...]
+    second_seed_rows: tuple[str, ...]
+    landscape_examples: int
+    note: str = ""
+
+
+SCALES = {
+    "mini": Scale(("--resnet_n=1", "--train_examples=10000", "--epochs=6", "--test_examples=1000",
+                   "--grid_examples=0", "--verbose=2"),
+                  ("std", "da", "da_kl", "at", "at_kl", "at_l2"), ("da", "da_kl", "at", "at_kl"), 200,
+                  "G-ResNet44 is not part of the mini scale: on CPU it trains about 25x slower than ResNet-8."),
+    "smoke": Scale(("--resnet_n=1", "--train_examples=128", "--epochs=1", "--test_examples=20",
+                    "--grid_examples=0", "--verbose=0"), ("std", "at_kl"), (), 20),
+    "full": Scale((), tuple(ROWS), (), 1000),
+}
+
+
+def config_from_flagfile(path: Path, *overrides: str) -> ExperimentConfig:
+    """The config `trainers.fit --flagfile=path overrides...` would run."""
+    values = flags.FlagValues()
+    experiment_flags.define_experiment_flags(values)
+    values(["reproduce", f"--flagfile={path}", *overrides])
+    return experiment_flags.config_from_flags(values)
+
+
+def row_flagfile(dataset: str, row: str) -> Path:
+    """The paper row's flagfile, `configs/<dataset>_<row>.cfg`."""
+    return CONFIGS / f"{dataset}_{row}.cfg"
+
+
+def run_config(dataset: str, row: str, overrides: Sequence[str], seed: int, output_dir: Path,
+               data_dir: str | None) -> ExperimentConfig:
+    """The config of one run: the row's flagfile, then `overrides`, the seed, the data and the output folder."""
+    return config_from_flagfile(row_flagfile(dataset, row), *overrides, f"--seed={seed}",
+                                f"--data_dir={data_dir or ''}", f"--output_dir={output_dir}")
+
+
+def missing_data(config: ExperimentConfig) -> str | None:
+    """Why `config`'s dataset cannot be read (no `--data_dir` and no TFDS copy), or None if it can.
+
+    A bad `--data_dir` is not "missing": `experiment.run` reports it as an error.
+    """
+    if config.data_dir:
+        return None
+    try:
+        data.validate_source(config.dataset)
+    except FileNotFoundError as error:
+        return str(error)
+    return None
+
+
+def is_finished(config: ExperimentConfig) -> bool:
+    """Whether the run wrote its metrics.json."""
+    return (Path(config.output_dir) / "metrics.json").is_file()
+
+
+def train_or_load(config: ExperimentConfig) -> dict:
+    """The run's metrics.json: read when the run is finished, else trained (resuming an interrupted run)."""
+    out = Path(config.output_dir)
+    if is_finished(config):
+        print(f"skipping {out}: finished (metrics.json exists)", flush=True)
+        return json.loads((out / "metrics.json").read_text())
+    print(f"training {out}", flush=True)
+    keras.backend.clear_session()
+    return experiment.run(config)
+
+
+def seed_summary(metrics: dict) -> dict:
+    """The accuracies (fractions) and training seconds of one run's metrics.json."""
+    return {name: float(value) for name, value in metrics.items()
+            if name.endswith("_accuracy") or name == "train_seconds"}
+
+
+def row_summary(metrics_by_seed: dict[int, dict]) -> dict:
+    """Mean over seeds of each value, the seeds averaged, and each seed's values."""
+    per_seed = {seed: seed_summary(metrics) for seed, metrics in sorted(metrics_by_seed.items())}
+    names = next(iter(per_seed.values()))
+    means = {name: float(np.mean([values[name] for values in per_seed.values()])) for name in names}
+    return {**means, "seed": list(per_seed), "seeds": {str(seed): values for seed, values in per_seed.items()}}
+
+
+def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
+    """Accuracy per grid transformation of the run's model on its first `examples` test images.
+
+    Computed once with the brute-force grid, kept in `<run>/landscape.json`,
+    and drawn into `<run>/robustness_landscape.png`.
+    """
+    out = Path(config.output_dir)
+    cache = out / "landscape.json"
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached["examples"] == examples:
+            return np.asarray(cached["per_transform_accuracy"])
+    print(f"landscape of {out}: brute-force grid on {examples} test images", flush=True)
+    images, labels = experiment.load_splits(config).test
+    model = keras.models.load_model(out / "model.keras")
+    accuracy = evaluation.grid_accuracy(model, images[:examples], labels[:examples], method="brute",
+                                        limits=config.limits,
+                                        batch_size=config.eval_batch_size or None).per_transform_accuracy
+    _write_atomically(cache, json.dumps({"examples": examples, "per_transform_accuracy": accuracy.tolist()}))
+    plots.robustness_landscape(accuracy, out / "robustness_landscape.png", limits=config.limits,
+                               title=f"{out.name}: grid accuracy on {min(examples, len(images))} test images")
+    return accuracy
+
+
+def network_name(config: ExperimentConfig) -> str:
+    """The network a config trains, e.g. "ResNet-8 (--resnet_n=1)"."""
+    if config.network == "resnet":
+        return f"ResNet-{6 * config.resnet_n + 2} (--resnet_n={config.resnet_n})"
+    if config.network == "g_resnet":
+        return f"G-ResNet{config.g_depth} {config.group}"
+    return config.network
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    return {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
+            "gpus": len(tf.config.list_physical_devices("GPU")), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def protocol(dataset: str, scale: str, configs: dict[str, ExperimentConfig], seeds: dict[str, list[int]],
+             no_data: str | None) -> dict:
+    """What was run: scale, subset, epochs, networks, test and grid examples, seeds, date and machine."""
+    first = next(iter(configs.values()))
+    test = first.test_examples or "all"
+    return {
+        "dataset": dataset,
+        "scale": scale,
+        "network": "; ".join(dict.fromkeys(network_name(config) for config in configs.values())),
+        "train_examples": first.train_examples or "all",
+        "subset": (f"{first.train_examples} class-balanced training images drawn with each run's seed"
+                   if first.train_examples else "the whole training split"),
+        "epochs": first.epochs,
+        "test_examples": test,
+        "grid_examples": first.grid_examples or test,
+        "landscape_examples": SCALES[scale].landscape_examples,
+        "seeds": seeds,
+        "flagfiles": {row: str(row_flagfile(dataset, row).relative_to(REPO_ROOT)) for row in configs},
+        "overrides": list(SCALES[scale].overrides),
+        "note": SCALES[scale].note,
+        "data": f"{NO_DATA}: {no_data}" if no_data else first.data_dir or "TFDS",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+
+
+def _percent(row: dict, name: str) -> str:
+    mean = f"{100 * row[name]:.1f}"
+    if len(row["seeds"]) < 2:
+        return mean
+    return f"{mean} ({' / '.join(f'{100 * values[name]:.1f}' for values in row['seeds'].values())})"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _train_time(row: dict) -> str:
+    mean = _duration(row["train_seconds"])
+    if len(row["seeds"]) < 2:
+        return mean
+    return f"{mean} ({' / '.join(_duration(values['train_seconds']) for values in row['seeds'].values())})"
+
+
+def table(results: dict, requested: Sequence[str]) -> str:
+    """table.md: one line per paper row, the paper's full-scale numbers beside ours."""
+    info, rows = results["protocol"], results["rows"]
+    dataset = info["dataset"]
+    paper = PAPER_GRID_ACCURACY.get(dataset, {})
+    lines = [f"# {DATASETS[dataset]}: the paper's table at {info['scale']} scale", ""]
+    if info["data"].startswith(NO_DATA):
+        lines += [f"**{info['data']}**", ""]
+    lines += ["| method | std acc, paper (%) | std acc, ours (%) | grid acc, paper (%) | grid acc, ours (%) "
+              "| train time, ours |", "|---|---:|---:|---:|---:|---:|"]
+    for row, label in ROWS.items():
+        paper_grid = f"{paper[row]:.1f}" if row in paper else MISSING
+        if row in rows:
+            ours = [_percent(rows[row], "clean_accuracy"), _percent(rows[row], "grid_accuracy"),
+                    _train_time(rows[row])]
+        else:
+            ours = [NO_DATA if row in requested else "not run"] * 3
+        lines.append(f"| {label} | {MISSING} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
+    machine_info = info["machine"]
+    several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())
+    lines += [
+        "",
+        f"Ours: {info['network']}, {info['subset']}, {_count(info['epochs'], 'epoch')}, the flagfiles' batch "
+        f"sizes and learning-rate schedule; standard accuracy on {info['test_examples']} test images, grid accuracy "
+        f"(correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
+        f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
+        f"Train time: wall time of model.fit on {machine_info['cpu_cores']} CPU cores ({machine_info['cpu']}), "
+        f"{machine_info['gpus']} GPU(s). Measured {info['date']}.",
+        "",
+        "Paper: ResNet-32 (G-ResNet44 for its row), the whole training set, 100 epochs, the whole test set; "
+        f"{MISSING} = not recorded here.",
+    ]
+    if info["note"]:
+        lines += ["", info["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def default_seeds(scale: str, row: str) -> tuple[int, ...]:
+    """Seed 0, and seed 1 too for the scale's `second_seed_rows`."""
+    return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
+
+
+def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, rows: Sequence[str] | None = None,
+              seeds: Sequence[int] | None = None, publish: bool = False) -> dict:
+    """Trains (or reuses) every run, then writes results.json, table.md and per_angle.png into `out`.
+
+    Returns results.json's content.
+    """
+    rows = list(rows or SCALES[scale].rows)
+    seeds_by_row = {row: list(seeds or default_seeds(scale, row)) for row in rows}
+    configs = {row: [run_config(dataset, row, SCALES[scale].overrides, seed, out / f"{row}_seed{seed}", data_dir)
+                     for seed in seeds_by_row[row]] for row in rows}
+    no_data = missing_data(configs[rows[0]][0])
+    summaries = {}
+    for row in rows:
+        metrics = {config.seed: train_or_load(config) for config in configs[row]
+                   if not no_data or is_finished(config)}
+        if metrics:
+            summaries[row] = row_summary(metrics)
+    results = {"rows": summaries,
+               "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row,
+                                    no_data)}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomically(out / "results.json", json.dumps(results, indent=2) + "\n")
+    _write_atomically(out / "table.md", table(results, rows))
+    examples = SCALES[scale].landscape_examples
+    curves = {ROWS[row]: landscape(configs[row][0], examples) for row in summaries
+              if not no_data or (Path(configs[row][0].output_dir) / "landscape.json").is_file()}
+    if curves:
+        plots.per_angle_curves(curves, out / "per_angle.png", limits=configs[rows[0]][0].limits,
+                               title=f"{DATASETS[dataset]}, {scale} scale: accuracy per angle "
+                                     f"(mean over translations, {examples} test images)")
+    if publish:
+        PUBLISH_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "results.json", PUBLISH_DIR / f"{dataset}_{scale}.json")
+    return results
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds`: comma-separated distinct integers >= 0."""
+    try:
+        values = [int(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if any(value < 0 for value in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds must be distinct integers >= 0")
+    return values
+
+
+def _row_list(text: str) -> list[str]:
+    rows = text.split(",")
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown or len(set(rows)) != len(rows):
+        raise argparse.ArgumentTypeError(f"{text!r}: unknown or repeated rows {unknown}; valid rows are {list(ROWS)}")
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="whose paper flagfiles to run")
+    parser.add_argument("--scale", default="mini", choices=list(SCALES), help="protocol size (see above)")
+    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and results")
+    parser.add_argument("--data_dir", default=None,
+                        help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
+    parser.add_argument("--seeds", type=parse_seeds, default=None,
+                        help="seeds of every row, e.g. 0,1 (default: the scale's seeds)")
+    parser.add_argument("--rows", type=_row_list, default=None,
+                        help=f"comma-separated rows among {list(ROWS)} (default: the scale's rows)")
+    parser.add_argument("--publish", action="store_true",
+                        help="copy results.json to docs/results/<dataset>_<scale>.json (not for smoke)")
+    args = parser.parse_args(argv)
+    if args.publish and args.scale == "smoke":
+        parser.error("--publish is for mini and full runs; smoke results are never published")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    try:
+        results = reproduce(args.dataset, args.scale, args.out, data_dir, args.rows, args.seeds, args.publish)
+    except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
+        sys.exit(f"error: {error}")
+    print((args.out / "table.md").read_text())
+    if results["protocol"]["data"].startswith(NO_DATA):
+        print(f"{results['protocol']['data']}; table.md reports the rows left to train as '{NO_DATA}'")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Figures of spatial robustness: the grid attack's landscape, accuracy per angle, cost against robustness.
+
+Every function takes numpy arrays and an output path and writes a PNG with
+matplotlib's Agg canvas (no display and no pyplot state, so it works on
+headless machines and inside tests). A *per-transform accuracy* vector is
+`evaluation.grid_accuracy(..., method="brute").per_transform_accuracy`: one
+accuracy per transformation of `transforms.grid(limits, granularity)`, in that
+order (dx slowest, angle fastest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from invariance_tf import transforms
+
+DPI = 120
+
+
+def grid_axes(
+        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+        granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dx, dy and angle values of the grid, each sorted ascending."""
+    grid = transforms.grid(limits, granularity).reshape(*granularity, 3)
+    return grid[:, 0, 0, 0], grid[0, :, 0, 1], grid[0, 0, :, 2]
+
+
+def as_grid(per_transform_accuracy: np.ndarray,
+            granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> np.ndarray:
+    """The per-transform accuracy vector as an array [dx, dy, angle]."""
+    values = np.asarray(per_transform_accuracy, np.float64)
+    size = int(np.prod(granularity))
+    if values.shape != (size,):
+        raise ValueError(f"per_transform_accuracy must be a vector of {size} = {' x '.join(map(str, granularity))} "
+                         f"accuracies in transforms.grid order; got shape {values.shape}")
+    return values.reshape(*granularity)
+
+
+def per_angle_accuracy(per_transform_accuracy: np.ndarray,
+                       granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> np.ndarray:
+    """Accuracy at each angle of the grid, averaged over its translations: [angles]."""
+    return as_grid(per_transform_accuracy, granularity).mean(axis=(0, 1))
+
+
+def angle_translation_maps(
+        per_transform_accuracy: np.ndarray,
+        granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy per (dx, angle), averaged over dy, and per (dy, angle), averaged over dx: [dx, angle], [dy, angle]."""
+    values = as_grid(per_transform_accuracy, granularity)
+    return values.mean(axis=1), values.mean(axis=0)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+
+
+def robustness_landscape(per_transform_accuracy: np.ndarray, path: str | Path,
+                         limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+                         granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY, title: str = "") -> None:
+    """Writes heatmaps of accuracy over angle x dx and angle x dy, and the accuracy per angle, side by side.
+
+    Shows where on the grid a model fails: a standard model's accuracy falls
+    off towards the corners, a robust model's stays flat.
+    """
+    dxs, dys, angles = grid_axes(limits, granularity)
+    by_dx, by_dy = angle_translation_maps(per_transform_accuracy, granularity)
+    figure = _new_figure(14, 3.8)
+    panels = figure.subplots(1, 3)
+    image = None
+    for axes, values, shifts, name in ((panels[0], by_dx, dxs, "dx"), (panels[1], by_dy, dys, "dy")):
+        image = axes.imshow(values, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
+                            extent=_extent(angles, shifts))
+        axes.set_xlabel("angle (degrees, counter-clockwise)")
+        axes.set_ylabel(f"{name} (pixels)")
+        axes.set_title(f"accuracy over angle x {name} (mean over {'dy' if name == 'dx' else 'dx'})")
+    figure.colorbar(image, ax=panels[:2], label="accuracy", shrink=0.9)
+    _plot_per_angle(panels[2], {"": per_transform_accuracy}, angles, granularity)
+    panels[2].set_title("accuracy per angle (mean over translations)")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path)
+
+
+def _extent(columns: np.ndarray, rows: np.ndarray) -> tuple[float, float, float, float]:
+    """imshow extent putting each cell's centre on its grid value."""
+    def edges(values: np.ndarray) -> tuple[float, float]:
+        half = (values[1] - values[0]) / 2 if len(values) > 1 else 0.5
+        return float(values[0] - half), float(values[-1] + half)
+    return (*edges(columns), *edges(rows))
+
+
+def _plot_per_angle(axes: Axes, curves: Mapping[str, np.ndarray], angles: np.ndarray,
+                    granularity: Sequence[int]) -> None:
+    for index, (label, per_transform) in enumerate(curves.items()):
+        axes.plot(angles, per_angle_accuracy(per_transform, granularity), "o-", markersize=3,
+                  color=f"C{index}", label=label or None)
+    axes.set_xlabel("angle (degrees, counter-clockwise)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(0.0, 1.0)
+    axes.grid(alpha=0.3)
+
+
+def per_angle_curves(curves: Mapping[str, np.ndarray], path: str | Path,
+                     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+                     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY, title: str = "") -> None:
+    """Writes one curve of accuracy per angle (mean over translations) for each labelled per-transform vector."""
+    if not curves:
+        raise ValueError("curves is empty; need at least one labelled per_transform_accuracy vector")
+    _, _, angles = grid_axes(limits, granularity)
+    figure = _new_figure(7.5, 4.5)
+    axes = figure.add_subplot()
+    _plot_per_angle(axes, curves, angles, granularity)
+    axes.legend(fontsize="small")
+    axes.set_title(title or "accuracy per angle (mean over translations)")
+    _save(figure, path)
+
+
+def cost_vs_robustness(labels: Sequence[str], train_seconds: np.ndarray, grid_accuracy: np.ndarray,
+                       path: str | Path, groups: Sequence[str] | None = None, title: str = "") -> None:
+    """Writes grid accuracy against training time, one labelled marker per run, one colour per group."""
+    seconds = np.asarray(train_seconds, np.float64)
+    accuracy = np.asarray(grid_accuracy, np.float64)
+    groups = list(labels) if groups is None else list(groups)
+    if not len(labels) == len(seconds) == len(accuracy) == len(groups) or not len(labels):
+        raise ValueError(f"labels, train_seconds, grid_accuracy and groups must have one equal, non-zero length; "
+                         f"got {len(labels)}, {len(seconds)}, {len(accuracy)}, {len(groups)}")
+    figure = _new_figure(7.5, 5)
+    axes = figure.add_subplot()
+    for index, group in enumerate(dict.fromkeys(groups)):
+        members = [i for i, g in enumerate(groups) if g == group]
+        axes.plot(seconds[members], accuracy[members], "o", markersize=7, color=f"C{index}", label=group)
+    for label, x, y in zip(labels, seconds, accuracy):
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize="small")
+    axes.margins(x=0.2, y=0.1)
+    axes.set_xlabel("training time (seconds)")
+    axes.set_ylabel("grid accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    if title:
+        axes.set_title(title)
+    _save(figure, path)

@@ -1,0 +1,212 @@
+"""The paper-table reproduction, the cost comparison and the robustness plots, at smoke scale on real CIFAR-10."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks import compare_cost, reproduce
+from invariance_tf import plots, transforms
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert min(image.size) >= 100, image.size
+
+
+def run_cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+# Plots, on synthetic per-transform accuracies.
+
+def synthetic_accuracy(function) -> np.ndarray:
+    """A per-transform accuracy vector in `transforms.grid` order, `function(dx, dy, angle)` at each point."""
+    dx, dy, angle = transforms.grid().T
+    return function(dx, dy, angle)
+
+
+def test_per_angle_accuracy_is_the_mean_over_translations():
+    values = np.random.default_rng(0).random(775)
+    np.testing.assert_allclose(plots.per_angle_accuracy(values), values.reshape(5, 5, 31).mean(axis=(0, 1)))
+    by_angle = synthetic_accuracy(lambda dx, dy, angle: 1 - np.abs(angle) / 60)
+    np.testing.assert_allclose(plots.per_angle_accuracy(by_angle), 1 - np.abs(np.linspace(-30, 30, 31)) / 60,
+                               atol=1e-6)
+
+
+def test_angle_translation_maps_average_over_the_other_shift():
+    values = synthetic_accuracy(lambda dx, dy, angle: (dx + 3) / 6 * (1 - np.abs(angle) / 60))
+    by_dx, by_dy = plots.angle_translation_maps(values)
+    assert by_dx.shape == (5, 31) and by_dy.shape == (5, 31)
+    expected = (np.linspace(-3, 3, 5)[:, None] + 3) / 6 * (1 - np.abs(np.linspace(-30, 30, 31)) / 60)
+    np.testing.assert_allclose(by_dx, expected, atol=1e-6)
+    np.testing.assert_allclose(by_dy, np.broadcast_to(expected.mean(axis=0), (5, 31)), atol=1e-6)
+    dxs, dys, angles = plots.grid_axes()
+    np.testing.assert_allclose(dxs, np.linspace(-3, 3, 5))
+    np.testing.assert_allclose(angles, np.linspace(-30, 30, 31))
+
+
+def test_plots_write_valid_pngs(tmp_path):
+    values = synthetic_accuracy(lambda dx, dy, angle: 1 - np.abs(angle) / 60 - np.abs(dx) / 20)
+    plots.robustness_landscape(values, tmp_path / "landscape.png", title="synthetic")
+    plots.per_angle_curves({"a": values, "b": values / 2}, tmp_path / "curves.png")
+    plots.cost_vs_robustness(["A.T. k=1", "A.T. k=10", "S-PGD"], np.array([10.0, 60.0, 40.0]),
+                             np.array([0.2, 0.4, 0.35]), tmp_path / "cost.png", groups=["A.T.", "A.T.", "S-PGD"])
+    for name in ("landscape.png", "curves.png", "cost.png"):
+        assert_png(tmp_path / name)
+
+
+def test_plots_name_a_wrong_vector_length(tmp_path):
+    with pytest.raises(ValueError, match=r"vector of 775 = 5 x 5 x 31 .* got shape \(774,\)"):
+        plots.robustness_landscape(np.zeros(774), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="one equal, non-zero length"):
+        plots.cost_vs_robustness(["a"], np.zeros(2), np.zeros(2), tmp_path / "bad.png")
+
+
+# Results and table, from synthetic metrics.
+
+def test_row_summary_means_over_seeds_and_keeps_each_seed():
+    summary = reproduce.row_summary({
+        1: {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0, "epochs": 6},
+        0: {"clean_accuracy": 0.5, "grid_accuracy": 0.3, "train_seconds": 50.0, "epochs": 6},
+    })
+    assert summary["seed"] == [0, 1] and list(summary["seeds"]) == ["0", "1"]
+    assert summary["clean_accuracy"] == pytest.approx(0.55)
+    assert summary["grid_accuracy"] == pytest.approx(0.25)
+    assert summary["train_seconds"] == pytest.approx(75.0)
+    assert summary["seeds"]["1"] == {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0}
+
+
+def test_table_shows_seeds_paper_numbers_and_rows_not_run():
+    row = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0},
+                                 1: {"clean_accuracy": 0.7, "grid_accuracy": 0.35, "train_seconds": 60.0}})
+    info = {"dataset": "cifar10", "scale": "mini", "data": "/data", "network": "ResNet-8", "subset": "10 images",
+            "epochs": 6, "test_examples": 1000, "grid_examples": 1000, "note": "",
+            "date": "2019-12-08T00:00:00+00:00", "machine": {"cpu_cores": 2, "cpu": "cpu", "gpus": 0}}
+    text = reproduce.table({"rows": {"da": row}, "protocol": info}, ["da", "at"])
+    da = next(line for line in text.splitlines() if line.startswith("| D.A. |"))
+    assert da == "| D.A. | – | 60.0 (50.0 / 70.0) | 58.3 | 30.0 (25.0 / 35.0) | 1.5 min (2.0 min / 60 s) |"
+    assert "| A.T. | – | no data | 71.0 | no data | no data |" in text
+    assert "| G-ResNet44 | – | not run | 71.6 | not run | not run |" in text
+
+
+# The commands, at smoke scale on real CIFAR-10.
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cifar10_dir) -> Path:
+    out = tmp_path_factory.mktemp("reproduce") / "cifar10_smoke"
+    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"])
+    return out
+
+
+def test_reproduce_smoke_writes_consistent_results_and_table(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    rows = results["rows"]
+    assert list(rows) == list(reproduce.SCALES["smoke"].rows) == ["std", "at_kl"]
+    for name, row in rows.items():
+        assert set(row) >= {"clean_accuracy", "grid_accuracy", "train_seconds", "seed", "seeds"}
+        assert row["seed"] == [0] and list(row["seeds"]) == ["0"]
+        assert 0.0 <= row["grid_accuracy"] <= row["clean_accuracy"] <= 1.0, name
+        assert 0.0 <= row["worst_of_10_accuracy"] <= 1.0
+        assert row["train_seconds"] > 0
+        assert row["seeds"]["0"]["grid_accuracy"] == row["grid_accuracy"]
+        metrics = json.loads((smoke_run / f"{name}_seed0" / "metrics.json").read_text())
+        assert metrics["clean_accuracy"] == row["clean_accuracy"]
+    protocol = results["protocol"]
+    assert protocol["scale"] == "smoke" and protocol["epochs"] == 1 and protocol["test_examples"] == 20
+    assert protocol["network"] == "ResNet-8 (--resnet_n=1)" and protocol["grid_examples"] == 20
+    assert {"date", "machine", "subset"} <= set(protocol)
+    table = (smoke_run / "table.md").read_text()
+    for name, label in (("std", "std"), ("at_kl", "A.T.+KL")):
+        line = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[2] == f"{100 * rows[name]['clean_accuracy']:.1f}"
+        assert cells[4] == f"{100 * rows[name]['grid_accuracy']:.1f}"
+    assert "| D.A. | – | not run | 58.3 |" in table
+
+
+def test_reproduce_smoke_writes_plots(smoke_run):
+    assert_png(smoke_run / "per_angle.png")
+    for name in ("std", "at_kl"):
+        assert_png(smoke_run / f"{name}_seed0" / "robustness_landscape.png")
+        landscape = json.loads((smoke_run / f"{name}_seed0" / "landscape.json").read_text())
+        assert landscape["examples"] == 20 and len(landscape["per_transform_accuracy"]) == 775
+
+
+def test_reproduce_rerun_skips_finished_runs(smoke_run, cifar10_dir, capsys):
+    finished = {path: path.stat().st_mtime_ns for path in smoke_run.glob("*_seed0/*.json")}
+    capsys.readouterr()
+    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}"])
+    output = capsys.readouterr().out
+    assert output.count("skipping") == 2 and f"training {smoke_run}" not in output and "landscape of" not in output
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished
+
+
+def test_evaluate_plot_writes_the_landscape(smoke_run):
+    model_dir = smoke_run / "std_seed0"
+    (model_dir / "robustness_landscape.png").unlink()
+    result = run_cli("trainers.evaluate", f"--model_dir={model_dir}", "--attack=grid", "--examples=10", "--plot")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_png(model_dir / "robustness_landscape.png")
+    refused = run_cli("trainers.evaluate", f"--model_dir={model_dir}", "--attack=clean", "--plot")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == "error: --plot needs grid in --attack=clean"
+
+
+def test_reproduce_without_data_reports_no_data(tmp_path):
+    out = tmp_path / "svhn"
+    result = run_cli("benchmarks.reproduce", "--dataset=svhn", "--scale=smoke", f"--out={out}",
+                     env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no data" in result.stdout.strip().splitlines()[-1]
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"] == {} and results["protocol"]["data"].startswith("no data")
+    table = (out / "table.md").read_text()
+    assert "| std | – | no data | – | no data | no data |" in table
+    assert not (out / "per_angle.png").exists() and not list(out.glob("*_seed*"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rows=std,gcnn"], "valid rows are ['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']"),
+    (["--seeds=0,x"], "'0,x' is not a comma-separated list of integers"),
+    (["--publish"], "--publish is for mini and full runs"),
+])
+def test_reproduce_bad_arguments_name_the_problem(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={tmp_path}", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
+    out = tmp_path / "cost"
+    compare_cost.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"])
+    with (out / "cost.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert tuple(rows[0]) == compare_cost.FIELDS
+    assert [(row["method"], row["k"]) for row in rows] == [
+        ("A.T.", "1"), ("A.T.", "10"), ("A.T.", "20"), ("A.T.+KL", "1"), ("A.T.+KL", "10"), ("A.T.+KL", "20"),
+        ("S-PGD-5 A.T.", ""), ("S-PGD-5 A.T.+KL", "")]
+    for row in rows:
+        assert 0.0 <= float(row["grid_accuracy"]) <= float(row["clean_accuracy"]) <= 1.0
+        assert float(row["train_seconds"]) > 0 and row["seed"] == "0"
+    config = json.loads((out / "spgd_at_kl_seed0" / "config.json").read_text())
+    assert (config["adversary"], config["spgd_steps"], config["adversary_objective"]) == ("spgd", 5, "kl")
+    assert json.loads((out / "at_k20_seed0" / "config.json").read_text())["k"] == 20
+    assert_png(out / "cost_vs_robustness.png")

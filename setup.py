@@ -14,7 +14,7 @@ setup(
         "keras>=3.10",
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
-        "keras-tuner>=1.4.7",
+        "keras-tuner[bayesian]>=1.4.7",
         "absl-py>=2.0",
         "numpy>=1.26",
         "matplotlib>=3.8",

@@ -46,8 +46,9 @@ DEFAULT_VALIDATION_EXAMPLES = 500
 # `InvarianceModel.test_step` logs clean accuracy as "acc_nat"; Keras prefixes validation logs with "val_".
 CLEAN_ACCURACY = "val_acc_nat"
 SECONDS = "seconds"
+RESULT_FILES = ("best.json", "trials.csv", "lambda_vs_robustness.png")
 # Flags that may change when a search is resumed: they do not change what a trial means.
-RESUMABLE_CHANGES = ("max_trials", "verbose", "overwrite", "output_dir")
+RESUMABLE_CHANGES = ("max_trials", "search_dir", "verbose", "overwrite", "output_dir")
 _ORACLE_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
@@ -171,7 +172,7 @@ class InvarianceHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(config.seed)
         return experiment.build_model(config, self.splits.info, self.steps_per_epoch)
 
-    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, callbacks=(), **kwargs) -> dict:
+    def fit(self, hp: kt.HyperParameters, model: keras.Model, *, callbacks=(), **kwargs) -> dict:
         """Trains on the training split; returns the last epoch's logs and the training seconds.
 
         A trial whose loss becomes NaN or infinite fails (no retry).
@@ -182,7 +183,7 @@ class InvarianceHyperModel(kt.HyperModel):
         validation = data.eval_dataset(*self.splits.validation,
                                        config.eval_batch_size or evaluation.default_batch_size())
         start = time.perf_counter()
-        history = model.fit(train, *args, validation_data=validation, shuffle=False,
+        history = model.fit(train, validation_data=validation, shuffle=False,
                             callbacks=[keras.callbacks.TerminateOnNaN(), self._objective_callback(config),
                                        *callbacks], **kwargs)
         seconds = time.perf_counter() - start
@@ -280,18 +281,22 @@ def _description(config: ExperimentConfig, options: SearchOptions) -> dict:
 def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
     """Records the search's flags in `<search_dir>/search.json`; refuses to resume a search with other flags.
 
-    `--overwrite` starts afresh instead.
+    `--overwrite` starts afresh instead: it also deletes the previous results.
     """
-    path = search_dir(config, options) / "search.json"
+    out = search_dir(config, options)
+    path = out / "search.json"
     description = _description(config, options)
-    if path.is_file() and not config.overwrite:
+    if config.overwrite:
+        for name in RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif path.is_file():
         saved = json.loads(path.read_text())
         changed = sorted(k for k in saved.keys() | description.keys() if saved.get(k) != description.get(k))
         if changed:
             raise ValueError(f"--search_dir={path.parent} holds a search with other values of "
                              f"{', '.join('--' + k for k in changed)}: use another --search_dir, the same flags "
                              "to resume, or --overwrite to start afresh")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, json.dumps(description, indent=2) + "\n")
 
 
@@ -309,6 +314,7 @@ class TrialRow:
     status: str
     lambda_reg: float
     h: str
+    adversary_objective: str
     objective: float | None
     clean_accuracy: float | None
     seconds: float | None
@@ -317,14 +323,17 @@ class TrialRow:
 def trial_rows(config: ExperimentConfig, oracle: kt.Oracle) -> list[TrialRow]:
     """Every trial the oracle knows, in trial-id order."""
     rows = []
-    for trial_id, trial in sorted(oracle.trials.items()):
+    for trial in sorted(oracle.trials.values(), key=lambda trial: int(trial.trial_id)):
         trial_config = apply_hyperparameters(config, trial.hyperparameters.values)
-        metrics = trial.metrics
-        value = (lambda name: metrics.get_last_value(name) if metrics.exists(name) else None)
-        rows.append(TrialRow(trial_id, trial.status, trial_config.lambda_reg, trial_config.h,
-                             trial.score if trial.status == "COMPLETED" else None, value(CLEAN_ACCURACY),
-                             value(SECONDS)))
+        rows.append(TrialRow(
+            trial.trial_id, trial.status, trial_config.lambda_reg, trial_config.h, trial_config.adversary_objective,
+            objective=trial.score if trial.status == "COMPLETED" else None,
+            clean_accuracy=_last_value(trial, CLEAN_ACCURACY), seconds=_last_value(trial, SECONDS)))
     return rows
+
+
+def _last_value(trial: kt.engine.trial.Trial, name: str) -> float | None:
+    return trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
 
 
 def write_csv(rows: list[TrialRow], path: Path) -> None:
@@ -385,9 +394,10 @@ def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.O
         "completed_trials": len(completed),
         "command": retrain_command(best_config),
     }
-    _write_atomically(out / "best.json", json.dumps(summary, indent=2) + "\n")
-    write_csv(rows, out / "trials.csv")
-    plot(rows, summary["objective"], options.lambda_min, out / "lambda_vs_robustness.png")
+    best_json, trials_csv, figure = (out / name for name in RESULT_FILES)
+    _write_atomically(best_json, json.dumps(summary, indent=2) + "\n")
+    write_csv(rows, trials_csv)
+    plot(rows, summary["objective"], options.lambda_min, figure)
     return summary
 
 
@@ -411,5 +421,5 @@ def search(config: ExperimentConfig, options: SearchOptions,
     tuner.search(epochs=config.epochs, verbose=config.verbose)
     if worker:
         return {}
-    tuner.results_summary(num_trials=options.max_trials)
+    tuner.results_summary()
     return write_results(config, options, tuner.oracle, retrain_command)

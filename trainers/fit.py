@@ -2,7 +2,7 @@
 
     python -m trainers.fit --flagfile configs/cifar10_at_kl.cfg [--flag=value ...]
 
-Flags given after the flagfile override it. See `--helpfull` for every flag.
+Flags given after the flagfile override it; `--help` lists them.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app
+from absl import app, flags
 
 from trainers import flags as experiment_flags
 from invariance_tf import experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
 experiment_flags.define_experiment_flags()
+flags.adopt_module_key_flags(experiment_flags)
 
 
 def main(argv: list[str]) -> None:

@@ -25,6 +25,7 @@ from trainers import flags as experiment_flags
 DEFAULTS = tuning.SearchOptions()
 
 experiment_flags.define_experiment_flags()
+flags.adopt_module_key_flags(experiment_flags)
 flags.FLAGS.set_default("validation_examples", tuning.DEFAULT_VALIDATION_EXAMPLES)
 flags.DEFINE_string("tuner", DEFAULTS.tuner, f"search algorithm: {' | '.join(tuning.TUNERS)}")
 flags.DEFINE_integer("max_trials", DEFAULTS.max_trials, "trials in all; rerun with a larger value to extend a search")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -9,6 +11,30 @@ import numpy as np
 import tensorflow as tf
 
 from invariance_tf import evaluation, transforms
+
+
+def repair_backup(backup_dir: str | Path) -> None:
+    """Falls back to the previous `BackupAndRestore` backup when the latest was cut off mid-write.
+
+    Keras writes the weights, then `training_metadata.json`, keeping the
+    previous pair as `*.bkp`; a kill between the two leaves unreadable
+    metadata, which Keras cannot resume from.
+    """
+    backup_dir = Path(backup_dir)
+    metadata = backup_dir / "training_metadata.json"
+    try:
+        json.loads(metadata.read_text())
+        return
+    except FileNotFoundError:
+        return
+    except json.JSONDecodeError:
+        pass
+    previous = [backup_dir / f"{name}.bkp" for name in ("training_metadata.json", "latest.weights.h5")]
+    if all(path.is_file() for path in previous):
+        for path in previous:
+            shutil.copyfile(path, path.with_suffix(""))
+    else:
+        shutil.rmtree(backup_dir)
 
 
 class TrainingDivergedError(RuntimeError):

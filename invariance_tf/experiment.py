@@ -252,6 +252,7 @@ def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> l
     chief = distribute.is_chief()
     root = out if chief else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     checkpoint = root / "checkpoints" / "last.keras"
+    callbacks.repair_backup(root / "backup")
     result = [keras.callbacks.BackupAndRestore(str(root / "backup"), delete_checkpoint=False),
               callbacks.StopOnNonFiniteLoss(checkpoint),
               keras.callbacks.ModelCheckpoint(str(checkpoint))]

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from invariance_tf import experiment
+from invariance_tf import callbacks, experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,16 +34,39 @@ def run(command: list[str], timeout: int = 600, **kwargs) -> subprocess.Complete
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def backup_readable(metadata: Path) -> bool:
+    try:
+        return json.loads(metadata.read_text())["epoch"] >= 1
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return False
+
+
+def test_backup_cut_off_mid_write_falls_back_to_the_previous_one(tmp_path):
+    (tmp_path / "training_metadata.json").write_text("")
+    (tmp_path / "latest.weights.h5").write_bytes(b"epoch 3")
+    (tmp_path / "training_metadata.json.bkp").write_text('{"epoch": 2, "batch": 0}')
+    (tmp_path / "latest.weights.h5.bkp").write_bytes(b"epoch 2")
+    callbacks.repair_backup(tmp_path)
+    assert json.loads((tmp_path / "training_metadata.json").read_text())["epoch"] == 2
+    assert (tmp_path / "latest.weights.h5").read_bytes() == b"epoch 2"
+    (tmp_path / "training_metadata.json").write_text("{")
+    for name in ("training_metadata.json.bkp", "latest.weights.h5.bkp"):
+        (tmp_path / name).unlink()
+    callbacks.repair_backup(tmp_path)
+    assert not tmp_path.exists()
+
+
 def test_sigkilled_run_resumes_from_its_last_backup(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640")
     metadata = out / "backup" / "training_metadata.json"
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not metadata.is_file() and time.time() < deadline and process.poll() is None:
+    while not backup_readable(metadata) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    callbacks.repair_backup(metadata.parent)
     done = json.loads(metadata.read_text())["epoch"]
     assert 1 <= done < 6, "the run must be killed between its first backup and its end"
     result = run(command)

@@ -198,7 +198,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
     accuracy = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute",
                                         limits=config.limits,
                                         batch_size=config.eval_batch_size or None).per_transform_accuracy
-    _write_atomically(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
+    experiment.write_atomically(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
                                          "per_transform_accuracy": accuracy.tolist()}))
     plots.robustness_landscape(accuracy, out / "robustness_landscape.png", limits=config.limits,
                                title=f"{out.name}: grid accuracy on {min(examples, len(images))} test images")
@@ -313,12 +313,6 @@ def table(results: dict, requested: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def default_seeds(scale: str, row: str) -> tuple[int, ...]:
     """Seed 0, and seed 1 too for the scale's `second_seed_rows`."""
     return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
@@ -345,8 +339,8 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
                "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row,
                                     no_data)}
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out / "results.json", json.dumps(results, indent=2) + "\n")
-    _write_atomically(out / "table.md", table(results, rows))
+    experiment.write_atomically(out / "results.json", json.dumps(results, indent=2) + "\n")
+    experiment.write_atomically(out / "table.md", table(results, rows))
     examples = SCALES[scale].landscape_examples
     curves = {ROWS[row]: landscape(configs[row][0], examples) for row in summaries
               if not no_data or (Path(configs[row][0].output_dir) / "landscape.json").is_file()}

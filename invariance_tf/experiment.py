@@ -240,9 +240,10 @@ def prepare_output_dir(config: ExperimentConfig) -> Path:
     return out
 
 
-def _write_json_atomically(path: Path, content: dict) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a temporary file, so a crash never leaves a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2))
+    tmp.write_text(text)
     tmp.replace(path)
 
 
@@ -284,7 +285,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     if steps_per_epoch < 1:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
     if distribute.is_chief():
-        _write_json_atomically(out / "config.json", config.to_json())
+        write_atomically(out / "config.json", json.dumps(config.to_json(), indent=2))
     with strategy.scope():
         model = build_model(config, splits.info, steps_per_epoch)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size,
@@ -303,6 +304,6 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
                "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
                "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
                **robust_metrics(model, *splits.test, config)}
-    _write_json_atomically(out / "metrics.json", metrics)
+    write_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
     shutil.rmtree(out / "backup", ignore_errors=True)
     return metrics

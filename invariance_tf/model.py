@@ -10,6 +10,10 @@ from invariance_tf import adversaries, semimetrics, transforms
 CE_ON = ("nat", "rob", "mix")
 
 
+def _mean_ce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+
+
 @keras.saving.register_keras_serializable(package="invariance_tf")
 class InvarianceModel(keras.Model):
     """Trains `network` with `loss = CE term + lambda_reg * mean h(f(x), f(x~)) + weight decay`.
@@ -92,8 +96,7 @@ class InvarianceModel(keras.Model):
     def test_step(self, data):
         x, y = data[0], data[1]
         logits = self.network(x, training=False)
-        ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-        self._trackers["ce"].update_state(ce)
+        self._trackers["ce"].update_state(_mean_ce(y, logits))
         self._accuracy_nat.update_state(y, logits)
         return self._logs([self._trackers["ce"], self._accuracy_nat])
 
@@ -114,14 +117,11 @@ class InvarianceModel(keras.Model):
         return nat, adv
 
     def _ce_term(self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None) -> tf.Tensor:
-        def ce(logits):
-            return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-
         if self.ce_on == "nat":
-            return ce(nat)
+            return _mean_ce(y, nat)
         if self.ce_on == "rob":
-            return ce(adv)
-        return (ce(nat) + ce(adv)) / 2
+            return _mean_ce(y, adv)
+        return (_mean_ce(y, nat) + _mean_ce(y, adv)) / 2
 
     def _update_metrics(self, y, nat, adv, **values) -> dict:
         for name, value in values.items():

@@ -297,13 +297,7 @@ def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
                              f"{', '.join('--' + k for k in changed)}: use another --search_dir, the same flags "
                              "to resume, or --overwrite to start afresh")
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, json.dumps(description, indent=2) + "\n")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    experiment.write_atomically(path, json.dumps(description, indent=2) + "\n")
 
 
 @dataclasses.dataclass
@@ -395,7 +389,7 @@ def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.O
         "command": retrain_command(best_config),
     }
     best_json, trials_csv, figure = (out / name for name in RESULT_FILES)
-    _write_atomically(best_json, json.dumps(summary, indent=2) + "\n")
+    experiment.write_atomically(best_json, json.dumps(summary, indent=2) + "\n")
     write_csv(rows, trials_csv)
     plot(rows, summary["objective"], options.lambda_min, figure)
     return summary

@@ -20,12 +20,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import adversaries, callbacks, data, distribute, evaluation, networks, semimetrics, transforms
+from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, networks, schedules, semimetrics,
+                           transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ON, InvarianceModel
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
 AUGMENT_CHOICES = ("auto", "on", "off")
+LR_SCHEDULES = ("step", "onecycle")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 GROUPS = tuple(sorted(GROUP_ORDERS))
 
 
@@ -41,6 +44,7 @@ class ExperimentConfig:
     data_dir: str = _field("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
     network: str = _field("resnet", "network architecture (see invariance_tf.networks)")
     resnet_n: int = _field(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
+    width: int = _field(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
     g_depth: int = _field(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
     group: str = _field("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
     adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
@@ -54,8 +58,14 @@ class ExperimentConfig:
     lambda_reg: float = _field(0.0, "weight of the invariance penalty h (>= 0; 0 = plain D.A./A.T.)")
     epochs: int = _field(100, "training epochs")
     batch_size: int = _field(128, "original examples per step (regularised rows add as many transformed)")
-    lr: float = _field(0.1, "initial SGD learning rate, divided by 10 at 50% and 75% of training")
+    lr: float = _field(0.1, "SGD learning rate: the initial one (step) or the peak (onecycle)")
+    lr_schedule: str = _field("step", "step: lr / 10 at 50% and 75% of training (the paper) | onecycle: linear "
+                                      "warm-up to lr over --warmup_fraction of training, then linear decay to 0")
+    warmup_fraction: float = _field(0.2, "fraction of training steps spent warming up (--lr_schedule=onecycle)")
     momentum: float = _field(0.9, "SGD momentum")
+    nesterov: bool = _field(False, "Nesterov momentum")
+    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy term, in [0, 1)")
+    precision: str = _field("float32", "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16")
     weight_decay: float = _field(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
     augment: str = _field("auto", "standard crop+flip augmentation: auto (CIFAR yes, SVHN no) | on | off")
     train_examples: int = _field(0, "training examples to use (0 = all minus validation)")
@@ -91,6 +101,11 @@ class ExperimentConfig:
             ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v > 0 for v in self.limits),
              "must be 3 values > 0: dx pixels, dy pixels, angle degrees"),
             ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
+            ("width", self.width >= 1, "must be >= 1"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"valid schedules are {list(LR_SCHEDULES)}"),
+            ("warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
+            ("precision", self.precision in PRECISIONS, f"valid policies are {list(PRECISIONS)}"),
             ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
             ("group", self.group in GROUPS, f"valid groups are {list(GROUPS)}"),
             ("k", self.k >= 1, "must be >= 1"),
@@ -147,25 +162,38 @@ def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Mod
               "weight_decay": config.weight_decay}
     if config.network == "resnet":
         kwargs["n"] = config.resnet_n
+    elif config.network == "resnet9":
+        kwargs["width"] = config.width
     elif config.network == "g_resnet":
         kwargs.update(depth=config.g_depth, group=config.group)
     return networks.build(config.network, **kwargs)
 
 
 def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
-    """`lr`, divided by 10 at 50% and again at 75% of training (the paper's schedule)."""
+    """`--lr_schedule`: the paper's steps (`lr`, / 10 at 50% and again at 75% of training) or one cycle."""
     total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "onecycle":
+        return schedules.OneCycle(config.lr, total, round(config.warmup_fraction * total))
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100])
 
 
 def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int) -> InvarianceModel:
-    """The compiled regularised model for `config`: the one place flags become a model."""
-    model = InvarianceModel(
-        build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
-        lambda_reg=config.lambda_reg, seed=config.seed)
+    """The compiled regularised model for `config`: the one place flags become a model.
+
+    Layers take `--precision` as their dtype policy; the global policy is restored afterwards.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.precision)
+    try:
+        model = InvarianceModel(
+            build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
+            lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed)
+    finally:
+        keras.config.set_dtype_policy(previous)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum),
+        optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
+                                       nesterov=config.nesterov),
         jit_compile=config.jit_compile)
     return model
 

@@ -5,17 +5,30 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from invariance_tf import adversaries, semimetrics, transforms
+from invariance_tf import adversaries, distribute, semimetrics, transforms
 
 CE_ON = ("nat", "rob", "mix")
 
 
-def _mean_ce(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+def _unpack_unweighted(data) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(x, y)` of a batch; a batch with sample weights (or fit's `class_weight`) is refused."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError("InvarianceModel does not support sample weights or class_weight: the paper's loss "
+                         f"weighs every example equally; got sample_weight {sample_weight}")
+    return x, y
+
+
+def _mean_ce(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
+    if not label_smoothing:
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    one_hot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
+    return tf.reduce_mean(keras.losses.categorical_crossentropy(
+        one_hot, logits, from_logits=True, label_smoothing=label_smoothing))
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
-class InvarianceModel(keras.Model):
+class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     """Trains `network` with `loss = CE term + lambda_reg * mean h(f(x), f(x~)) + weight decay`.
 
     x~ is chosen per example by `adversary` (random, worst-of-k or S-PGD; no
@@ -25,18 +38,25 @@ class InvarianceModel(keras.Model):
     network in one forward pass. Weight decay is the network's own
     regularisation losses. With `adversary=None` it is standard training.
 
+    The loss is the method, so `compile` takes the optimizer (and Keras'
+    execution options) but refuses `loss=` and `metrics=`. Sample weights
+    (and `class_weight`) are refused: the paper's loss has none. Under a
+    mixed-precision policy the logits are cast to float32 and the loss is
+    scaled by the optimizer (`mixed_float16` gets Keras' `LossScaleOptimizer`).
+
     Args:
         network: a Keras model mapping raw images [B, H, W, C] to logits.
         adversary: an `adversaries.Adversary`, its `adversaries.serialize` dict, or None.
         ce_on: "nat", "rob" or "mix".
         h: semimetric name, "kl" or "l2".
         lambda_reg: weight of the invariance penalty, >= 0.
+        label_smoothing: label smoothing of the CE term, in [0, 1).
         seed: seed of the adversary's random draws.
     """
 
     def __init__(self, network: keras.Model, adversary: adversaries.Adversary | dict | None = None,
-                 ce_on: str = "nat", h: str = "kl", lambda_reg: float = 0.0, seed: int | None = None,
-                 **kwargs):
+                 ce_on: str = "nat", h: str = "kl", lambda_reg: float = 0.0, label_smoothing: float = 0.0,
+                 seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(adversary, dict):
             adversary = adversaries.deserialize(adversary)
@@ -44,6 +64,8 @@ class InvarianceModel(keras.Model):
             raise ValueError(f"Unknown ce_on={ce_on!r}; valid values are {list(CE_ON)}")
         if not lambda_reg >= 0:
             raise ValueError(f"lambda_reg must be >= 0; got {lambda_reg}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
         if adversary is None and (ce_on != "nat" or lambda_reg > 0):
             raise ValueError(f"ce_on={ce_on!r} with lambda_reg={lambda_reg} needs an adversary to choose x~")
         self.network = network
@@ -52,36 +74,40 @@ class InvarianceModel(keras.Model):
         self.h = h
         self._h = semimetrics.get(h)
         self.lambda_reg = float(lambda_reg)
+        self.label_smoothing = float(label_smoothing)
         self.seed = seed
         self._seed_generator = keras.random.SeedGenerator(seed)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "ce", "reg")}
         self._accuracy_nat = keras.metrics.SparseCategoricalAccuracy(name="acc_nat")
         self._accuracy_adv = keras.metrics.SparseCategoricalAccuracy(name="acc_adv")
         self.built = network.built
-        self._multi_worker = isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
 
     @property
     def _uses_nat(self) -> bool:
         """Whether the loss needs f(x) besides f(x~)."""
         return self.adversary is None or self.ce_on != "rob" or self.lambda_reg > 0
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
-        """Builds the optimizer in the strategy scope before training.
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
+        """Keras' `compile` for the optimizer and execution options; the loss and metrics are the method's."""
+        refused = {name: value for name, value in
+                   {"loss": loss, "metrics": metrics, **kwargs}.items()
+                   if name in ("loss", "metrics", "loss_weights", "weighted_metrics") and value is not None}
+        if refused:
+            raise ValueError(f"InvarianceModel computes its own loss and metrics; got {refused}. "
+                             "Pass only the optimizer (and e.g. jit_compile) to compile().")
+        super().compile(optimizer=optimizer, **kwargs)
 
-        The network is built already, so the optimizer is all Keras' symbolic
-        build would create; Keras' own version first averages a data batch over
-        replicas, which fails under MultiWorkerMirroredStrategy
-        (keras-team/keras#20585).
-        """
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
+    def compile_from_config(self, config: dict) -> None:
+        """Recompiles a loaded model with its saved optimizer (Keras skips this for a custom `compile`)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.network(inputs, training=training)
+        return tf.cast(self.network(inputs, training=training), tf.float32)
 
     def train_step(self, data):
-        x, y = data[0], data[1]
+        x, y = _unpack_unweighted(data)
         x_adv = self._choose_transformed(x, y)
         with tf.GradientTape() as tape:
             nat, adv = self._forward(x, x_adv)
@@ -89,14 +115,15 @@ class InvarianceModel(keras.Model):
             reg = tf.reduce_mean(self._h(nat, adv)) if adv is not None and nat is not None else 0.0
             loss = ce + self.lambda_reg * reg + tf.add_n([0.0] + self.network.losses)
             replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
-        gradients = tape.gradient(replica_loss, self.network.trainable_variables)
+            scaled_loss = self.optimizer.scale_loss(replica_loss)
+        gradients = tape.gradient(scaled_loss, self.network.trainable_variables)
         self.optimizer.apply(gradients, self.network.trainable_variables)
         return self._update_metrics(y, nat, adv, loss=loss, ce=ce, reg=reg)
 
     def test_step(self, data):
-        x, y = data[0], data[1]
-        logits = self.network(x, training=False)
-        self._trackers["ce"].update_state(_mean_ce(y, logits))
+        x, y = _unpack_unweighted(data)
+        logits = self(x, training=False)
+        self._trackers["ce"].update_state(_mean_ce(y, logits, self.label_smoothing))
         self._accuracy_nat.update_state(y, logits)
         return self._logs([self._trackers["ce"], self._accuracy_nat])
 
@@ -104,24 +131,24 @@ class InvarianceModel(keras.Model):
         """x~ for the batch, or None for standard training."""
         if self.adversary is None:
             return None
-        params = self.adversary(self.network, x, y, seed=self._seed_generator.next())
+        params = self.adversary(self, x, y, seed=self._seed_generator.next())
         return tf.stop_gradient(transforms.transform(x, params))
 
     def _forward(self, x: tf.Tensor, x_adv: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None]:
         """Logits (f(x), f(x~)) from one training-mode pass; None for what the loss does not use."""
         if x_adv is None:
-            return self.network(x, training=True), None
+            return self(x, training=True), None
         if not self._uses_nat:
-            return None, self.network(x_adv, training=True)
-        nat, adv = tf.split(self.network(tf.concat([x, x_adv], axis=0), training=True), 2)
+            return None, self(x_adv, training=True)
+        nat, adv = tf.split(self(tf.concat([x, x_adv], axis=0), training=True), 2)
         return nat, adv
 
     def _ce_term(self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None) -> tf.Tensor:
         if self.ce_on == "nat":
-            return _mean_ce(y, nat)
+            return _mean_ce(y, nat, self.label_smoothing)
         if self.ce_on == "rob":
-            return _mean_ce(y, adv)
-        return (_mean_ce(y, nat) + _mean_ce(y, adv)) / 2
+            return _mean_ce(y, adv, self.label_smoothing)
+        return (_mean_ce(y, nat, self.label_smoothing) + _mean_ce(y, adv, self.label_smoothing)) / 2
 
     def _update_metrics(self, y, nat, adv, **values) -> dict:
         for name, value in values.items():
@@ -135,13 +162,6 @@ class InvarianceModel(keras.Model):
         shown += [self._accuracy_adv] if adv is not None else []
         return self._logs(shown)
 
-    def _logs(self, metrics: list[keras.metrics.Metric]) -> dict[str, tf.Tensor]:
-        """Metric results by name; shape [1] under MultiWorkerMirroredStrategy, where Keras averages logs
-        over axis 0 across workers and fails on scalars (keras-team/keras#20585)."""
-        if self._multi_worker:
-            return {metric.name: tf.reshape(metric.result(), [1]) for metric in metrics}
-        return {metric.name: metric.result() for metric in metrics}
-
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [*self._trackers.values(), self._accuracy_nat, self._accuracy_adv]
@@ -154,6 +174,7 @@ class InvarianceModel(keras.Model):
             "ce_on": self.ce_on,
             "h": self.h,
             "lambda_reg": self.lambda_reg,
+            "label_smoothing": self.label_smoothing,
             "seed": self.seed,
         }
 

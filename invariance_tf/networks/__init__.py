@@ -8,10 +8,11 @@ import keras
 
 from invariance_tf.networks.g_resnet import g_resnet
 from invariance_tf.networks.resnet import resnet
+from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
 
 NETWORKS: dict[str, Callable[..., keras.Model]] = {
-    "g_resnet": g_resnet, "resnet": resnet, "small_cnn": small_cnn}
+    "g_resnet": g_resnet, "resnet": resnet, "resnet9": resnet9, "small_cnn": small_cnn}
 
 
 def build(name: str, **kwargs) -> keras.Model:

@@ -17,7 +17,12 @@ degrees counter-clockwise (see `invariance_tf.transforms`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+import hashlib
+import json
+import os
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -58,7 +63,14 @@ class RobustResult:
             transformation, in `transforms.grid` order; only `grid_accuracy`
             with `method="brute"` computes it, otherwise None.
         evaluations: number of (image, transformation) pairs classified,
-            excluding the padding of the last batch.
+            excluding the padding of the last batch (a gradient step of
+            `refine` counts as one).
+        margin: float32 [N], the margin at `worst_transform` (negative: misclassified).
+        lowest_transforms: float32 [N, m, 3], per example the m evaluated
+            transformations with the lowest margins, lowest first; only
+            `grid_accuracy` with `keep_lowest=m > 1` keeps them, otherwise None.
+        resumed_examples: examples whose results `resumable` read from its
+            state folder instead of evaluating them.
     """
 
     accuracy: float
@@ -66,8 +78,27 @@ class RobustResult:
     worst_transform: np.ndarray
     per_transform_accuracy: np.ndarray | None = None
     evaluations: int = 0
+    margin: np.ndarray | None = None
+    lowest_transforms: np.ndarray | None = None
+    resumed_examples: int = 0
 
 
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _traced(build: Callable[[Model], Callable]) -> Callable[[Model], Callable]:
+    """Memoises `build(model)` per model, so the chunks of `resumable` share one traced tf.function."""
+
+    def cached(model: Model) -> Callable:
+        functions = _TRACED.setdefault(model, {})
+        if build.__name__ not in functions:
+            functions[build.__name__] = build(model)
+        return functions[build.__name__]
+
+    return cached
+
+
+@_traced
 def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """A tf.function classifying the pairs (images[i], params[j]) of one batch of indices."""
 
@@ -90,20 +121,22 @@ class _PairEvaluator:
 
     `params` is the table of transformations [T, 3] that pairs index into.
     Every model call sees exactly `batch_size` pairs (the last batch of a call
-    is padded), so the tf.function is traced once.
+    is padded), so the tf.function is traced once. Per example it keeps the
+    `keep` transformations with the lowest margins seen (column 0 the lowest).
     """
 
     def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray, params: np.ndarray,
-                 batch_size: int):
+                 batch_size: int, keep: int = 1):
         self.images = tf.convert_to_tensor(images)
         self.labels = tf.convert_to_tensor(labels, tf.int32)
         self.params = tf.convert_to_tensor(params, tf.float32)
         self.batch_size = batch_size
+        self.keep = keep
         self.evaluations = 0
         num_images = len(images)
         self.correct = np.ones(num_images, bool)
-        self.margin = np.full(num_images, np.inf, np.float32)
-        self.worst = np.zeros(num_images, np.int64)
+        self.margin = np.full((num_images, keep), np.inf, np.float32)
+        self.worst = np.zeros((num_images, keep), np.int64)
         self._classify = _classify_pairs_fn(model)
 
     def __call__(self, image_index: np.ndarray, param_index: np.ndarray) -> np.ndarray:
@@ -123,22 +156,30 @@ class _PairEvaluator:
         return correct
 
     def _tally(self, image_index, param_index, correct, margin) -> None:
+        """Marks mistakes and merges the new margins into each example's `keep` lowest (ties keep the older)."""
         self.evaluations += len(image_index)
         self.correct[image_index[~correct]] = False
-        order = np.lexsort((margin, image_index))
-        images, first = np.unique(image_index[order], return_index=True)
-        lowest = order[first]
-        lower = margin[lowest] < self.margin[images]
-        self.margin[images[lower]] = margin[lowest[lower]]
-        self.worst[images[lower]] = param_index[lowest[lower]]
+        images, inverse = np.unique(image_index, return_inverse=True)
+        owner = np.concatenate([np.repeat(np.arange(len(images)), self.keep), inverse])
+        margins = np.concatenate([self.margin[images].ravel(), margin])
+        params = np.concatenate([self.worst[images].ravel(), param_index])
+        order = np.lexsort((margins, owner))
+        first = np.searchsorted(owner[order], np.arange(len(images)))
+        rank = np.arange(len(order)) - np.repeat(first, np.bincount(owner, minlength=len(images)))
+        kept = order[rank < self.keep]
+        self.margin[images] = margins[kept].reshape(-1, self.keep)
+        self.worst[images] = params[kept].reshape(-1, self.keep)
 
     def result(self, per_transform_accuracy: np.ndarray | None = None) -> RobustResult:
+        lowest = self.params.numpy()[self.worst]
         return RobustResult(
             accuracy=float(self.correct.mean()),
             correct=self.correct.copy(),
-            worst_transform=self.params.numpy()[self.worst],
+            worst_transform=lowest[:, 0],
             per_transform_accuracy=per_transform_accuracy,
             evaluations=self.evaluations,
+            margin=self.margin[:, 0].copy(),
+            lowest_transforms=lowest if self.keep > 1 else None,
         )
 
 
@@ -187,6 +228,7 @@ def grid_accuracy(
     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
     batch_size: int | None = None,
     verbose: bool = False,
+    keep_lowest: int = 1,
 ) -> RobustResult:
     """Accuracy under every transformation of `transforms.grid(limits, granularity)` (the grid attack).
 
@@ -195,13 +237,18 @@ def grid_accuracy(
     same `correct` with fewer model calls, the fewer the less robust the
     model: it classifies the identity first and stops evaluating an example
     at its first mistake (see `_early_exit`). `verbose` shows a Keras
-    progress bar over the pairs decided so far.
+    progress bar over the pairs decided so far. `keep_lowest=m > 1` also
+    returns each example's m lowest-margin transformations (`refine` starts
+    from them); for an example that survives the grid they are its m lowest
+    on the whole grid.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown grid method {method!r}; valid methods are {list(METHODS)}")
     images, labels, batch_size = _check_inputs(images, labels, batch_size)
     params = transforms.grid(limits, granularity)
-    evaluator = _PairEvaluator(model, images, labels, params, batch_size)
+    if int(keep_lowest) != keep_lowest or not 1 <= keep_lowest <= len(params):
+        raise ValueError(f"keep_lowest must be an integer in [1, {len(params)}]; got {keep_lowest!r}")
+    evaluator = _PairEvaluator(model, images, labels, params, batch_size, keep=int(keep_lowest))
     progbar = keras.utils.Progbar(len(images) * len(params), verbose=int(bool(verbose)), unit_name="pair")
     if method == "brute":
         return _brute(evaluator, progbar)
@@ -341,3 +388,344 @@ def spgd_accuracy(
     evaluator = _PairEvaluator(model, images, labels, params, batch_size)
     evaluator(np.arange(len(images)), np.arange(len(images)))
     return evaluator.result()
+
+
+@_traced
+def _margin_gradient_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """A tf.function: per pair (images[i], params[p]) whether it is correct, its margin and d margin / d params."""
+
+    @tf.function(reduce_retracing=True)
+    def margin_and_gradient(images, labels, image_index, params):
+        picked = tf.cast(tf.gather(images, image_index), tf.float32)
+        labels = tf.gather(labels, image_index)
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            logits = tf.cast(model(_resample(picked, params), training=False), tf.float32)
+            is_label = tf.one_hot(labels, tf.shape(logits)[-1], on_value=True, off_value=False)
+            other = tf.reduce_max(tf.where(is_label, float("-inf"), logits), axis=-1)
+            margin = tf.gather(logits, labels, batch_dims=1) - other
+        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+        return correct, margin, tape.gradient(margin, params)
+
+    return margin_and_gradient
+
+
+def refine(
+    model: Model,
+    images,
+    labels,
+    grid: RobustResult,
+    steps: int = 10,
+    step_size: Sequence[float] | None = None,
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+    granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
+    batch_size: int | None = None,
+) -> RobustResult:
+    """A stronger attack than the grid: S-PGD on the margin in the continuous box, from the grid's weakest points.
+
+    Every example that survives `grid` (a `grid_accuracy` result, with
+    `keep_lowest=m` for m starts per example) gets m searches, one from each of its m lowest-margin
+    grid transformations: `steps` steps of projected sign-gradient descent
+    on the margin (true logit minus the largest other), `step_size` per
+    coordinate (dx px, dy px, angle deg; default a quarter of the grid
+    spacing), projected onto `[-limits, limits]`. A search stops at its
+    first misclassification (the early-exit economy: examples the grid
+    already breaks are never searched). The result's `correct` is the grid's
+    and-ed with the searches', so its accuracy never exceeds the grid's;
+    `worst_transform` and `margin` are the lowest-margin point of grid and
+    searches; `evaluations` counts the searches' gradient steps (the grid's
+    pairs are in `grid.evaluations`).
+    """
+    images, labels, batch_size = _check_inputs(images, labels, batch_size)
+    if len(grid.correct) != len(images) or grid.margin is None:
+        raise ValueError(f"grid must be a grid_accuracy result on these {len(images)} images; "
+                         f"got one on {len(grid.correct)} examples")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
+    limits = transforms.validate_limits(limits)
+    step = _refine_step_size(step_size, limits, granularity)
+    survivors = np.flatnonzero(grid.correct)
+    lowest = grid.worst_transform[:, None] if grid.lowest_transforms is None else grid.lowest_transforms
+    starts = lowest[survivors]
+    image_index = np.repeat(survivors, starts.shape[1]).astype(np.int32)
+    params = starts.reshape(-1, 3).astype(np.float32)
+    correct, margin, worst = grid.correct.copy(), grid.margin.copy(), grid.worst_transform.copy()
+    search = _margin_gradient_fn(model)
+    images_t, labels_t = tf.convert_to_tensor(images), tf.convert_to_tensor(labels, tf.int32)
+    evaluations = 0
+    for _ in range(int(steps) + 1):
+        active = np.flatnonzero(correct[image_index])
+        if not active.size:
+            break
+        pair_correct, pair_margin, gradient = _padded_calls(
+            search, images_t, labels_t, image_index[active], params[active], batch_size)
+        evaluations += active.size
+        _keep_lowest_margin(image_index[active], params[active], pair_correct, pair_margin, correct, margin, worst)
+        params[active] = np.clip(params[active] - step * np.sign(gradient), -np.asarray(limits), limits)
+    return RobustResult(accuracy=float(correct.mean()), correct=correct, worst_transform=worst,
+                        evaluations=evaluations, margin=margin)
+
+
+def _refine_step_size(step_size: Sequence[float] | None, limits: tuple[float, float, float],
+                      granularity: Sequence[int]) -> np.ndarray:
+    """`step_size` as float32 [3], by default a quarter of the grid spacing (the limit where an axis has 1 point)."""
+    if step_size is None:
+        spacing = [2 * l / (g - 1) if g > 1 else l for l, g in zip(limits, granularity)]
+        return np.asarray(spacing, np.float32) / 4
+    step = np.asarray(step_size, np.float32)
+    if step.shape != (3,) or np.any(step < 0):
+        raise ValueError(f"step_size must be 3 values >= 0 (dx px, dy px, angle deg); got {step_size!r}")
+    return step
+
+
+def _padded_calls(fn, images: tf.Tensor, labels: tf.Tensor, image_index: np.ndarray, params: np.ndarray,
+                  batch_size: int) -> list[np.ndarray]:
+    """Calls `fn` on fixed-size batches of pairs (padded, so it traces once) and concatenates its outputs."""
+    size = len(image_index)
+    padded = -(-size // batch_size) * batch_size
+    index = np.zeros(padded, np.int32)
+    index[:size] = image_index
+    points = np.zeros((padded, 3), np.float32)
+    points[:size] = params
+    outputs = [fn(images, labels, index[start:start + batch_size], tf.constant(points[start:start + batch_size]))
+               for start in range(0, padded, batch_size)]
+    return [np.concatenate([o[i].numpy() for o in outputs])[:size] for i in range(len(outputs[0]))]
+
+
+def _keep_lowest_margin(image_index, params, pair_correct, pair_margin, correct, margin, worst) -> None:
+    """Updates per-example `correct`, lowest `margin` and its transformation `worst` in place with new pairs."""
+    correct[image_index[~pair_correct]] = False
+    order = np.lexsort((pair_margin, image_index))
+    images, first = np.unique(image_index[order], return_index=True)
+    lowest = order[first]
+    lower = pair_margin[lowest] < margin[images]
+    margin[images[lower]] = pair_margin[lowest[lower]]
+    worst[images[lower]] = params[lowest[lower]]
+
+
+INPUT_RANGES = {"0-255": 1.0, "0-1": 1.0 / 255.0}
+
+
+class Classifier:
+    """A classifier loaded from disk as `classifier(images, training=False) -> logits`.
+
+    Takes raw pixel values (0-255) like every function here and rescales them
+    to the range the model expects (`INPUT_RANGES`: "0-1" divides by 255); a
+    black canvas stays 0 in either range.
+
+    Attributes:
+        input_shape: the model's declared input shape, e.g. (None, 32, 32, 3).
+        variables: the model's variables (for `fingerprint`).
+    """
+
+    def __init__(self, fn: Callable[[tf.Tensor], tf.Tensor], input_shape: tuple, variables: Sequence[tf.Variable],
+                 input_range: str = "0-255"):
+        if input_range not in INPUT_RANGES:
+            raise ValueError(f"Unknown input_range {input_range!r}; valid ranges are {list(INPUT_RANGES)}")
+        self._fn = fn
+        self._scale = INPUT_RANGES[input_range]
+        self.input_shape = tuple(input_shape)
+        self.variables = list(variables)
+
+    def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self._fn(tf.cast(images, tf.float32) * self._scale)
+
+
+def load_classifier(path: str | Path, input_range: str = "0-255") -> Classifier:
+    """Loads a Keras `.keras` file or a SavedModel folder (its `serving_default` signature) as a `Classifier`.
+
+    A SavedModel signature must take one image tensor; of its outputs it uses
+    `logits` if present, else its only output.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        model = keras.models.load_model(path)
+        network = getattr(model, "network", model)
+        return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, input_range)
+    if (path / "saved_model.pb").is_file():
+        return _saved_model_classifier(path, input_range)
+    raise ValueError(f"model path {path} is neither a .keras file nor a SavedModel folder (with saved_model.pb)")
+
+
+def _saved_model_classifier(path: Path, input_range: str) -> Classifier:
+    loaded = tf.saved_model.load(str(path))
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(f"SavedModel {path} has no serving_default signature; it has {list(loaded.signatures)}")
+    signature = loaded.signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    if len(inputs) != 1:
+        raise ValueError(f"SavedModel {path}: serving_default must take one image input; it takes {sorted(inputs)}")
+    if "logits" not in outputs and len(outputs) != 1:
+        raise ValueError(f"SavedModel {path}: serving_default has no 'logits' output and more than one output "
+                         f"({sorted(outputs)}); cannot tell which are the class scores")
+    (input_name, spec), = inputs.items()
+    output_name = "logits" if "logits" in outputs else next(iter(outputs))
+    return Classifier(lambda x: signature(**{input_name: x})[output_name], spec.shape.as_list(),
+                      loaded.variables, input_range)
+
+
+def check_classifier(model: Model, images, num_classes: int) -> None:
+    """Raises ValueError (one line) unless `model` maps images like `images` [N, H, W, C] to logits [N, num_classes].
+
+    Checks the declared `input_shape` if the model has one, then classifies
+    two images: cheap, so a wrong model fails before any attack runs.
+    """
+    images = np.asarray(images)
+    expected = (None, *images.shape[1:])
+    declared = getattr(model, "input_shape", None)
+    if declared is not None and (len(declared) != 4 or any(
+            d is not None and d != e for d, e in zip(tuple(declared)[1:], expected[1:]))):
+        raise ValueError(f"model input must be [batch, {', '.join(map(str, expected[1:]))}] to fit the data; "
+                         f"the model declares {list(declared)}")
+    sample = images[:2].astype(np.float32)
+    try:
+        logits = model(tf.constant(sample), training=False)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+        raise ValueError(f"model fails on a batch of shape {list(sample.shape)}: "
+                         f"{str(error).strip().splitlines()[0]}") from None
+    shape = tuple(logits.shape)
+    if shape != (len(sample), num_classes) or not logits.dtype.is_floating:
+        raise ValueError(f"model output must be float [batch, {num_classes}] (one score per class of the data); "
+                         f"got {logits.dtype.name} {list(shape)} for a batch of {len(sample)}")
+
+
+def fingerprint(model: Model) -> str:
+    """A hex digest of the model's variables (names, shapes and values): equal for the same weights."""
+    variables = model.weights if isinstance(model, keras.Model) else getattr(model, "variables", None)
+    if variables is None:
+        raise ValueError(f"cannot fingerprint {type(model).__name__}: it has no weights or variables")
+    digest = hashlib.sha256()
+    for variable in variables:
+        value = np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable)
+        digest.update(f"{getattr(variable, 'path', getattr(variable, 'name', ''))}{value.shape}{value.dtype}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def _digest_arrays(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+RESUMABLE_ATTACKS = ("grid", "worst_of_k", "spgd", "refined")
+_ARRAY_FIELDS = ("correct", "worst_transform", "margin", "lowest_transforms", "per_transform_accuracy")
+
+
+def resumable(
+    attack: str,
+    model: Model,
+    images,
+    labels,
+    state_dir: str | Path,
+    chunk_size: int = 1000,
+    model_key: str | None = None,
+    verbose: bool = False,
+    **kwargs: Any,
+) -> RobustResult:
+    """Runs `attack` chunk by chunk of `chunk_size` examples, saving each chunk so a killed run resumes.
+
+    `attack` is "grid" (`grid_accuracy`), "worst_of_k", "spgd" or "refined"
+    (`refine`, with `grid=` a full result on the same images); `kwargs` go
+    to it. Chunk i of a random attack gets the seed `seed` folded with i, so
+    results depend on `chunk_size` but never on where a run was killed.
+
+    Each finished chunk is written atomically (temp file, then `os.replace`)
+    to `state_dir/<attack>-<key>/chunk_<i>.npz`, where the key digests the
+    model (`model_key`, default `fingerprint(model)`), the images and
+    labels, the attack, its arguments and `chunk_size`: a changed setting
+    starts a new folder instead of reusing stale chunks. A rerun reads the
+    chunks present and evaluates only the others; `resumed_examples` says
+    how many were read.
+    """
+    if attack not in RESUMABLE_ATTACKS:
+        raise ValueError(f"Unknown resumable attack {attack!r}; valid attacks are {list(RESUMABLE_ATTACKS)}")
+    if int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}")
+    images, labels, _ = _check_inputs(images, labels, kwargs.get("batch_size"))
+    folder = Path(state_dir) / f"{attack}-{_state_key(attack, model, images, labels, chunk_size, model_key, kwargs)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks, resumed = [], 0
+    starts = range(0, len(images), int(chunk_size))
+    for index, start in enumerate(starts):
+        path = folder / f"chunk_{index:06d}.npz"
+        stop = start + int(chunk_size)
+        if path.is_file():
+            chunks.append(_read_chunk(path))
+            resumed += len(chunks[-1].correct)
+            continue
+        chunks.append(_run_chunk(attack, model, images[start:stop], labels[start:stop], index, start, stop,
+                                 verbose, kwargs))
+        _write_chunk(path, chunks[-1])
+    if verbose and resumed:
+        print(f"{attack}: resumed {resumed} of {len(images)} examples from {folder}")
+    return dataclasses.replace(_concatenate(chunks), resumed_examples=resumed)
+
+
+def _state_key(attack: str, model: Model, images: np.ndarray, labels: np.ndarray, chunk_size: int,
+               model_key: str | None, kwargs: Mapping[str, Any]) -> str:
+    """A 16-hex-digit digest naming the state folder of one (model, data, attack, arguments, chunking)."""
+    arguments = {name: _digest_arrays(*(a for a in (value.correct, value.worst_transform, value.margin,
+                                                     value.lowest_transforms) if a is not None))
+                 if isinstance(value, RobustResult) else np.asarray(value).tolist()
+                 for name, value in sorted(kwargs.items())}
+    key = {"attack": attack, "model": model_key or fingerprint(model), "data": _digest_arrays(images, labels),
+           "chunk_size": int(chunk_size), "arguments": arguments}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_chunk(attack: str, model: Model, images: np.ndarray, labels: np.ndarray, index: int, start: int,
+               stop: int, verbose: bool, kwargs: dict) -> RobustResult:
+    """One chunk of `resumable`: the attack on images[start:stop], with its seed folded with the chunk index."""
+    kwargs = dict(kwargs)
+    if "seed" in kwargs:
+        kwargs["seed"] = tf.random.experimental.stateless_fold_in(_check_seed(kwargs["seed"]), index).numpy()
+    if attack == "grid":
+        return grid_accuracy(model, images, labels, verbose=verbose, **kwargs)
+    if attack == "worst_of_k":
+        return worst_of_k_accuracy(model, images, labels, **kwargs)
+    if attack == "spgd":
+        return spgd_accuracy(model, images, labels, **kwargs)
+    kwargs["grid"] = _slice(kwargs["grid"], start, stop)
+    return refine(model, images, labels, **kwargs)
+
+
+def _slice(result: RobustResult, start: int, stop: int) -> RobustResult:
+    """The per-example fields of `result` for examples [start, stop) (evaluations and per-transform dropped)."""
+    fields = {name: getattr(result, name)[start:stop] for name in _ARRAY_FIELDS[:4]
+              if getattr(result, name) is not None}
+    return RobustResult(accuracy=float(fields["correct"].mean()), **fields)
+
+
+def _write_chunk(path: Path, result: RobustResult) -> None:
+    """Saves a chunk's result atomically: a reader sees the old state or the whole new file, never a part."""
+    arrays = {name: getattr(result, name) for name in _ARRAY_FIELDS if getattr(result, name) is not None}
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        np.savez(file, evaluations=result.evaluations, **arrays)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _read_chunk(path: Path) -> RobustResult:
+    with np.load(path) as saved:
+        arrays = {name: saved[name] for name in _ARRAY_FIELDS if name in saved}
+        evaluations = int(saved["evaluations"])
+    return RobustResult(accuracy=float(arrays["correct"].mean()), evaluations=evaluations, **arrays)
+
+
+def _concatenate(chunks: Sequence[RobustResult]) -> RobustResult:
+    """One result from the results of consecutive chunks of examples."""
+    sizes = np.asarray([len(chunk.correct) for chunk in chunks])
+    fields = {name: np.concatenate([getattr(chunk, name) for chunk in chunks])
+              for name in _ARRAY_FIELDS[:4] if getattr(chunks[0], name) is not None}
+    per_transform = None
+    if chunks[0].per_transform_accuracy is not None:
+        per_transform = sum(chunk.per_transform_accuracy * size for chunk, size in zip(chunks, sizes)) / sizes.sum()
+    return RobustResult(accuracy=float(fields["correct"].mean()), per_transform_accuracy=per_transform,
+                        evaluations=sum(chunk.evaluations for chunk in chunks), **fields)

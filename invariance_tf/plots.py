@@ -48,6 +48,12 @@ def per_angle_accuracy(per_transform_accuracy: np.ndarray,
     return as_grid(per_transform_accuracy, granularity).mean(axis=(0, 1))
 
 
+def per_shift_accuracy(per_transform_accuracy: np.ndarray,
+                       granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> np.ndarray:
+    """Accuracy at each translation of the grid, averaged over its angles: [dx, dy]."""
+    return as_grid(per_transform_accuracy, granularity).mean(axis=2)
+
+
 def angle_translation_maps(
         per_transform_accuracy: np.ndarray,
         granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,22 @@
-"""Evaluate a trained run under spatial attacks.
+"""Evaluate a classifier under spatial attacks: a trainers.fit run, or any Keras / SavedModel classifier.
 
-    python -m trainers.evaluate --model_dir runs/quickstart --attack grid [--examples 1000]
+    python -m trainers.evaluate --model_dir runs/quickstart --attack grid,refined [--examples 1000]
+    python -m trainers.evaluate --model exported/quickstart/1 --data_dir ../shared/data/cifar10 --attack grid,refined
+    python -m trainers.evaluate --model my_model.keras --data_dir cifar10 --input_range 0-1
 
-Attacks: clean, worst_of_k (k random transformations; correct only if all are),
-spgd (spatial PGD on the cross-entropy) and grid (all 775 transformations of the
-paper's grid). Results are merged into <model_dir>/evaluation.json and printed as a table.
-With --plot, the grid runs brute force and its accuracy per transformation is drawn
-into <model_dir>/robustness_landscape.png.
+--model is a `.keras` file or a SavedModel folder (its `serving_default` signature, e.g. from
+trainers.export); --input_range says which pixel scale it expects (the transformations act on the
+images; the black canvas is 0 in either scale). --data_dir is an ImageFolder root or a TFDS name.
+
+Attacks: clean, worst_of_k (k random transformations; correct only if all are), spgd (spatial PGD
+on the cross-entropy), grid (all 775 transformations of the paper's grid) and refined (the grid,
+then S-PGD on the margin in the continuous box from each grid survivor's lowest-margin grid points;
+how much the grid overestimates robustness). Written to --output_dir (default: the run folder, or
+<model>_evaluation beside --model): evaluation.json (accuracies, 95 % Wilson intervals on a subset),
+examples.csv (per example and attack: correct, worst dx, dy, angle, margin), with the brute grid
+(--grid_method=brute or --plot) grid_per_angle.csv and grid_per_shift.csv, with --plot
+robustness_landscape.png. Attacks run in chunks of --chunk_size examples saved in
+<output_dir>/evaluation_state: a killed evaluation rerun with the same flags resumes.
 """
 
 from __future__ import annotations
@@ -16,39 +26,56 @@ import sys
 import time
 from pathlib import Path
 
-import keras
+import numpy as np
 from absl import app, flags
 
-from invariance_tf import data, evaluation, plots
+from invariance_tf import data, evaluation, plots, report, transforms
 from invariance_tf.experiment import ExperimentConfig
 
-ATTACKS = ("clean", "worst_of_k", "spgd", "grid")
-flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.keras, config.json)", required=True)
+ATTACKS = ("clean", "worst_of_k", "spgd", "grid", "refined")
+flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.keras, config.json)")
+flags.DEFINE_string("model", None, "a Keras .keras file or a SavedModel folder (serving_default signature)")
 flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(ATTACKS)}")
-flags.DEFINE_integer("examples", 1000, "test examples to evaluate (0 = the whole test split)")
-flags.DEFINE_string("data_dir", None, "override the run's --data_dir")
+flags.DEFINE_integer("examples", 1000, "test examples to evaluate, a class-balanced subset (0 = the whole test split)")
+flags.DEFINE_string("data_dir", None, "ImageFolder root <dir>/test/<class>/<image>, or a TFDS name "
+                    f"({', '.join(data.DATASETS)}); with --model_dir, default the run's")
+flags.DEFINE_string("dataset", "cifar10", f"with --model: which dataset an ImageFolder holds {list(data.DATASETS)}")
+flags.DEFINE_enum("input_range", "0-255", list(evaluation.INPUT_RANGES), "pixel scale the model expects")
+flags.DEFINE_string("output_dir", None, "report folder (default: --model_dir, or <model>_evaluation beside --model)")
 flags.DEFINE_integer("batch_size", 0, "images per model call, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)")
 flags.DEFINE_integer("k", 10, "k of the worst_of_k attack")
 flags.DEFINE_integer("spgd_steps", 5, "steps of the spgd attack")
 flags.DEFINE_integer("spgd_restarts", 1, "random restarts of the spgd attack")
 flags.DEFINE_enum("grid_method", "early_exit", ["early_exit", "brute"], "grid algorithm (same answer)")
-flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write "
-                  "<model_dir>/robustness_landscape.png")
+flags.DEFINE_integer("refine_starts", 3, "refined attack: searches per grid survivor, from its lowest-margin points")
+flags.DEFINE_integer("refine_steps", 10, "refined attack: sign-gradient steps per search")
+flags.DEFINE_integer("chunk_size", 500, "examples per saved chunk (resume granularity)")
+flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write robustness_landscape.png")
 flags.DEFINE_integer("seed", 0, "seed of the random attacks and of the test subset")
 FLAGS = flags.FLAGS
 
 
-def check_flags(model_dir: Path) -> None:
-    """Exits with one line naming the first bad flag."""
+def check_flags() -> None:
+    """Exits with one line naming the first bad flag, before anything is loaded."""
     unknown = [a for a in FLAGS.attack if a not in ATTACKS]
+    model_dir = Path(FLAGS.model_dir or "")
     problems = [
-        (not (model_dir / "model.keras").is_file(), f"--model_dir={model_dir} has no model.keras"),
-        (not (model_dir / "config.json").is_file(), f"--model_dir={model_dir} has no config.json"),
+        ((FLAGS.model_dir is None) == (FLAGS.model is None), "give exactly one of --model_dir and --model"),
+        (FLAGS.model_dir is not None and not (model_dir / "model.keras").is_file(),
+         f"--model_dir={FLAGS.model_dir} has no model.keras"),
+        (FLAGS.model_dir is not None and not (model_dir / "config.json").is_file(),
+         f"--model_dir={FLAGS.model_dir} has no config.json"),
+        (FLAGS.model is not None and not Path(FLAGS.model or "").exists(), f"--model={FLAGS.model} does not exist"),
         (bool(unknown), f"--attack={','.join(FLAGS.attack)}: unknown {unknown}; valid attacks are {list(ATTACKS)}"),
+        (FLAGS.dataset not in data.DATASETS, f"--dataset={FLAGS.dataset} is invalid: valid datasets are "
+                                             f"{list(data.DATASETS)}"),
         (FLAGS.examples < 0, f"--examples={FLAGS.examples} is invalid: must be >= 0"),
         (FLAGS.batch_size < 0, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 0 (0 = auto)"),
         (FLAGS.k < 1, f"--k={FLAGS.k} is invalid: must be >= 1"),
         (FLAGS.spgd_steps < 1, f"--spgd_steps={FLAGS.spgd_steps} is invalid: must be >= 1"),
+        (not 1 <= FLAGS.refine_starts <= 775, f"--refine_starts={FLAGS.refine_starts} is invalid: must be in [1, 775]"),
+        (FLAGS.refine_steps < 1, f"--refine_steps={FLAGS.refine_steps} is invalid: must be >= 1"),
+        (FLAGS.chunk_size < 1, f"--chunk_size={FLAGS.chunk_size} is invalid: must be >= 1"),
         (FLAGS.plot and "grid" not in FLAGS.attack, f"--plot needs grid in --attack={','.join(FLAGS.attack)}"),
     ]
     for bad, message in problems:
@@ -56,49 +83,120 @@ def check_flags(model_dir: Path) -> None:
             sys.exit(f"error: {message}")
 
 
-def run_attack(name: str, model, images, labels, config: ExperimentConfig) -> evaluation.RobustResult | float:
-    common = {"limits": config.limits, "batch_size": FLAGS.batch_size or None}
-    if name == "clean":
-        return evaluation.clean_accuracy(model, images, labels, batch_size=common["batch_size"])
-    if name == "worst_of_k":
-        return evaluation.worst_of_k_accuracy(model, images, labels, k=FLAGS.k, seed=(FLAGS.seed, 0), **common)
-    if name == "spgd":
-        return evaluation.spgd_accuracy(model, images, labels, steps=FLAGS.spgd_steps,
-                                        restarts=FLAGS.spgd_restarts, seed=(FLAGS.seed, 0), **common)
-    method = "brute" if FLAGS.plot else FLAGS.grid_method
-    return evaluation.grid_accuracy(model, images, labels, method=method, verbose=1, **common)
+def resolve_source() -> tuple[Path, str, str | None, tuple[float, float, float], Path]:
+    """(model path, dataset, ImageFolder root or None for TFDS, limits, output folder) from the flags."""
+    if FLAGS.model_dir is not None:
+        model_dir = Path(FLAGS.model_dir)
+        config = ExperimentConfig.from_json(json.loads((model_dir / "config.json").read_text()))
+        dataset, data_dir, limits = config.dataset, FLAGS.data_dir or config.data_dir or None, tuple(config.limits)
+        model_path, output_dir = model_dir / "model.keras", model_dir
+    else:
+        model_path = Path(FLAGS.model)
+        dataset, data_dir, limits = FLAGS.dataset, FLAGS.data_dir, transforms.DEFAULT_LIMITS
+        output_dir = model_path.parent / f"{model_path.stem}_evaluation"
+    if data_dir in data.DATASETS and not Path(data_dir).is_dir():
+        dataset, data_dir = data_dir, None
+    return model_path, dataset, data_dir, limits, Path(FLAGS.output_dir or output_dir)
+
+
+def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str) -> dict:
+    """Every attack of --attack (grid also when refined needs it), as {name: (result, seconds)}."""
+    batch_size = FLAGS.batch_size or None
+    common = {"limits": limits, "batch_size": batch_size}
+    chunked = {"state_dir": state_dir, "chunk_size": FLAGS.chunk_size, "model_key": model_key, "verbose": True}
+    grid_kwargs = {"method": "brute" if FLAGS.plot else FLAGS.grid_method, "keep_lowest": FLAGS.refine_starts,
+                   **common}
+    results = {}
+    for name in [a for a in ATTACKS if a in FLAGS.attack or (a == "grid" and "refined" in FLAGS.attack)]:
+        start = time.perf_counter()
+        if name == "clean":
+            result = evaluation.clean_accuracy(model, images, labels, batch_size=batch_size)
+        elif name == "worst_of_k":
+            result = evaluation.resumable(name, model, images, labels, k=FLAGS.k, seed=(FLAGS.seed, 0),
+                                          **common, **chunked)
+        elif name == "spgd":
+            result = evaluation.resumable(name, model, images, labels, steps=FLAGS.spgd_steps,
+                                          restarts=FLAGS.spgd_restarts, seed=(FLAGS.seed, 0), **common, **chunked)
+        elif name == "grid":
+            result = evaluation.resumable(name, model, images, labels, **grid_kwargs, **chunked)
+        else:
+            result = evaluation.resumable(name, model, images, labels, grid=results["grid"][0],
+                                          steps=FLAGS.refine_steps, **common, **chunked)
+        results[name] = (result, time.perf_counter() - start)
+    return results
+
+
+def summarise(results: dict, examples: int, subset: bool) -> dict:
+    """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain."""
+    summary = {}
+    for name, (result, seconds) in results.items():
+        accuracy = result if isinstance(result, float) else result.accuracy
+        entry = {"accuracy": float(accuracy), "examples": examples, "seconds": seconds}
+        if subset:
+            entry["ci95"] = list(report.wilson_interval(round(accuracy * examples), examples))
+        if not isinstance(result, float):
+            entry.update(evaluations=int(result.evaluations), resumed_examples=int(result.resumed_examples))
+        summary[name] = entry
+    if "refined" in results:
+        grid, refined = results["grid"][0], results["refined"][0]
+        summary["refined"].update(
+            grid_accuracy=grid.accuracy, grid_overestimate=grid.accuracy - refined.accuracy,
+            broken_beyond_grid=int((grid.correct & ~refined.correct).sum()),
+            seconds_with_grid=results["grid"][1] + results["refined"][1])
+    return summary
+
+
+def write_report(output_dir: Path, results: dict, labels: np.ndarray, limits, title: str) -> list[Path]:
+    """examples.csv, and with the brute grid the per-angle and per-shift tables and (--plot) the landscape."""
+    robust = {name: result for name, (result, _) in results.items() if not isinstance(result, float)}
+    written = []
+    if robust:
+        written.append(output_dir / "examples.csv")
+        report.write_examples_csv(written[-1], labels, robust)
+    per_transform = robust["grid"].per_transform_accuracy if "grid" in robust else None
+    if per_transform is not None:
+        written += [output_dir / "grid_per_angle.csv", output_dir / "grid_per_shift.csv"]
+        report.write_per_angle_csv(written[-2], per_transform, limits)
+        report.write_per_shift_csv(written[-1], per_transform, limits)
+    if FLAGS.plot:
+        written.append(output_dir / "robustness_landscape.png")
+        plots.robustness_landscape(per_transform, written[-1], limits=limits, title=title)
+    return written
+
+
+def print_table(summary: dict, names: list[str]) -> None:
+    print(f"\n{'attack':<12}{'examples':>10}{'accuracy':>10}{'95% CI':>18}{'seconds':>10}")
+    for name in names:
+        row = summary[name]
+        interval = "[{:.3f}, {:.3f}]".format(*row["ci95"]) if "ci95" in row else "-"
+        print(f"{name:<12}{row['examples']:>10}{row['accuracy']:>10.4f}{interval:>18}{row['seconds']:>10.1f}")
+    if "refined" in summary:
+        row = summary["refined"]
+        print(f"\nrefined: {row['broken_beyond_grid']} examples survive the grid but not the continuous box; "
+              f"grid accuracy overestimates robustness by {100 * row['grid_overestimate']:.2f} points")
 
 
 def main(argv: list[str]) -> None:
-    model_dir = Path(FLAGS.model_dir)
-    check_flags(model_dir)
-    config = ExperimentConfig.from_json(json.loads((model_dir / "config.json").read_text()))
-    data_dir = FLAGS.data_dir or config.data_dir or None
+    check_flags()
+    model_path, dataset, data_dir, limits, output_dir = resolve_source()
     try:
-        data.validate_source(config.dataset, data_dir)
+        data.validate_source(dataset, data_dir)
+        model = evaluation.load_classifier(model_path, FLAGS.input_range)
+        images, labels, info = data.load(dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
+        evaluation.check_classifier(model, images, info.num_classes)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
-    images, labels, _ = data.load(config.dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
-    model = keras.models.load_model(model_dir / "model.keras")
-    report_path = model_dir / "evaluation.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    for name in FLAGS.attack:
-        start = time.perf_counter()
-        result = run_attack(name, model, images, labels, config)
-        accuracy = result if isinstance(result, float) else result.accuracy
-        report[name] = {"accuracy": float(accuracy), "examples": int(len(images)),
-                        "seconds": time.perf_counter() - start}
-        if name == "grid" and FLAGS.plot:
-            landscape = model_dir / "robustness_landscape.png"
-            plots.robustness_landscape(result.per_transform_accuracy, landscape, limits=config.limits,
-                                       title=f"{model_dir.name}: grid accuracy on {len(images)} test images")
-            print(f"landscape written to {landscape}")
-    report_path.write_text(json.dumps(report, indent=2))
-    print(f"\n{'attack':<12}{'examples':>10}{'accuracy':>10}{'seconds':>10}")
-    for name in FLAGS.attack:
-        row = report[name]
-        print(f"{name:<12}{row['examples']:>10}{row['accuracy']:>10.4f}{row['seconds']:>10.1f}")
-    print(f"\nwritten to {report_path}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model_key = f"{evaluation.fingerprint(model)}-{FLAGS.input_range}"
+    results = run_attacks(model, images, labels, limits, output_dir / "evaluation_state", model_key)
+    summary = summarise(results, len(images), subset=FLAGS.examples > 0)
+    report_path = output_dir / "evaluation.json"
+    merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    report_path.write_text(json.dumps({**merged, **summary}, indent=2))
+    written = write_report(output_dir, results, labels, limits,
+                           title=f"{model_path.name}: grid accuracy on {len(images)} test images")
+    print_table(summary, list(results))
+    print(f"\nwritten to {report_path}" + "".join(f", {path.name}" for path in written))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import keras
@@ -13,28 +15,102 @@ import tensorflow as tf
 from invariance_tf import evaluation, transforms
 
 
-def repair_backup(backup_dir: str | Path) -> None:
-    """Falls back to the previous `BackupAndRestore` backup when the latest was cut off mid-write.
+BACKUP_PREFIX = "epoch-"
+_PARTIAL = ".partial"
 
-    Keras writes the weights, then `training_metadata.json`, keeping the
-    previous pair as `*.bkp`; a kill between the two leaves unreadable
-    metadata, which Keras cannot resume from.
-    """
+
+def latest_backup(backup_dir: str | Path) -> Path | None:
+    """The newest complete backup folder written by `AtomicBackupAndRestore`, or None."""
     backup_dir = Path(backup_dir)
-    metadata = backup_dir / "training_metadata.json"
-    try:
-        json.loads(metadata.read_text())
-        return
-    except FileNotFoundError:
-        return
-    except json.JSONDecodeError:
-        pass
-    previous = [backup_dir / f"{name}.bkp" for name in ("training_metadata.json", "latest.weights.h5")]
-    if all(path.is_file() for path in previous):
-        for path in previous:
-            shutil.copyfile(path, path.with_suffix(""))
-    else:
-        shutil.rmtree(backup_dir)
+    if not backup_dir.is_dir():
+        return None
+    complete = [path for path in backup_dir.iterdir()
+                if path.name.startswith(BACKUP_PREFIX) and not path.name.endswith(_PARTIAL)]
+    return max(complete, key=lambda path: int(path.name[len(BACKUP_PREFIX):]), default=None)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' `BackupAndRestore` whose backups are complete or absent: a kill at any moment resumes
+    from the last finished epoch, and nothing finished is lost.
+
+    Keras writes the weights and then `training_metadata.json` in place, so a
+    kill during either write leaves a backup it cannot read or that disagrees
+    with itself. Here each epoch's pair is written by Keras into
+    `<backup_dir>/epoch-<E>.partial/`, which is then renamed to
+    `<backup_dir>/epoch-<E>/` (an atomic rename); older backups are removed
+    only after that. Restoring reads the newest complete folder.
+    """
+
+    def __init__(self, backup_dir: str | Path):
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+
+    def _use_folder(self, folder: Path) -> None:
+        self._weights_path = str(folder / "latest.weights.h5")
+        self._training_metadata_path = str(folder / "training_metadata.json")
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        latest = latest_backup(self.backup_dir)
+        if latest is not None:
+            self._use_folder(latest)
+            self._load_model()
+
+    def _save_model(self) -> None:
+        root = Path(self.backup_dir)
+        final = root / f"{BACKUP_PREFIX}{self._current_epoch}"
+        partial = final.with_name(final.name + _PARTIAL)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        self._use_folder(partial)
+        super()._save_model()
+        os.replace(partial, final)
+        for old in root.iterdir():
+            if old != final:
+                shutil.rmtree(old)
+
+
+def save_model_atomically(model: keras.Model, path: str | Path) -> None:
+    """`model.save(path)` (a `.keras` file) through a temporary file: a kill leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(_PARTIAL + ".keras")
+    model.save(partial)
+    os.replace(partial, path)
+
+
+class SaveLastModel(keras.callbacks.Callback):
+    """Saves the whole model to `path` (a `.keras` file) after every epoch, atomically."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        save_model_atomically(self.model, self.path)
+
+
+class EpochTimes(keras.callbacks.Callback):
+    """Keeps the wall-clock seconds of every finished epoch in `path` (JSON list), across resumed runs.
+
+    A resumed run overwrites the entries from its first epoch on, so the sum
+    is the training time of the epochs the final model went through.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+        self._start = 0.0
+
+    def seconds(self) -> list[float]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = self.seconds()[:epoch] + [time.perf_counter() - self._start]
+        partial = self.path.with_name(self.path.name + _PARTIAL)
+        partial.write_text(json.dumps(seconds))
+        os.replace(partial, self.path)
 
 
 class TrainingDivergedError(RuntimeError):

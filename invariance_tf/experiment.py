@@ -82,7 +82,7 @@ class ExperimentConfig:
     overwrite: bool = _field(False, "train again into an --output_dir that holds a finished run")
     strategy: str = _field("auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | "
                                    "mirrored | multi_worker")
-    jit_compile: bool = _field(False, "compile the train step with XLA")
+    jit_compile: bool = _field(False, "compile the train step with XLA (standard training only)")
     verbose: int = _field(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
 
     def validate(self) -> None:
@@ -128,6 +128,9 @@ class ExperimentConfig:
         if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
             raise ValueError(f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
                              f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd")
+        if self.jit_compile and self.adversary != "none":
+            raise ValueError(f"--jit_compile cannot compile a train step with --adversary={self.adversary}: "
+                             "the transform op has no XLA kernel; drop --jit_compile")
         if self.eval_every and not self.validation_examples:
             raise ValueError(f"--eval_every={self.eval_every} needs --validation_examples > 0")
         data.validate_source(self.dataset, self.data_dir or None)
@@ -243,7 +246,8 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     }
 
 
-RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs")
+EPOCH_TIMES = "epoch_seconds.json"
+RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs", EPOCH_TIMES)
 
 
 def prepare_output_dir(config: ExperimentConfig) -> Path:
@@ -281,10 +285,10 @@ def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> l
     chief = distribute.is_chief()
     root = out if chief else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     checkpoint = root / "checkpoints" / "last.keras"
-    callbacks.repair_backup(root / "backup")
-    result = [keras.callbacks.BackupAndRestore(str(root / "backup"), delete_checkpoint=False),
+    result = [callbacks.AtomicBackupAndRestore(root / "backup"),
+              callbacks.EpochTimes(root / EPOCH_TIMES),
               callbacks.StopOnNonFiniteLoss(checkpoint),
-              keras.callbacks.ModelCheckpoint(str(checkpoint))]
+              callbacks.SaveLastModel(checkpoint)]
     if chief:
         result.append(keras.callbacks.TensorBoard(str(out / "logs")))
     if config.eval_every:
@@ -324,11 +328,13 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds, shuffle=False,
                         callbacks=training_callbacks(config, out, splits) + list(extra_callbacks or []),
                         verbose=config.verbose)
-    train_seconds = time.perf_counter() - start
+    seconds_this_process = time.perf_counter() - start
     if not distribute.is_chief():
         return {}
-    model.save(out / "model.keras")
-    metrics = {"train_seconds": train_seconds, "epochs": config.epochs,
+    callbacks.save_model_atomically(model, out / "model.keras")
+    epoch_seconds = callbacks.EpochTimes(out / EPOCH_TIMES).seconds()
+    metrics = {"train_seconds": float(sum(epoch_seconds)), "train_seconds_this_process": seconds_this_process,
+               "epoch_seconds": epoch_seconds, "epochs": config.epochs,
                "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
                "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
                **robust_metrics(model, *splits.test, config)}

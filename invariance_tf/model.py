@@ -39,7 +39,9 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     regularisation losses. With `adversary=None` it is standard training.
 
     The loss is the method, so `compile` takes the optimizer (and Keras'
-    execution options) but refuses `loss=` and `metrics=`. Sample weights
+    execution options) but refuses `loss=` and `metrics=`; XLA
+    (`jit_compile=True`) is refused with an adversary, whose transform op XLA
+    cannot compile. Sample weights
     (and `class_weight`) are refused: the paper's loss has none. Under a
     mixed-precision policy the logits are cast to float32 and the loss is
     scaled by the optimizer (`mixed_float16` gets Keras' `LossScaleOptimizer`).
@@ -80,6 +82,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "ce", "reg")}
         self._accuracy_nat = keras.metrics.SparseCategoricalAccuracy(name="acc_nat")
         self._accuracy_adv = keras.metrics.SparseCategoricalAccuracy(name="acc_adv")
+        self.supports_jit = adversary is None
         self.built = network.built
 
     @property
@@ -95,6 +98,10 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         if refused:
             raise ValueError(f"InvarianceModel computes its own loss and metrics; got {refused}. "
                              "Pass only the optimizer (and e.g. jit_compile) to compile().")
+        if kwargs.get("jit_compile") is True and self.adversary is not None:
+            raise ValueError("jit_compile=True cannot compile a train step with an adversary: the "
+                             "ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel; "
+                             "use jit_compile=False (or 'auto', which leaves it off)")
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:

@@ -82,7 +82,7 @@ def transform(images: tf.Tensor, params: tf.Tensor) -> tf.Tensor:
         images=images,
         transforms=projective,
         output_shape=shape[1:3],
-        fill_value=tf.zeros([], images.dtype),
+        fill_value=tf.zeros([], tf.float32),
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )

@@ -34,40 +34,79 @@ def run(command: list[str], timeout: int = 600, **kwargs) -> subprocess.Complete
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def backup_readable(metadata: Path) -> bool:
-    try:
-        return json.loads(metadata.read_text())["epoch"] >= 1
-    except (FileNotFoundError, json.JSONDecodeError, KeyError):
-        return False
+def latest_backup_epoch(backup_dir: Path) -> int:
+    latest = callbacks.latest_backup(backup_dir)
+    return 0 if latest is None else json.loads((latest / "training_metadata.json").read_text())["epoch"]
 
 
-def test_backup_cut_off_mid_write_falls_back_to_the_previous_one(tmp_path):
-    (tmp_path / "training_metadata.json").write_text("")
-    (tmp_path / "latest.weights.h5").write_bytes(b"epoch 3")
-    (tmp_path / "training_metadata.json.bkp").write_text('{"epoch": 2, "batch": 0}')
-    (tmp_path / "latest.weights.h5.bkp").write_bytes(b"epoch 2")
-    callbacks.repair_backup(tmp_path)
-    assert json.loads((tmp_path / "training_metadata.json").read_text())["epoch"] == 2
-    assert (tmp_path / "latest.weights.h5").read_bytes() == b"epoch 2"
-    (tmp_path / "training_metadata.json").write_text("{")
-    for name in ("training_metadata.json.bkp", "latest.weights.h5.bkp"):
-        (tmp_path / name).unlink()
-    callbacks.repair_backup(tmp_path)
-    assert not tmp_path.exists()
+# Runs a tiny experiment in which the process SIGKILLs itself while Keras' BackupAndRestore writes the
+# backup of epoch 2, in the window named by argv[2].
+KILL_DURING_BACKUP = """
+import dataclasses, os, signal, sys
+from pathlib import Path
+import keras
+from invariance_tf import experiment
+
+out, window = sys.argv[1], sys.argv[2]
+config = dataclasses.replace(
+    experiment.ExperimentConfig(), dataset="cifar10", data_dir=sys.argv[3], network="small_cnn",
+    adversary="random", ce_on="mix", lambda_reg=1.0, epochs=4, batch_size=32, train_examples=128,
+    test_examples=10, grid_examples=10, output_dir=out, verbose=2)
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+save_weights, replace, backups = keras.Model.save_weights, os.replace, []
+
+def hooked_save_weights(self, filepath, *args, **kwargs):
+    backups.append(filepath)
+    save_weights(self, filepath, *args, **kwargs)
+    if len(backups) == 2 and window == "during_weights":
+        with open(filepath, "r+b") as f:
+            f.truncate(os.path.getsize(filepath) // 2)
+        die()
+    if len(backups) == 2 and window == "before_metadata":
+        die()
+
+def hooked_replace(source, target):
+    if len(backups) == 2 and window == "before_rename" and Path(source).is_dir():
+        die()
+    replace(source, target)
+
+keras.Model.save_weights, os.replace = hooked_save_weights, hooked_replace
+experiment.run(config)
+"""
+
+
+@pytest.mark.parametrize("window", ["during_weights", "before_metadata", "before_rename"])
+def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir, tmp_path, window):
+    out = tmp_path / "run"
+    killed = run([sys.executable, "-c", KILL_DURING_BACKUP, str(out), window, str(cifar10_dir)])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert latest_backup_epoch(out / "backup") == 1
+    assert keras.models.load_model(out / "checkpoints" / "last.keras") is not None
+    resumed = run(fit_command(cifar10_dir, out, "--network=small_cnn", "--adversary=random", "--ce_on=mix",
+                              "--lambda_reg=1", "--epochs=4", "--batch_size=32", "--train_examples=128",
+                              "--test_examples=10", "--grid_examples=10"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epochs_run = [line for line in (resumed.stdout + resumed.stderr).splitlines() if line.startswith("Epoch ")]
+    assert epochs_run == ["Epoch 2/4", "Epoch 3/4", "Epoch 4/4"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_this_process"] == 3 and len(metrics["epoch_seconds"]) == 4
+    assert metrics["train_seconds"] == pytest.approx(sum(metrics["epoch_seconds"]))
+    assert not (out / "backup").exists()
 
 
 def test_sigkilled_run_resumes_from_its_last_backup(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640")
-    metadata = out / "backup" / "training_metadata.json"
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not backup_readable(metadata) and time.time() < deadline and process.poll() is None:
+    while not latest_backup_epoch(out / "backup") and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    callbacks.repair_backup(metadata.parent)
-    done = json.loads(metadata.read_text())["epoch"]
+    done = latest_backup_epoch(out / "backup")
     assert 1 <= done < 6, "the run must be killed between its first backup and its end"
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -92,9 +92,18 @@ def test_matches_independent_numpy_reference(unit_images):
 
 
 def test_transform_keeps_integer_dtype_and_shape():
-    images = np.random.default_rng(1).integers(0, 255, (3, 16, 20, 1)).astype(np.float32)
-    out = transforms.transform(images, np.zeros((3, 3), np.float32))
-    assert out.shape == images.shape
+    images = np.random.default_rng(1).integers(0, 256, (3, 16, 20, 1)).astype(np.uint8)
+    params = np.array([[0, 0, 0], [2, -1, 0], [0, 0, 90]], np.float32)
+    out = transforms.transform(images, params).numpy()
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    np.testing.assert_array_equal(out[0], images[0])
+    np.testing.assert_array_equal(out[1, :-1, 2:], images[1, 1:, :-2])
+    np.testing.assert_array_equal(out[1, -1], 0)
+    np.testing.assert_array_equal(out[1, :, :2], 0)
+    square = np.random.default_rng(2).integers(0, 256, (1, 16, 16, 1)).astype(np.uint8)
+    rotated = transforms.transform(square, params[2:]).numpy()
+    assert rotated.dtype == np.uint8
+    np.testing.assert_allclose(rotated, np.rot90(square, axes=(1, 2)), atol=1)  # uint8 truncates 224.99999
 
 
 def test_gradients_match_central_finite_differences(unit_images):

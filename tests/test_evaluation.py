@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -218,3 +219,116 @@ def test_progress_bar(model, examples, capsys):
 def test_bad_arguments_raise(model, examples, call, message):
     with pytest.raises(ValueError, match=message):
         call(model, *examples)
+
+
+def test_keep_lowest_are_the_lowest_margins(model, examples):
+    images, labels = examples
+    params = transforms.grid(**MILD)
+    result = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=100, keep_lowest=4, **MILD)
+    margins = naive_margins(model, images, labels, params)  # [T, N]
+    ranked = np.sort(margins, axis=0)
+    clear = np.all(np.diff(ranked[:5], axis=0) > TIE, axis=0)  # the 4 lowest are distinct beyond float noise
+    assert clear.sum() > len(labels) // 2
+    expected = params[np.argsort(margins, axis=0)[:4]].transpose(1, 0, 2)
+    np.testing.assert_array_equal(result.lowest_transforms[clear], expected[clear])
+    np.testing.assert_array_equal(result.lowest_transforms[:, 0], result.worst_transform)
+    np.testing.assert_allclose(result.margin, margins.min(axis=0), atol=TIE)
+    early = evaluation.grid_accuracy(model, images, labels, keep_lowest=4, batch_size=100, **MILD)
+    survivors = early.correct
+    np.testing.assert_array_equal(early.lowest_transforms[survivors], result.lowest_transforms[survivors])
+
+
+@pytest.fixture(scope="module")
+def refined(model, examples, brute):
+    grid = evaluation.grid_accuracy(model, *examples, keep_lowest=3)
+    return grid, evaluation.refine(model, *examples, grid, steps=10)
+
+
+def test_refined_attack_is_at_least_as_strong_as_the_grid(model, examples, refined):
+    images, labels = examples
+    grid, result = refined
+    assert not np.any(result.correct & ~grid.correct)
+    for subset in [slice(None), slice(0, 50), slice(50, None), *(labels == c for c in range(10))]:
+        assert result.correct[subset].mean() <= grid.correct[subset].mean()
+    broken = grid.correct & ~result.correct
+    print(f"refined attack: {broken.sum()} of {grid.correct.sum()} grid survivors broken")
+    assert broken.sum() >= 1
+    moved = transforms.transform(images[broken], result.worst_transform[broken])
+    logits = model.predict(moved, verbose=0)
+    assert np.all(logits.argmax(axis=1) != labels[broken])
+    assert np.all(np.abs(result.worst_transform) <= np.asarray(transforms.DEFAULT_LIMITS) + 1e-5)
+    off_grid = np.abs(result.worst_transform[broken][:, None] - transforms.grid()[None]).max(axis=2).min(axis=1)
+    assert np.all(off_grid > 1e-3)
+    assert 0 < result.evaluations <= grid.correct.sum() * 3 * 11
+
+
+def test_refine_searches_only_grid_survivors(model, examples):
+    images, labels = examples
+    grid = evaluation.grid_accuracy(model, images, labels, keep_lowest=2)
+    none_survive = dataclasses.replace(grid, correct=np.zeros_like(grid.correct))
+    result = evaluation.refine(model, images, labels, none_survive, steps=4)
+    assert result.evaluations == 0 and result.accuracy == 0
+
+
+def test_resumable_matches_one_run_and_resumes(model, examples, tmp_path):
+    images, labels = examples
+    whole = evaluation.grid_accuracy(model, images, labels, keep_lowest=3, batch_size=64)
+    first = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=3,
+                                 batch_size=64)
+    np.testing.assert_array_equal(first.correct, whole.correct)
+    survivors = whole.correct
+    np.testing.assert_array_equal(first.lowest_transforms[survivors], whole.lowest_transforms[survivors])
+    assert first.resumed_examples == 0
+    chunks = sorted(next(tmp_path.iterdir()).glob("chunk_*.npz"))
+    assert len(chunks) == 4
+    chunks[2].unlink()
+    again = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=3,
+                                 batch_size=64)
+    assert again.resumed_examples == 70
+    for field in ("correct", "worst_transform", "margin", "lowest_transforms"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(first, field), err_msg=field)
+    assert again.evaluations == first.evaluations
+    changed = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=2,
+                                   batch_size=64)
+    assert changed.resumed_examples == 0 and len(list(tmp_path.iterdir())) == 2
+
+
+def test_resumable_random_attacks_and_brute_per_transform(model, examples, tmp_path):
+    images, labels = examples
+    brute = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=40, method="brute", **MILD)
+    whole = evaluation.grid_accuracy(model, images, labels, method="brute", **MILD)
+    np.testing.assert_allclose(brute.per_transform_accuracy, whole.per_transform_accuracy, atol=1e-12)
+    kwargs = {"k": 3, "seed": (1, 2), "chunk_size": 40}
+    first = evaluation.resumable("worst_of_k", model, images, labels, tmp_path, **kwargs)
+    again = evaluation.resumable("worst_of_k", model, images, labels, tmp_path, **kwargs)
+    assert again.resumed_examples == len(labels)
+    np.testing.assert_array_equal(again.worst_transform, first.worst_transform)
+    chunk_draws = first.worst_transform.reshape(-1)
+    assert len(np.unique(chunk_draws)) > 0.9 * len(chunk_draws)  # chunks get different seeds
+
+
+def test_fingerprint_follows_the_weights(model):
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    assert evaluation.fingerprint(clone) == evaluation.fingerprint(model)
+    weights = clone.get_weights()
+    weights[-1] = weights[-1] + 1e-6
+    clone.set_weights(weights)
+    assert evaluation.fingerprint(clone) != evaluation.fingerprint(model)
+
+
+@pytest.mark.parametrize("bad_model, message", [
+    (lambda x, training=False: x[:, 0, 0, :2], r"float \[batch, 10\].*\[2, 2\]"),
+    (lambda x, training=False: tf.reshape(x, [-1])[:20], r"\[batch, 10\].*\[20\]"),
+    (lambda x, training=False: tf.zeros([2, 10], tf.int32), "int32"),
+    (lambda x, training=False: tf.reshape(x, [2, 28, 28, -1]), "fails on a batch of shape"),
+])
+def test_check_classifier_rejects_a_model_that_does_not_fit(examples, bad_model, message):
+    with pytest.raises(ValueError, match=message):
+        evaluation.check_classifier(bad_model, examples[0], num_classes=10)
+
+
+def test_check_classifier_reads_the_declared_input_shape(model, examples):
+    evaluation.check_classifier(model, examples[0], num_classes=10)
+    with pytest.raises(ValueError, match=r"\[batch, 28, 28, 3\].*\[None, 32, 32, 3\]"):
+        evaluation.check_classifier(model, np.zeros((4, 28, 28, 3), np.float32), num_classes=10)

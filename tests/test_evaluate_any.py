@@ -1,0 +1,181 @@
+"""trainers.evaluate on any classifier: .keras files and exported SavedModels, the report, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+from invariance_tf import evaluation, networks, plots, report, transforms
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
+
+
+def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, cifar10_train_slice) -> Path:
+    """A folder with model.keras: small_cnn trained for a few seconds with random transformations."""
+    images, labels = cifar10_train_slice
+    images = images.astype(np.float32)
+    moved = transforms.transform(images, transforms.sample_uniform(len(images), seed=[0, 0])).numpy()
+    keras.utils.set_random_seed(2)
+    model = networks.build("small_cnn")
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(np.concatenate([images, moved]), np.tile(labels, 2), batch_size=32, epochs=3, verbose=0)
+    out = tmp_path_factory.mktemp("run")
+    model.save(out / "model.keras")
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved_model(run_dir, tmp_path_factory) -> Path:
+    export_dir = tmp_path_factory.mktemp("export")
+    result = run_cli("trainers.export", f"--model_dir={run_dir}", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return export_dir / "1"
+
+
+@pytest.fixture(scope="module")
+def examples(cifar10_test_slice, cifar10_train_slice) -> tuple[np.ndarray, np.ndarray]:
+    """40 test and 40 training images: the seen half gives grid survivors."""
+    (test_x, test_y), (train_x, train_y) = cifar10_test_slice, cifar10_train_slice
+    return (np.concatenate([test_x[::2][:40], train_x[::15]]).astype(np.float32),
+            np.concatenate([test_y[::2][:40], train_y[::15]]))
+
+
+def test_saved_model_and_keras_file_give_identical_grid_results(run_dir, saved_model, examples):
+    results = [evaluation.grid_accuracy(evaluation.load_classifier(path), *examples, keep_lowest=3)
+               for path in (run_dir / "model.keras", saved_model)]
+    assert 0 < results[0].accuracy < 1
+    for field in ("correct", "worst_transform", "lowest_transforms", "margin"):
+        np.testing.assert_array_equal(getattr(results[0], field), getattr(results[1], field), err_msg=field)
+    assert results[0].evaluations == results[1].evaluations
+
+
+def test_input_range_rescales_for_a_model_expecting_0_to_1(examples, tmp_path):
+    """A linear classifier on raw pixels, and the same one behind Rescaling(255) for inputs in [0, 1]."""
+    keras.utils.set_random_seed(3)
+    dense = keras.layers.Dense(10, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3))
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), dense]).save(tmp_path / "raw.keras")
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(255.0), keras.layers.Flatten(),
+                      dense]).save(tmp_path / "unit.keras")
+    raw = evaluation.grid_accuracy(evaluation.load_classifier(tmp_path / "raw.keras"), *examples, **MILD)
+    unit = evaluation.grid_accuracy(evaluation.load_classifier(tmp_path / "unit.keras", "0-1"), *examples, **MILD)
+    wrong = evaluation.grid_accuracy(evaluation.load_classifier(tmp_path / "unit.keras"), *examples, **MILD)
+    np.testing.assert_allclose(unit.margin, raw.margin, rtol=1e-4, atol=1e-4)
+    clear = np.abs(raw.margin) > 1e-3
+    np.testing.assert_array_equal(unit.correct[clear], raw.correct[clear])
+    np.testing.assert_allclose(wrong.margin, 255 * raw.margin, rtol=1e-3, atol=1e-2)
+
+
+def test_cli_on_a_saved_model_writes_the_report(saved_model, cifar10_dir, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("trainers.evaluate", f"--model={saved_model}", f"--data_dir={cifar10_dir}", "--examples=30",
+                     "--attack=clean,grid,refined", "--plot", "--chunk_size=20", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert summary["refined"]["accuracy"] <= summary["grid"]["accuracy"] <= summary["clean"]["accuracy"]
+    for name in ("clean", "grid", "refined"):
+        successes = round(summary[name]["accuracy"] * 30)
+        assert summary[name]["ci95"] == pytest.approx(list(report.wilson_interval(successes, 30)))
+    assert summary["refined"]["grid_overestimate"] == pytest.approx(
+        summary["grid"]["accuracy"] - summary["refined"]["accuracy"])
+    with open(out / "examples.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 30
+    assert np.mean([int(row["grid_correct"]) for row in rows]) == summary["grid"]["accuracy"]
+    assert all(int(r["refined_correct"]) <= int(r["grid_correct"]) for r in rows)
+    assert all(float(r["grid_margin"]) <= 0 for r in rows if r["grid_correct"] == "0")
+    with open(out / "grid_per_angle.csv") as file:
+        per_angle = list(csv.DictReader(file))
+    assert [float(row["angle"]) for row in per_angle] == pytest.approx(np.linspace(-30, 30, 31))
+    assert (out / "grid_per_shift.csv").is_file() and (out / "robustness_landscape.png").is_file()
+    assert "overestimates robustness by" in result.stdout
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([keras.Input((28, 28, 3)), keras.layers.Flatten(), keras.layers.Dense(10)],
+     "error: model input must be [batch, 32, 32, 3] to fit the data; the model declares [None, 28, 28, 3]"),
+    ([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(5)],
+     "error: model output must be float [batch, 10] (one score per class of the data); got float32 [2, 5] for a batch of 2"),
+])
+def test_cli_refuses_a_model_that_does_not_fit_with_one_line(layers, message, cifar10_dir, tmp_path):
+    keras.Sequential(layers).save(tmp_path / "bad.keras")
+    result = run_cli("trainers.evaluate", f"--model={tmp_path / 'bad.keras'}", f"--data_dir={cifar10_dir}",
+                     "--examples=20")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == message
+    assert not (tmp_path / "bad_evaluation").exists()
+
+
+def test_cli_needs_exactly_one_model_source(tmp_path):
+    result = run_cli("trainers.evaluate", "--examples=20")
+    assert result.stderr.strip().splitlines()[-1] == "error: give exactly one of --model_dir and --model"
+
+
+def test_killed_evaluation_resumes_from_saved_chunks(run_dir, cifar10_dir, tmp_path):
+    """SIGKILL after the first saved chunk; the rerun reads the saved chunks and matches an uninterrupted run."""
+    args = [f"--model={run_dir / 'model.keras'}", f"--data_dir={cifar10_dir}", "--examples=100",
+            "--attack=grid,refined", "--grid_method=brute", "--chunk_size=10"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "trainers.evaluate", *args, f"--output_dir={killed}"],
+                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(killed.glob("evaluation_state/grid-*/chunk_000000.npz")):
+        assert process.poll() is None and time.monotonic() < deadline, "no chunk was saved"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = len(list(killed.glob("evaluation_state/grid-*/chunk_*.npz")))
+    assert 1 <= saved < 10 and not (killed / "evaluation.json").exists()
+    resumed = run_cli("trainers.evaluate", *args, f"--output_dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"grid: resumed {10 * saved} of 100 examples" in resumed.stdout
+    assert json.loads((killed / "evaluation.json").read_text())["grid"]["resumed_examples"] == 10 * saved
+    whole = tmp_path / "whole"
+    uninterrupted = run_cli("trainers.evaluate", *args, f"--output_dir={whole}")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    for name in ("examples.csv", "grid_per_angle.csv", "grid_per_shift.csv"):
+        assert (killed / name).read_text() == (whole / name).read_text(), name
+
+
+def test_wilson_interval_closed_forms():
+    z = 1.959963984540054
+    assert report.wilson_interval(0, 10) == (0.0, pytest.approx(z * z / (10 + z * z)))
+    low, high = report.wilson_interval(7, 20)
+    assert (1 - high, 1 - low) == pytest.approx(report.wilson_interval(13, 20))
+    centre = (7 + z * z / 2) / (20 + z * z)
+    assert (low + high) / 2 == pytest.approx(centre)
+    assert report.wilson_interval(50, 100, 0.99)[0] < report.wilson_interval(50, 100)[0]
+    with pytest.raises(ValueError, match="successes=11, trials=10"):
+        report.wilson_interval(11, 10)
+
+
+def test_per_shift_table_averages_over_angles(tmp_path):
+    params = transforms.grid()
+    per_transform = (params[:, 0] + 10 * params[:, 1] + params[:, 2] ** 2) / 1000
+    report.write_per_shift_csv(tmp_path / "shift.csv", per_transform)
+    with open(tmp_path / "shift.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 25
+    for row in rows:
+        dx, dy = float(row["dx"]), float(row["dy"])
+        at = (params[:, 0] == dx) & (params[:, 1] == dy)
+        assert float(row["accuracy"]) == pytest.approx(per_transform[at].mean(), rel=1e-5)
+    assert plots.per_shift_accuracy(per_transform).shape == (5, 5)

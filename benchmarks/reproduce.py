@@ -64,7 +64,9 @@ import datetime
 import json
 import platform
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -84,23 +86,50 @@ PUBLISH_DIR = REPO_ROOT / "docs" / "results"
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 ROWS = {"std": "std", "da": "D.A.", "da_kl": "D.A.+KL", "at": "A.T.", "at_kl": "A.T.+KL", "at_l2": "A.T.+L2",
         "grn": "G-ResNet44"}
-# The paper's grid accuracy (%) at full scale. Its standard accuracies are not recorded here: the table shows "–".
+# The paper's standard and grid accuracy (%) at full scale; "–" in the table where it reports none.
+PAPER_STD_ACCURACY = {
+    "svhn": {"std": 95.48, "da": 93.97, "da_kl": 96.16, "at": 96.03, "at_kl": 96.14, "at_l2": 96.53, "grn": 95.0},
+    "cifar10": {"std": 92.11, "da": 89.93, "da_kl": 89.19, "at": 91.78, "at_kl": 89.82, "at_l2": 90.53,
+                "grn": 93.08},
+    "cifar100": {"std": 70.23, "da": 66.62, "da_kl": 68.69, "at": 68.79, "at_kl": 69.99, "at_l2": 67.11},
+}
 PAPER_GRID_ACCURACY = {
     "cifar10": {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6},
 }
+# Each run's small records, committed by --commit (models, backups and logs stay out of git).
+COMMITTED_RUN_FILES = ("metrics.json", "config.json", "epoch_seconds.json", "landscape.json")
 NO_DATA = "no data"
 MISSING = "–"
 
 
+FLAGFILE_RECIPE = "the flagfiles' batch sizes and learning-rate schedule"
+
+
 @dataclasses.dataclass(frozen=True)
 class Scale:
-    """A protocol size: flags appended to every row's flagfile, and its default rows and seeds."""
+    """A protocol size: flags appended to every row's flagfile, and its default rows and seeds.
+
+    `row_overrides` are appended after `overrides` for the rows they name;
+    `batch_multiplier` scales each flagfile's batch size (so the regularised
+    rows keep half as many originals per step as the others, as in the paper).
+    """
 
     overrides: tuple[str, ...]
     rows: tuple[str, ...]
     second_seed_rows: tuple[str, ...]
     landscape_examples: int
     note: str = ""
+    row_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    batch_multiplier: int = 1
+    recipe: str = FLAGFILE_RECIPE
+
+
+# The CPU recipe (benchmarks/cpu_recipe.py measures it): a narrow ResNet-9, one-cycle learning rate,
+# label smoothing, Nesterov momentum, bfloat16 compute, batch 256 (128 + 128 for the regularised rows).
+CPU_RECIPE = ("--network=resnet9", "--width=16", "--lr_schedule=onecycle", "--lr=0.4", "--warmup_fraction=0.2",
+              "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.2", "--precision=mixed_bfloat16")
+CPU_EPOCHS = 12
+CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=4")
 
 
 SCALES = {
@@ -110,6 +139,15 @@ SCALES = {
                   "G-ResNet44 is not part of the mini scale: on CPU it trains about 25x slower than ResNet-8."),
     "smoke": Scale(("--resnet_n=1", "--train_examples=128", "--epochs=1", "--test_examples=20",
                     "--grid_examples=0", "--verbose=0"), ("std", "at_kl"), (), 20),
+    "cpu": Scale((*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000",
+                  "--verbose=2"),
+                 tuple(ROWS), ("da", "da_kl", "at", "at_kl"), 200,
+                 "The G-ResNet row is a p4 G-ResNet-8 (G-widths 4/8/16) with the CPU recipe, of about the planar "
+                 "network's training cost.",
+                 row_overrides={"grn": CPU_GRN}, batch_multiplier=2,
+                 recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
+                        "5e-4, bfloat16 compute, batch 256 (128 originals + 128 transformed for the regularised "
+                        "rows), crop + flip"),
     "full": Scale((), tuple(ROWS), (), 1000),
 }
 
@@ -128,10 +166,19 @@ def row_flagfile(dataset: str, row: str) -> Path:
 
 
 def run_config(dataset: str, row: str, overrides: Sequence[str], seed: int, output_dir: Path,
-               data_dir: str | None) -> ExperimentConfig:
-    """The config of one run: the row's flagfile, then `overrides`, the seed, the data and the output folder."""
-    return config_from_flagfile(row_flagfile(dataset, row), *overrides, f"--seed={seed}",
-                                f"--data_dir={data_dir or ''}", f"--output_dir={output_dir}")
+               data_dir: str | None, batch_multiplier: int = 1) -> ExperimentConfig:
+    """The config of one run: the row's flagfile, then `overrides`, the seed, the data and the output folder;
+    the flagfile's batch size times `batch_multiplier`."""
+    config = config_from_flagfile(row_flagfile(dataset, row), *overrides, f"--seed={seed}",
+                                  f"--data_dir={data_dir or ''}", f"--output_dir={output_dir}")
+    return dataclasses.replace(config, batch_size=config.batch_size * batch_multiplier)
+
+
+def scale_config(dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None) -> ExperimentConfig:
+    """The config of one run of the protocol `scale`, in `out/<row>_seed<seed>`."""
+    protocol = SCALES[scale]
+    return run_config(dataset, row, (*protocol.overrides, *protocol.row_overrides.get(row, ())), seed,
+                      out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
 
 
 def missing_data(config: ExperimentConfig) -> str | None:
@@ -209,8 +256,11 @@ def network_name(config: ExperimentConfig) -> str:
     """The network a config trains, e.g. "ResNet-8 (--resnet_n=1)"."""
     if config.network == "resnet":
         return f"ResNet-{6 * config.resnet_n + 2} (--resnet_n={config.resnet_n})"
+    if config.network == "resnet9":
+        return f"ResNet-9 (--width={config.width})"
     if config.network == "g_resnet":
-        return f"G-ResNet{config.g_depth} {config.group}"
+        widths = f", G-widths {config.g_width}/{2 * config.g_width}/{4 * config.g_width}" if config.g_width else ""
+        return f"G-ResNet{config.g_depth} {config.group}{widths}"
     return config.network
 
 
@@ -247,6 +297,9 @@ def protocol(dataset: str, scale: str, configs: dict[str, ExperimentConfig], see
         "seeds": seeds,
         "flagfiles": {row: str(row_flagfile(dataset, row).relative_to(REPO_ROOT)) for row in configs},
         "overrides": list(SCALES[scale].overrides),
+        "row_overrides": {row: list(flags) for row, flags in SCALES[scale].row_overrides.items()},
+        "batch_multiplier": SCALES[scale].batch_multiplier,
+        "recipe": SCALES[scale].recipe,
         "note": SCALES[scale].note,
         "data": f"{NO_DATA}: {no_data}" if no_data else first.data_dir or "TFDS",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -281,6 +334,7 @@ def table(results: dict, requested: Sequence[str]) -> str:
     info, rows = results["protocol"], results["rows"]
     dataset = info["dataset"]
     paper = PAPER_GRID_ACCURACY.get(dataset, {})
+    paper_std = PAPER_STD_ACCURACY.get(dataset, {})
     lines = [f"# {DATASETS[dataset]}: the paper's table at {info['scale']} scale", ""]
     if info["data"].startswith(NO_DATA):
         lines += [f"**{info['data']}**", ""]
@@ -288,19 +342,20 @@ def table(results: dict, requested: Sequence[str]) -> str:
               "| train time, ours |", "|---|---:|---:|---:|---:|---:|"]
     for row, label in ROWS.items():
         paper_grid = f"{paper[row]:.1f}" if row in paper else MISSING
+        paper_clean = f"{paper_std[row]:.2f}" if row in paper_std else MISSING
         if row in rows:
             ours = [_percent(rows[row], "clean_accuracy"), _percent(rows[row], "grid_accuracy"),
                     _train_time(rows[row])]
         else:
             ours = [NO_DATA if row in requested else "not run"] * 3
-        lines.append(f"| {label} | {MISSING} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
+        lines.append(f"| {label} | {paper_clean} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
     machine_info = info["machine"]
     several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())
     lines += [
         "",
-        f"Ours: {info['network']}, {info['subset']}, {_count(info['epochs'], 'epoch')}, the flagfiles' batch "
-        f"sizes and learning-rate schedule; standard accuracy on {info['test_examples']} test images, grid accuracy "
-        f"(correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
+        f"Ours: {info['network']}, {info['subset']}, {_count(info['epochs'], 'epoch')}, "
+        f"{info.get('recipe', FLAGFILE_RECIPE)}; standard accuracy on {info['test_examples']} test images, "
+        f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
         f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
         f"Train time: wall time of model.fit on {machine_info['cpu_cores']} CPU cores ({machine_info['cpu']}), "
         f"{machine_info['gpus']} GPU(s). Measured {info['date']}.",
@@ -319,22 +374,46 @@ def default_seeds(scale: str, row: str) -> tuple[int, ...]:
 
 
 def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, rows: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None, publish: bool = False) -> dict:
-    """Trains (or reuses) every run, then writes results.json, table.md and per_angle.png into `out`.
+              seeds: Sequence[int] | None = None, publish: bool = False, commit: bool = False) -> dict:
+    """Trains (or reuses) every run; after each one rewrites results.json, table.md and per_angle.png in `out`.
 
-    Returns results.json's content.
+    Runs go seed by seed (every row's first seed before any second seed), so a
+    partial table covers every row early. With `publish`, each update is copied
+    to docs/results; with `commit`, the results and each finished run's small
+    records in `out` are committed. Returns results.json's content.
     """
     rows = list(rows or SCALES[scale].rows)
     seeds_by_row = {row: list(seeds or default_seeds(scale, row)) for row in rows}
-    configs = {row: [run_config(dataset, row, SCALES[scale].overrides, seed, out / f"{row}_seed{seed}", data_dir)
-                     for seed in seeds_by_row[row]] for row in rows}
+    configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir) for seed in seeds_by_row[row]]
+               for row in rows}
     no_data = missing_data(configs[rows[0]][0])
-    summaries = {}
-    for row in rows:
-        metrics = {config.seed: train_or_load(config) for config in configs[row]
-                   if not no_data or is_finished(config)}
-        if metrics:
-            summaries[row] = row_summary(metrics)
+    order = sorted((config for runs in configs.values() for config in runs), key=lambda config: config.seed)
+    finished: dict[str, dict[int, dict]] = {row: {} for row in rows}
+    row_of = {config.output_dir: row for row, runs in configs.items() for config in runs}
+    results = {}
+    for config in order:
+        if no_data and not is_finished(config):
+            continue
+        was_finished = is_finished(config)
+        finished[row_of[config.output_dir]][config.seed] = train_or_load(config)
+        results = write_outputs(dataset, scale, out, configs, finished, seeds_by_row, no_data)
+        if not was_finished and publish:
+            publish_results(out, dataset, scale)
+        if not was_finished and commit:
+            commit_results(out, f"{dataset} {scale}, {Path(config.output_dir).name}")
+    if not results:
+        results = write_outputs(dataset, scale, out, configs, finished, seeds_by_row, no_data)
+    if publish:
+        publish_results(out, dataset, scale)
+    return results
+
+
+def write_outputs(dataset: str, scale: str, out: Path, configs: dict[str, list[ExperimentConfig]],
+                  finished: dict[str, dict[int, dict]], seeds_by_row: dict[str, list[int]],
+                  no_data: str | None) -> dict:
+    """results.json, table.md and per_angle.png of the runs finished so far; returns results.json's content."""
+    rows = list(configs)
+    summaries = {row: row_summary(metrics) for row, metrics in finished.items() if metrics}
     results = {"rows": summaries,
                "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row,
                                     no_data)}
@@ -343,15 +422,45 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     experiment.write_atomically(out / "table.md", table(results, rows))
     examples = SCALES[scale].landscape_examples
     curves = {ROWS[row]: landscape(configs[row][0], examples) for row in summaries
-              if not no_data or (Path(configs[row][0].output_dir) / "landscape.json").is_file()}
+              if is_finished(configs[row][0])
+              and (not no_data or (Path(configs[row][0].output_dir) / "landscape.json").is_file())}
     if curves:
         plots.per_angle_curves(curves, out / "per_angle.png", limits=configs[rows[0]][0].limits,
                                title=f"{DATASETS[dataset]}, {scale} scale: accuracy per angle "
                                      f"(mean over translations, {examples} test images)")
-    if publish:
-        PUBLISH_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "results.json", PUBLISH_DIR / f"{dataset}_{scale}.json")
     return results
+
+
+def publish_results(out: Path, dataset: str, scale: str) -> None:
+    """Copies results.json, table.md and per_angle.png to docs/results/<dataset>_<scale>*."""
+    PUBLISH_DIR.mkdir(parents=True, exist_ok=True)
+    for name, suffix in (("results.json", ".json"), ("table.md", "_table.md"), ("per_angle.png", "_per_angle.png")):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, PUBLISH_DIR / f"{dataset}_{scale}{suffix}")
+
+
+def commit_results(out: Path, message: str) -> None:
+    """Commits `out`'s results.json, table.md, per_angle.png and each run's small records (metrics, config,
+    epoch times, landscape), and nothing else of the checkout; a failed commit is reported, not raised, so
+    the protocol goes on (the next commit includes what this one missed)."""
+    names = ["results.json", "table.md", "per_angle.png", *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
+    paths = sorted(str(path) for name in names for path in out.glob(name))
+    git = ["git", "-C", str(REPO_ROOT)]
+    error = ""
+    for attempt in range(5):
+        added = subprocess.run([*git, "add", "--", *paths], capture_output=True, text=True)
+        if added.returncode == 0:
+            if subprocess.run([*git, "diff", "--cached", "--quiet", "--", *paths]).returncode == 0:
+                return
+            done = subprocess.run([*git, "commit", "--quiet", "-m", f"Results: {message}", "--", *paths],
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                return
+            error = done.stderr
+        else:
+            error = added.stderr
+        time.sleep(2 + 3 * attempt)
+    print(f"warning: could not commit the results of {message}: {error.strip()}", flush=True)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -385,10 +494,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=_row_list, default=None,
                         help=f"comma-separated rows among {list(ROWS)} (default: the scale's rows)")
     parser.add_argument("--publish", action="store_true",
-                        help="copy results.json to docs/results/<dataset>_<scale>.json (not for smoke)")
+                        help="copy results.json, table.md and per_angle.png to docs/results/<dataset>_<scale>* after "
+                             "every finished run (not for smoke)")
+    parser.add_argument("--commit", action="store_true",
+                        help="git-commit results.json, table.md, per_angle.png and each run's small records "
+                             "(metrics, config, epoch times, landscape) after every finished run; --out must be "
+                             "inside the checkout, e.g. docs/results/cifar10_cpu")
     args = parser.parse_args(argv)
-    if args.publish and args.scale == "smoke":
-        parser.error("--publish is for mini and full runs; smoke results are never published")
+    if (args.publish or args.commit) and args.scale == "smoke":
+        parser.error("--publish and --commit are for mini, cpu and full runs; smoke results are never published")
+    if args.commit and not args.out.resolve().is_relative_to(REPO_ROOT):
+        parser.error(f"--commit needs --out inside the checkout {REPO_ROOT}; got --out={args.out}")
     return args
 
 
@@ -396,7 +512,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     try:
-        results = reproduce(args.dataset, args.scale, args.out, data_dir, args.rows, args.seeds, args.publish)
+        results = reproduce(args.dataset, args.scale, args.out, data_dir, args.rows, args.seeds, args.publish,
+                            args.commit)
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     print((args.out / "table.md").read_text())

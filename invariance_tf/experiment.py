@@ -46,6 +46,8 @@ class ExperimentConfig:
     resnet_n: int = _field(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
     width: int = _field(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
     g_depth: int = _field(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
+    g_width: int = _field(0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's "
+                             "parameter-matched widths)")
     group: str = _field("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
     adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
     k: int = _field(10, "candidates of worst_of_k (1 = random)")
@@ -107,6 +109,7 @@ class ExperimentConfig:
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("precision", self.precision in PRECISIONS, f"valid policies are {list(PRECISIONS)}"),
             ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
+            ("g_width", self.g_width >= 0, "must be >= 0 (0 = the paper's widths)"),
             ("group", self.group in GROUPS, f"valid groups are {list(GROUPS)}"),
             ("k", self.k >= 1, "must be >= 1"),
             ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
@@ -169,6 +172,8 @@ def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Mod
         kwargs["width"] = config.width
     elif config.network == "g_resnet":
         kwargs.update(depth=config.g_depth, group=config.group)
+        if config.g_width:
+            kwargs["widths"] = (config.g_width, 2 * config.g_width, 4 * config.g_width)
     return networks.build(config.network, **kwargs)
 
 
@@ -231,9 +236,11 @@ def augment_enabled(config: ExperimentConfig) -> bool:
 
 
 def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:
-    """Clean, worst-of-k and grid accuracy (fractions) on the given test images."""
-    grid_images = images[:config.grid_examples or None]
-    grid_labels = labels[:config.grid_examples or None]
+    """Clean and worst-of-k accuracy (fractions) on the given test images, grid accuracy on `--grid_examples`
+    of them (a class-balanced subset drawn with the run's seed) or all."""
+    chosen = (data.balanced_subset(labels, config.grid_examples, config.seed)
+              if 0 < config.grid_examples < len(labels) else slice(None))
+    grid_images, grid_labels = images[chosen], labels[chosen]
     kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None}
     return {
         "test_examples": int(len(images)),

@@ -100,9 +100,9 @@ def test_table_shows_seeds_paper_numbers_and_rows_not_run():
             "date": "2019-12-08T00:00:00+00:00", "machine": {"cpu_cores": 2, "cpu": "cpu", "gpus": 0}}
     text = reproduce.table({"rows": {"da": row}, "protocol": info}, ["da", "at"])
     da = next(line for line in text.splitlines() if line.startswith("| D.A. |"))
-    assert da == "| D.A. | – | 60.0 (50.0 / 70.0) | 58.3 | 30.0 (25.0 / 35.0) | 1.5 min (2.0 min / 60 s) |"
-    assert "| A.T. | – | no data | 71.0 | no data | no data |" in text
-    assert "| G-ResNet44 | – | not run | 71.6 | not run | not run |" in text
+    assert da == "| D.A. | 89.93 | 60.0 (50.0 / 70.0) | 58.3 | 30.0 (25.0 / 35.0) | 1.5 min (2.0 min / 60 s) |"
+    assert "| A.T. | 91.78 | no data | 71.0 | no data | no data |" in text
+    assert "| G-ResNet44 | 93.08 | not run | 71.6 | not run | not run |" in text
 
 
 # The commands, at smoke scale on real CIFAR-10.
@@ -137,7 +137,7 @@ def test_reproduce_smoke_writes_consistent_results_and_table(smoke_run):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert cells[2] == f"{100 * rows[name]['clean_accuracy']:.1f}"
         assert cells[4] == f"{100 * rows[name]['grid_accuracy']:.1f}"
-    assert "| D.A. | – | not run | 58.3 |" in table
+    assert "| D.A. | 89.93 | not run | 58.3 |" in table
 
 
 def test_reproduce_smoke_writes_plots(smoke_run):
@@ -155,6 +155,53 @@ def test_reproduce_rerun_skips_finished_runs(smoke_run, cifar10_dir, capsys):
     output = capsys.readouterr().out
     assert output.count("skipping") == 2 and f"training {smoke_run}" not in output and "landscape of" not in output
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
+
+
+# Runs the smoke protocol and SIGKILLs it when the A.T.+KL run, trained and backed up, starts its evaluation.
+KILL_AT_AT_KL_EVALUATION = """
+import os, signal, sys
+from benchmarks import reproduce
+from invariance_tf import experiment
+
+evaluate = experiment.robust_metrics
+
+def killing_robust_metrics(model, images, labels, config):
+    if config.output_dir.endswith("at_kl_seed0"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return evaluate(model, images, labels, config)
+
+experiment.robust_metrics = killing_robust_metrics
+reproduce.main(["--dataset=cifar10", "--scale=smoke", "--out=" + sys.argv[1], "--data_dir=" + sys.argv[2]])
+"""
+
+
+def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one(tmp_path, cifar10_dir, capsys):
+    out = tmp_path / "cifar10_smoke"
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_AT_KL_EVALUATION, str(out), str(cifar10_dir)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert list(json.loads((out / "results.json").read_text())["rows"]) == ["std"]
+    assert (out / "at_kl_seed0" / "backup").is_dir() and not (out / "at_kl_seed0" / "metrics.json").exists()
+    std_metrics = (out / "std_seed0" / "metrics.json").read_text()
+    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"])
+    output = capsys.readouterr().out
+    assert f"skipping {out / 'std_seed0'}" in output and f"training {out / 'at_kl_seed0'}" in output
+    assert (out / "std_seed0" / "metrics.json").read_text() == std_metrics
+    resumed = json.loads((out / "at_kl_seed0" / "metrics.json").read_text())
+    assert resumed["epochs_this_process"] == 0 and len(resumed["epoch_seconds"]) == 1
+    assert list(json.loads((out / "results.json").read_text())["rows"]) == ["std", "at_kl"]
+
+
+def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
+    configs = {row: reproduce.scale_config("cifar10", row, "cpu", 0, Path("out"), None) for row in reproduce.ROWS}
+    for row, config in configs.items():
+        paper = reproduce.config_from_flagfile(reproduce.row_flagfile("cifar10", row))
+        method = ("adversary", "k", "adversary_objective", "ce_on", "h", "lambda_reg", "limits")
+        assert [getattr(config, name) for name in method] == [getattr(paper, name) for name in method], row
+        assert config.batch_size == 2 * paper.batch_size and config.test_examples == 0, row
+        assert config.grid_examples == 2000 and config.lr_schedule == "onecycle", row
+    assert configs["std"].network == "resnet9" and configs["grn"].network == "g_resnet"
+    assert (configs["at_kl"].batch_size, configs["at"].batch_size) == (128, 256)
 
 
 def test_evaluate_plot_writes_the_landscape(smoke_run):
@@ -177,14 +224,15 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["rows"] == {} and results["protocol"]["data"].startswith("no data")
     table = (out / "table.md").read_text()
-    assert "| std | – | no data | – | no data | no data |" in table
+    assert "| std | 95.48 | no data | – | no data | no data |" in table
     assert not (out / "per_angle.png").exists() and not list(out.glob("*_seed*"))
 
 
 @pytest.mark.parametrize("args,message", [
     (["--rows=std,gcnn"], "valid rows are ['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']"),
     (["--seeds=0,x"], "'0,x' is not a comma-separated list of integers"),
-    (["--publish"], "--publish is for mini and full runs"),
+    (["--publish"], "--publish and --commit are for mini, cpu and full runs"),
+    (["--commit"], "--publish and --commit are for mini, cpu and full runs"),
 ])
 def test_reproduce_bad_arguments_name_the_problem(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

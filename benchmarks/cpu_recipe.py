@@ -1,0 +1,90 @@
+"""Accuracy per CPU-minute: the recipe search behind `benchmarks.reproduce --scale cpu`.
+
+Trains standard CIFAR-10 classifiers on the whole training split with candidate
+networks and recipes, through `experiment.run` (`configs/cifar10_std.cfg` plus
+each candidate's flags), and prints clean accuracy on the whole test set, the
+training wall time and clean accuracy per training minute, one line per
+candidate, into `<out>/recipes.csv`. Finished candidates are read back, not
+retrained (each run resumes like `trainers.fit`).
+
+    python -m benchmarks.cpu_recipe --data_dir ../shared/data/cifar10 --out results/cpu_recipe \
+        [--candidates resnet8_step,resnet9_w16_e12]
+
+The target: standard training >= 80 % clean accuracy on the whole test set in
+<= 20 minutes of training on 2 CPU cores, so that every paper row (A.T. costs
+about 4-5x standard training) fits a CPU budget.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+import keras
+
+from benchmarks import reproduce
+from invariance_tf import experiment
+
+STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
+COMMON = ("--test_examples=0", "--grid_examples=1000", "--verbose=2")
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "resnet8_step_e10": ("--resnet_n=1", "--epochs=10"),
+    "resnet8_onecycle_e10": ("--resnet_n=1", "--epochs=10", "--lr_schedule=onecycle", "--lr=0.2",
+                             "--nesterov", "--label_smoothing=0.1"),
+    "resnet9_w16_e8": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=8"),
+    "resnet9_w16_e12": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=12"),
+    "resnet9_w16_e12_float32": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=12", "--precision=float32"),
+}
+FIELDS = ("candidate", "flags", "clean_accuracy", "grid_accuracy", "train_seconds", "clean_accuracy_per_minute",
+          "epoch_seconds_min")
+
+
+def run_candidate(name: str, out: Path, data_dir: str) -> dict:
+    """Trains (or reads back) one candidate; returns its CSV row."""
+    config = reproduce.config_from_flagfile(STD_FLAGFILE, *CANDIDATES[name], *COMMON, f"--data_dir={data_dir}",
+                                            f"--output_dir={out / name}")
+    keras.backend.clear_session()
+    metrics = reproduce.train_or_load(config)
+    return {"candidate": name, "flags": " ".join(CANDIDATES[name]),
+            "clean_accuracy": round(metrics["clean_accuracy"], 4),
+            "grid_accuracy": round(metrics["grid_accuracy"], 4),
+            "train_seconds": round(metrics["train_seconds"], 1),
+            "clean_accuracy_per_minute": round(metrics["clean_accuracy"] / (metrics["train_seconds"] / 60), 4),
+            "epoch_seconds_min": round(min(metrics.get("epoch_seconds") or [float("nan")]), 1)}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True, help="CIFAR-10 ImageFolder copy")
+    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and recipes.csv")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES),
+                        help=f"comma-separated candidates among {list(CANDIDATES)}")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.candidates.split(",") if name not in CANDIDATES]
+    if unknown:
+        parser.error(f"--candidates={args.candidates}: unknown {unknown}; valid candidates are {list(CANDIDATES)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    data_dir = str(Path(args.data_dir).resolve())
+    rows = [run_candidate(name, args.out, data_dir) for name in args.candidates.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    with (args.out / "recipes.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    for row in rows:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()

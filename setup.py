@@ -24,5 +24,6 @@ setup(
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "test": ["pytest>=8"],
+        "peers": ["foolbox>=3.3,<3.4"],
     },
 )

@@ -172,8 +172,9 @@ def print_table(summary: dict, names: list[str]) -> None:
         print(f"{name:<12}{row['examples']:>10}{row['accuracy']:>10.4f}{interval:>18}{row['seconds']:>10.1f}")
     if "refined" in summary:
         row = summary["refined"]
-        print(f"\nrefined: {row['broken_beyond_grid']} examples survive the grid but not the continuous box; "
-              f"grid accuracy overestimates robustness by {100 * row['grid_overestimate']:.2f} points")
+        survivors = round(row["grid_accuracy"] * row["examples"])
+        print(f"\nrefined: {row['broken_beyond_grid']} of the {survivors} grid survivors break in the continuous "
+              f"box; grid accuracy overestimates robustness by {100 * row['grid_overestimate']:.2f} points")
 
 
 def main(argv: list[str]) -> None:

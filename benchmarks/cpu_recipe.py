@@ -8,7 +8,13 @@ candidate, into `<out>/recipes.csv`. Finished candidates are read back, not
 retrained (each run resumes like `trainers.fit`).
 
     python -m benchmarks.cpu_recipe --data_dir ../shared/data/cifar10 --out results/cpu_recipe \
-        [--candidates resnet8_step,resnet9_w16_e12]
+        [--candidates resnet8_step_e10,resnet9_w16_e12]
+    python -m benchmarks.cpu_recipe --throughput [--steps 8]
+
+`--throughput` instead times training steps of the candidate networks (planar,
+and p4 G-ResNets for a G-ResNet row of the same cost) at batch 256 in float32 and bfloat16 (random pixels, after untimed warm-up steps) and
+prints images/s and the ratio to the paper family's ResNet-8 in float32,
+measured in one run.
 
 The target: standard training >= 80 % clean accuracy on the whole test set in
 <= 20 minutes of training on 2 CPU cores, so that every paper row (A.T. costs
@@ -27,10 +33,13 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import time
+
 import keras
+import numpy as np
 
 from benchmarks import reproduce
-from invariance_tf import experiment
+from invariance_tf import networks
 
 STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
 COMMON = ("--test_examples=0", "--grid_examples=1000", "--verbose=2")
@@ -60,13 +69,60 @@ def run_candidate(name: str, out: Path, data_dir: str) -> dict:
             "epoch_seconds_min": round(min(metrics.get("epoch_seconds") or [float("nan")]), 1)}
 
 
+NETWORKS = {"resnet8": ("resnet", {"n": 1}), "resnet20": ("resnet", {"n": 3}),
+            "resnet9_w16": ("resnet9", {"width": 16}), "resnet9_w24": ("resnet9", {"width": 24}),
+            "resnet9_w32": ("resnet9", {"width": 32}),
+            "p4_resnet8_g4": ("g_resnet", {"depth": 8, "group": "p4", "widths": (4, 8, 16)}),
+            "p4_resnet8_g6": ("g_resnet", {"depth": 8, "group": "p4", "widths": (6, 12, 24)}),
+            "p4_resnet14_g4": ("g_resnet", {"depth": 14, "group": "p4", "widths": (4, 8, 16)})}
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def images_per_second(network: str, precision: str, batch_size: int, steps: int, warmup: int = 3) -> float:
+    """Training throughput of one network under one dtype policy, on random raw pixels."""
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy(precision)
+    try:
+        name, kwargs = NETWORKS[network]
+        model = networks.build(name, **kwargs)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype(np.float32)
+    labels = rng.integers(0, 10, batch_size)
+    for _ in range(warmup):
+        model.train_on_batch(images, labels)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, labels)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def throughput(steps: int, batch_size: int = 256) -> None:
+    """Prints images/s of every network x precision and the ratio to ResNet-8 in float32."""
+    measured = {(network, precision): images_per_second(network, precision, batch_size, steps)
+                for network in NETWORKS for precision in PRECISIONS}
+    reference = measured[("resnet8", "float32")]
+    print(f"{'network':<16}{'precision':<16}{'images/s':>10}{'/ resnet8 fp32':>16}")
+    for (network, precision), value in measured.items():
+        print(f"{network:<16}{precision:<16}{value:>10.0f}{value / reference:>16.2f}")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", required=True, help="CIFAR-10 ImageFolder copy")
-    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and recipes.csv")
+    parser.add_argument("--data_dir", help="CIFAR-10 ImageFolder copy (recipe runs)")
+    parser.add_argument("--out", type=Path, help="folder of the runs and recipes.csv (recipe runs)")
+    parser.add_argument("--throughput", action="store_true", help="time the candidate networks instead")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per network (--throughput)")
     parser.add_argument("--candidates", default=",".join(CANDIDATES),
                         help=f"comma-separated candidates among {list(CANDIDATES)}")
     args = parser.parse_args(argv)
+    if not args.throughput and (args.data_dir is None or args.out is None):
+        parser.error("recipe runs need --data_dir and --out (or pass --throughput)")
+    if args.steps < 1:
+        parser.error(f"--steps={args.steps} is invalid: must be >= 1")
     unknown = [name for name in args.candidates.split(",") if name not in CANDIDATES]
     if unknown:
         parser.error(f"--candidates={args.candidates}: unknown {unknown}; valid candidates are {list(CANDIDATES)}")
@@ -75,6 +131,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.throughput:
+        throughput(args.steps)
+        return
     data_dir = str(Path(args.data_dir).resolve())
     rows = [run_candidate(name, args.out, data_dir) for name in args.candidates.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)

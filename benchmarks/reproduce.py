@@ -129,7 +129,7 @@ class Scale:
 CPU_RECIPE = ("--network=resnet9", "--width=16", "--lr_schedule=onecycle", "--lr=0.4", "--warmup_fraction=0.2",
               "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.2", "--precision=mixed_bfloat16")
 CPU_EPOCHS = 12
-CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=4")
+CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=4", "--precision=float32")
 
 
 SCALES = {
@@ -142,8 +142,9 @@ SCALES = {
     "cpu": Scale((*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000",
                   "--verbose=2"),
                  tuple(ROWS), ("da", "da_kl", "at", "at_kl"), 200,
-                 "The G-ResNet row is a p4 G-ResNet-8 (G-widths 4/8/16) with the CPU recipe, of about the planar "
-                 "network's training cost.",
+                 "The G-ResNet row is a p4 G-ResNet-8 (G-widths 4/8/16, float32, where it is faster than in "
+                 "bfloat16) with the CPU recipe, of about the planar network's training cost "
+                 "(python -m benchmarks.cpu_recipe --throughput).",
                  row_overrides={"grn": CPU_GRN}, batch_multiplier=2,
                  recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
                         "5e-4, bfloat16 compute, batch 256 (128 originals + 128 transformed for the regularised "

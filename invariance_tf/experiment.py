@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, networks, schedules, semimetrics,
-                           transforms)
+from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, networks, report,
+                           schedules, semimetrics, transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ON, InvarianceModel
 
@@ -76,6 +76,8 @@ class ExperimentConfig:
     grid_examples: int = _field(0, "test examples for the final grid attack (0 = all test examples)")
     eval_every: int = _field(0, "epochs between worst-of-k validation evaluations (0 = never)")
     eval_k: int = _field(10, "k of the worst-of-k evaluation")
+    eval_chunk_size: int = _field(500, "grid examples per saved chunk of the final evaluation (a killed "
+                                       "evaluation resumes from its saved chunks)")
     eval_batch_size: int = _field(0, "images per model call during evaluation, bounds memory "
                                      "(0 = auto: 128 on CPU, 1024 on GPU)")
     output_dir: str = _field("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
@@ -123,6 +125,7 @@ class ExperimentConfig:
             ("grid_examples", self.grid_examples >= 0, "must be >= 0 (0 = all test examples)"),
             ("eval_every", self.eval_every >= 0, "must be >= 0 epochs (0 = never)"),
             ("eval_k", self.eval_k >= 1, "must be >= 1"),
+            ("eval_chunk_size", self.eval_chunk_size >= 1, "must be >= 1"),
             ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0 (0 = auto)"),
         ]
         for name, ok, rule in checks:
@@ -235,26 +238,41 @@ def augment_enabled(config: ExperimentConfig) -> bool:
     return config.augment == "on"
 
 
-def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:
+def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig,
+                   state_dir: Path | None = None) -> dict:
     """Clean and worst-of-k accuracy (fractions) on the given test images, grid accuracy on `--grid_examples`
-    of them (a class-balanced subset drawn with the run's seed) or all."""
+    of them (a class-balanced subset drawn with the run's seed) or all, with its 95 % Wilson interval.
+
+    With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
+    evaluation resumes (`evaluation.resumable`).
+    """
     chosen = (data.balanced_subset(labels, config.grid_examples, config.seed)
               if 0 < config.grid_examples < len(labels) else slice(None))
     grid_images, grid_labels = images[chosen], labels[chosen]
     kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None}
+    grid_kwargs = {"method": "early_exit", "verbose": bool(config.verbose), **kwargs}
+    if state_dir is None:
+        grid = evaluation.grid_accuracy(model, grid_images, grid_labels, **grid_kwargs)
+    else:
+        grid = evaluation.resumable("grid", model, grid_images, grid_labels, state_dir,
+                                    chunk_size=config.eval_chunk_size,
+                                    model_key=evaluation.fingerprint(export.classifier_network(model)),
+                                    **grid_kwargs)
     return {
         "test_examples": int(len(images)),
         "clean_accuracy": evaluation.clean_accuracy(model, images, labels, batch_size=config.eval_batch_size or None),
         f"worst_of_{config.eval_k}_accuracy": evaluation.worst_of_k_accuracy(
             model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs).accuracy,
         "grid_examples": int(len(grid_images)),
-        "grid_accuracy": evaluation.grid_accuracy(
-            model, grid_images, grid_labels, method="early_exit", verbose=config.verbose, **kwargs).accuracy,
+        "grid_accuracy": grid.accuracy,
+        "grid_accuracy_ci95": list(report.wilson_interval(int(grid.correct.sum()), len(grid_labels))),
     }
 
 
 EPOCH_TIMES = "epoch_seconds.json"
-RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs", EPOCH_TIMES)
+EVALUATION_STATE = "evaluation_state"
+RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs", EPOCH_TIMES,
+                 EVALUATION_STATE)
 
 
 def prepare_output_dir(config: ExperimentConfig) -> Path:
@@ -344,7 +362,8 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
                "epoch_seconds": epoch_seconds, "epochs": config.epochs,
                "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
                "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
-               **robust_metrics(model, *splits.test, config)}
+               **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE)}
     write_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
-    shutil.rmtree(out / "backup", ignore_errors=True)
+    for finished in ("backup", EVALUATION_STATE):
+        shutil.rmtree(out / finished, ignore_errors=True)
     return metrics

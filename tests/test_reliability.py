@@ -97,6 +97,43 @@ def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir,
     assert not (out / "backup").exists()
 
 
+# Trains a tiny run and SIGKILLs the process once the first chunk of its final grid evaluation is saved.
+KILL_DURING_EVALUATION = """
+import os, signal, sys
+from absl import app
+from invariance_tf import evaluation
+from trainers import fit
+
+write_chunk = evaluation._write_chunk
+
+def write_then_die(path, result):
+    write_chunk(path, result)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+evaluation._write_chunk = write_then_die
+sys.argv = ["fit", *sys.argv[1:]]
+app.run(fit.main)
+"""
+
+
+def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10_dir, tmp_path):
+    flags = ["--network=small_cnn", "--epochs=1", "--test_examples=40", "--grid_examples=40",
+             "--eval_chunk_size=20", "--deterministic", "--seed=3"]
+    killed_run, reference_run = tmp_path / "killed", tmp_path / "reference"
+    killed = run([sys.executable, "-c", KILL_DURING_EVALUATION, *fit_command(cifar10_dir, killed_run, *flags)[3:]])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (killed_run / "metrics.json").exists()
+    assert len(list((killed_run / "evaluation_state").glob("grid-*/chunk_*.npz"))) == 1
+    resumed = run(fit_command(cifar10_dir, killed_run, *flags))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "grid: resumed 20 of 40 examples" in resumed.stdout + resumed.stderr
+    assert run(fit_command(cifar10_dir, reference_run, *flags)).returncode == 0
+    metrics = [json.loads((path / "metrics.json").read_text()) for path in (killed_run, reference_run)]
+    for key in ("grid_accuracy", "grid_accuracy_ci95", "clean_accuracy", "worst_of_10_accuracy"):
+        assert metrics[0][key] == metrics[1][key], key
+    assert not (killed_run / "evaluation_state").exists()
+
+
 def test_sigkilled_run_resumes_from_its_last_backup(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640")

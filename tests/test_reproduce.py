@@ -165,10 +165,10 @@ from invariance_tf import experiment
 
 evaluate = experiment.robust_metrics
 
-def killing_robust_metrics(model, images, labels, config):
+def killing_robust_metrics(model, images, labels, config, **kwargs):
     if config.output_dir.endswith("at_kl_seed0"):
         os.kill(os.getpid(), signal.SIGKILL)
-    return evaluate(model, images, labels, config)
+    return evaluate(model, images, labels, config, **kwargs)
 
 experiment.robust_metrics = killing_robust_metrics
 reproduce.main(["--dataset=cifar10", "--scale=smoke", "--out=" + sys.argv[1], "--data_dir=" + sys.argv[2]])

@@ -143,14 +143,19 @@ def test_per_transform_accuracy_spot_check(model, examples, brute):
     assert brute.per_transform_accuracy[picked[0]] == evaluation.clean_accuracy(model, images, labels)
 
 
-def test_accuracy_ordering(model, examples, brute):
+def test_finer_grids_are_never_more_lenient(model, examples, brute):
+    """The 5 x 5 x 31 grid contains the 3 x 3 x 11 grid, which contains the identity: correct under the
+    finer grid implies correct under the coarser one, which implies clean-correct."""
     images, labels = examples
-    clean = evaluation.clean_accuracy(model, images, labels, batch_size=64)
-    worst_of_10 = evaluation.worst_of_k_accuracy(model, images, labels, k=10, seed=(3, 4))
-    assert brute.accuracy <= worst_of_10.accuracy <= clean
-    assert brute.accuracy < clean
+    coarse_params = transforms.grid(granularity=(3, 3, 11))
+    full_params = {tuple(row) for row in np.round(transforms.grid(), 6)}
+    assert {tuple(row) for row in np.round(coarse_params, 6)} <= full_params and (0, 0, 0) in full_params
+    coarse = evaluation.grid_accuracy(model, images, labels, method="brute", granularity=(3, 3, 11))
     clean_correct = naive_margins(model, images, labels, np.zeros((1, 3), np.float32))[0] > 0
-    assert not np.any(brute.correct & ~clean_correct)
+    assert not np.any(brute.correct & ~coarse.correct)
+    assert not np.any(coarse.correct & ~clean_correct)
+    assert brute.accuracy <= coarse.accuracy <= clean_correct.mean()
+    assert brute.accuracy < clean_correct.mean()
 
 
 def test_uint8_images_give_the_same_answers(model, examples):

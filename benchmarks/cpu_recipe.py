@@ -33,12 +33,9 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import time
-
 import keras
-import numpy as np
 
-from benchmarks import reproduce
+from benchmarks import gresnet_throughput, reproduce
 from invariance_tf import networks
 
 STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
@@ -87,17 +84,7 @@ def images_per_second(network: str, precision: str, batch_size: int, steps: int,
         model = networks.build(name, **kwargs)
     finally:
         keras.config.set_dtype_policy("float32")
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype(np.float32)
-    labels = rng.integers(0, 10, batch_size)
-    for _ in range(warmup):
-        model.train_on_batch(images, labels)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(images, labels)
-    return steps * batch_size / (time.perf_counter() - start)
+    return gresnet_throughput.throughput(model, batch_size, steps, warmup)
 
 
 def throughput(steps: int, batch_size: int = 256) -> None:

@@ -40,41 +40,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.grid_eval import Clock, StopAfter
 from invariance_tf import data, evaluation, networks, transforms
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 FOOLBOX_HINT = "install it with: pip install -e \".[peers]\" (foolbox 3.3.x)"
-
-
-class Clock:
-    """Wall and process CPU seconds since creation."""
-
-    def __init__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def elapsed(self) -> tuple[float, float]:
-        return time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
-class StopAfter(keras.callbacks.Callback):
-    """Stops training once `seconds` of wall time have passed."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds = seconds
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.model.stop_training = time.perf_counter() - self.start > self.seconds
 
 
 def import_foolbox():

@@ -49,7 +49,8 @@ subsets as well as the initialisation and the data order.
 A dataset without data (no `--data_dir` and no prepared TFDS copy, as for cifar100
 and svhn on the project's machines) is not an error: rows that would have to train are marked "no data"
 in table.md and results.json, nothing is estimated, and the command says so and
-exits 0. A `--data_dir` that is not a valid copy is an error.
+exits 0. A `--data_dir` that is not a valid copy is an error. With data, rows (or seeds) not
+finished yet are marked "pending".
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ PAPER_GRID_ACCURACY = {
 # Each run's small records, committed by --commit (models, backups and logs stay out of git).
 COMMITTED_RUN_FILES = ("metrics.json", "config.json", "epoch_seconds.json", "landscape.json")
 NO_DATA = "no data"
+PENDING = "pending"
 MISSING = "–"
 
 
@@ -347,8 +349,13 @@ def table(results: dict, requested: Sequence[str]) -> str:
         if row in rows:
             ours = [_percent(rows[row], "clean_accuracy"), _percent(rows[row], "grid_accuracy"),
                     _train_time(rows[row])]
+            left = [seed for seed in info.get("seeds", {}).get(row, []) if str(seed) not in rows[row]["seeds"]]
+            if left:
+                ours[0] += f" (seed {', '.join(map(str, left))} pending)"
+        elif row in requested:
+            ours = [NO_DATA if info["data"].startswith(NO_DATA) else PENDING] * 3
         else:
-            ours = [NO_DATA if row in requested else "not run"] * 3
+            ours = ["not run"] * 3
         lines.append(f"| {label} | {paper_clean} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
     machine_info = info["machine"]
     several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())

@@ -92,16 +92,19 @@ def test_row_summary_means_over_seeds_and_keeps_each_seed():
     assert summary["seeds"]["1"] == {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0}
 
 
-def test_table_shows_seeds_paper_numbers_and_rows_not_run():
+def test_table_shows_seeds_paper_numbers_and_pending_rows():
     row = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0},
                                  1: {"clean_accuracy": 0.7, "grid_accuracy": 0.35, "train_seconds": 60.0}})
     info = {"dataset": "cifar10", "scale": "mini", "data": "/data", "network": "ResNet-8", "subset": "10 images",
             "epochs": 6, "test_examples": 1000, "grid_examples": 1000, "note": "",
-            "date": "2019-12-08T00:00:00+00:00", "machine": {"cpu_cores": 2, "cpu": "cpu", "gpus": 0}}
-    text = reproduce.table({"rows": {"da": row}, "protocol": info}, ["da", "at"])
+            "date": "2019-12-08T00:00:00+00:00", "machine": {"cpu_cores": 2, "cpu": "cpu", "gpus": 0},
+            "seeds": {"da": [0, 1], "da_kl": [0, 1], "at": [0]}}
+    da_kl = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0}})
+    text = reproduce.table({"rows": {"da": row, "da_kl": da_kl}, "protocol": info}, ["da", "da_kl", "at"])
     da = next(line for line in text.splitlines() if line.startswith("| D.A. |"))
     assert da == "| D.A. | 89.93 | 60.0 (50.0 / 70.0) | 58.3 | 30.0 (25.0 / 35.0) | 1.5 min (2.0 min / 60 s) |"
-    assert "| A.T. | 91.78 | no data | 71.0 | no data | no data |" in text
+    assert "| D.A.+KL | 89.19 | 50.0 (seed 1 pending) | 73.3 | 25.0 | 2.0 min |" in text
+    assert "| A.T. | 91.78 | pending | 71.0 | pending | pending |" in text
     assert "| G-ResNet44 | 93.08 | not run | 71.6 | not run | not run |" in text
 
 

@@ -60,11 +60,20 @@ def test_train_step_loss_equals_hand_computation(batch, ce_on, h, lam):
     np.testing.assert_allclose(logs["loss"], ce + lam * reg + decay, rtol=1e-4)
 
 
-def test_update_treats_the_adversarys_choice_as_a_constant(batch):
-    """The step's update equals plain SGD on the loss with x~ precomputed and held fixed."""
+class LogitAdversary(adversaries.Adversary):
+    """Transformations that depend differentiably on the model's weights (tanh of its first logits)."""
+
+    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+        return tf.tanh(model(images)[:, :3]) * tf.constant(self.limits, tf.float32)
+
+
+@pytest.mark.parametrize("adversary", [adversaries.SPGD(steps=2, objective="kl", random_start=False),
+                                       LogitAdversary()], ids=["spgd", "differentiable_in_the_weights"])
+def test_update_treats_the_adversarys_choice_as_a_constant(batch, adversary):
+    """The step's update equals plain SGD on the loss with x~ precomputed and held fixed, even for an
+    adversary whose choice the weights' gradient could flow through."""
     images, labels = batch
     keras.utils.set_random_seed(2)
-    adversary = adversaries.SPGD(steps=2, objective="kl", random_start=False)
     model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY), adversary=adversary,
                             ce_on="mix", h="kl", lambda_reg=4.0)
     model.compile(optimizer=keras.optimizers.SGD(0.5))

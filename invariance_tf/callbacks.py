@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,16 +18,23 @@ from invariance_tf import evaluation, transforms
 
 BACKUP_PREFIX = "epoch-"
 _PARTIAL = ".partial"
+_BACKUP_NAME = re.compile(rf"{BACKUP_PREFIX}(\d+)({re.escape(_PARTIAL)})?")
+
+
+def _backups(backup_dir: Path) -> dict[Path, tuple[int, bool]]:
+    """The backup folders in `backup_dir`: path -> (epoch, complete); anything else there is left alone."""
+    found = {}
+    for path in backup_dir.iterdir() if backup_dir.is_dir() else ():
+        match = _BACKUP_NAME.fullmatch(path.name)
+        if match and path.is_dir():
+            found[path] = (int(match.group(1)), match.group(2) is None)
+    return found
 
 
 def latest_backup(backup_dir: str | Path) -> Path | None:
     """The newest complete backup folder written by `AtomicBackupAndRestore`, or None."""
-    backup_dir = Path(backup_dir)
-    if not backup_dir.is_dir():
-        return None
-    complete = [path for path in backup_dir.iterdir()
-                if path.name.startswith(BACKUP_PREFIX) and not path.name.endswith(_PARTIAL)]
-    return max(complete, key=lambda path: int(path.name[len(BACKUP_PREFIX):]), default=None)
+    complete = {path: epoch for path, (epoch, done) in _backups(Path(backup_dir)).items() if done}
+    return max(complete, key=complete.get, default=None)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -63,7 +71,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._use_folder(partial)
         super()._save_model()
         os.replace(partial, final)
-        for old in root.iterdir():
+        for old in _backups(root):
             if old != final:
                 shutil.rmtree(old)
 

@@ -310,8 +310,8 @@ def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> l
     chief = distribute.is_chief()
     root = out if chief else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     checkpoint = root / "checkpoints" / "last.keras"
-    result = [callbacks.AtomicBackupAndRestore(root / "backup"),
-              callbacks.EpochTimes(root / EPOCH_TIMES),
+    result = [callbacks.EpochTimes(root / EPOCH_TIMES),
+              callbacks.AtomicBackupAndRestore(root / "backup"),
               callbacks.StopOnNonFiniteLoss(checkpoint),
               callbacks.SaveLastModel(checkpoint)]
     if chief:

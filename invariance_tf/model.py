@@ -60,6 +60,9 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
                  ce_on: str = "nat", h: str = "kl", lambda_reg: float = 0.0, label_smoothing: float = 0.0,
                  seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        # Raw pixels reach the network as given (as in Keras' Functional models): under a mixed policy Keras
+        # would round them to the compute dtype first, e.g. a transformed pixel 200.3 to bfloat16 200.
+        self._convert_input_args = False
         if isinstance(adversary, dict):
             adversary = adversaries.deserialize(adversary)
         if ce_on not in CE_ON:

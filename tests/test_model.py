@@ -141,6 +141,23 @@ def test_mixed_precision_step_matches_float32(batch, policy):
     assert norm == pytest.approx(reference_norm, rel=0.1)
 
 
+def test_mixed_precision_model_passes_raw_pixels_unrounded(batch):
+    """Under mixed_bfloat16 the wrapper gives the network the pixels as they are (transformed ones are not
+    integers); the network's own float32 standardisation runs before any bfloat16 layer."""
+    images, _ = batch
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(3)
+        model = InvarianceModel(networks.build("resnet9", width=4), adversary=adversaries.RandomTransform(),
+                                ce_on="mix", lambda_reg=1.0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    pixels = tf.constant(images[:8] + 0.3)
+    np.testing.assert_array_equal(model(pixels).numpy(),
+                                  tf.cast(model.network(pixels), tf.float32).numpy())
+
+
 def test_sample_weights_and_compiled_losses_are_refused(batch):
     images, labels = batch
     model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.RandomTransform(), ce_on="mix")

@@ -72,29 +72,41 @@ def hooked_replace(source, target):
     if len(backups) == 2 and window == "before_rename" and Path(source).is_dir():
         die()
     replace(source, target)
+    if len(backups) == 2 and window == "after_rename" and Path(target).is_dir():
+        die()
 
 keras.Model.save_weights, os.replace = hooked_save_weights, hooked_replace
 experiment.run(config)
 """
 
 
-@pytest.mark.parametrize("window", ["during_weights", "before_metadata", "before_rename"])
+@pytest.mark.parametrize("window", ["during_weights", "before_metadata", "before_rename", "after_rename"])
 def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir, tmp_path, window):
     out = tmp_path / "run"
     killed = run([sys.executable, "-c", KILL_DURING_BACKUP, str(out), window, str(cifar10_dir)])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert latest_backup_epoch(out / "backup") == 1
+    finished = 2 if window == "after_rename" else 1
+    assert latest_backup_epoch(out / "backup") == finished
+    recorded = json.loads((out / "epoch_seconds.json").read_text())
     assert keras.models.load_model(out / "checkpoints" / "last.keras") is not None
     resumed = run(fit_command(cifar10_dir, out, "--network=small_cnn", "--adversary=random", "--ce_on=mix",
                               "--lambda_reg=1", "--epochs=4", "--batch_size=32", "--train_examples=128",
                               "--test_examples=10", "--grid_examples=10"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     epochs_run = [line for line in (resumed.stdout + resumed.stderr).splitlines() if line.startswith("Epoch ")]
-    assert epochs_run == ["Epoch 2/4", "Epoch 3/4", "Epoch 4/4"]
+    assert epochs_run == [f"Epoch {epoch}/4" for epoch in range(finished + 1, 5)]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs_this_process"] == 3 and len(metrics["epoch_seconds"]) == 4
-    assert metrics["train_seconds"] == pytest.approx(sum(metrics["epoch_seconds"]))
+    assert metrics["epochs_this_process"] == 4 - finished and len(metrics["epoch_seconds"]) == 4
+    assert metrics["epoch_seconds"][:finished] == recorded[:finished] and min(metrics["epoch_seconds"]) > 0
     assert not (out / "backup").exists()
+
+
+def test_latest_backup_reads_only_complete_backup_folders(tmp_path):
+    for name in ("epoch-3", "epoch-12", "epoch-13.partial", "epoch-foo", "epoch-20.old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "epoch-30").write_text("a file, not a backup")
+    assert callbacks.latest_backup(tmp_path) == tmp_path / "epoch-12"
+    assert callbacks.latest_backup(tmp_path / "missing") is None
 
 
 # Trains a tiny run and SIGKILLs the process once the first chunk of its final grid evaluation is saved.

@@ -83,16 +83,20 @@ class RobustResult:
     resumed_examples: int = 0
 
 
+DEFAULT_SEED = (0, 0)
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _traced(build: Callable[[Model], Callable]) -> Callable[[Model], Callable]:
-    """Memoises `build(model)` per model, so the chunks of `resumable` share one traced tf.function."""
+    """Memoises `build(model)` per model, so the chunks of `resumable` share one traced tf.function.
+
+    The function sees the model through a weak proxy: the cache never keeps a model (or its graphs) alive.
+    """
 
     def cached(model: Model) -> Callable:
         functions = _TRACED.setdefault(model, {})
         if build.__name__ not in functions:
-            functions[build.__name__] = build(model)
+            functions[build.__name__] = build(weakref.proxy(model))
         return functions[build.__name__]
 
     return cached
@@ -340,7 +344,7 @@ def worst_of_k_accuracy(
     labels,
     k: int = 10,
     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-    seed: Sequence[int] = (0, 0),
+    seed: Sequence[int] = DEFAULT_SEED,
     batch_size: int | None = None,
 ) -> RobustResult:
     """Accuracy under `k` transformations per example drawn uniformly within `limits`.
@@ -367,7 +371,7 @@ def spgd_accuracy(
     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
     restarts: int = 1,
     random_start: bool = True,
-    seed: Sequence[int] = (0, 0),
+    seed: Sequence[int] = DEFAULT_SEED,
     batch_size: int | None = None,
 ) -> RobustResult:
     """Accuracy at the transformations that spatial PGD finds (`adversaries.SPGD`, cross-entropy objective).
@@ -646,6 +650,8 @@ def resumable(
         raise ValueError(f"Unknown resumable attack {attack!r}; valid attacks are {list(RESUMABLE_ATTACKS)}")
     if int(chunk_size) != chunk_size or chunk_size < 1:
         raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}")
+    if attack == "refined" and not isinstance(kwargs.get("grid"), RobustResult):
+        raise ValueError("resumable('refined', ...) needs grid=<the grid's RobustResult on the same examples>")
     images, labels, _ = _check_inputs(images, labels, kwargs.get("batch_size"))
     folder = Path(state_dir) / f"{attack}-{_state_key(attack, model, images, labels, chunk_size, model_key, kwargs)}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -682,8 +688,9 @@ def _run_chunk(attack: str, model: Model, images: np.ndarray, labels: np.ndarray
                stop: int, verbose: bool, kwargs: dict) -> RobustResult:
     """One chunk of `resumable`: the attack on images[start:stop], with its seed folded with the chunk index."""
     kwargs = dict(kwargs)
-    if "seed" in kwargs:
-        kwargs["seed"] = tf.random.experimental.stateless_fold_in(_check_seed(kwargs["seed"]), index).numpy()
+    if attack in ("worst_of_k", "spgd"):
+        seed = _check_seed(kwargs.get("seed", DEFAULT_SEED))
+        kwargs["seed"] = tf.random.experimental.stateless_fold_in(seed, index).numpy()
     if attack == "grid":
         return grid_accuracy(model, images, labels, verbose=verbose, **kwargs)
     if attack == "worst_of_k":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
+import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -308,8 +310,26 @@ def test_resumable_random_attacks_and_brute_per_transform(model, examples, tmp_p
     again = evaluation.resumable("worst_of_k", model, images, labels, tmp_path, **kwargs)
     assert again.resumed_examples == len(labels)
     np.testing.assert_array_equal(again.worst_transform, first.worst_transform)
-    chunk_draws = first.worst_transform.reshape(-1)
-    assert len(np.unique(chunk_draws)) > 0.9 * len(chunk_draws)  # chunks get different seeds
+    for seed, passed in (((1, 2), {"seed": (1, 2)}), (evaluation.DEFAULT_SEED, {})):
+        chunked = evaluation.resumable("worst_of_k", model, images, labels, tmp_path / "default", k=3,
+                                       chunk_size=40, **passed)
+        second_chunk = evaluation.worst_of_k_accuracy(
+            model, images[40:80], labels[40:80], k=3,
+            seed=tf.random.experimental.stateless_fold_in(tf.constant(seed, tf.int64), 1).numpy())
+        np.testing.assert_array_equal(chunked.worst_transform[40:80], second_chunk.worst_transform)
+        assert not np.array_equal(chunked.worst_transform[:40], chunked.worst_transform[40:80])
+    with pytest.raises(ValueError, match=r"needs grid="):
+        evaluation.resumable("refined", model, images, labels, tmp_path)
+
+
+def test_traced_functions_do_not_keep_the_model_alive(examples):
+    images, labels = examples
+    model = networks.build("small_cnn")
+    evaluation.grid_accuracy(model, images[:4], labels[:4], granularity=(1, 1, 3))
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
 
 
 def test_fingerprint_follows_the_weights(model):

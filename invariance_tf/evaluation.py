@@ -441,9 +441,11 @@ def refine(
     pairs are in `grid.evaluations`).
     """
     images, labels, batch_size = _check_inputs(images, labels, batch_size)
-    if len(grid.correct) != len(images) or grid.margin is None:
+    if len(grid.correct) != len(images):
         raise ValueError(f"grid must be a grid_accuracy result on these {len(images)} images; "
                          f"got one on {len(grid.correct)} examples")
+    if grid.margin is None:
+        raise ValueError("grid must be a grid_accuracy result with per-example margins; this one has none")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     limits = transforms.validate_limits(limits)

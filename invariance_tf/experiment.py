@@ -184,7 +184,7 @@ def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> ke
     """`--lr_schedule`: the paper's steps (`lr`, / 10 at 50% and again at 75% of training) or one cycle."""
     total = config.epochs * steps_per_epoch
     if config.lr_schedule == "onecycle":
-        return schedules.OneCycle(config.lr, total, round(config.warmup_fraction * total))
+        return schedules.OneCycle(config.lr, total, min(round(config.warmup_fraction * total), total - 1))
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100])
 

@@ -15,7 +15,7 @@ def _unpack_unweighted(data) -> tuple[tf.Tensor, tf.Tensor]:
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if sample_weight is not None:
         raise ValueError("InvarianceModel does not support sample weights or class_weight: the paper's loss "
-                         f"weighs every example equally; got sample_weight {sample_weight}")
+                         "weighs every example equally; got a batch (x, y, sample_weight)")
     return x, y
 
 

@@ -22,7 +22,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(f"OneCycle needs 0 <= warmup_steps < total_steps; got {warmup_steps}, {total_steps}")
         self.peak, self.total_steps, self.warmup_steps = float(peak), int(total_steps), int(warmup_steps)
 
-    def __call__(self, step):
+    def __call__(self, step: int):
+        """The learning rate at optimizer step `step` (0-based)."""
         step = ops.cast(step, "float32")
         up = step / self.warmup_steps if self.warmup_steps else 1.0
         down = (self.total_steps - step) / (self.total_steps - self.warmup_steps)

@@ -78,12 +78,9 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 def images_per_second(network: str, precision: str, batch_size: int, steps: int, warmup: int = 3) -> float:
     """Training throughput of one network under one dtype policy, on random raw pixels."""
     keras.backend.clear_session()
-    keras.config.set_dtype_policy(precision)
-    try:
-        name, kwargs = NETWORKS[network]
+    name, kwargs = NETWORKS[network]
+    with networks.dtype_policy(precision):
         model = networks.build(name, **kwargs)
-    finally:
-        keras.config.set_dtype_policy("float32")
     return gresnet_throughput.throughput(model, batch_size, steps, warmup)
 
 

@@ -102,6 +102,26 @@ def _traced(build: Callable[[Model], Callable]) -> Callable[[Model], Callable]:
     return cached
 
 
+def _correct_and_margin(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per example: whether the argmax is the label, and the margin (true logit minus the largest other)."""
+    logits = tf.cast(logits, tf.float32)
+    correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+    is_label = tf.one_hot(labels, tf.shape(logits)[-1], on_value=True, off_value=False)
+    other = tf.reduce_max(tf.where(is_label, float("-inf"), logits), axis=-1)
+    return correct, tf.gather(logits, labels, batch_dims=1) - other
+
+
+def _in_fixed_batches(fn: Callable[..., Sequence[tf.Tensor]], batch_size: int,
+                      *columns: np.ndarray) -> list[np.ndarray]:
+    """`fn` on fixed-size batches of the rows of `columns` (the last batch zero-padded, so a tf.function
+    traces once); each of its outputs concatenated over the batches, padding removed."""
+    size = len(columns[0])
+    padded = -(-size // batch_size) * batch_size
+    columns = [np.concatenate([c, np.zeros((padded - size, *c.shape[1:]), c.dtype)]) for c in columns]
+    outputs = [fn(*(c[start:start + batch_size] for c in columns)) for start in range(0, padded, batch_size)]
+    return [np.concatenate([o[i].numpy() for o in outputs])[:size] for i in range(len(outputs[0]))]
+
+
 @_traced
 def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """A tf.function classifying the pairs (images[i], params[j]) of one batch of indices."""
@@ -110,12 +130,7 @@ def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor
     def classify(images, labels, params, image_index, param_index):
         moved = _resample(tf.cast(tf.gather(images, image_index), tf.float32),
                           tf.gather(params, param_index))
-        logits = tf.cast(model(moved, training=False), tf.float32)
-        labels = tf.gather(labels, image_index)
-        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
-        is_label = tf.one_hot(labels, tf.shape(logits)[-1], on_value=True, off_value=False)
-        other = tf.reduce_max(tf.where(is_label, float("-inf"), logits), axis=-1)
-        return correct, tf.gather(logits, labels, batch_dims=1) - other
+        return _correct_and_margin(model(moved, training=False), tf.gather(labels, image_index))
 
     return classify
 
@@ -145,17 +160,9 @@ class _PairEvaluator:
 
     def __call__(self, image_index: np.ndarray, param_index: np.ndarray) -> np.ndarray:
         """Classifies the pairs (image_index[p], param_index[p]) and returns whether each is correct."""
-        size = len(image_index)
-        padded = -(-size // self.batch_size) * self.batch_size
-        indices = np.zeros((2, padded), np.int32)
-        indices[0, :size] = image_index
-        indices[1, :size] = param_index
-        outputs = [self._classify(self.images, self.labels, self.params,
-                                  indices[0, start:start + self.batch_size],
-                                  indices[1, start:start + self.batch_size])
-                   for start in range(0, padded, self.batch_size)]
-        correct = np.concatenate([c.numpy() for c, _ in outputs])[:size]
-        margin = np.concatenate([m.numpy() for _, m in outputs])[:size]
+        correct, margin = _in_fixed_batches(
+            lambda images, params: self._classify(self.images, self.labels, self.params, images, params),
+            self.batch_size, np.asarray(image_index, np.int32), np.asarray(param_index, np.int32))
         self._tally(np.asarray(image_index), np.asarray(param_index), correct, margin)
         return correct
 
@@ -404,11 +411,7 @@ def _margin_gradient_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tenso
         labels = tf.gather(labels, image_index)
         with tf.GradientTape() as tape:
             tape.watch(params)
-            logits = tf.cast(model(_resample(picked, params), training=False), tf.float32)
-            is_label = tf.one_hot(labels, tf.shape(logits)[-1], on_value=True, off_value=False)
-            other = tf.reduce_max(tf.where(is_label, float("-inf"), logits), axis=-1)
-            margin = tf.gather(logits, labels, batch_dims=1) - other
-        correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+            correct, margin = _correct_and_margin(model(_resample(picked, params), training=False), labels)
         return correct, margin, tape.gradient(margin, params)
 
     return margin_and_gradient
@@ -463,8 +466,9 @@ def refine(
         active = np.flatnonzero(correct[image_index])
         if not active.size:
             break
-        pair_correct, pair_margin, gradient = _padded_calls(
-            search, images_t, labels_t, image_index[active], params[active], batch_size)
+        pair_correct, pair_margin, gradient = _in_fixed_batches(
+            lambda index, points: search(images_t, labels_t, index, tf.constant(points)), batch_size,
+            image_index[active].astype(np.int32), params[active].astype(np.float32))
         evaluations += active.size
         _keep_lowest_margin(image_index[active], params[active], pair_correct, pair_margin, correct, margin, worst)
         params[active] = np.clip(params[active] - step * np.sign(gradient), -np.asarray(limits), limits)
@@ -482,20 +486,6 @@ def _refine_step_size(step_size: Sequence[float] | None, limits: tuple[float, fl
     if step.shape != (3,) or np.any(step < 0):
         raise ValueError(f"step_size must be 3 values >= 0 (dx px, dy px, angle deg); got {step_size!r}")
     return step
-
-
-def _padded_calls(fn, images: tf.Tensor, labels: tf.Tensor, image_index: np.ndarray, params: np.ndarray,
-                  batch_size: int) -> list[np.ndarray]:
-    """Calls `fn` on fixed-size batches of pairs (padded, so it traces once) and concatenates its outputs."""
-    size = len(image_index)
-    padded = -(-size // batch_size) * batch_size
-    index = np.zeros(padded, np.int32)
-    index[:size] = image_index
-    points = np.zeros((padded, 3), np.float32)
-    points[:size] = params
-    outputs = [fn(images, labels, index[start:start + batch_size], tf.constant(points[start:start + batch_size]))
-               for start in range(0, padded, batch_size)]
-    return [np.concatenate([o[i].numpy() for o in outputs])[:size] for i in range(len(outputs[0]))]
 
 
 def _keep_lowest_margin(image_index, params, pair_correct, pair_margin, correct, margin, worst) -> None:

@@ -194,14 +194,10 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoc
 
     Layers take `--precision` as their dtype policy; the global policy is restored afterwards.
     """
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.precision)
-    try:
+    with networks.dtype_policy(config.precision):
         model = InvarianceModel(
             build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
             lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed)
-    finally:
-        keras.config.set_dtype_policy(previous)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
                                        nesterov=config.nesterov),

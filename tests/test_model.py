@@ -114,18 +114,21 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
 def one_sgd_update(batch, policy: str) -> tuple[InvarianceModel, list[np.ndarray], dict]:
     """A model built under `policy`, its weights' change after one step, and the step's logs."""
     images, labels = batch
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
+    with networks.dtype_policy(policy):
         keras.utils.set_random_seed(6)
         model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.RandomTransform(),
                                 ce_on="mix", h="kl", lambda_reg=1.0, seed=1)
-    finally:
-        keras.config.set_dtype_policy(previous)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = [v.numpy() for v in model.network.trainable_variables]
     logs = model.train_on_batch(images, labels, return_dict=True)
     return model, [v.numpy() - b for v, b in zip(model.network.trainable_variables, before)], logs
+
+
+def test_dtype_policy_is_restored_even_after_an_error():
+    with pytest.raises(RuntimeError), networks.dtype_policy("mixed_bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        raise RuntimeError
+    assert keras.config.dtype_policy().name == "float32"
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -145,14 +148,10 @@ def test_mixed_precision_model_passes_raw_pixels_unrounded(batch):
     """Under mixed_bfloat16 the wrapper gives the network the pixels as they are (transformed ones are not
     integers); the network's own float32 standardisation runs before any bfloat16 layer."""
     images, _ = batch
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with networks.dtype_policy("mixed_bfloat16"):
         keras.utils.set_random_seed(3)
         model = InvarianceModel(networks.build("resnet9", width=4), adversary=adversaries.RandomTransform(),
                                 ce_on="mix", lambda_reg=1.0)
-    finally:
-        keras.config.set_dtype_policy(previous)
     pixels = tf.constant(images[:8] + 0.3)
     np.testing.assert_array_equal(model(pixels).numpy(),
                                   tf.cast(model.network(pixels), tf.float32).numpy())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import keras
 
@@ -20,3 +21,15 @@ def build(name: str, **kwargs) -> keras.Model:
     if name not in NETWORKS:
         raise ValueError(f"Unknown network {name!r}; valid names are {sorted(NETWORKS)}")
     return NETWORKS[name](**kwargs)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers built inside take `name` ("float32", "mixed_bfloat16", ...) as their dtype policy; the previous
+    global policy is restored on exit, so one run's precision never leaks into the next."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

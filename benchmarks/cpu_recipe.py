@@ -95,6 +95,7 @@ def throughput(steps: int, batch_size: int = 256) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; refuses missing folders, bad --steps and unknown candidates with one line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", help="CIFAR-10 ImageFolder copy (recipe runs)")
     parser.add_argument("--out", type=Path, help="folder of the runs and recipes.csv (recipe runs)")
@@ -114,6 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Runs the candidates (or times the networks) and writes recipes.csv."""
     args = parse_args(argv)
     if args.throughput:
         throughput(args.steps)

@@ -2,11 +2,14 @@
 
     python -m benchmarks.reproduce --dataset cifar10 --scale mini --out results/cifar10_mini \
         --data_dir ../shared/data/cifar10 [--seeds 0,1] [--rows std,da,...] [--publish]
+    python -m benchmarks.reproduce --dataset cifar10 --scale cpu --out docs/results/cifar10_cpu \
+        --data_dir ../shared/data/cifar10 --commit
 
 Each row trains from the paper's flagfile `configs/<dataset>_<row>.cfg` with the
 scale's flags appended, exactly as `trainers.fit --flagfile=<cfg> <overrides>`
-would, through `experiment.run`, into `<out>/<row>_seed<k>/`. A rerun skips runs
-whose metrics.json exists and resumes interrupted ones. Then it writes:
+would, through `experiment.run`, into `<out>/<row>_seed<k>/`, seed by seed (every
+row once before any second seed). A rerun skips runs whose metrics.json exists and
+resumes interrupted ones from their last finished epoch. After every run it writes:
 
 - `<out>/results.json`: per row the mean over its seeds of the clean, worst-of-10
   and grid accuracy (fractions) and of the training seconds, the values of each
@@ -16,8 +19,11 @@ whose metrics.json exists and resumes interrupted ones. Then it writes:
   the 31 grid angles averaged over the 25 translations, from a brute-force grid on
   `landscape_examples` evenly spaced test images of the run (every class) (kept in
   `<run>/landscape.json`; the run also gets `robustness_landscape.png`);
-- with `--publish` (mini and full only), a copy of results.json in
-  `docs/results/<dataset>_<scale>.json`.
+- with `--publish`, copies of results.json, table.md and per_angle.png in
+  `docs/results/<dataset>_<scale>{.json,_table.md,_per_angle.png}`;
+- with `--commit` (`--out` inside the checkout), a git commit of the table, the
+  plot and each finished run's small records (metrics, config, epoch times,
+  landscape), so finished rows are kept whenever the sitting ends.
 
 Scales:
 
@@ -37,6 +43,12 @@ Scales:
   landscapes (200 x 775 pairs, ~30 s each) add about 11 minutes: about 40
   minutes in all. (On an idle machine A.T. steps took ~235 ms, which brings it
   to about 33 minutes; the slower figures leave room for other work on the cores.)
+- `cpu`, hours on 2 CPU cores: every row on the whole training split with the
+  CPU recipe (`CPU_RECIPE`: ResNet-9 of width 16, one-cycle learning rate, label
+  smoothing, bfloat16; chosen with `benchmarks.cpu_recipe`), 12 epochs, batch 256
+  (128 + 128 for the regularised rows), clean accuracy on the whole test set and the
+  grid on 2,000 class-balanced test images; the G-ResNet row a p4 G-ResNet-8 in
+  float32. Second seed for D.A., D.A.+KL, A.T., A.T.+KL.
 - `smoke`, seconds, for tests: rows std and A.T.+KL, 128 training images,
   1 epoch, 20 test images.
 - `full`: the flagfiles unchanged, all seven rows (ResNet-32 and G-ResNet44, the
@@ -365,7 +377,8 @@ def table(results: dict, requested: Sequence[str]) -> str:
         f"{info.get('recipe', FLAGFILE_RECIPE)}; standard accuracy on {info['test_examples']} test images, "
         f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
         f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
-        f"Train time: wall time of model.fit on {machine_info['cpu_cores']} CPU cores ({machine_info['cpu']}), "
+        f"Train time: the wall time of the training epochs (summed over resumed sittings; evaluation "
+        f"excluded) on {machine_info['cpu_cores']} CPU cores ({machine_info['cpu']}), "
         f"{machine_info['gpus']} GPU(s). Measured {info['date']}.",
         "",
         "Paper: ResNet-32 (G-ResNet44 for its row), the whole training set, 100 epochs, the whole test set; "

@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -93,7 +94,8 @@ def foolbox_grid(foolbox, model, images: np.ndarray, labels: np.ndarray, batch_s
     return ~np.concatenate(broken)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Times both evaluators on one model and one set of test images; prints the table of the docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="a .keras file or SavedModel folder; default: train a ResNet-8")
     parser.add_argument("--input_range", default="0-255", choices=list(evaluation.INPUT_RANGES))
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--train_seconds", type=float, default=60.0)
     parser.add_argument("--batch_size", type=int, default=evaluation.default_batch_size(),
                         help="ours: pairs per model call; foolbox: images per attack call")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     foolbox = import_foolbox()
     if args.examples < 10 or args.examples % 10:
         sys.exit(f"error: --examples={args.examples} is invalid: must be a multiple of 10 (classes), >= 10")
@@ -132,7 +134,7 @@ def main() -> None:
     foolbox_wall, foolbox_cpu = clock.elapsed()
 
     print(f"ours, early-exit grid: {grid_wall:.2f} s wall, {grid_cpu:.2f} s CPU, "
-          f"{grid.evaluations} of {775 * len(images)} pairs; grid accuracy {grid.accuracy:.3f}")
+          f"{grid.evaluations} of {len(transforms.grid()) * len(images)} pairs; grid accuracy {grid.accuracy:.3f}")
     print(f"ours, refined attack on the {grid.correct.sum()} grid survivors: {refine_wall:.2f} s wall, "
           f"{refine_cpu:.2f} s CPU; accuracy {refined.accuracy:.3f}")
     print(f"foolbox SpatialAttack grid: {foolbox_wall:.2f} s wall, {foolbox_cpu:.2f} s CPU; "

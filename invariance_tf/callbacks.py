@@ -109,6 +109,7 @@ class EpochTimes(keras.callbacks.Callback):
         self._start = 0.0
 
     def seconds(self) -> list[float]:
+        """The recorded seconds of the finished epochs, first epoch first."""
         return json.loads(self.path.read_text()) if self.path.is_file() else []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:

@@ -33,6 +33,7 @@ from invariance_tf import data, evaluation, plots, report, transforms
 from invariance_tf.experiment import ExperimentConfig
 
 ATTACKS = ("clean", "worst_of_k", "spgd", "grid", "refined")
+GRID_SIZE = int(np.prod(transforms.DEFAULT_GRANULARITY))
 flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.keras, config.json)")
 flags.DEFINE_string("model", None, "a Keras .keras file or a SavedModel folder (serving_default signature)")
 flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(ATTACKS)}")
@@ -73,7 +74,8 @@ def check_flags() -> None:
         (FLAGS.batch_size < 0, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 0 (0 = auto)"),
         (FLAGS.k < 1, f"--k={FLAGS.k} is invalid: must be >= 1"),
         (FLAGS.spgd_steps < 1, f"--spgd_steps={FLAGS.spgd_steps} is invalid: must be >= 1"),
-        (not 1 <= FLAGS.refine_starts <= 775, f"--refine_starts={FLAGS.refine_starts} is invalid: must be in [1, 775]"),
+        (not 1 <= FLAGS.refine_starts <= GRID_SIZE,
+         f"--refine_starts={FLAGS.refine_starts} is invalid: must be in [1, {GRID_SIZE}] (the grid's size)"),
         (FLAGS.refine_steps < 1, f"--refine_steps={FLAGS.refine_steps} is invalid: must be >= 1"),
         (FLAGS.chunk_size < 1, f"--chunk_size={FLAGS.chunk_size} is invalid: must be >= 1"),
         (FLAGS.plot and "grid" not in FLAGS.attack, f"--plot needs grid in --attack={','.join(FLAGS.attack)}"),
@@ -104,8 +106,9 @@ def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str) 
     batch_size = FLAGS.batch_size or None
     common = {"limits": limits, "batch_size": batch_size}
     chunked = {"state_dir": state_dir, "chunk_size": FLAGS.chunk_size, "model_key": model_key, "verbose": True}
-    grid_kwargs = {"method": "brute" if FLAGS.plot else FLAGS.grid_method, "keep_lowest": FLAGS.refine_starts,
-                   **common}
+    grid_kwargs = {"method": "brute" if FLAGS.plot else FLAGS.grid_method, **common}
+    if "refined" in FLAGS.attack:
+        grid_kwargs["keep_lowest"] = FLAGS.refine_starts
     results = {}
     for name in [a for a in ATTACKS if a in FLAGS.attack or (a == "grid" and "refined" in FLAGS.attack)]:
         start = time.perf_counter()
@@ -130,10 +133,10 @@ def summarise(results: dict, examples: int, subset: bool) -> dict:
     """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain."""
     summary = {}
     for name, (result, seconds) in results.items():
-        accuracy = result if isinstance(result, float) else result.accuracy
-        entry = {"accuracy": float(accuracy), "examples": examples, "seconds": seconds}
+        correct = round(result * examples) if isinstance(result, float) else int(result.correct.sum())
+        entry = {"accuracy": correct / examples, "examples": examples, "seconds": seconds}
         if subset:
-            entry["ci95"] = list(report.wilson_interval(round(accuracy * examples), examples))
+            entry["ci95"] = list(report.wilson_interval(correct, examples))
         if not isinstance(result, float):
             entry.update(evaluations=int(result.evaluations), resumed_examples=int(result.resumed_examples))
         summary[name] = entry
@@ -165,6 +168,7 @@ def write_report(output_dir: Path, results: dict, labels: np.ndarray, limits, ti
 
 
 def print_table(summary: dict, names: list[str]) -> None:
+    """One line per attack: examples, accuracy, its 95 % interval (on a subset) and seconds."""
     print(f"\n{'attack':<12}{'examples':>10}{'accuracy':>10}{'95% CI':>18}{'seconds':>10}")
     for name in names:
         row = summary[name]

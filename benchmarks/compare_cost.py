@@ -46,7 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from benchmarks import reproduce
-from invariance_tf import plots
+from invariance_tf import files, plots
 from invariance_tf.callbacks import TrainingDivergedError
 
 KS = (1, 10, 20)
@@ -108,12 +108,10 @@ def compare(dataset: str, scale: str, out: Path, data_dir: str | None = None,
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as file:
+    with files.atomic_path(path) as partial, partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

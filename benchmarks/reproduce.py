@@ -88,7 +88,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from invariance_tf import data, evaluation, experiment, plots
+from invariance_tf import data, evaluation, experiment, files, plots
 from invariance_tf.callbacks import TrainingDivergedError
 from invariance_tf.experiment import ExperimentConfig
 from trainers import flags as experiment_flags
@@ -260,7 +260,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
     accuracy = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute",
                                         limits=config.limits,
                                         batch_size=config.eval_batch_size or None).per_transform_accuracy
-    experiment.write_atomically(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
+    files.write_text(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
                                          "per_transform_accuracy": accuracy.tolist()}))
     plots.robustness_landscape(accuracy, out / "robustness_landscape.png", limits=config.limits,
                                title=f"{out.name}: grid accuracy on {min(examples, len(images))} test images")
@@ -439,8 +439,8 @@ def write_outputs(dataset: str, scale: str, out: Path, configs: dict[str, list[E
                "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row,
                                     no_data)}
     out.mkdir(parents=True, exist_ok=True)
-    experiment.write_atomically(out / "results.json", json.dumps(results, indent=2) + "\n")
-    experiment.write_atomically(out / "table.md", table(results, rows))
+    files.write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    files.write_text(out / "table.md", table(results, rows))
     examples = SCALES[scale].landscape_examples
     curves = {ROWS[row]: landscape(configs[row][0], examples) for row in summaries
               if is_finished(configs[row][0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -13,12 +12,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import evaluation, transforms
+from invariance_tf import evaluation, files, transforms
 
 
 BACKUP_PREFIX = "epoch-"
-_PARTIAL = ".partial"
-_BACKUP_NAME = re.compile(rf"{BACKUP_PREFIX}(\d+)({re.escape(_PARTIAL)})?")
+_BACKUP_NAME = re.compile(rf"{BACKUP_PREFIX}(\d+)({re.escape(files.PARTIAL)})?")
 
 
 def _backups(backup_dir: Path) -> dict[Path, tuple[int, bool]]:
@@ -65,12 +63,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self) -> None:
         root = Path(self.backup_dir)
         final = root / f"{BACKUP_PREFIX}{self._current_epoch}"
-        partial = final.with_name(final.name + _PARTIAL)
+        partial = final.with_name(final.name + files.PARTIAL)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         self._use_folder(partial)
         super()._save_model()
-        os.replace(partial, final)
+        files.replace_durably(partial, final)
         for old in _backups(root):
             if old != final:
                 shutil.rmtree(old)
@@ -80,9 +78,9 @@ def save_model_atomically(model: keras.Model, path: str | Path) -> None:
     """`model.save(path)` (a `.keras` file) through a temporary file: a kill leaves the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(_PARTIAL + ".keras")
+    partial = path.with_suffix(files.PARTIAL + ".keras")
     model.save(partial)
-    os.replace(partial, path)
+    files.replace_durably(partial, path)
 
 
 class SaveLastModel(keras.callbacks.Callback):
@@ -116,10 +114,7 @@ class EpochTimes(keras.callbacks.Callback):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = self.seconds()[:epoch] + [time.perf_counter() - self._start]
-        partial = self.path.with_name(self.path.name + _PARTIAL)
-        partial.write_text(json.dumps(seconds))
-        os.replace(partial, self.path)
+        files.write_text(self.path, json.dumps(self.seconds()[:epoch] + [time.perf_counter() - self._start]))
 
 
 class TrainingDivergedError(RuntimeError):

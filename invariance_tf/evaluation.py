@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import transforms
+from invariance_tf import files, transforms
 from invariance_tf.adversaries import SPGD
 
 Model = Callable[..., tf.Tensor]
@@ -630,7 +629,7 @@ def resumable(
     to it. Chunk i of a random attack gets the seed `seed` folded with i, so
     results depend on `chunk_size` but never on where a run was killed.
 
-    Each finished chunk is written atomically (temp file, then `os.replace`)
+    Each finished chunk is written atomically (`files.atomic_path`)
     to `state_dir/<attack>-<key>/chunk_<i>.npz`, where the key digests the
     model (`model_key`, default `fingerprint(model)`), the images and
     labels, the attack, its arguments and `chunk_size`: a changed setting
@@ -703,12 +702,8 @@ def _slice(result: RobustResult, start: int, stop: int) -> RobustResult:
 def _write_chunk(path: Path, result: RobustResult) -> None:
     """Saves a chunk's result atomically: a reader sees the old state or the whole new file, never a part."""
     arrays = {name: getattr(result, name) for name in _ARRAY_FIELDS if getattr(result, name) is not None}
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
+    with files.atomic_path(path) as partial, open(partial, "wb") as file:
         np.savez(file, evaluations=result.evaluations, **arrays)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 def _read_chunk(path: Path) -> RobustResult:

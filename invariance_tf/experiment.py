@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, networks, report,
+from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, files, networks, report,
                            schedules, semimetrics, transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ON, InvarianceModel
@@ -293,13 +293,6 @@ def prepare_output_dir(config: ExperimentConfig) -> Path:
     return out
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> list[keras.callbacks.Callback]:
     """Backup for resuming, a stop at the first NaN loss, the last good checkpoint, TensorBoard and
     robust validation; only the chief writes into `out`, other workers into their own scratch folder."""
@@ -338,7 +331,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     if steps_per_epoch < 1:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
     if distribute.is_chief():
-        write_atomically(out / "config.json", json.dumps(config.to_json(), indent=2))
+        files.write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
     with strategy.scope():
         model = build_model(config, splits.info, steps_per_epoch)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size,
@@ -359,7 +352,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
                "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
                "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
                **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE)}
-    write_atomically(out / "metrics.json", json.dumps(metrics, indent=2))
+    files.write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     for finished in ("backup", EVALUATION_STATE):
         shutil.rmtree(out / finished, ignore_errors=True)
     return metrics

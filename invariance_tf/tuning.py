@@ -35,7 +35,7 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from invariance_tf import data, evaluation, experiment, semimetrics, transforms
+from invariance_tf import data, evaluation, experiment, files, semimetrics, transforms
 from invariance_tf.callbacks import RobustValidation
 from invariance_tf.experiment import ExperimentConfig
 
@@ -297,7 +297,7 @@ def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
                              f"{', '.join('--' + k for k in changed)}: use another --search_dir, the same flags "
                              "to resume, or --overwrite to start afresh")
     out.mkdir(parents=True, exist_ok=True)
-    experiment.write_atomically(path, json.dumps(description, indent=2) + "\n")
+    files.write_text(path, json.dumps(description, indent=2) + "\n")
 
 
 @dataclasses.dataclass
@@ -332,13 +332,11 @@ def _last_value(trial: kt.engine.trial.Trial, name: str) -> float | None:
 
 def write_csv(rows: list[TrialRow], path: Path) -> None:
     fields = [field.name for field in dataclasses.fields(TrialRow)]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as file:
+    with files.atomic_path(path) as partial, partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in dataclasses.asdict(row).items()})
-    tmp.replace(path)
 
 
 def plot(rows: list[TrialRow], objective: str, lambda_min: float, path: Path) -> None:
@@ -389,7 +387,7 @@ def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.O
         "command": retrain_command(best_config),
     }
     best_json, trials_csv, figure = (out / name for name in RESULT_FILES)
-    experiment.write_atomically(best_json, json.dumps(summary, indent=2) + "\n")
+    files.write_text(best_json, json.dumps(summary, indent=2) + "\n")
     write_csv(rows, trials_csv)
     plot(rows, summary["objective"], options.lambda_min, figure)
     return summary

@@ -1,0 +1,64 @@
+"""Writes that a crash leaves either the old file (or folder) or the whole new one, never a part.
+
+Everything a run must not lose goes through here: configs, metrics, epoch
+times, backups, checkpoints and evaluation chunks. The new content is written
+under a temporary name beside the target, flushed to disk, and renamed over
+the target (`os.replace`, atomic on POSIX); the folder holding it is then
+flushed too, so the rename itself survives the machine going down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+PARTIAL = ".partial"
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_durably(source: str | Path, target: str | Path) -> None:
+    """Flushes `source` (a file, or a folder and the files in it) to disk, then renames it to `target`."""
+    source, target = Path(source), Path(target)
+    for path in [source, *sorted(source.rglob("*"))] if source.is_dir() else [source]:
+        _fsync(path)
+    os.replace(source, target)
+    _fsync(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields `<path>.partial` to write (a file or a folder); on success it replaces `path` durably, on an
+    error it is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + PARTIAL)
+    _remove(partial)
+    try:
+        yield partial
+    except BaseException:
+        _remove(partial)
+        raise
+    replace_durably(partial, path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Writes `text` to `path` atomically and durably."""
+    with atomic_path(path) as partial:
+        partial.write_text(text)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,38 @@
+"""Atomic, durable writes: the target is the old content or the whole new one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from invariance_tf import files
+
+
+def test_write_text_replaces_and_leaves_no_partial(tmp_path):
+    target = tmp_path / "sub" / "metrics.json"
+    files.write_text(target, "old")
+    files.write_text(target, "new")
+    assert target.read_text() == "new" and sorted(p.name for p in target.parent.iterdir()) == ["metrics.json"]
+
+
+def test_an_error_while_writing_keeps_the_old_content(tmp_path):
+    target = tmp_path / "table.md"
+    files.write_text(target, "old")
+    with pytest.raises(RuntimeError), files.atomic_path(target) as partial:
+        partial.write_text("half")
+        raise RuntimeError
+    assert target.read_text() == "old" and not (tmp_path / "table.md.partial").exists()
+
+
+def test_a_folder_is_flushed_and_renamed_whole(tmp_path, monkeypatch):
+    synced = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or fsync(fd))
+    with files.atomic_path(tmp_path / "epoch-3") as partial:
+        partial.mkdir()
+        (partial / "weights.h5").write_bytes(b"w")
+        (partial / "meta.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "epoch-3").iterdir()) == ["meta.json", "weights.h5"]
+    assert {Path(p).name for p in synced} >= {"epoch-3.partial", "weights.h5", "meta.json", tmp_path.name}

@@ -4,8 +4,8 @@ Importing the package registers its Keras-serializable classes, so `.keras`
 files written by it load with plain `keras.models.load_model`.
 """
 
-from invariance_tf import adversaries, layers, networks, semimetrics, transforms
+from invariance_tf import adversaries, layers, networks, schedules, semimetrics, transforms
 from invariance_tf.model import InvarianceModel
 
-__all__ = ["InvarianceModel", "adversaries", "layers", "networks", "semimetrics", "transforms"]
+__all__ = ["InvarianceModel", "adversaries", "layers", "networks", "schedules", "semimetrics", "transforms"]
 __version__ = "0.1.0"

@@ -163,3 +163,21 @@ def test_robust_validation_callback_logs_worst_of_k_to_history_and_tensorboard(c
     assert len(values) == 2 and all(0 <= v <= 1 for v in values)
     assert "val_acc_nat" in history.history
     assert any((tmp_path / "run" / "logs" / "validation").glob("events.out.tfevents.*"))
+
+
+def test_importing_the_package_registers_every_serializable_class():
+    """`.keras` files name classes like 'invariance_tf>OneCycle'; `import invariance_tf` alone must register
+    all of them (trainers.export once failed to load a one-cycle run)."""
+    import importlib
+    import pkgutil
+
+    import invariance_tf
+    for module in pkgutil.walk_packages(invariance_tf.__path__, "invariance_tf."):
+        importlib.import_module(module.name)
+    ours = sorted(name for name in keras.saving.get_custom_objects() if name.startswith("invariance_tf>"))
+    assert "invariance_tf>OneCycle" in ours and "invariance_tf>InvarianceModel" in ours
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import keras, invariance_tf; print(sorted(n for n in keras.saving.get_custom_objects()"
+                               " if n.startswith('invariance_tf>')))"], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert fresh.stdout.strip().splitlines()[-1] == str(ours)

@@ -462,11 +462,15 @@ def publish_results(out: Path, dataset: str, scale: str) -> None:
 
 def commit_results(out: Path, message: str) -> None:
     """Commits `out`'s results.json, table.md, per_angle.png and each run's small records (metrics, config,
-    epoch times, landscape), and nothing else of the checkout; a failed commit is reported, not raised, so
-    the protocol goes on (the next commit includes what this one missed)."""
+    epoch times, landscape), and the removal of tracked files gone from `out` (a backup committed to carry an
+    unfinished run between sittings, removed when the run finished); nothing else of the checkout. A failed
+    commit is reported, not raised, so the protocol goes on (the next commit includes what this one missed)."""
     names = ["results.json", "table.md", "per_angle.png", *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
     paths = sorted(str(path) for name in names for path in out.glob(name))
     git = ["git", "-C", str(REPO_ROOT)]
+    tracked = subprocess.run([*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True,
+                             text=True).stdout.split()
+    paths += [str(REPO_ROOT / path) for path in tracked if not (REPO_ROOT / path).exists()]
     error = ""
     for attempt in range(5):
         added = subprocess.run([*git, "add", "--", *paths], capture_output=True, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,30 @@ def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
     assert (config["adversary"], config["spgd_steps"], config["adversary_objective"]) == ("spgd", 5, "kl")
     assert json.loads((out / "at_k20_seed0" / "config.json").read_text())["k"] == 20
     assert_png(out / "cost_vs_robustness.png")
+
+
+def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carried_backup(tmp_path, monkeypatch):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    out = tmp_path / "docs" / "results" / "cifar10_cpu"
+    run_dir = out / "std_seed0"
+    (run_dir / "backup" / "epoch-3").mkdir(parents=True)
+    (run_dir / "backup" / "epoch-3" / "latest.weights.h5").write_bytes(b"weights")
+    git("add", "-f", "docs")
+    git("commit", "-qm", "carry the unfinished run")
+    shutil.rmtree(run_dir / "backup")
+    for name in ("metrics.json", "config.json", "epoch_seconds.json", "model.keras"):
+        (run_dir / name).write_text("{}")
+    (out / "table.md").write_text("table")
+    (tmp_path / "unrelated.txt").write_text("not mine")
+    monkeypatch.setattr(reproduce, "REPO_ROOT", tmp_path)
+    reproduce.commit_results(out, "cifar10 cpu, std_seed0")
+    assert git("log", "-1", "--format=%s").strip() == "Results: cifar10 cpu, std_seed0"
+    assert sorted(git("ls-files").split()) == sorted(
+        f"docs/results/cifar10_cpu/{name}" for name in
+        ("table.md", "std_seed0/metrics.json", "std_seed0/config.json", "std_seed0/epoch_seconds.json"))

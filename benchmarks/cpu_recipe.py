@@ -36,7 +36,7 @@ from typing import Sequence
 import keras
 
 from benchmarks import gresnet_throughput, reproduce
-from invariance_tf import networks
+from invariance_tf import files, networks
 
 STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
 COMMON = ("--test_examples=0", "--grid_examples=1000", "--verbose=2")
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data_dir = str(Path(args.data_dir).resolve())
     rows = [run_candidate(name, args.out, data_dir) for name in args.candidates.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "recipes.csv").open("w", newline="") as file:
+    with files.atomic_path(args.out / "recipes.csv") as partial, partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, FIELDS)
         writer.writeheader()
         writer.writerows(rows)

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from invariance_tf import plots, transforms
+from invariance_tf import files, plots, transforms
 from invariance_tf.evaluation import RobustResult
 
 
@@ -49,7 +49,7 @@ def write_examples_csv(path: str | Path, labels: np.ndarray, results: Mapping[st
     header = ["example", "label"]
     for name in results:
         header += [f"{name}_correct", f"{name}_dx", f"{name}_dy", f"{name}_angle", f"{name}_margin"]
-    with open(path, "w", newline="") as file:
+    with files.atomic_path(path) as partial, open(partial, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         for index, label in enumerate(labels):
@@ -80,7 +80,7 @@ def write_per_shift_csv(path: str | Path, per_transform_accuracy: np.ndarray,
 
 
 def _write_rows(path: str | Path, header: Sequence[str], rows) -> None:
-    with open(path, "w", newline="") as file:
+    with files.atomic_path(path) as partial, open(partial, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
         writer.writerows([f"{value:.6g}" for value in row] for row in rows)

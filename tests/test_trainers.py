@@ -140,11 +140,11 @@ def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path,
         "try:\n"
         "    served(images=tf.zeros([1, 28, 28, 3]))\n"
         "except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:\n"
-        "    print('SHAPE_ERROR', str(error).splitlines()[0])\n")
+        "    print('SHAPE_ERROR', 'images must be float32 [batch, 32, 32, 3] raw pixel values (0-255)' in str(error))\n")
     served = subprocess.run([sys.executable, "-c", script, str(export_dir / "3"), str(tmp_path / "images.npy"),
                              str(tmp_path / "logits.npy")], capture_output=True, text=True, timeout=120)
     assert served.returncode == 0, served.stderr[-3000:]
-    assert "SHAPE_ERROR" in served.stdout
+    assert "SHAPE_ERROR True" in served.stdout
     model = keras.models.load_model(trained_run / "model.keras")
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), model.predict(images, verbose=0), atol=1e-5)
     listing = subprocess.run(["saved_model_cli", "show", "--dir", str(export_dir / "3"), "--all"],

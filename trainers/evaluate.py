@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from invariance_tf import data, evaluation, plots, report, transforms
+from invariance_tf import data, evaluation, files, plots, report, transforms
 from invariance_tf.experiment import ExperimentConfig
 
 ATTACKS = ("clean", "worst_of_k", "spgd", "grid", "refined")
@@ -197,7 +197,7 @@ def main(argv: list[str]) -> None:
     summary = summarise(results, len(images), subset=FLAGS.examples > 0)
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    report_path.write_text(json.dumps({**merged, **summary}, indent=2))
+    files.write_text(report_path, json.dumps({**merged, **summary}, indent=2))
     written = write_report(output_dir, results, labels, limits,
                            title=f"{model_path.name}: grid accuracy on {len(images)} test images")
     print_table(summary, list(results))

@@ -122,7 +122,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     data_dir = str(Path(args.data_dir).resolve())
     rows = [run_candidate(name, args.out, data_dir) for name in args.candidates.split(",")]
-    args.out.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(args.out / "recipes.csv") as partial, partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, FIELDS)
         writer.writeheader()

@@ -261,7 +261,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
                                         limits=config.limits,
                                         batch_size=config.eval_batch_size or None).per_transform_accuracy
     files.write_text(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
-                                         "per_transform_accuracy": accuracy.tolist()}))
+                                        "per_transform_accuracy": accuracy.tolist()}))
     plots.robustness_landscape(accuracy, out / "robustness_landscape.png", limits=config.limits,
                                title=f"{out.name}: grid accuracy on {min(examples, len(images))} test images")
     return accuracy

@@ -63,12 +63,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self) -> None:
         root = Path(self.backup_dir)
         final = root / f"{BACKUP_PREFIX}{self._current_epoch}"
-        partial = final.with_name(final.name + files.PARTIAL)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        self._use_folder(partial)
-        super()._save_model()
-        files.replace_durably(partial, final)
+        with files.atomic_path(final) as partial:
+            partial.mkdir()
+            self._use_folder(partial)
+            super()._save_model()
         for old in _backups(root):
             if old != final:
                 shutil.rmtree(old)

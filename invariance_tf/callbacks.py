@@ -16,7 +16,7 @@ from invariance_tf import evaluation, files, transforms
 
 
 BACKUP_PREFIX = "epoch-"
-_BACKUP_NAME = re.compile(rf"{BACKUP_PREFIX}(\d+)({re.escape(files.PARTIAL)})?")
+_BACKUP_NAME = re.compile(rf"{BACKUP_PREFIX}(\d+)({re.escape(files.PARTIAL)}(-\d+)?)?")
 
 
 def _backups(backup_dir: Path) -> dict[Path, tuple[int, bool]]:

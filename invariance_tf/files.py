@@ -37,11 +37,12 @@ def replace_durably(source: str | Path, target: str | Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields `<path>.partial` to write (a file or a folder); on success it replaces `path` durably, on an
-    error it is removed and `path` is untouched."""
+    """Yields `<path>.partial-<pid>` to write (a file or a folder); on success it replaces `path` durably, on
+    an error it is removed and `path` is untouched. The name is per process, so processes writing the same
+    file (the workers of a multi-worker run) never take each other's partial: the last rename wins, whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + PARTIAL)
+    partial = path.with_name(f"{path.name}{PARTIAL}-{os.getpid()}")
     _remove(partial)
     try:
         yield partial

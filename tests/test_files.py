@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,18 @@ def test_an_error_while_writing_keeps_the_old_content(tmp_path):
     with pytest.raises(RuntimeError), files.atomic_path(target) as partial:
         partial.write_text("half")
         raise RuntimeError
-    assert target.read_text() == "old" and not (tmp_path / "table.md.partial").exists()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.md"]
+
+
+def test_processes_writing_the_same_file_do_not_collide(tmp_path):
+    target = tmp_path / "flags.cfg"
+    script = ("import sys\nfrom invariance_tf import files\n"
+              "for i in range(200):\n    files.write_text(sys.argv[1], sys.argv[2] * 1000)\n")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(target), text], stderr=subprocess.PIPE, text=True)
+               for text in "ab"]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()[-2000:]
+    assert target.read_text() in ("a" * 1000, "b" * 1000) and [p.name for p in tmp_path.iterdir()] == ["flags.cfg"]
 
 
 def test_a_folder_is_flushed_and_renamed_whole(tmp_path, monkeypatch):
@@ -35,4 +48,5 @@ def test_a_folder_is_flushed_and_renamed_whole(tmp_path, monkeypatch):
         (partial / "weights.h5").write_bytes(b"w")
         (partial / "meta.json").write_text("{}")
     assert sorted(p.name for p in (tmp_path / "epoch-3").iterdir()) == ["meta.json", "weights.h5"]
-    assert {Path(p).name for p in synced} >= {"epoch-3.partial", "weights.h5", "meta.json", tmp_path.name}
+    assert {Path(p).name for p in synced} >= {f"epoch-3.partial-{os.getpid()}", "weights.h5", "meta.json",
+                                              tmp_path.name}

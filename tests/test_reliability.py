@@ -102,7 +102,7 @@ def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir,
 
 
 def test_latest_backup_reads_only_complete_backup_folders(tmp_path):
-    for name in ("epoch-3", "epoch-12", "epoch-13.partial", "epoch-foo", "epoch-20.old"):
+    for name in ("epoch-3", "epoch-12", "epoch-13.partial", "epoch-14.partial-123", "epoch-foo", "epoch-20.old"):
         (tmp_path / name).mkdir()
     (tmp_path / "epoch-30").write_text("a file, not a backup")
     assert callbacks.latest_backup(tmp_path) == tmp_path / "epoch-12"

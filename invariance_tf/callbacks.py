@@ -42,7 +42,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     Keras writes the weights and then `training_metadata.json` in place, so a
     kill during either write leaves a backup it cannot read or that disagrees
     with itself. Here each epoch's pair is written by Keras into
-    `<backup_dir>/epoch-<E>.partial/`, which is then renamed to
+    `<backup_dir>/epoch-<E>.partial-<pid>/`, which is then renamed to
     `<backup_dir>/epoch-<E>/` (an atomic rename); older backups are removed
     only after that. Restoring reads the newest complete folder.
     """

@@ -18,12 +18,11 @@ setup(
         "absl-py>=2.0",
         "numpy>=1.26",
         "matplotlib>=3.8",
-        "pillow>=10",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pillow>=10"],
         "peers": ["foolbox>=3.3,<3.4"],
     },
 )

@@ -1,6 +1,6 @@
 """Speed of the grid-attack evaluation on ResNet-8 and 500 real CIFAR-10 test images, in one run.
 
-    python -m benchmarks.grid_eval [--train_seconds 60] [--batch_size 128]
+    python -m benchmarks.grid_eval [--train_seconds 60] [--batch_size 128] [--data_dir DIR]
 
 Trains a ResNet-8 for about a minute on real CIFAR-10 training images, then prints
 
@@ -31,9 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import DATA_DIR
 from invariance_tf import data, evaluation, networks
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 FORWARD_BATCH_SIZES = (50, 100, 250, 500)
 
 
@@ -61,8 +61,8 @@ class StopAfter(keras.callbacks.Callback):
         self.model.stop_training = time.perf_counter() - self.start > self.seconds
 
 
-def train(seconds: float) -> keras.Model:
-    images, labels, _ = data.read_image_folder(DATA_DIR, "train", per_class=2000)
+def train(data_dir: Path, seconds: float) -> keras.Model:
+    images, labels, _ = data.read_image_folder(data_dir, "train", per_class=2000)
     keras.utils.set_random_seed(0)
     model = networks.build("resnet", n=1)
     model.compile(keras.optimizers.Adam(2e-3),
@@ -100,11 +100,12 @@ def main() -> None:
     parser.add_argument("--train_seconds", type=float, default=60.0)
     parser.add_argument("--batch_size", type=int, default=evaluation.default_batch_size(),
                         help="(image, transformation) pairs per model call in the grid evaluation")
+    parser.add_argument("--data_dir", type=Path, default=DATA_DIR, help="CIFAR-10 ImageFolder root")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
-    model = train(args.train_seconds)
-    images, labels, _ = data.read_image_folder(DATA_DIR, "test", per_class=50)
+    model = train(args.data_dir, args.train_seconds)
+    images, labels, _ = data.read_image_folder(args.data_dir, "test", per_class=50)
     images_tensor = tf.constant(images.astype(np.float32))
     print(f"clean accuracy on {len(images)} test images: {evaluation.clean_accuracy(model, images, labels):.3f}")
 

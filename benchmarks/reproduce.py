@@ -98,7 +98,7 @@ CONFIGS = REPO_ROOT / "configs"
 PUBLISH_DIR = REPO_ROOT / "docs" / "results"
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 ROWS = {"std": "std", "da": "D.A.", "da_kl": "D.A.+KL", "at": "A.T.", "at_kl": "A.T.+KL", "at_l2": "A.T.+L2",
-        "grn": "G-ResNet44"}
+        "grn": "G-ResNet"}
 # The paper's standard and grid accuracy (%) at full scale; "–" in the table where it reports none.
 PAPER_STD_ACCURACY = {
     "svhn": {"std": 95.48, "da": 93.97, "da_kl": 96.16, "at": 96.03, "at_kl": 96.14, "at_l2": 96.53, "grn": 95.0},
@@ -110,7 +110,7 @@ PAPER_GRID_ACCURACY = {
     "cifar10": {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6},
 }
 # Each run's small records, committed by --commit (models, backups and logs stay out of git).
-COMMITTED_RUN_FILES = ("metrics.json", "config.json", "epoch_seconds.json", "landscape.json")
+COMMITTED_RUN_FILES = ("metrics.json", "config.json", "epoch_seconds.json", "landscape.json", "measured.json")
 NO_DATA = "no data"
 PENDING = "pending"
 MISSING = "–"
@@ -223,7 +223,19 @@ def train_or_load(config: ExperimentConfig) -> dict:
         return json.loads((out / "metrics.json").read_text())
     print(f"training {out}", flush=True)
     keras.backend.clear_session()
-    return experiment.run(config)
+    metrics = experiment.run(config)
+    files.write_text(out / "measured.json", json.dumps({"date": _now(), "machine": machine()}, indent=2) + "\n")
+    return metrics
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def measured(config: ExperimentConfig) -> dict | None:
+    """When and where a finished run's training ended (its measured.json), or None if not recorded."""
+    path = Path(config.output_dir) / "measured.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def seed_summary(metrics: dict) -> dict:
@@ -317,8 +329,7 @@ def protocol(dataset: str, scale: str, configs: dict[str, ExperimentConfig], see
         "recipe": SCALES[scale].recipe,
         "note": SCALES[scale].note,
         "data": f"{NO_DATA}: {no_data}" if no_data else first.data_dir or "TFDS",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "date": _now(),
     }
 
 
@@ -369,7 +380,6 @@ def table(results: dict, requested: Sequence[str]) -> str:
         else:
             ours = ["not run"] * 3
         lines.append(f"| {label} | {paper_clean} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
-    machine_info = info["machine"]
     several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())
     lines += [
         "",
@@ -378,8 +388,7 @@ def table(results: dict, requested: Sequence[str]) -> str:
         f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
         f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
         f"Train time: the wall time of the training epochs (summed over resumed sittings; evaluation "
-        f"excluded) on {machine_info['cpu_cores']} CPU cores ({machine_info['cpu']}), "
-        f"{machine_info['gpus']} GPU(s). Measured {info['date']}.",
+        f"excluded). Trained on {_where_measured(info.get('measured', {}))}.",
         "",
         "Paper: ResNet-32 (G-ResNet44 for its row), the whole training set, 100 epochs, the whole test set; "
         f"{MISSING} = not recorded here.",
@@ -387,6 +396,19 @@ def table(results: dict, requested: Sequence[str]) -> str:
     if info["note"]:
         lines += ["", info["note"]]
     return "\n".join(lines) + "\n"
+
+
+def _where_measured(records: dict[str, dict | None]) -> str:
+    """Each machine the finished runs trained on, with their names and dates."""
+    by_machine: dict[str, list[str]] = {}
+    for run, record in records.items():
+        if record is None:
+            by_machine.setdefault("a machine not recorded", []).append(run)
+        else:
+            where = record["machine"]
+            by_machine.setdefault(f"{where['cpu_cores']} CPU cores ({where['cpu']}), {where['gpus']} GPU(s)",
+                                  []).append(f"{run} {record['date'][:10]}")
+    return "; ".join(f"{where}: {', '.join(runs)}" for where, runs in by_machine.items()) or "nothing yet"
 
 
 def default_seeds(scale: str, row: str) -> tuple[int, ...]:
@@ -438,6 +460,8 @@ def write_outputs(dataset: str, scale: str, out: Path, configs: dict[str, list[E
     results = {"rows": summaries,
                "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row,
                                     no_data)}
+    results["protocol"]["measured"] = {Path(config.output_dir).name: measured(config)
+                                       for runs in configs.values() for config in runs if is_finished(config)}
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     files.write_text(out / "table.md", table(results, rows))

@@ -17,16 +17,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import DATA_DIR
 from invariance_tf import adversaries, data, networks
 from invariance_tf.model import InvarianceModel
-
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
 
 class StepTimer(keras.callbacks.Callback):

@@ -47,10 +47,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import DATA_DIR
 from benchmarks.grid_eval import Clock, StopAfter
 from invariance_tf import data, evaluation, networks, transforms
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 FOOLBOX_HINT = "install it with: pip install -e \".[peers]\" (foolbox 3.3.x)"
 
 

@@ -36,7 +36,8 @@ def objective_fn(name: str) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Te
     raise ValueError(f"Unknown adversary objective {name!r}; valid objectives are {list(OBJECTIVES)}")
 
 
-def _keep_best(params, value, best_params, best_value):
+def _keep_best(params: tf.Tensor, value: tf.Tensor, best_params: tf.Tensor,
+               best_value: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Per example, the (params, value) pair with the larger value."""
     better = value > best_value
     return tf.where(better[:, None], params, best_params), tf.where(better, value, best_value)
@@ -74,7 +75,8 @@ class RandomTransform(Adversary):
 
     name = "random"
 
-    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
+                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
         return transforms.sample_uniform(tf.shape(images)[0], self.limits, seed)
 
 
@@ -97,8 +99,9 @@ class WorstOfK(_ObjectiveAdversary):
     """Per example, the transformation maximising the objective among `k` uniform draws ("A.T.").
 
     All k candidates of a batch are evaluated in `ceil(k * B / max_batch)`
-    model calls (one call when `max_batch` is None). With k = 1 it draws the
-    same transformation as `RandomTransform` for the same seed.
+    model calls (one call when `max_batch` is None; k calls of B images when
+    the batch size is unknown while tracing, as in `fit` on arrays). With
+    k = 1 it draws the same transformation as `RandomTransform` for the same seed.
     """
 
     name = "worst_of_k"
@@ -113,7 +116,8 @@ class WorstOfK(_ObjectiveAdversary):
         self.k = int(k)
         self.max_batch = None if max_batch is None else int(max_batch)
 
-    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
+                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
         batch = tf.shape(images)[0]
         candidates = tf.reshape(transforms.sample_uniform(self.k * batch, self.limits, seed),
                                 [self.k, batch, 3])
@@ -127,10 +131,11 @@ class WorstOfK(_ObjectiveAdversary):
         return tf.stop_gradient(tf.gather(tf.transpose(candidates, [1, 0, 2]), best, batch_dims=1))
 
     def _candidate_groups(self, candidates: tf.Tensor, static_batch: int | None) -> list[tf.Tensor]:
-        """Splits the k candidates into groups that fit `max_batch` images per model call."""
-        if self.max_batch is None or static_batch is None:
+        """Splits the k candidates into groups that fit `max_batch` images per model call (one candidate
+        per call when the batch size is not static)."""
+        if self.max_batch is None:
             return [candidates]
-        per_call = max(1, self.max_batch // static_batch)
+        per_call = 1 if static_batch is None else max(1, self.max_batch // static_batch)
         return [candidates[i:i + per_call] for i in range(0, self.k, per_call)]
 
     def _objective(self, model, images, labels, logits_nat, group: tf.Tensor) -> tf.Tensor:
@@ -175,7 +180,8 @@ class SPGD(_ObjectiveAdversary):
         if len(self.step_size) != 3 or any(s < 0 for s in self.step_size):
             raise ValueError(f"step_size must be 3 values >= 0 (dx, dy, angle); got {step_size!r}")
 
-    def __call__(self, model, images, labels, seed=None, logits_nat=None):
+    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
+                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
         if logits_nat is None and self._needs_nat():

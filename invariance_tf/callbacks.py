@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -35,6 +36,12 @@ def latest_backup(backup_dir: str | Path) -> Path | None:
     return max(complete, key=complete.get, default=None)
 
 
+def finished_epochs(backup_dir: str | Path) -> int:
+    """The epochs finished by the run whose newest complete backup is in `backup_dir` (0 without one)."""
+    latest = latest_backup(backup_dir)
+    return 0 if latest is None else int(json.loads((latest / "training_metadata.json").read_text())["epoch"])
+
+
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' `BackupAndRestore` whose backups are complete or absent: a kill at any moment resumes
     from the last finished epoch, and nothing finished is lost.
@@ -44,18 +51,21 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     with itself. Here each epoch's pair is written by Keras into
     `<backup_dir>/epoch-<E>.partial-<pid>/`, which is then renamed to
     `<backup_dir>/epoch-<E>/` (an atomic rename); older backups are removed
-    only after that. Restoring reads the newest complete folder.
+    only after that. Restoring reads the newest complete folder of
+    `restore_dir` (default: `backup_dir`): the workers of a multi-worker run
+    restore the chief's backup and write their own into scratch folders.
     """
 
-    def __init__(self, backup_dir: str | Path):
+    def __init__(self, backup_dir: str | Path, restore_dir: str | Path | None = None):
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+        self.restore_dir = Path(restore_dir or backup_dir)
 
     def _use_folder(self, folder: Path) -> None:
         self._weights_path = str(folder / "latest.weights.h5")
         self._training_metadata_path = str(folder / "training_metadata.json")
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        latest = latest_backup(self.backup_dir)
+        latest = latest_backup(self.restore_dir)
         if latest is not None:
             self._use_folder(latest)
             self._load_model()
@@ -74,11 +84,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 def save_model_atomically(model: keras.Model, path: str | Path) -> None:
     """`model.save(path)` (a `.keras` file) through a temporary file: a kill leaves the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(files.PARTIAL + ".keras")
-    model.save(partial)
-    files.replace_durably(partial, path)
+    with files.atomic_path(path, suffix=".keras") as partial:
+        model.save(partial)
 
 
 class SaveLastModel(keras.callbacks.Callback):
@@ -155,8 +162,8 @@ class RobustValidation(keras.callbacks.Callback):
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, k: int = 10, every: int = 1,
-                 limits=transforms.DEFAULT_LIMITS, seed: int = 0, batch_size: int | None = None,
-                 log_dir: str | Path | None = None):
+                 limits: Sequence[float] = transforms.DEFAULT_LIMITS, seed: int = 0,
+                 batch_size: int | None = None, log_dir: str | Path | None = None):
         super().__init__()
         if every < 1:
             raise ValueError(f"RobustValidation needs every >= 1 epochs; got {every}")

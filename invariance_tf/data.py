@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from invariance_tf import files
 
 SPLITS = ("train", "test")
 IMAGE_SHAPE = (32, 32, 3)
@@ -263,34 +264,42 @@ def train_dataset(
     batch_size: int,
     augment: bool,
     seed: int = 0,
-    drop_remainder: bool = True,
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of `(float32 images in [0, 255], int64 labels)`, reshuffled every epoch.
+    """Batches of `(float32 images in [0, 255], int64 labels)`, epoch after epoch without end.
 
-    With `augment`, applies `random_crop_and_flip`, with new crops every
-    epoch. Shuffling and augmentation are deterministic given `seed`. The
-    arrays stay in memory (they are the cached decode), so the pipeline
-    shuffles indices and gathers batches instead of caching a copy.
+    Each epoch is `len(images) // batch_size` batches of a new permutation
+    (the rest is dropped); pass that as `steps_per_epoch` to `fit`. With
+    `augment`, applies `random_crop_and_flip`, with new crops every epoch.
+    The order and crops of epoch `e` (0-based) depend only on `seed` and `e`,
+    so a run resumed at epoch `first_epoch` sees the batches an uninterrupted
+    run would. The arrays stay in memory (they are the cached decode); each
+    epoch gathers its batches from them.
     """
     _check_arrays(images, labels)
     _check_count("batch_size", batch_size, len(images))
+    if first_epoch < 0:
+        raise ValueError(f"first_epoch must be >= 0; got {first_epoch}")
     images_t, labels_t = tf.constant(images), tf.constant(labels)
-    indices = tf.data.Dataset.range(len(images)).shuffle(
-        len(images), seed=seed, reshuffle_each_iteration=True
-    )
-    batches = indices.batch(batch_size, drop_remainder=drop_remainder).map(
-        lambda i: (tf.gather(images_t, i), tf.gather(labels_t, i)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    if augment:
-        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        batches = tf.data.Dataset.zip(batches, batch_seeds).map(
-            lambda batch, s: (random_crop_and_flip(batch[0], tf.stack([s, seed])), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        batches = batches.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    return batches.prefetch(tf.data.AUTOTUNE)
+    run_key = tf.constant([seed, 0], tf.int64)
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(run_key, epoch), 2))
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(images), dtype=tf.int64), order_key)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+        return batches.enumerate().map(
+            lambda step, i: (_batch_images(tf.gather(images_t, i), augment, crop_key, step), tf.gather(labels_t, i)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+
+    return tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_images(images: tf.Tensor, augment: bool, key: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """A training batch as float32, cropped and flipped with the batch's own stateless seed when `augment`."""
+    if not augment:
+        return tf.cast(images, tf.float32)
+    return random_crop_and_flip(images, tf.random.experimental.stateless_fold_in(key, step))
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:
@@ -448,10 +457,8 @@ def _read_cache(cache_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
 def _write_cache(cache_file: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Writes the cache atomically; a failure only warns, since the cache is an optimisation."""
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as f:
+        with files.atomic_path(cache_file) as partial, open(partial, "wb") as f:
             np.savez(f, images=images, labels=labels)
-        os.replace(f.name, cache_file)
     except OSError as error:
         warnings.warn(f"Could not write the decoded-data cache {str(cache_file)!r}: {error}")
 
@@ -478,8 +485,8 @@ def _decode_files(paths: Sequence[str]) -> np.ndarray:
     Raises ValueError naming the first file that cannot be decoded or is not
     32x32.
     """
-    files = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
-    decoded = files.map(_decode_indexed, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    indexed_paths = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), list(paths)))
+    decoded = indexed_paths.map(_decode_indexed, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
     images = np.zeros((len(paths), *IMAGE_SHAPE), np.uint8)
     sizes = np.full((len(paths), 2), -1, np.int64)
     for index, image, size in decoded.batch(_DECODE_BATCH).as_numpy_iterator():

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import files, transforms
+from invariance_tf import export, files, transforms
 from invariance_tf.adversaries import SPGD
 
 Model = Callable[..., tf.Tensor]
@@ -535,7 +535,7 @@ def load_classifier(path: str | Path, input_range: str = "0-255") -> Classifier:
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
         model = keras.models.load_model(path)
-        network = getattr(model, "network", model)
+        network = export.classifier_network(model)
         return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, input_range)
     if (path / "saved_model.pb").is_file():
         return _saved_model_classifier(path, input_range)

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import keras
 import numpy as np
@@ -32,7 +33,12 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 GROUPS = tuple(sorted(GROUP_ORDERS))
 
 
-def _field(default, help: str):
+_T = TypeVar("_T")
+
+
+def _field(default: _T, help: str) -> _T:
+    """A config field whose default and help text are also its flag's (`trainers.flags`); typed as its value,
+    like `dataclasses.field`."""
     return dataclasses.field(default=default, metadata={"help": help})
 
 
@@ -102,8 +108,8 @@ class ExperimentConfig:
             ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
             ("strategy", self.strategy in distribute.STRATEGIES, f"valid strategies are {list(distribute.STRATEGIES)}"),
             ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
-            ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v > 0 for v in self.limits),
-             "must be 3 values > 0: dx pixels, dy pixels, angle degrees"),
+            ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v >= 0 for v in self.limits),
+             "must be 3 values >= 0: dx pixels, dy pixels, angle degrees"),
             ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
             ("width", self.width >= 1, "must be >= 1"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"valid schedules are {list(LR_SCHEDULES)}"),
@@ -134,6 +140,9 @@ class ExperimentConfig:
         if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
             raise ValueError(f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
                              f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd")
+        if self.adversary != "none" and self.ce_on == "nat" and self.lambda_reg == 0:
+            raise ValueError(f"--adversary={self.adversary} is never used with --ce_on=nat --lambda_reg=0: use "
+                             "--adversary=none (standard training), --ce_on=rob or mix, or --lambda_reg > 0")
         if self.jit_compile and self.adversary != "none":
             raise ValueError(f"--jit_compile cannot compile a train step with --adversary={self.adversary}: "
                              "the transform op has no XLA kernel; drop --jit_compile")
@@ -216,9 +225,14 @@ class Splits:
 
 
 def load_splits(config: ExperimentConfig) -> Splits:
-    images, labels, info = data.load(config.dataset, config.data_dir or None, "train",
-                                     examples=config.train_examples + config.validation_examples or None,
+    """The run's arrays: `--validation_examples` are held out of a training subset of `--train_examples` plus
+    that many (or of the whole training split when `--train_examples=0`)."""
+    examples = config.train_examples + config.validation_examples if config.train_examples else None
+    images, labels, info = data.load(config.dataset, config.data_dir or None, "train", examples=examples,
                                      seed=config.seed)
+    if config.validation_examples >= len(images):
+        raise ValueError(f"--validation_examples={config.validation_examples} leaves no training examples: the "
+                         f"training split has {len(images)}")
     if config.validation_examples:
         train, validation = data.train_validation_split(images, labels, config.validation_examples, seed=config.seed)
     else:
@@ -293,6 +307,27 @@ def prepare_output_dir(config: ExperimentConfig) -> Path:
     return out
 
 
+# Fields that change neither the weights nor the optimiser's path: a run resumes under other values of these.
+RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose", "strategy", "deterministic",
+                                "jit_compile", "test_examples", "grid_examples", "eval_every", "eval_k",
+                                "eval_chunk_size", "eval_batch_size"})
+
+
+def check_resumable(config: ExperimentConfig, out: Path) -> None:
+    """Refuses to resume the unfinished run in `out` (a backup and its config.json) with other training flags:
+    its weights and optimiser state belong to the flags it was started with."""
+    saved_path = out / "config.json"
+    if callbacks.latest_backup(out / "backup") is None or not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    current = json.loads(json.dumps(config.to_json()))
+    changed = sorted(k for k in (saved.keys() & current.keys()) - RESUME_INDEPENDENT if saved[k] != current[k])
+    if changed:
+        values = ", ".join(f"--{k}={_flag_value(saved[k])}" for k in changed)
+        raise ValueError(f"--output_dir={out} holds an unfinished run started with {values}: pass the same flags "
+                         "to resume it, or --overwrite to start afresh")
+
+
 def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> list[keras.callbacks.Callback]:
     """Backup for resuming, a stop at the first NaN loss, the last good checkpoint, TensorBoard and
     robust validation; only the chief writes into `out`, other workers into their own scratch folder."""
@@ -300,7 +335,7 @@ def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> l
     root = out if chief else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     checkpoint = root / "checkpoints" / "last.keras"
     result = [callbacks.EpochTimes(root / EPOCH_TIMES),
-              callbacks.AtomicBackupAndRestore(root / "backup"),
+              callbacks.AtomicBackupAndRestore(root / "backup", restore_dir=out / "backup"),
               callbacks.StopOnNonFiniteLoss(checkpoint),
               callbacks.SaveLastModel(checkpoint)]
     if chief:
@@ -322,6 +357,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     config.validate()
     strategy = distribute.make_strategy(config.strategy)
     out = prepare_output_dir(config)
+    check_resumable(config, out)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -334,12 +370,13 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         files.write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
     with strategy.scope():
         model = build_model(config, splits.info, steps_per_epoch)
-    train_ds = data.train_dataset(train_images, train_labels, config.batch_size,
-                                  augment=augment_enabled(config), seed=config.seed)
+    train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augment_enabled(config),
+                                  seed=config.seed, first_epoch=callbacks.finished_epochs(out / "backup"))
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())
                      if config.validation_examples else None)
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=config.epochs, validation_data=validation_ds, shuffle=False,
+    history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                        validation_data=validation_ds, shuffle=False,
                         callbacks=training_callbacks(config, out, splits) + list(extra_callbacks or []),
                         verbose=config.verbose)
     seconds_this_process = time.perf_counter() - start

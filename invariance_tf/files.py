@@ -36,13 +36,14 @@ def replace_durably(source: str | Path, target: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields `<path>.partial-<pid>` to write (a file or a folder); on success it replaces `path` durably, on
-    an error it is removed and `path` is untouched. The name is per process, so processes writing the same
-    file (the workers of a multi-worker run) never take each other's partial: the last rename wins, whole."""
+def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
+    """Yields `<path>.partial-<pid><suffix>` to write (a file or a folder); on success it replaces `path`
+    durably, on an error it is removed and `path` is untouched. The name is per process, so processes writing
+    the same file (the workers of a multi-worker run) never take each other's partial: the last rename wins,
+    whole. `suffix` is for writers that insist on an extension, such as `Model.save` on `.keras`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}{PARTIAL}-{os.getpid()}")
+    partial = path.with_name(f"{path.name}{PARTIAL}-{os.getpid()}{suffix}")
     _remove(partial)
     try:
         yield partial

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import keras
 import tensorflow as tf
 
@@ -53,7 +55,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         h: semimetric name, "kl" or "l2".
         lambda_reg: weight of the invariance penalty, >= 0.
         label_smoothing: label smoothing of the CE term, in [0, 1).
-        seed: seed of the adversary's random draws.
+        seed: seed of the adversary's random draws (None: a random one).
     """
 
     def __init__(self, network: keras.Model, adversary: adversaries.Adversary | dict | None = None,
@@ -73,6 +75,9 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
         if adversary is None and (ce_on != "nat" or lambda_reg > 0):
             raise ValueError(f"ce_on={ce_on!r} with lambda_reg={lambda_reg} needs an adversary to choose x~")
+        if adversary is not None and ce_on == "nat" and lambda_reg == 0:
+            raise ValueError(f"ce_on='nat' with lambda_reg=0 never uses the x~ of {type(adversary).__name__}: pass "
+                             "adversary=None for standard training, ce_on='rob' or 'mix', or lambda_reg > 0")
         self.network = network
         self.adversary = adversary
         self.ce_on = ce_on
@@ -81,7 +86,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self.lambda_reg = float(lambda_reg)
         self.label_smoothing = float(label_smoothing)
         self.seed = seed
-        self._seed_generator = keras.random.SeedGenerator(seed)
+        self._draw_seed = seed if seed is not None else random.randrange(2**31)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "ce", "reg")}
         self._accuracy_nat = keras.metrics.SparseCategoricalAccuracy(name="acc_nat")
         self._accuracy_adv = keras.metrics.SparseCategoricalAccuracy(name="acc_adv")
@@ -141,8 +146,13 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         """x~ for the batch, or None for standard training."""
         if self.adversary is None:
             return None
-        params = self.adversary(self, x, y, seed=self._seed_generator.next())
+        params = self.adversary(self, x, y, seed=self._step_seed())
         return tf.stop_gradient(transforms.transform(x, params))
+
+    def _step_seed(self) -> tf.Tensor:
+        """The stateless seed of this step's adversary draws: the model's seed and the optimizer's step
+        count, which backups restore, so a resumed run draws what an uninterrupted one would."""
+        return tf.stack([tf.constant(self._draw_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
 
     def _forward(self, x: tf.Tensor, x_adv: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None]:
         """Logits (f(x), f(x~)) from one training-mode pass; None for what the loss does not use."""

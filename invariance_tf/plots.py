@@ -1,4 +1,5 @@
-"""Figures of spatial robustness: the grid attack's landscape, accuracy per angle, cost against robustness.
+"""Figures of spatial robustness: the grid attack's landscape, accuracy per angle, cost against robustness,
+and the λ search.
 
 Every function takes numpy arrays and an output path and writes a PNG with
 matplotlib's Agg canvas (no display and no pyplot state, so it works on
@@ -158,4 +159,28 @@ def cost_vs_robustness(labels: Sequence[str], train_seconds: np.ndarray, grid_ac
     axes.legend(fontsize="small")
     if title:
         axes.set_title(title)
+    _save(figure, path)
+
+
+def lambda_sweep(lambdas: Sequence[float], objective: Sequence[float], clean_accuracy: Sequence[float],
+                 hs: Sequence[str], path: str | Path, objective_name: str, lambda_min: float) -> None:
+    """Writes a search's objective and clean accuracy against λ, one colour per h, one point per trial.
+
+    The λ axis is symlog, linear below `lambda_min`, so that λ = 0 (the
+    unregularised baseline) shows at its left beside the log-spaced values.
+    """
+    figure = _new_figure(7, 4.5)
+    axes = figure.add_subplot()
+    trials = list(zip(lambdas, objective, clean_accuracy, hs))
+    for index, h in enumerate(sorted(set(hs))):
+        points = sorted((lam, value, clean) for lam, value, clean, trial_h in trials if trial_h == h)
+        curve_lambdas, curve_objective, curve_clean = zip(*points)
+        axes.plot(curve_lambdas, curve_objective, "o-", color=f"C{index}", label=f"h={h}: {objective_name}")
+        axes.plot(curve_lambdas, curve_clean, "s--", color=f"C{index}", alpha=0.6,
+                  label=f"h={h}: clean validation accuracy")
+    axes.set_xscale("symlog", linthresh=lambda_min)
+    axes.set_xlabel(f"λ (symlog axis, linear below {lambda_min:g}; λ = 0 is the unregularised baseline)")
+    axes.set_ylabel("validation accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
     _save(figure, path)

@@ -26,16 +26,14 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from invariance_tf import data, evaluation, experiment, files, semimetrics, transforms
+from invariance_tf import data, evaluation, experiment, files, plots, semimetrics, transforms
 from invariance_tf.callbacks import RobustValidation
 from invariance_tf.experiment import ExperimentConfig
 
@@ -102,9 +100,12 @@ def apply_hyperparameters(config: ExperimentConfig, values: dict) -> ExperimentC
     """`config` with the trial's `regularise`, `lambda` and `h` values applied.
 
     A semimetric adversary objective follows h; a cross-entropy one stays.
+    Without the penalty, a config whose CE term is on natural images only is
+    standard training, so it drops the adversary.
     """
     if not values["regularise"]:
-        return dataclasses.replace(config, lambda_reg=0.0)
+        adversary = "none" if config.ce_on == "nat" else config.adversary
+        return dataclasses.replace(config, lambda_reg=0.0, adversary=adversary)
     h = values["h"]
     adversary_objective = h if config.adversary_objective in semimetrics.SEMIMETRICS else config.adversary_objective
     return dataclasses.replace(config, lambda_reg=float(values["lambda"]), h=h,
@@ -118,6 +119,7 @@ def validate(config: ExperimentConfig, options: SearchOptions) -> None:
         raise ValueError(f"--validation_examples={config.validation_examples} is invalid: tuning needs a held-out "
                          "validation split (>= 1 examples)")
     config.validate()
+    apply_hyperparameters(config, {"regularise": False}).validate()
     for h in options.h_choices:
         apply_hyperparameters(config, {"regularise": True, "lambda": options.lambda_max, "h": h}).validate()
 
@@ -131,7 +133,7 @@ class GridValidation(keras.callbacks.Callback):
 
     key = "val_grid_accuracy"
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, limits=transforms.DEFAULT_LIMITS,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, limits: Sequence[float] = transforms.DEFAULT_LIMITS,
                  batch_size: int | None = None):
         super().__init__()
         self.images, self.labels, self.limits, self.batch_size = images, labels, limits, batch_size
@@ -183,7 +185,7 @@ class InvarianceHyperModel(kt.HyperModel):
         validation = data.eval_dataset(*self.splits.validation,
                                        config.eval_batch_size or evaluation.default_batch_size())
         start = time.perf_counter()
-        history = model.fit(train, validation_data=validation, shuffle=False,
+        history = model.fit(train, steps_per_epoch=self.steps_per_epoch, validation_data=validation, shuffle=False,
                             callbacks=[keras.callbacks.TerminateOnNaN(), self._objective_callback(config),
                                        *callbacks], **kwargs)
         seconds = time.perf_counter() - start
@@ -340,22 +342,11 @@ def write_csv(rows: list[TrialRow], path: Path) -> None:
 
 
 def plot(rows: list[TrialRow], objective: str, lambda_min: float, path: Path) -> None:
-    """Objective and clean accuracy against λ, one colour per h, on a symlog axis that shows λ = 0 at its left."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    """Objective and clean accuracy of the completed trials against λ (`plots.lambda_sweep`)."""
     completed = [row for row in rows if row.objective is not None]
-    for index, h in enumerate(sorted({row.h for row in completed})):
-        points = sorted((row.lambda_reg, row.objective, row.clean_accuracy) for row in completed if row.h == h)
-        lambdas, objectives, clean = zip(*points)
-        axes.plot(lambdas, objectives, "o-", color=f"C{index}", label=f"h={h}: {objective}")
-        axes.plot(lambdas, clean, "s--", color=f"C{index}", alpha=0.6, label=f"h={h}: clean validation accuracy")
-    axes.set_xscale("symlog", linthresh=lambda_min)
-    axes.set_xlabel(f"λ (symlog axis, linear below {lambda_min:g}; λ = 0 is the unregularised baseline)")
-    axes.set_ylabel("validation accuracy")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.savefig(path, dpi=120)
+    plots.lambda_sweep([row.lambda_reg for row in completed], [row.objective for row in completed],
+                       [row.clean_accuracy for row in completed], [row.h for row in completed], path,
+                       objective_name=objective, lambda_min=lambda_min)
 
 
 def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.Oracle,

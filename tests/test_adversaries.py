@@ -54,6 +54,21 @@ def test_worst_of_k_chunked_model_calls_give_the_same_choice(model, batch):
     np.testing.assert_array_equal(whole, chunked)
 
 
+def test_worst_of_k_bounds_model_calls_when_the_batch_size_is_traced_as_unknown(model, batch):
+    images, labels = batch
+    calls = []
+
+    def counting_model(x, training=False):
+        calls.append(x.shape[0])
+        return model(x, training=training)
+
+    choose = tf.function(lambda x, y: adversaries.WorstOfK(k=5, max_batch=64)(counting_model, x, y, seed=SEED),
+                         input_signature=[tf.TensorSpec([None, 32, 32, 3]), tf.TensorSpec([None], tf.int64)])
+    chosen = choose(images, labels)
+    assert len(calls) == 5
+    np.testing.assert_array_equal(chosen, adversaries.WorstOfK(k=5)(model, images, labels, seed=SEED))
+
+
 @pytest.mark.parametrize("name,random_start", [("ce", True), ("kl", False), ("l2", True)])
 def test_spgd_improves_on_its_start_and_stays_in_limits(model, batch, name, random_start):
     images, labels = batch

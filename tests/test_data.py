@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from invariance_tf import data
+from invariance_tf import data, experiment
 
 CIFAR10_ORDER = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -172,7 +172,7 @@ def test_random_crop_and_flip_covers_every_offset():
 def test_train_dataset_augments_each_image_of_the_epoch(cifar10_test_slice):
     images = cifar10_test_slice[0][:64]
     ids = np.arange(64, dtype=np.int64)
-    batches = list(data.train_dataset(images, ids, 16, augment=True, seed=0).as_numpy_iterator())
+    batches = list(data.train_dataset(images, ids, 16, augment=True, seed=0).take(4).as_numpy_iterator())
     assert [x.shape for x, _ in batches] == [(16, 32, 32, 3)] * 4
     epoch_ids = np.concatenate([y for _, y in batches])
     assert sorted(epoch_ids) == list(ids) and not np.array_equal(epoch_ids, ids)
@@ -181,30 +181,45 @@ def test_train_dataset_augments_each_image_of_the_epoch(cifar10_test_slice):
     assert sum(np.array_equal(o, images[i]) for o, i in zip(outputs, epoch_ids)) < 16
 
 
+def epochs_of(dataset: tf.data.Dataset, steps: int, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """The first `count` epochs of an endless training dataset of `steps` batches per epoch."""
+    batches = list(dataset.take(steps * count).as_numpy_iterator())
+    return [batches[i:i + steps] for i in range(0, len(batches), steps)]
+
+
 def test_train_dataset_reshuffles_each_epoch_reproducibly():
     images = np.random.default_rng(0).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
     ids = np.arange(100, dtype=np.int64)
-
-    def epochs(dataset, count=2):
-        return [list(dataset.as_numpy_iterator()) for _ in range(count)]
-
-    first, second = epochs(data.train_dataset(images, ids, 32, augment=False, seed=5))
-    again = epochs(data.train_dataset(images, ids, 32, augment=False, seed=5))
+    first, second = epochs_of(data.train_dataset(images, ids, 32, augment=False, seed=5), 3, 2)
+    again = epochs_of(data.train_dataset(images, ids, 32, augment=False, seed=5), 3, 2)
     assert [len(y) for _, y in first] == [32, 32, 32]
-    first_ids = np.concatenate([y for _, y in first])
-    assert not np.array_equal(first_ids, np.concatenate([y for _, y in second]))
+    for epoch in (first, second):
+        epoch_ids = np.concatenate([y for _, y in epoch])
+        assert len(set(epoch_ids)) == 96
+    assert not np.array_equal(*(np.concatenate([y for _, y in epoch]) for epoch in (first, second)))
     for (x, y), (x_again, y_again) in zip(first + second, again[0] + again[1]):
         np.testing.assert_array_equal(y, y_again)
         np.testing.assert_array_equal(x, images[y].astype(np.float32))
         assert x.dtype == np.float32
-    everything = list(data.train_dataset(images, ids, 32, augment=False, drop_remainder=False))
-    assert sorted(np.concatenate([y for _, y in everything])) == list(ids)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(augment):
+    images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    ids = np.arange(64, dtype=np.int64)
+    uninterrupted = epochs_of(data.train_dataset(images, ids, 16, augment=augment, seed=7), 4, 5)
+    resumed = epochs_of(data.train_dataset(images, ids, 16, augment=augment, seed=7, first_epoch=3), 4, 2)
+    for (x, y), (x_resumed, y_resumed) in zip(uninterrupted[3] + uninterrupted[4], resumed[0] + resumed[1]):
+        np.testing.assert_array_equal(y, y_resumed)
+        np.testing.assert_array_equal(x, x_resumed)
+    other_seed = epochs_of(data.train_dataset(images, ids, 16, augment=augment, seed=8, first_epoch=3), 4, 1)
+    assert not np.array_equal(resumed[0][0][1], other_seed[0][0][1])
 
 
 def test_train_dataset_new_crops_each_epoch():
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     dataset = data.train_dataset(images, np.zeros(8, np.int64), 8, augment=True, seed=3)
-    first, second = (next(iter(dataset))[0].numpy() for _ in range(2))
+    first, second = (x for x, _ in dataset.take(2).as_numpy_iterator())
     assert not np.array_equal(np.sort(first, axis=0), np.sort(second, axis=0))
 
 
@@ -436,3 +451,21 @@ def test_cache_write_failure_only_warns(cifar10_tree, tmp_path):
     with pytest.warns(UserWarning, match="Could not write the decoded-data cache"):
         images, _, _ = data.load("cifar10", cifar10_tree, "test", cache_dir=not_a_folder)
     assert images.shape == (10, 32, 32, 3)
+
+
+@pytest.mark.parametrize("train_examples, expected_train", [(0, 30), (20, 20)])
+def test_validation_is_held_out_of_the_training_split(tmp_path, train_examples, expected_train):
+    root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=4)
+    config = experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root), train_examples=train_examples,
+                                         validation_examples=10)
+    splits = experiment.load_splits(config)
+    assert (len(splits.train[0]), len(splits.validation[0]), len(splits.test[0])) == (expected_train, 10, 40)
+    seen = {tuple(image[0, 0]) for image in np.concatenate([splits.train[0], splits.validation[0]])}
+    assert len(seen) == expected_train + 10
+
+
+def test_validation_as_large_as_the_training_split_is_refused(tmp_path):
+    root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=1)
+    config = experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root), validation_examples=10)
+    with pytest.raises(ValueError, match=r"--validation_examples=10 leaves no training examples"):
+        experiment.load_splits(config)

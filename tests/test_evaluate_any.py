@@ -124,9 +124,13 @@ def test_cli_refuses_a_model_that_does_not_fit_with_one_line(layers, message, ci
     assert not (tmp_path / "bad_evaluation").exists()
 
 
-def test_cli_needs_exactly_one_model_source(tmp_path):
-    result = run_cli("trainers.evaluate", "--examples=20")
-    assert result.stderr.strip().splitlines()[-1] == "error: give exactly one of --model_dir and --model"
+@pytest.mark.parametrize("with_model, flag, message", [
+    (False, "--examples=20", "error: give exactly one of --model_dir and --model"),
+    (True, "--spgd_restarts=0", "error: --spgd_restarts=0 is invalid: must be >= 1"),
+])
+def test_cli_refuses_bad_flags_with_one_line(run_dir, with_model, flag, message):
+    result = run_cli("trainers.evaluate", *([f"--model={run_dir / 'model.keras'}"] if with_model else []), flag)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == message
 
 
 def test_killed_evaluation_resumes_from_saved_chunks(run_dir, cifar10_dir, tmp_path):

@@ -28,6 +28,17 @@ def test_an_error_while_writing_keeps_the_old_content(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.md"]
 
 
+def test_a_suffix_ends_the_partial_name_and_the_partial_is_removed_on_an_error(tmp_path):
+    target = tmp_path / "last.keras"
+    with files.atomic_path(target, suffix=".keras") as partial:
+        assert partial.name == f"last.keras.partial-{os.getpid()}.keras"
+        partial.write_text("new")
+    with pytest.raises(RuntimeError), files.atomic_path(target, suffix=".keras") as partial:
+        partial.write_text("half")
+        raise RuntimeError
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["last.keras"]
+
+
 def test_processes_writing_the_same_file_do_not_collide(tmp_path):
     target = tmp_path / "flags.cfg"
     script = ("import sys\nfrom invariance_tf import files\n"

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from invariance_tf import adversaries, networks, semimetrics, transforms
 from invariance_tf.model import InvarianceModel
+from invariance_tf.networks.layers import PerImageStandardization
 
 WEIGHT_DECAY = 1e-3
 
@@ -43,7 +44,7 @@ def test_train_step_loss_equals_hand_computation(batch, ce_on, h, lam):
     model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
                             adversary=adversaries.RandomTransform(), ce_on=ce_on, h=h, lambda_reg=lam, seed=5)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    seed = model._seed_generator.state.numpy().copy()
+    seed = model._step_seed().numpy()
     weights = [w.numpy() for w in model.network.weights]
     params = transforms.sample_uniform(len(images), (3, 3, 30), seed)
     transformed = transforms.transform(images, params).numpy()
@@ -98,7 +99,7 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
     model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
                             adversary=adversaries.WorstOfK(k=4), ce_on="rob", lambda_reg=0.0, seed=9)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    seed = model._seed_generator.state.numpy().copy()
+    seed = model._step_seed().numpy()
     candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
     ce_per_candidate = np.stack([numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels)
                                  for c in candidates])
@@ -135,7 +136,7 @@ def test_dtype_policy_is_restored_even_after_an_error():
 def test_mixed_precision_step_matches_float32(batch, policy):
     _, reference, reference_logs = one_sgd_update(batch, "float32")
     model, update, logs = one_sgd_update(batch, policy)
-    assert model.network.layers[-1].compute_dtype == policy.split("_")[1]
+    assert model.network.layers[2].compute_dtype == policy.split("_")[1]
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     np.testing.assert_allclose(logs["loss"], reference_logs["loss"], rtol=0.05)
@@ -157,6 +158,24 @@ def test_mixed_precision_model_passes_raw_pixels_unrounded(batch):
                                   tf.cast(model.network(pixels), tf.float32).numpy())
 
 
+@pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("resnet", {"n": 1}), ("resnet9", {"width": 4}),
+                                          ("g_resnet", {"depth": 8, "widths": (2, 2, 2)})])
+def test_every_network_standardises_raw_pixels_in_float32_under_mixed_precision(batch, name, kwargs):
+    """Pixels off the integer grid (transformed images) reach the standardisation unrounded, and the
+    logits come out as float32, as Keras' mixed-precision guide asks of a model's outputs."""
+    images, _ = batch
+    with networks.dtype_policy("mixed_bfloat16"):
+        network = networks.build(name, **kwargs)
+    standardize = next(layer for layer in network.layers if isinstance(layer, PerImageStandardization))
+    pixels = images[:4].astype(np.float64) + 0.3
+    flat = pixels.reshape(len(pixels), -1)
+    scale = np.maximum(flat.std(axis=1), 1 / np.sqrt(flat.shape[1]))
+    expected = (flat - flat.mean(axis=1, keepdims=True)) / scale[:, None]
+    standardized = keras.Model(network.input, standardize.output)(pixels.astype(np.float32))
+    np.testing.assert_allclose(np.reshape(standardized, flat.shape), expected, atol=1e-4)
+    assert network(pixels.astype(np.float32)).dtype == "float32"
+
+
 def test_sample_weights_and_compiled_losses_are_refused(batch):
     images, labels = batch
     model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.RandomTransform(), ce_on="mix")
@@ -172,7 +191,7 @@ def test_sample_weights_and_compiled_losses_are_refused(batch):
 
 
 def test_jit_compile_with_an_adversary_is_refused():
-    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=2))
+    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=2), ce_on="rob")
     with pytest.raises(ValueError, match=r"jit_compile=True.*ImageProjectiveTransformV3"):
         model.compile(optimizer="sgd", jit_compile=True)
     model.compile(optimizer="sgd")
@@ -221,6 +240,7 @@ def test_fit_evaluate_save_and_reload(tmp_path, batch):
     (dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()), "lambda_reg must be >= 0; got -1.0"),
     (dict(ce_on="rob"), "needs an adversary"),
     (dict(h="js"), r"'js'.*\['kl', 'l2'\]"),
+    (dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0), "never uses the x~ of WorstOfK"),
 ])
 def test_bad_configuration_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):

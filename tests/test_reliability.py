@@ -42,16 +42,14 @@ def latest_backup_epoch(backup_dir: Path) -> int:
 # Runs a tiny experiment in which the process SIGKILLs itself while Keras' BackupAndRestore writes the
 # backup of epoch 2, in the window named by argv[2].
 KILL_DURING_BACKUP = """
-import dataclasses, os, signal, sys
+import os, signal, sys
 from pathlib import Path
 import keras
+from benchmarks import reproduce
 from invariance_tf import experiment
 
-out, window = sys.argv[1], sys.argv[2]
-config = dataclasses.replace(
-    experiment.ExperimentConfig(), dataset="cifar10", data_dir=sys.argv[3], network="small_cnn",
-    adversary="random", ce_on="mix", lambda_reg=1.0, epochs=4, batch_size=32, train_examples=128,
-    test_examples=10, grid_examples=10, output_dir=out, verbose=2)
+window, flagfile, flags = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+config = reproduce.config_from_flagfile(flagfile, *flags)
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
@@ -83,15 +81,16 @@ experiment.run(config)
 @pytest.mark.parametrize("window", ["during_weights", "before_metadata", "before_rename", "after_rename"])
 def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir, tmp_path, window):
     out = tmp_path / "run"
-    killed = run([sys.executable, "-c", KILL_DURING_BACKUP, str(out), window, str(cifar10_dir)])
+    flags = ["--network=small_cnn", "--adversary=random", "--ce_on=mix", "--lambda_reg=1", "--epochs=4",
+             "--batch_size=32", "--train_examples=128", "--test_examples=10", "--grid_examples=10"]
+    command = fit_command(cifar10_dir, out, *flags)
+    killed = run([sys.executable, "-c", KILL_DURING_BACKUP, window, str(QUICKSTART), *command[4:]])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finished = 2 if window == "after_rename" else 1
     assert latest_backup_epoch(out / "backup") == finished
     recorded = json.loads((out / "epoch_seconds.json").read_text())
     assert keras.models.load_model(out / "checkpoints" / "last.keras") is not None
-    resumed = run(fit_command(cifar10_dir, out, "--network=small_cnn", "--adversary=random", "--ce_on=mix",
-                              "--lambda_reg=1", "--epochs=4", "--batch_size=32", "--train_examples=128",
-                              "--test_examples=10", "--grid_examples=10"))
+    resumed = run(command)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     epochs_run = [line for line in (resumed.stdout + resumed.stderr).splitlines() if line.startswith("Epoch ")]
     assert epochs_run == [f"Epoch {epoch}/4" for epoch in range(finished + 1, 5)]
@@ -146,9 +145,9 @@ def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10
     assert not (killed_run / "evaluation_state").exists()
 
 
-def test_sigkilled_run_resumes_from_its_last_backup(cifar10_dir, tmp_path):
+def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):
     out = tmp_path / "run"
-    command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640")
+    command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640", "--deterministic")
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not latest_backup_epoch(out / "backup") and time.time() < deadline and process.poll() is None:
@@ -157,6 +156,11 @@ def test_sigkilled_run_resumes_from_its_last_backup(cifar10_dir, tmp_path):
     process.wait()
     done = latest_backup_epoch(out / "backup")
     assert 1 <= done < 6, "the run must be killed between its first backup and its end"
+    changed = run([*command, "--lambda_reg=2", "--verbose=0"])
+    assert changed.returncode != 0
+    assert changed.stderr.strip().splitlines()[-1] == (
+        f"error: --output_dir={out} holds an unfinished run started with --lambda_reg=8.0: pass the same flags "
+        "to resume it, or --overwrite to start afresh")
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
     epochs_run = [line for line in result.stdout.splitlines() + result.stderr.splitlines()
@@ -166,6 +170,12 @@ def test_sigkilled_run_resumes_from_its_last_backup(cifar10_dir, tmp_path):
     assert metrics["epochs"] == 6 and metrics["epochs_this_process"] == 6 - done
     assert {"clean_accuracy", "worst_of_10_accuracy", "grid_accuracy"} <= set(metrics)
     assert not (out / "backup").exists()
+    reference = tmp_path / "uninterrupted"
+    assert run(fit_command(cifar10_dir, reference, "--epochs=6", "--train_examples=640",
+                           "--deterministic")).returncode == 0
+    weights = [keras.models.load_model(path / "model.keras").get_weights() for path in (out, reference)]
+    for resumed_weight, reference_weight in zip(*weights):
+        np.testing.assert_array_equal(resumed_weight, reference_weight)
 
 
 def test_finished_run_is_not_overwritten_without_flag(cifar10_dir, tmp_path):

@@ -68,7 +68,9 @@ def test_plots_write_valid_pngs(tmp_path):
     plots.per_angle_curves({"a": values, "b": values / 2}, tmp_path / "curves.png")
     plots.cost_vs_robustness(["A.T. k=1", "A.T. k=10", "S-PGD"], np.array([10.0, 60.0, 40.0]),
                              np.array([0.2, 0.4, 0.35]), tmp_path / "cost.png", groups=["A.T.", "A.T.", "S-PGD"])
-    for name in ("landscape.png", "curves.png", "cost.png"):
+    plots.lambda_sweep([0.0, 1.0, 0.1, 10.0], [0.3, 0.5, 0.4, 0.45], [0.8, 0.75, 0.78, 0.7], ["kl", "kl", "l2", "l2"],
+                       tmp_path / "lambda.png", objective_name="val_grid_accuracy", lambda_min=0.01)
+    for name in ("landscape.png", "curves.png", "cost.png", "lambda.png"):
         assert_png(tmp_path / name)
 
 
@@ -98,15 +100,21 @@ def test_table_shows_seeds_paper_numbers_and_pending_rows():
                                  1: {"clean_accuracy": 0.7, "grid_accuracy": 0.35, "train_seconds": 60.0}})
     info = {"dataset": "cifar10", "scale": "mini", "data": "/data", "network": "ResNet-8", "subset": "10 images",
             "epochs": 6, "test_examples": 1000, "grid_examples": 1000, "note": "",
-            "date": "2019-12-08T00:00:00+00:00", "machine": {"cpu_cores": 2, "cpu": "cpu", "gpus": 0},
-            "seeds": {"da": [0, 1], "da_kl": [0, 1], "at": [0]}}
+            "date": "2019-12-08T00:00:00+00:00", "seeds": {"da": [0, 1], "da_kl": [0, 1], "at": [0]},
+            "measured": {"da_seed0": {"date": "2019-12-08T10:00:00+00:00",
+                                      "machine": {"cpu_cores": 2, "cpu": "Xeon", "gpus": 0}},
+                         "da_seed1": {"date": "2019-12-09T10:00:00+00:00",
+                                      "machine": {"cpu_cores": 8, "cpu": "EPYC", "gpus": 1}},
+                         "da_kl_seed0": None}}
     da_kl = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0}})
     text = reproduce.table({"rows": {"da": row, "da_kl": da_kl}, "protocol": info}, ["da", "da_kl", "at"])
     da = next(line for line in text.splitlines() if line.startswith("| D.A. |"))
     assert da == "| D.A. | 89.93 | 60.0 (50.0 / 70.0) | 58.3 | 30.0 (25.0 / 35.0) | 1.5 min (2.0 min / 60 s) |"
     assert "| D.A.+KL | 89.19 | 50.0 (seed 1 pending) | 73.3 | 25.0 | 2.0 min |" in text
     assert "| A.T. | 91.78 | pending | 71.0 | pending | pending |" in text
-    assert "| G-ResNet44 | 93.08 | not run | 71.6 | not run | not run |" in text
+    assert "| G-ResNet | 93.08 | not run | 71.6 | not run | not run |" in text
+    assert ("Trained on 2 CPU cores (Xeon), 0 GPU(s): da_seed0 2019-12-08; 8 CPU cores (EPYC), 1 GPU(s): "
+            "da_seed1 2019-12-09; a machine not recorded: da_kl_seed0.") in text
 
 
 # The commands, at smoke scale on real CIFAR-10.
@@ -134,7 +142,9 @@ def test_reproduce_smoke_writes_consistent_results_and_table(smoke_run):
     protocol = results["protocol"]
     assert protocol["scale"] == "smoke" and protocol["epochs"] == 1 and protocol["test_examples"] == 20
     assert protocol["network"] == "ResNet-8 (--resnet_n=1)" and protocol["grid_examples"] == 20
-    assert {"date", "machine", "subset"} <= set(protocol)
+    assert {"date", "subset"} <= set(protocol)
+    for name in rows:
+        assert protocol["measured"][f"{name}_seed0"]["machine"] == reproduce.machine()
     table = (smoke_run / "table.md").read_text()
     for name, label in (("std", "std"), ("at_kl", "A.T.+KL")):
         line = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.Completed
     ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
     ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
     ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
-    ("--limits=3,0,30", "--limits=3.0,0.0,30.0 is invalid: must be 3 values > 0"),
+    ("--limits=3,-1,30", "--limits=3.0,-1.0,30.0 is invalid: must be 3 values >= 0"),
     ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
 ])
 def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):
@@ -84,6 +85,22 @@ def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_adversary_nothing_uses_is_refused():
+    config = experiment.ExperimentConfig(adversary="worst_of_k", ce_on="nat", lambda_reg=0.0)
+    with pytest.raises(ValueError, match=r"^--adversary=worst_of_k is never used with --ce_on=nat --lambda_reg=0: "):
+        config.validate()
+
+
+def test_command_line_keeps_paths_with_spaces_whole(tmp_path):
+    config = experiment.ExperimentConfig(data_dir=str(tmp_path / "my data"), output_dir=str(tmp_path / "run 1"))
+    python, option, module, *args = shlex.split(experiment_flags.command_line(config))
+    assert (python, option, module) == ("python", "-m", "trainers.fit")
+    values = flags.FlagValues()
+    experiment_flags.define_experiment_flags(values)
+    values(["fit", *args])
+    assert experiment_flags.config_from_flags(values) == config
 
 
 def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch):

@@ -175,6 +175,14 @@ def test_semimetric_adversary_objective_follows_h(values, expected):
     assert (config.lambda_reg, config.h, config.adversary_objective) == expected
 
 
+def test_the_unregularised_trial_of_a_natural_ce_config_is_standard_training(cifar10_dir):
+    config = dataclasses.replace(AT_KL, ce_on="nat", data_dir=str(cifar10_dir))
+    unregularised = tuning.apply_hyperparameters(config, {"regularise": False})
+    assert (unregularised.lambda_reg, unregularised.adversary) == (0.0, "none")
+    unregularised.validate()
+    assert tuning.apply_hyperparameters(AT_KL, {"regularise": False}).adversary == AT_KL.adversary
+
+
 def test_cross_entropy_adversary_objective_stays():
     config = tuning.apply_hyperparameters(dataclasses.replace(AT_KL, adversary_objective="ce"),
                                           {"regularise": True, "lambda": 3.0, "h": "l2"})

@@ -74,6 +74,7 @@ def check_flags() -> None:
         (FLAGS.batch_size < 0, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 0 (0 = auto)"),
         (FLAGS.k < 1, f"--k={FLAGS.k} is invalid: must be >= 1"),
         (FLAGS.spgd_steps < 1, f"--spgd_steps={FLAGS.spgd_steps} is invalid: must be >= 1"),
+        (FLAGS.spgd_restarts < 1, f"--spgd_restarts={FLAGS.spgd_restarts} is invalid: must be >= 1"),
         (not 1 <= FLAGS.refine_starts <= GRID_SIZE,
          f"--refine_starts={FLAGS.refine_starts} is invalid: must be in [1, {GRID_SIZE}] (the grid's size)"),
         (FLAGS.refine_steps < 1, f"--refine_steps={FLAGS.refine_steps} is invalid: must be >= 1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 
 from absl import flags
 
@@ -53,5 +54,5 @@ def flag_arguments(config: ExperimentConfig) -> list[str]:
 
 
 def command_line(config: ExperimentConfig, module: str = "trainers.fit") -> str:
-    """The `python -m trainers.fit ...` command that reproduces `config`."""
-    return " ".join(["python", "-m", module, *flag_arguments(config)])
+    """The `python -m trainers.fit ...` command that reproduces `config`, shell-quoted so paths with spaces survive."""
+    return shlex.join(["python", "-m", module, *flag_arguments(config)])

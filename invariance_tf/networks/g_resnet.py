@@ -36,7 +36,7 @@ from invariance_tf.layers import (
     P4MConvP4M,
     P4MConvZ2,
 )
-from invariance_tf.networks.layers import PerImageStandardization
+from invariance_tf.networks.layers import PerImageStandardization, weight_decay_regularizer
 
 PLANAR_WIDTHS = (32, 64, 128)
 GROUP_WIDTHS = {"p4": (16, 32, 64), "p4m": (11, 23, 45)}
@@ -60,17 +60,12 @@ def _blocks_per_stage(depth: int) -> int:
     return (depth - 2) // 6
 
 
-def _regularizer(weight_decay: float):
-    """L2 on 1/2 ||w||^2 (the paper's `tf.nn.l2_loss` convention), or None."""
-    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-
-
-def _bn_relu(x, family: _Family, name: str):
+def _bn_relu(x: keras.KerasTensor, family: _Family, name: str) -> keras.KerasTensor:
     x = family.norm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _block(x, family: _Family, filters: int, strides: int, name: str):
+def _block(x: keras.KerasTensor, family: _Family, filters: int, strides: int, name: str) -> keras.KerasTensor:
     shortcut = x
     x = _bn_relu(x, family, f"{name}_pre")
     x = family.conv(filters, 3, strides=strides, name=f"{name}_conv1")(x)
@@ -81,11 +76,12 @@ def _block(x, family: _Family, filters: int, strides: int, name: str):
     return keras.layers.Add(name=f"{name}_add")([x, shortcut])
 
 
-def _resnet(family: _Family, depth: int, widths: tuple[int, int, int], input_shape,
-            num_classes: int, reg, name: str) -> keras.Model:
+def _resnet(family: _Family, depth: int, widths: tuple[int, int, int],
+            input_shape: tuple[int | None, int | None, int], num_classes: int,
+            reg: keras.regularizers.Regularizer | None, name: str) -> keras.Model:
     n = _blocks_per_stage(depth)
     inputs = keras.Input(input_shape)
-    x = PerImageStandardization(name="standardize")(inputs)
+    x = PerImageStandardization(dtype="float32", name="standardize")(inputs)
     x = family.stem(widths[0], 3, name="stem")(x)
     for stage, filters in enumerate(widths, start=1):
         for block in range(n):
@@ -95,7 +91,7 @@ def _resnet(family: _Family, depth: int, widths: tuple[int, int, int], input_sha
     if family.pool is not None:
         x = family.pool(name="group_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -118,7 +114,7 @@ def g_resnet(
     """
     if group not in GROUP_CONVS:
         raise ValueError(f"Unknown group {group!r}; valid groups are {sorted(GROUP_CONVS)}")
-    reg = _regularizer(weight_decay)
+    reg = weight_decay_regularizer(weight_decay)
     lifting, group_conv = GROUP_CONVS[group]
     family = _Family(
         stem=functools.partial(lifting, kernel_regularizer=reg),
@@ -143,7 +139,7 @@ def planar_counterpart(
     At the default widths 32/64/128 this is the baseline the G-ResNet widths
     are matched to (2,639,434 parameters for depth 44).
     """
-    reg = _regularizer(weight_decay)
+    reg = weight_decay_regularizer(weight_decay)
     conv = functools.partial(keras.layers.Conv2D, padding="same", kernel_initializer="he_normal",
                              kernel_regularizer=reg)
     family = _Family(stem=conv, conv=conv, norm=keras.layers.BatchNormalization, pool=None)

@@ -1,4 +1,4 @@
-"""Small layers shared by the networks."""
+"""Small layers and helpers shared by the networks."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ class ZeroPadChannels(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "extra": self.extra}
+
+
+def weight_decay_regularizer(weight_decay: float) -> keras.regularizers.Regularizer | None:
+    """The kernel regularizer adding `weight_decay` * 1/2 ||w||^2 to the loss (the paper's `tf.nn.l2_loss`
+    convention), or None when `weight_decay` is 0.
+
+    Keras' `L2(l2)` adds l2 * sum(w^2), whose gradient is 2 * l2 * w, so l2 = `weight_decay` / 2 gives the
+    SGD-style decay `weight_decay` * w.
+    """
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import keras
 
-from invariance_tf.networks.layers import PerImageStandardization, ZeroPadChannels
+from invariance_tf.networks.layers import PerImageStandardization, ZeroPadChannels, weight_decay_regularizer
 
 WIDTHS = (16, 16, 32, 64)
 
 
-def _bn_relu(x, name: str):
+def _bn_relu(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return keras.layers.LeakyReLU(negative_slope=0.1, name=f"{name}_relu")(x)
 
 
-def _block(x, filters: int, stride: int, reg, name: str):
+def _block(x: keras.KerasTensor, filters: int, stride: int, reg: keras.regularizers.Regularizer | None,
+           name: str) -> keras.KerasTensor:
     shortcut = x
     x = _bn_relu(x, f"{name}_pre")
     x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
@@ -52,9 +53,9 @@ def resnet(
     """
     if n < 1:
         raise ValueError(f"resnet n (blocks per stage) must be >= 1; got {n}")
-    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    reg = weight_decay_regularizer(weight_decay)
     inputs = keras.Input(input_shape)
-    x = PerImageStandardization(name="standardize")(inputs)
+    x = PerImageStandardization(dtype="float32", name="standardize")(inputs)
     x = keras.layers.Conv2D(WIDTHS[0], 3, padding="same", use_bias=False,
                             kernel_regularizer=reg, name="stem")(x)
     for stage, (filters, stride) in enumerate(zip(WIDTHS[1:], (1, 2, 2)), start=1):
@@ -62,5 +63,5 @@ def resnet(
             x = _block(x, filters, stride if block == 0 else 1, reg, f"stage{stage}_block{block}")
     x = _bn_relu(x, "head")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{6 * n + 2}")

@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import keras
 
-from invariance_tf.networks.layers import PerImageStandardization
+from invariance_tf.networks.layers import PerImageStandardization, weight_decay_regularizer
 
 LOGIT_SCALE = 0.125
 
 
-def _conv_bn_relu(x, filters: int, reg, name: str):
+def _conv_bn_relu(x: keras.KerasTensor, filters: int, reg: keras.regularizers.Regularizer | None,
+                  name: str) -> keras.KerasTensor:
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
                             name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _stage(x, filters: int, residual: bool, reg, name: str):
+def _stage(x: keras.KerasTensor, filters: int, residual: bool, reg: keras.regularizers.Regularizer | None,
+           name: str) -> keras.KerasTensor:
     x = _conv_bn_relu(x, filters, reg, name)
     x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     if not residual:
@@ -50,7 +52,7 @@ def resnet9(
     """
     if width < 1:
         raise ValueError(f"resnet9 width must be >= 1; got {width}")
-    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    reg = weight_decay_regularizer(weight_decay)
     inputs = keras.Input(input_shape)
     x = PerImageStandardization(dtype="float32", name="standardize")(inputs)
     x = _conv_bn_relu(x, width, reg, "prep")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from invariance_tf.networks.layers import PerImageStandardization
+from invariance_tf.networks.layers import PerImageStandardization, weight_decay_regularizer
 
 
 def small_cnn(
@@ -19,12 +19,12 @@ def small_cnn(
     `weight_decay` is the coefficient of 1/2 ||w||^2 on every kernel (the
     paper's `tf.nn.l2_loss` convention).
     """
-    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    reg = weight_decay_regularizer(weight_decay)
     inputs = keras.Input(input_shape)
-    x = PerImageStandardization()(inputs)
+    x = PerImageStandardization(dtype="float32")(inputs)
     for i, filters in enumerate((width, 2 * width, 4 * width)):
         x = keras.layers.Conv2D(filters, 3, strides=1 if i == 0 else 2, padding="same",
                                 activation="relu", kernel_regularizer=reg)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -156,9 +156,8 @@ SCALES = {
     "cpu": Scale((*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000",
                   "--verbose=2"),
                  tuple(ROWS), ("da", "da_kl", "at", "at_kl"), 200,
-                 "The G-ResNet row is a p4 G-ResNet-8 (G-widths 4/8/16, float32, where it is faster than in "
-                 "bfloat16) with the CPU recipe, chosen to cost about as much as the planar network "
-                 "(python -m benchmarks.cpu_recipe --throughput); its measured training time is in the table.",
+                 "The G-ResNet row is a p4 G-ResNet-8 (G-widths 4/8/16, float32) with the CPU recipe and standard "
+                 "training, as its flagfile; its measured training time is in the table.",
                  row_overrides={"grn": CPU_GRN}, batch_multiplier=2,
                  recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
                         "5e-4, bfloat16 compute, batch 256 (128 originals + 128 transformed for the regularised "

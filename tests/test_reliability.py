@@ -34,11 +34,6 @@ def run(command: list[str], timeout: int = 600, **kwargs) -> subprocess.Complete
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def latest_backup_epoch(backup_dir: Path) -> int:
-    latest = callbacks.latest_backup(backup_dir)
-    return 0 if latest is None else json.loads((latest / "training_metadata.json").read_text())["epoch"]
-
-
 # Runs a tiny experiment in which the process SIGKILLs itself while Keras' BackupAndRestore writes the
 # backup of epoch 2, in the window named by argv[2].
 KILL_DURING_BACKUP = """
@@ -87,7 +82,7 @@ def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir,
     killed = run([sys.executable, "-c", KILL_DURING_BACKUP, window, str(QUICKSTART), *command[4:]])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finished = 2 if window == "after_rename" else 1
-    assert latest_backup_epoch(out / "backup") == finished
+    assert callbacks.finished_epochs(out / "backup") == finished
     recorded = json.loads((out / "epoch_seconds.json").read_text())
     assert keras.models.load_model(out / "checkpoints" / "last.keras") is not None
     resumed = run(command)
@@ -150,11 +145,11 @@ def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640", "--deterministic")
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not latest_backup_epoch(out / "backup") and time.time() < deadline and process.poll() is None:
+    while not callbacks.finished_epochs(out / "backup") and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = latest_backup_epoch(out / "backup")
+    done = callbacks.finished_epochs(out / "backup")
     assert 1 <= done < 6, "the run must be killed between its first backup and its end"
     changed = run([*command, "--lambda_reg=2", "--verbose=0"])
     assert changed.returncode != 0

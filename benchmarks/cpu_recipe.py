@@ -69,6 +69,7 @@ def run_candidate(name: str, out: Path, data_dir: str) -> dict:
 NETWORKS = {"resnet8": ("resnet", {"n": 1}), "resnet20": ("resnet", {"n": 3}),
             "resnet9_w16": ("resnet9", {"width": 16}), "resnet9_w24": ("resnet9", {"width": 24}),
             "resnet9_w32": ("resnet9", {"width": 32}),
+            "p4_resnet8_g3": ("g_resnet", {"depth": 8, "group": "p4", "widths": (3, 6, 12)}),
             "p4_resnet8_g4": ("g_resnet", {"depth": 8, "group": "p4", "widths": (4, 8, 16)}),
             "p4_resnet8_g6": ("g_resnet", {"depth": 8, "group": "p4", "widths": (6, 12, 24)}),
             "p4_resnet14_g4": ("g_resnet", {"depth": 14, "group": "p4", "widths": (4, 8, 16)})}

@@ -66,6 +66,13 @@ class Adversary:
         """
         raise NotImplementedError
 
+    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str],
+               seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
+        """Params [B, 3] per objective in `objectives`: one search per objective, for a loss whose terms
+        each want their own worst case (e.g. CE and h). An adversary without an objective returns its one
+        choice for all of them."""
+        return [self(model, images, labels, seed=seed, logits_nat=logits_nat)] * len(objectives)
+
     def get_config(self) -> dict:
         return {"limits": list(self.limits)}
 
@@ -90,6 +97,20 @@ class _ObjectiveAdversary(Adversary):
 
     def _needs_nat(self) -> bool:
         return self.objective != "ce"
+
+    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str],
+               seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
+        """Params [B, 3] per objective: this adversary's search w.r.t. each, with independent draws."""
+        if seed is None or len(objectives) == 1:
+            seeds = [seed] * len(objectives)
+        else:
+            seeds = tf.random.split(tf.convert_to_tensor(seed, tf.int64), len(objectives))
+        return [self.with_objective(objective)(model, images, labels, seed=seeds[i], logits_nat=logits_nat)
+                for i, objective in enumerate(objectives)]
+
+    def with_objective(self, objective: str) -> "_ObjectiveAdversary":
+        """The same adversary maximising `objective` instead."""
+        return self if objective == self.objective else type(self)(**{**self.get_config(), "objective": objective})
 
     def get_config(self) -> dict:
         return {**super().get_config(), "objective": self.objective}
@@ -118,17 +139,26 @@ class WorstOfK(_ObjectiveAdversary):
 
     def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
                  logits_nat: tf.Tensor | None = None) -> tf.Tensor:
+        return self.choose(model, images, labels, [self.objective], seed=seed, logits_nat=logits_nat)[0]
+
+    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str],
+               seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
+        """Per objective, the best of the same k candidates: one set of model calls serves every objective,
+        and each choice is still the worst of k uniform draws w.r.t. its own objective."""
         batch = tf.shape(images)[0]
         candidates = tf.reshape(transforms.sample_uniform(self.k * batch, self.limits, seed),
                                 [self.k, batch, 3])
         if self.k == 1:
-            return candidates[0]
-        if logits_nat is None and self._needs_nat():
+            return [candidates[0]] * len(objectives)
+        if logits_nat is None and any(objective != "ce" for objective in objectives):
             logits_nat = model(images, training=False)
-        values = tf.concat([self._objective(model, images, labels, logits_nat, group)
-                            for group in self._candidate_groups(candidates, images.shape[0])], axis=0)
-        best = tf.argmax(values, axis=0, output_type=tf.int32)
-        return tf.stop_gradient(tf.gather(tf.transpose(candidates, [1, 0, 2]), best, batch_dims=1))
+        functions = [objective_fn(objective) for objective in objectives]
+        values = [tf.concat(group_values, axis=0) for group_values in zip(
+            *(self._objectives(model, images, labels, logits_nat, group, functions)
+              for group in self._candidate_groups(candidates, images.shape[0])))]
+        by_example = tf.transpose(candidates, [1, 0, 2])
+        return [tf.stop_gradient(tf.gather(by_example, tf.argmax(value, axis=0, output_type=tf.int32), batch_dims=1))
+                for value in values]
 
     def _candidate_groups(self, candidates: tf.Tensor, static_batch: int | None) -> list[tf.Tensor]:
         """Splits the k candidates into groups that fit `max_batch` images per model call (one candidate
@@ -138,14 +168,16 @@ class WorstOfK(_ObjectiveAdversary):
         per_call = 1 if static_batch is None else max(1, self.max_batch // static_batch)
         return [candidates[i:i + per_call] for i in range(0, self.k, per_call)]
 
-    def _objective(self, model, images, labels, logits_nat, group: tf.Tensor) -> tf.Tensor:
-        """Objective of each candidate in `group` [g, B, 3], as [g, B]."""
+    def _objectives(self, model, images, labels, logits_nat, group: tf.Tensor, functions) -> list[tf.Tensor]:
+        """Each objective function's value for each candidate in `group` [g, B, 3], as [g, B], from one
+        model call."""
         g = group.shape[0]
         batch = tf.shape(images)[0]
         moved = transforms.transform(_repeat_batch(images, g), tf.reshape(group, [-1, 3]))
         logits = model(moved, training=False)
         nat = None if logits_nat is None else _repeat_batch(logits_nat, g)
-        return tf.reshape(self._objective_fn(logits, _repeat_batch(labels, g), nat), [g, batch])
+        repeated_labels = _repeat_batch(labels, g)
+        return [tf.reshape(function(logits, repeated_labels, nat), [g, batch]) for function in functions]
 
     def get_config(self) -> dict:
         return {**super().get_config(), "k": self.k, "max_batch": self.max_batch}

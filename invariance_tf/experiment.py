@@ -24,7 +24,7 @@ import tensorflow as tf
 from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, files, networks, report,
                            schedules, semimetrics, transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
-from invariance_tf.model import CE_ON, InvarianceModel
+from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
 AUGMENT_CHOICES = ("auto", "on", "off")
@@ -58,6 +58,9 @@ class ExperimentConfig:
     adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
     k: int = _field(10, "candidates of worst_of_k (1 = random)")
     adversary_objective: str = _field("ce", "what the adversary maximises: ce | kl | l2")
+    ce_adversary_objective: str = _field("same", "what the CE term's x~ maximises: same (the x~ of h) | ce (its "
+                                                 "own worst case w.r.t. CE when --adversary_objective is h: x, "
+                                                 "x~ of h and x~ of CE per step, the reference code's A.T.+KL)")
     spgd_steps: int = _field(5, "S-PGD sign-gradient steps")
     limits: tuple[float, float, float] = _field(transforms.DEFAULT_LIMITS,
                                                 "transformation limits dx,dy,angle (pixels, pixels, degrees)")
@@ -105,6 +108,8 @@ class ExperimentConfig:
              f"valid objectives are {list(adversaries.OBJECTIVES)}"),
             ("h", self.h in semimetrics.SEMIMETRICS, f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}"),
             ("ce_on", self.ce_on in CE_ON, f"valid values are {list(CE_ON)}"),
+            ("ce_adversary_objective", self.ce_adversary_objective in CE_ADVERSARY_OBJECTIVES,
+             f"valid values are {list(CE_ADVERSARY_OBJECTIVES)}"),
             ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
             ("strategy", self.strategy in distribute.STRATEGIES, f"valid strategies are {list(distribute.STRATEGIES)}"),
             ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
@@ -206,7 +211,8 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoc
     with networks.dtype_policy(config.precision):
         model = InvarianceModel(
             build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
-            lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed)
+            lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed,
+            ce_adversary_objective=config.ce_adversary_objective)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
                                        nesterov=config.nesterov),
@@ -315,11 +321,13 @@ RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose"
 
 def check_resumable(config: ExperimentConfig, out: Path) -> None:
     """Refuses to resume the unfinished run in `out` (a backup and its config.json) with other training flags:
-    its weights and optimiser state belong to the flags it was started with."""
+    its weights and optimiser state belong to the flags it was started with. A field its config.json lacks (a
+    run of an older version) counts as that field's default, which is how the older version trained."""
     saved_path = out / "config.json"
     if callbacks.latest_backup(out / "backup") is None or not saved_path.is_file():
         return
-    saved = json.loads(saved_path.read_text())
+    defaults = json.loads(json.dumps(ExperimentConfig().to_json()))
+    saved = {**defaults, **json.loads(saved_path.read_text())}
     current = json.loads(json.dumps(config.to_json()))
     changed = sorted(k for k in (saved.keys() & current.keys()) - RESUME_INDEPENDENT if saved[k] != current[k])
     if changed:

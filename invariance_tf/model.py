@@ -10,6 +10,7 @@ import tensorflow as tf
 from invariance_tf import adversaries, distribute, semimetrics, transforms
 
 CE_ON = ("nat", "rob", "mix")
+CE_ADVERSARY_OBJECTIVES = ("same", "ce")
 
 
 def _unpack_unweighted(data) -> tuple[tf.Tensor, tf.Tensor]:
@@ -36,7 +37,10 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     x~ is chosen per example by `adversary` (random, worst-of-k or S-PGD; no
     gradient flows through the choice). The CE term is on the natural batch
     (`ce_on="nat"`), the transformed batch (`"rob"`) or both (`"mix"`, the mean
-    over the 2B examples). Natural and transformed images go through the
+    over the 2B examples). With `ce_adversary_objective="ce"` and an adversary
+    maximising h, the CE term gets its own x~, worst w.r.t. CE (the reference
+    code's three-fold batch: x, x~ for h, x~ for CE; "mix" is then the mean over
+    x and the CE's x~). Natural and transformed images go through the
     network in one forward pass. Weight decay is the network's own
     regularisation losses. With `adversary=None` it is standard training.
 
@@ -52,6 +56,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         network: a Keras model mapping raw images [B, H, W, C] to logits.
         adversary: an `adversaries.Adversary`, its `adversaries.serialize` dict, or None.
         ce_on: "nat", "rob" or "mix".
+        ce_adversary_objective: what the CE term's x~ maximises: "same" (the x~ of h, one transformed copy
+            per example) or "ce" (its own worst case w.r.t. CE when the adversary maximises h).
         h: semimetric name, "kl" or "l2".
         lambda_reg: weight of the invariance penalty, >= 0.
         label_smoothing: label smoothing of the CE term, in [0, 1).
@@ -60,7 +66,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
 
     def __init__(self, network: keras.Model, adversary: adversaries.Adversary | dict | None = None,
                  ce_on: str = "nat", h: str = "kl", lambda_reg: float = 0.0, label_smoothing: float = 0.0,
-                 seed: int | None = None, **kwargs):
+                 seed: int | None = None, ce_adversary_objective: str = "same", **kwargs):
         super().__init__(**kwargs)
         # Raw pixels reach the network as given (as in Keras' Functional models): under a mixed policy Keras
         # would round them to the compute dtype first, e.g. a transformed pixel 200.3 to bfloat16 200.
@@ -69,6 +75,9 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             adversary = adversaries.deserialize(adversary)
         if ce_on not in CE_ON:
             raise ValueError(f"Unknown ce_on={ce_on!r}; valid values are {list(CE_ON)}")
+        if ce_adversary_objective not in CE_ADVERSARY_OBJECTIVES:
+            raise ValueError(f"Unknown ce_adversary_objective={ce_adversary_objective!r}; valid values are "
+                             f"{list(CE_ADVERSARY_OBJECTIVES)}")
         if not lambda_reg >= 0:
             raise ValueError(f"lambda_reg must be >= 0; got {lambda_reg}")
         if not 0 <= label_smoothing < 1:
@@ -81,6 +90,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self.network = network
         self.adversary = adversary
         self.ce_on = ce_on
+        self.ce_adversary_objective = ce_adversary_objective
         self.h = h
         self._h = semimetrics.get(h)
         self.lambda_reg = float(lambda_reg)
@@ -123,17 +133,17 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
 
     def train_step(self, data):
         x, y = _unpack_unweighted(data)
-        x_adv = self._choose_transformed(x, y)
+        x_adv, x_adv_ce = self._choose_transformed(x, y)
         with tf.GradientTape() as tape:
-            nat, adv = self._forward(x, x_adv)
-            ce = self._ce_term(y, nat, adv)
+            nat, adv, adv_ce = self._forward(x, x_adv, x_adv_ce)
+            ce = self._ce_term(y, nat, adv_ce)
             reg = tf.reduce_mean(self._h(nat, adv)) if adv is not None and nat is not None else 0.0
             loss = ce + self.lambda_reg * reg + tf.add_n([0.0] + self.network.losses)
             replica_loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(replica_loss)
         gradients = tape.gradient(scaled_loss, self.network.trainable_variables)
         self.optimizer.apply(gradients, self.network.trainable_variables)
-        return self._update_metrics(y, nat, adv, loss=loss, ce=ce, reg=reg)
+        return self._update_metrics(y, nat, adv_ce, loss=loss, ce=ce, reg=reg)
 
     def test_step(self, data):
         x, y = _unpack_unweighted(data)
@@ -142,26 +152,38 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self._accuracy_nat.update_state(y, logits)
         return self._logs([self._trackers["ce"], self._accuracy_nat])
 
-    def _choose_transformed(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor | None:
-        """x~ for the batch, or None for standard training."""
+    def _choose_transformed(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+        """(x~ of h, the CE term's own x~): (None, None) for standard training, (x~, None) when one x~
+        serves both terms."""
         if self.adversary is None:
-            return None
-        params = self.adversary(self, x, y, seed=self._step_seed())
-        return tf.stop_gradient(transforms.transform(x, params))
+            return None, None
+        params = self.adversary.choose(self, x, y, self._objectives(), seed=self._step_seed())
+        transformed = [tf.stop_gradient(transforms.transform(x, p)) for p in params]
+        return transformed[0], (transformed[1] if len(transformed) > 1 else None)
+
+    def _objectives(self) -> list[str | None]:
+        """What the step's x~ maximise: [the adversary's own], or [h's, "ce"] when the CE term needs its own
+        worst case (or ["ce"] when h is not trained)."""
+        own = getattr(self.adversary, "objective", None)
+        if self.ce_adversary_objective == "same" or self.ce_on == "nat" or own in (None, "ce"):
+            return [own]
+        return [own, "ce"] if self.lambda_reg > 0 else ["ce"]
 
     def _step_seed(self) -> tf.Tensor:
         """The stateless seed of this step's adversary draws: the model's seed and the optimizer's step
         count, which backups restore, so a resumed run draws what an uninterrupted one would."""
         return tf.stack([tf.constant(self._draw_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
 
-    def _forward(self, x: tf.Tensor, x_adv: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None]:
-        """Logits (f(x), f(x~)) from one training-mode pass; None for what the loss does not use."""
+    def _forward(self, x: tf.Tensor, x_adv: tf.Tensor | None,
+                 x_adv_ce: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None, tf.Tensor | None]:
+        """Logits (f(x), f(x~), f(x~ of the CE term)) from one training-mode pass; None for what the loss
+        does not use."""
         if x_adv is None:
-            return self(x, training=True), None
-        if not self._uses_nat:
-            return None, self(x_adv, training=True)
-        nat, adv = tf.split(self(tf.concat([x, x_adv], axis=0), training=True), 2)
-        return nat, adv
+            return self(x, training=True), None, None
+        inputs = ([x] if self._uses_nat else []) + [x_adv] + ([] if x_adv_ce is None else [x_adv_ce])
+        outputs = tf.split(self(tf.concat(inputs, axis=0), training=True), len(inputs))
+        nat = outputs.pop(0) if self._uses_nat else None
+        return nat, outputs[0], outputs[-1]
 
     def _ce_term(self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None) -> tf.Tensor:
         if self.ce_on == "nat":
@@ -192,6 +214,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             "network": keras.saving.serialize_keras_object(self.network),
             "adversary": None if self.adversary is None else adversaries.serialize(self.adversary),
             "ce_on": self.ce_on,
+            "ce_adversary_objective": self.ce_adversary_objective,
             "h": self.h,
             "lambda_reg": self.lambda_reg,
             "label_smoothing": self.label_smoothing,

@@ -40,6 +40,30 @@ def test_worst_of_k_beats_its_first_candidate(model, batch, name):
     np.testing.assert_allclose(best, values.max(0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("max_batch", [None, 64])
+def test_worst_of_k_choose_picks_each_objectives_best_of_the_same_candidates(model, batch, max_batch):
+    """One search for CE and KL gives, per objective, what a search for that objective alone gives."""
+    images, labels = batch
+    both = adversaries.WorstOfK(k=5, objective="kl", max_batch=max_batch).choose(
+        model, images, labels, ["kl", "ce"], seed=SEED)
+    for name, chosen in zip(["kl", "ce"], both):
+        alone = adversaries.WorstOfK(k=5, objective=name)(model, images, labels, seed=SEED)
+        np.testing.assert_array_equal(chosen, alone)
+    assert not np.array_equal(both[0], both[1])
+
+
+def test_spgd_choose_searches_each_objective_with_its_own_draws(model, batch):
+    images, labels = batch
+    spgd = adversaries.SPGD(steps=2, objective="kl")
+    kl, ce = spgd.choose(model, images, labels, ["kl", "ce"], seed=SEED)
+    seeds = tf.random.split(SEED, 2)
+    np.testing.assert_array_equal(kl, spgd(model, images, labels, seed=seeds[0]))
+    np.testing.assert_array_equal(ce, adversaries.SPGD(steps=2, objective="ce")(model, images, labels,
+                                                                                  seed=seeds[1]))
+    np.testing.assert_array_equal(spgd.choose(model, images, labels, ["kl"], seed=SEED)[0],
+                                  spgd(model, images, labels, seed=SEED))
+
+
 def test_worst_of_k_with_k_1_is_random(model, batch):
     images, labels = batch
     random = adversaries.RandomTransform()(model, images, labels, seed=SEED)

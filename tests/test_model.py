@@ -112,6 +112,48 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
     np.testing.assert_allclose(logs["loss"], numpy_ce(adv, labels).mean() + decay, rtol=1e-5)
 
 
+@pytest.mark.parametrize("ce_on", ["mix", "rob"])
+def test_ce_adversary_objective_ce_gives_the_ce_term_its_own_worst_case(batch, ce_on):
+    """The reference's A.T.+KL: h on (x, worst of k w.r.t. KL), the CE term on the worst of the same k
+    candidates w.r.t. CE (and on x for mix)."""
+    images, labels = batch
+    keras.utils.set_random_seed(6)
+    model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+                            adversary=adversaries.WorstOfK(k=4, objective="kl"), ce_on=ce_on, h="kl",
+                            lambda_reg=3.0, seed=11, ce_adversary_objective="ce")
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    seed = model._step_seed().numpy()
+    candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
+    nat = model.network(images).numpy()
+    logits = [model.network(transforms.transform(images, c)).numpy() for c in candidates]
+    rows = np.arange(len(images))
+    by_kl = np.stack([numpy_kl(nat, z) for z in logits]).argmax(0)
+    by_ce = np.stack([numpy_ce(z, labels) for z in logits]).argmax(0)
+    assert np.any(by_kl != by_ce)
+    adv_kl = model.network(transforms.transform(images, candidates[by_kl, rows])).numpy()
+    adv_ce = model.network(transforms.transform(images, candidates[by_ce, rows])).numpy()
+    ce = numpy_ce(adv_ce, labels).mean()
+    if ce_on == "mix":
+        ce = (numpy_ce(nat, labels).mean() + ce) / 2
+    logs = model.train_on_batch(images, labels, return_dict=True)
+    np.testing.assert_allclose(logs["ce"], ce, rtol=1e-4)
+    np.testing.assert_allclose(logs["reg"], numpy_kl(nat, adv_kl).mean(), rtol=1e-4)
+
+
+def test_ce_adversary_objective_ce_without_a_penalty_is_a_t(batch):
+    """lambda_reg=0: no x~ for h is needed, so the one x~ is the worst w.r.t. CE (A.T.), as with objective ce."""
+    images, labels = batch
+    losses = []
+    for objective, ce_adversary_objective in (("kl", "ce"), ("ce", "same")):
+        keras.utils.set_random_seed(7)
+        model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+                                adversary=adversaries.WorstOfK(k=4, objective=objective), ce_on="rob",
+                                seed=12, ce_adversary_objective=ce_adversary_objective)
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        losses.append(model.train_on_batch(images, labels, return_dict=True)["loss"])
+    assert losses[0] == losses[1]
+
+
 def one_sgd_update(batch, policy: str) -> tuple[InvarianceModel, list[np.ndarray], dict]:
     """A model built under `policy`, its weights' change after one step, and the step's logs."""
     images, labels = batch
@@ -240,6 +282,7 @@ def test_fit_evaluate_save_and_reload(tmp_path, batch):
     (dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()), "lambda_reg must be >= 0; got -1.0"),
     (dict(ce_on="rob"), "needs an adversary"),
     (dict(h="js"), r"'js'.*\['kl', 'l2'\]"),
+    (dict(ce_adversary_objective="kl"), r"ce_adversary_objective='kl'.*\['same', 'ce'\]"),
     (dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0), "never uses the x~ of WorstOfK"),
 ])
 def test_bad_configuration_raises(kwargs, message):

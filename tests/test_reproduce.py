@@ -210,7 +210,8 @@ def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
     configs = {row: reproduce.scale_config("cifar10", row, "cpu", 0, Path("out"), None) for row in reproduce.ROWS}
     for row, config in configs.items():
         paper = reproduce.config_from_flagfile(reproduce.row_flagfile("cifar10", row))
-        method = ("adversary", "k", "adversary_objective", "ce_on", "h", "lambda_reg", "limits")
+        method = ("adversary", "k", "adversary_objective", "ce_adversary_objective", "ce_on", "h", "lambda_reg",
+                  "limits")
         assert [getattr(config, name) for name in method] == [getattr(paper, name) for name in method], row
         assert config.batch_size == 2 * paper.batch_size and config.test_examples == 0, row
         assert config.grid_examples == 2000 and config.lr_schedule == "onecycle", row

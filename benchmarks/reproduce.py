@@ -422,18 +422,25 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     """Trains (or reuses) every run; after each one rewrites results.json, table.md and per_angle.png in `out`.
 
     Runs go seed by seed (every row's first seed before any second seed), so a
-    partial table covers every row early. With `publish`, each update is copied
-    to docs/results; with `commit`, the results and each finished run's small
+    partial table covers every row early. `rows` and `seeds` choose what to train
+    (e.g. one row first); the outputs still cover the scale's rows, with their
+    finished runs read from `out`. With `publish`, each update is copied to
+    docs/results; with `commit`, the results and each finished run's small
     records in `out` are committed. Returns results.json's content.
     """
-    rows = list(rows or SCALES[scale].rows)
-    seeds_by_row = {row: list(seeds or default_seeds(scale, row)) for row in rows}
+    train_rows = list(rows or SCALES[scale].rows)
+    table_rows = [row for row in ROWS if row in SCALES[scale].rows or row in train_rows]
+    seeds_by_row = {row: list(seeds if seeds and row in train_rows else default_seeds(scale, row))
+                    for row in table_rows}
     configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir) for seed in seeds_by_row[row]]
-               for row in rows}
-    no_data = missing_data(configs[rows[0]][0])
-    order = sorted((config for runs in configs.values() for config in runs), key=lambda config: config.seed)
-    finished: dict[str, dict[int, dict]] = {row: {} for row in rows}
+               for row in table_rows}
+    no_data = missing_data(configs[train_rows[0]][0])
+    order = sorted((config for row in train_rows for config in configs[row]), key=lambda config: config.seed)
     row_of = {config.output_dir: row for row, runs in configs.items() for config in runs}
+    finished: dict[str, dict[int, dict]] = {row: {} for row in table_rows}
+    for row in set(table_rows) - set(train_rows):
+        finished[row] = {config.seed: json.loads((Path(config.output_dir) / "metrics.json").read_text())
+                         for config in configs[row] if is_finished(config)}
     results = {}
     for config in order:
         if no_data and not is_finished(config):
@@ -542,7 +549,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=parse_seeds, default=None,
                         help="seeds of every row, e.g. 0,1 (default: the scale's seeds)")
     parser.add_argument("--rows", type=_row_list, default=None,
-                        help=f"comma-separated rows among {list(ROWS)} (default: the scale's rows)")
+                        help=f"comma-separated rows to train now, among {list(ROWS)} (default: the scale's rows); "
+                             "the outputs still show every row of the scale")
     parser.add_argument("--publish", action="store_true",
                         help="copy results.json, table.md and per_angle.png to docs/results/<dataset>_<scale>* after "
                              "every finished run (not for smoke)")

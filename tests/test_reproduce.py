@@ -171,6 +171,14 @@ def test_reproduce_rerun_skips_finished_runs(smoke_run, cifar10_dir, capsys):
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
 
 
+def test_reproduce_rows_chooses_what_trains_and_the_table_keeps_every_row(smoke_run, cifar10_dir, capsys):
+    capsys.readouterr()
+    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}",
+                    "--rows=at_kl"])
+    assert capsys.readouterr().out.count("skipping") == 1
+    assert list(json.loads((smoke_run / "results.json").read_text())["rows"]) == ["std", "at_kl"]
+
+
 # Runs the smoke protocol and SIGKILLs it when the A.T.+KL run, trained and backed up, starts its evaluation.
 KILL_AT_AT_KL_EVALUATION = """
 import os, signal, sys

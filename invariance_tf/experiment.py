@@ -319,19 +319,26 @@ RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose"
                                 "eval_chunk_size", "eval_batch_size"})
 
 
+def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> list[str]:
+    """The keys (flag names) whose value in `saved`, the JSON record of an earlier run or search, differs from
+    `current` (JSON-ready), apart from `ignored`. A config field `saved` lacks (written by an older version)
+    counts as that field's default, which is how the older version ran."""
+    defaults = json.loads(json.dumps(ExperimentConfig().to_json()))
+    saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
+    return sorted(k for k in (saved.keys() | current.keys()) - ignored if saved.get(k) != current.get(k))
+
+
 def check_resumable(config: ExperimentConfig, out: Path) -> None:
     """Refuses to resume the unfinished run in `out` (a backup and its config.json) with other training flags:
-    its weights and optimiser state belong to the flags it was started with. A field its config.json lacks (a
-    run of an older version) counts as that field's default, which is how the older version trained."""
+    its weights and optimiser state belong to the flags it was started with."""
     saved_path = out / "config.json"
     if callbacks.latest_backup(out / "backup") is None or not saved_path.is_file():
         return
-    defaults = json.loads(json.dumps(ExperimentConfig().to_json()))
-    saved = {**defaults, **json.loads(saved_path.read_text())}
-    current = json.loads(json.dumps(config.to_json()))
-    changed = sorted(k for k in (saved.keys() & current.keys()) - RESUME_INDEPENDENT if saved[k] != current[k])
+    saved = json.loads(saved_path.read_text())
+    changed = changed_flags(saved, json.loads(json.dumps(config.to_json())), RESUME_INDEPENDENT)
     if changed:
-        values = ", ".join(f"--{k}={_flag_value(saved[k])}" for k in changed)
+        started = {**ExperimentConfig().to_json(), **saved}
+        values = ", ".join(f"--{k}={_flag_value(started.get(k))}" for k in changed)
         raise ValueError(f"--output_dir={out} holds an unfinished run started with {values}: pass the same flags "
                          "to resume it, or --overwrite to start afresh")
 

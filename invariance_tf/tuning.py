@@ -293,7 +293,7 @@ def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
             (out / name).unlink(missing_ok=True)
     elif path.is_file():
         saved = json.loads(path.read_text())
-        changed = sorted(k for k in saved.keys() | description.keys() if saved.get(k) != description.get(k))
+        changed = experiment.changed_flags(saved, description)
         if changed:
             raise ValueError(f"--search_dir={path.parent} holds a search with other values of "
                              f"{', '.join('--' + k for k in changed)}: use another --search_dir, the same flags "

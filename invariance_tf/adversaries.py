@@ -52,6 +52,8 @@ class Adversary:
     """Base class: chooses a transformation per example within `limits` (dx px, dy px, angle deg)."""
 
     name: str = ""
+    uses_objective: bool = False
+    """Whether the choice depends on the objective (a search), so that two objectives need two x~."""
 
     def __init__(self, limits: Sequence[float] = transforms.DEFAULT_LIMITS):
         self.limits = transforms.validate_limits(limits)
@@ -89,6 +91,8 @@ class RandomTransform(Adversary):
 
 class _ObjectiveAdversary(Adversary):
     """An adversary that maximises a per-example objective ("ce" or a semimetric name)."""
+
+    uses_objective = True
 
     def __init__(self, objective: str = "ce", limits: Sequence[float] = transforms.DEFAULT_LIMITS):
         super().__init__(limits)
@@ -136,6 +140,7 @@ class WorstOfK(_ObjectiveAdversary):
             raise ValueError(f"max_batch must be >= 1 or None; got {max_batch}")
         self.k = int(k)
         self.max_batch = None if max_batch is None else int(max_batch)
+        self.uses_objective = self.k > 1
 
     def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
                  logits_nat: tf.Tensor | None = None) -> tf.Tensor:

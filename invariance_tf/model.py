@@ -165,7 +165,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         """What the step's x~ maximise: [the adversary's own], or [h's, "ce"] when the CE term needs its own
         worst case (or ["ce"] when h is not trained)."""
         own = getattr(self.adversary, "objective", None)
-        if self.ce_adversary_objective == "same" or self.ce_on == "nat" or own in (None, "ce"):
+        if (self.ce_adversary_objective == "same" or self.ce_on == "nat" or own == "ce"
+                or not self.adversary.uses_objective):
             return [own]
         return [own, "ce"] if self.lambda_reg > 0 else ["ce"]
 

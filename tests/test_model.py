@@ -154,6 +154,21 @@ def test_ce_adversary_objective_ce_without_a_penalty_is_a_t(batch):
     assert losses[0] == losses[1]
 
 
+def test_ce_adversary_objective_ce_with_an_adversary_that_does_not_search_keeps_one_x_tilde(batch):
+    """Worst-of-1 is one random draw whatever the objective: the step is the two-fold one (x, x~)."""
+    images, labels = batch
+    losses = []
+    for ce_adversary_objective in ("ce", "same"):
+        keras.utils.set_random_seed(8)
+        model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+                                adversary=adversaries.WorstOfK(k=1, objective="kl"), ce_on="mix", lambda_reg=2.0,
+                                seed=13, ce_adversary_objective=ce_adversary_objective)
+        assert model._objectives() == ["kl"]
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        losses.append(model.train_on_batch(images, labels, return_dict=True)["loss"])
+    assert losses[0] == losses[1]
+
+
 def one_sgd_update(batch, policy: str) -> tuple[InvarianceModel, list[np.ndarray], dict]:
     """A model built under `policy`, its weights' change after one step, and the step's logs."""
     images, labels = batch

@@ -216,12 +216,17 @@ def is_finished(config: ExperimentConfig) -> bool:
     return (Path(config.output_dir) / "metrics.json").is_file()
 
 
+def finished_metrics(config: ExperimentConfig) -> dict:
+    """The finished run's metrics.json."""
+    return json.loads((Path(config.output_dir) / "metrics.json").read_text())
+
+
 def train_or_load(config: ExperimentConfig) -> dict:
     """The run's metrics.json: read when the run is finished, else trained (resuming an interrupted run)."""
     out = Path(config.output_dir)
     if is_finished(config):
         print(f"skipping {out}: finished (metrics.json exists)", flush=True)
-        return json.loads((out / "metrics.json").read_text())
+        return finished_metrics(config)
     print(f"training {out}", flush=True)
     keras.backend.clear_session()
     metrics = experiment.run(config)
@@ -439,8 +444,7 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     row_of = {config.output_dir: row for row, runs in configs.items() for config in runs}
     finished: dict[str, dict[int, dict]] = {row: {} for row in table_rows}
     for row in set(table_rows) - set(train_rows):
-        finished[row] = {config.seed: json.loads((Path(config.output_dir) / "metrics.json").read_text())
-                         for config in configs[row] if is_finished(config)}
+        finished[row] = {config.seed: finished_metrics(config) for config in configs[row] if is_finished(config)}
     results = {}
     for config in order:
         if no_data and not is_finished(config):

@@ -319,13 +319,14 @@ RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose"
                                 "eval_chunk_size", "eval_batch_size"})
 
 
-def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> list[str]:
+def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> dict:
     """The keys (flag names) whose value in `saved`, the JSON record of an earlier run or search, differs from
-    `current` (JSON-ready), apart from `ignored`. A config field `saved` lacks (written by an older version)
-    counts as that field's default, which is how the older version ran."""
+    `current` (JSON-ready), apart from `ignored`, sorted, each with its value in `saved`. A config field `saved`
+    lacks (written by an older version) counts as that field's default, which is how the older version ran."""
     defaults = json.loads(json.dumps(ExperimentConfig().to_json()))
     saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
-    return sorted(k for k in (saved.keys() | current.keys()) - ignored if saved.get(k) != current.get(k))
+    return {k: saved.get(k) for k in sorted((saved.keys() | current.keys()) - ignored)
+            if saved.get(k) != current.get(k)}
 
 
 def check_resumable(config: ExperimentConfig, out: Path) -> None:
@@ -337,8 +338,7 @@ def check_resumable(config: ExperimentConfig, out: Path) -> None:
     saved = json.loads(saved_path.read_text())
     changed = changed_flags(saved, json.loads(json.dumps(config.to_json())), RESUME_INDEPENDENT)
     if changed:
-        started = {**ExperimentConfig().to_json(), **saved}
-        values = ", ".join(f"--{k}={_flag_value(started.get(k))}" for k in changed)
+        values = ", ".join(f"--{k}={_flag_value(value)}" for k, value in changed.items())
         raise ValueError(f"--output_dir={out} holds an unfinished run started with {values}: pass the same flags "
                          "to resume it, or --overwrite to start afresh")
 

@@ -143,10 +143,11 @@ def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10
 def test_a_field_an_older_run_did_not_record_counts_as_its_default():
     current = json.loads(json.dumps(experiment.ExperimentConfig(lambda_reg=8.0).to_json()))
     older = {k: v for k, v in current.items() if k != "ce_adversary_objective"}
-    assert experiment.changed_flags(older, current) == []
-    assert experiment.changed_flags(older, {**current, "ce_adversary_objective": "ce"}) == ["ce_adversary_objective"]
-    assert experiment.changed_flags({**older, "k": 3}, current) == ["k"]
-    assert experiment.changed_flags({**older, "k": 3}, current, frozenset({"k"})) == []
+    assert experiment.changed_flags(older, current) == {}
+    assert experiment.changed_flags(older, {**current, "ce_adversary_objective": "ce"}) == {
+        "ce_adversary_objective": "same"}
+    assert experiment.changed_flags({**older, "k": 3}, current) == {"k": 3}
+    assert experiment.changed_flags({**older, "k": 3}, current, frozenset({"k"})) == {}
 
 
 def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):

@@ -422,6 +422,14 @@ def default_seeds(scale: str, row: str) -> tuple[int, ...]:
     return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
 
 
+def table_seeds(scale: str, train_rows: Sequence[str], seeds: Sequence[int] | None) -> dict[str, list[int]]:
+    """The table's rows (the scale's, and any other row being trained) and each one's seeds: the scale's
+    default seeds, and `seeds` too for the rows being trained (so training one seed keeps the others shown)."""
+    table_rows = [row for row in ROWS if row in SCALES[scale].rows or row in train_rows]
+    return {row: sorted({*default_seeds(scale, row), *(seeds if seeds and row in train_rows else ())})
+            for row in table_rows}
+
+
 def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, rows: Sequence[str] | None = None,
               seeds: Sequence[int] | None = None, publish: bool = False, commit: bool = False) -> dict:
     """Trains (or reuses) every run; after each one rewrites results.json, table.md and per_angle.png in `out`.
@@ -434,17 +442,17 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     records in `out` are committed. Returns results.json's content.
     """
     train_rows = list(rows or SCALES[scale].rows)
-    table_rows = [row for row in ROWS if row in SCALES[scale].rows or row in train_rows]
-    seeds_by_row = {row: list(seeds if seeds and row in train_rows else default_seeds(scale, row))
-                    for row in table_rows}
-    configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir) for seed in seeds_by_row[row]]
-               for row in table_rows}
+    seeds_by_row = table_seeds(scale, train_rows, seeds)
+    configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir) for seed in row_seeds]
+               for row, row_seeds in seeds_by_row.items()}
     no_data = missing_data(configs[train_rows[0]][0])
-    order = sorted((config for row in train_rows for config in configs[row]), key=lambda config: config.seed)
+    order = sorted((config for row in train_rows for config in configs[row] if not seeds or config.seed in seeds),
+                   key=lambda config: config.seed)
     row_of = {config.output_dir: row for row, runs in configs.items() for config in runs}
-    finished: dict[str, dict[int, dict]] = {row: {} for row in table_rows}
-    for row in set(table_rows) - set(train_rows):
-        finished[row] = {config.seed: finished_metrics(config) for config in configs[row] if is_finished(config)}
+    to_train = {config.output_dir for config in order}
+    finished = {row: {config.seed: finished_metrics(config) for config in runs
+                      if config.output_dir not in to_train and is_finished(config)}
+                for row, runs in configs.items()}
     results = {}
     for config in order:
         if no_data and not is_finished(config):

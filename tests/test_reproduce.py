@@ -179,6 +179,25 @@ def test_reproduce_rows_chooses_what_trains_and_the_table_keeps_every_row(smoke_
     assert list(json.loads((smoke_run / "results.json").read_text())["rows"]) == ["std", "at_kl"]
 
 
+def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
+    assert reproduce.table_seeds("cpu", ["at_kl"], [1]) == {
+        "std": [0], "da": [0, 1], "da_kl": [0, 1], "at": [0, 1], "at_kl": [0, 1], "at_l2": [0], "grn": [0]}
+    assert reproduce.table_seeds("smoke", ["std"], [2]) == {"std": [0, 2], "at_kl": [0]}
+    assert reproduce.table_seeds("smoke", ["at"], None) == {"std": [0], "at": [0], "at_kl": [0]}
+
+
+def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_run, cifar10_dir, tmp_path, capsys):
+    out = tmp_path / "cifar10_smoke"
+    shutil.copytree(smoke_run, out)
+    shutil.copytree(out / "std_seed0", out / "std_seed1")
+    capsys.readouterr()
+    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
+                    "--rows=std", "--seeds=1"])
+    assert capsys.readouterr().out.count("skipping") == 1
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert list(rows) == ["std", "at_kl"] and list(rows["std"]["seeds"]) == ["0", "1"]
+
+
 # Runs the smoke protocol and SIGKILLs it when the A.T.+KL run, trained and backed up, starts its evaluation.
 KILL_AT_AT_KL_EVALUATION = """
 import os, signal, sys

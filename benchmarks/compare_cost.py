@@ -6,9 +6,10 @@
 Methods, each from the paper's flagfile with the adversary changed:
 
 - A.T.: `configs/<dataset>_at.cfg` (CE on x~, x~ the worst of k w.r.t. CE), k = 1, 10, 20;
-- A.T.+KL: `configs/<dataset>_at_kl.cfg` (CE on both, λ = 8, worst of k w.r.t. KL), k = 1, 10, 20;
+- A.T.+KL: `configs/<dataset>_at_kl.cfg` (λ = 8; the penalty on the worst of k w.r.t. KL, the CE term on
+  the originals and their worst of k w.r.t. CE), k = 1, 10, 20 (k = 1: one random x~ for both terms);
 - S-PGD A.T. and S-PGD A.T.+KL: the same two flagfiles with `--adversary=spgd --spgd_steps=5`
-  (sign-gradient ascent on the transformation w.r.t. CE, respectively KL).
+  (sign-gradient ascent on the transformation w.r.t. CE; for A.T.+KL one ascent w.r.t. KL and one w.r.t. CE).
 
 All runs share one protocol and run in one process through `experiment.run`, into
 `<out>/<method>_k<k>_seed<s>/` (`<out>/spgd_<row>_seed<s>/` for S-PGD); a rerun skips
@@ -26,6 +27,8 @@ Scales:
   300, 470 ms per step of 64 + 64); S-PGD A.T. 4.4 ms, S-PGD A.T.+KL 4.7 ms: 37 ms for
   the eight runs, so 5,000 x 7 = 35,000 image-epochs take about 21 minutes, and the
   eight evaluations (early-exit grid on 1,000 images, up to a minute each) about 7 more.
+  (These per-image times predate A.T.+KL's separate CE adversary, which adds a third 64
+  to each of its steps and a second S-PGD search.)
 - `smoke`, for tests: `benchmarks.reproduce`'s smoke protocol (128 training images,
   1 epoch, 20 test images).
 """

@@ -216,6 +216,21 @@ def is_finished(config: ExperimentConfig) -> bool:
     return (Path(config.output_dir) / "metrics.json").is_file()
 
 
+def check_finished_runs_match(configs: Sequence[ExperimentConfig]) -> None:
+    """Refuses finished runs in `out` trained with other training flags than the scale's current ones (e.g.
+    after a change to a flagfile): their numbers would enter the table under the wrong method."""
+    for config in configs:
+        saved_path = Path(config.output_dir) / "config.json"
+        if not is_finished(config) or not saved_path.is_file():
+            continue
+        changed = experiment.changed_flags(json.loads(saved_path.read_text()), json.loads(json.dumps(
+            config.to_json())), experiment.RESUME_INDEPENDENT)
+        if changed:
+            raise ValueError(f"{config.output_dir} is a finished run trained with "
+                             f"{', '.join(f'--{k}={v}' for k, v in changed.items())}, which this protocol no longer "
+                             "trains: move it out of --out to train the row anew")
+
+
 def finished_metrics(config: ExperimentConfig) -> dict:
     """The finished run's metrics.json."""
     return json.loads((Path(config.output_dir) / "metrics.json").read_text())
@@ -445,6 +460,7 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     seeds_by_row = table_seeds(scale, train_rows, seeds)
     configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir) for seed in row_seeds]
                for row, row_seeds in seeds_by_row.items()}
+    check_finished_runs_match([config for runs in configs.values() for config in runs])
     no_data = missing_data(configs[train_rows[0]][0])
     order = sorted((config for row in train_rows for config in configs[row] if not seeds or config.seed in seeds),
                    key=lambda config: config.seed)
@@ -559,7 +575,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_dir", default=None,
                         help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
     parser.add_argument("--seeds", type=parse_seeds, default=None,
-                        help="seeds of every row, e.g. 0,1 (default: the scale's seeds)")
+                        help="seeds of --rows to train, e.g. 1 (default: the scale's seeds); the table shows them "
+                             "beside the scale's seeds")
     parser.add_argument("--rows", type=_row_list, default=None,
                         help=f"comma-separated rows to train now, among {list(ROWS)} (default: the scale's rows); "
                              "the outputs still show every row of the scale")

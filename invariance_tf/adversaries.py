@@ -23,9 +23,10 @@ from invariance_tf import semimetrics, transforms
 Model = Callable[..., tf.Tensor]
 Seed = tf.Tensor | Sequence[int] | None
 OBJECTIVES = ("ce", *sorted(semimetrics.SEMIMETRICS))
+Objective = Callable[[tf.Tensor, tf.Tensor, tf.Tensor | None], tf.Tensor]
 
 
-def objective_fn(name: str) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
+def objective_fn(name: str) -> Objective:
     """Per-example objective `(logits_adv, labels, logits_nat) -> [B]` named `name`."""
     if name == "ce":
         return lambda logits_adv, labels, logits_nat: keras.losses.sparse_categorical_crossentropy(
@@ -68,7 +69,7 @@ class Adversary:
         """
         raise NotImplementedError
 
-    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str],
+    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
                seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
         """Params [B, 3] per objective in `objectives`: one search per objective, for a loss whose terms
         each want their own worst case (e.g. CE and h). An adversary without an objective returns its one
@@ -102,7 +103,7 @@ class _ObjectiveAdversary(Adversary):
     def _needs_nat(self) -> bool:
         return self.objective != "ce"
 
-    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str],
+    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
                seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
         """Params [B, 3] per objective: this adversary's search w.r.t. each, with independent draws."""
         if seed is None or len(objectives) == 1:
@@ -140,13 +141,17 @@ class WorstOfK(_ObjectiveAdversary):
             raise ValueError(f"max_batch must be >= 1 or None; got {max_batch}")
         self.k = int(k)
         self.max_batch = None if max_batch is None else int(max_batch)
-        self.uses_objective = self.k > 1
+
+    @property
+    def uses_objective(self) -> bool:
+        """Worst-of-1 is a random draw: no search."""
+        return self.k > 1
 
     def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
                  logits_nat: tf.Tensor | None = None) -> tf.Tensor:
         return self.choose(model, images, labels, [self.objective], seed=seed, logits_nat=logits_nat)[0]
 
-    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str],
+    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
                seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
         """Per objective, the best of the same k candidates: one set of model calls serves every objective,
         and each choice is still the worst of k uniform draws w.r.t. its own objective."""
@@ -159,7 +164,7 @@ class WorstOfK(_ObjectiveAdversary):
             logits_nat = model(images, training=False)
         functions = [objective_fn(objective) for objective in objectives]
         values = [tf.concat(group_values, axis=0) for group_values in zip(
-            *(self._objectives(model, images, labels, logits_nat, group, functions)
+            *(self._objective_values(model, images, labels, logits_nat, group, functions)
               for group in self._candidate_groups(candidates, images.shape[0])))]
         by_example = tf.transpose(candidates, [1, 0, 2])
         return [tf.stop_gradient(tf.gather(by_example, tf.argmax(value, axis=0, output_type=tf.int32), batch_dims=1))
@@ -173,7 +178,8 @@ class WorstOfK(_ObjectiveAdversary):
         per_call = 1 if static_batch is None else max(1, self.max_batch // static_batch)
         return [candidates[i:i + per_call] for i in range(0, self.k, per_call)]
 
-    def _objectives(self, model, images, labels, logits_nat, group: tf.Tensor, functions) -> list[tf.Tensor]:
+    def _objective_values(self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None,
+                          group: tf.Tensor, functions: Sequence[Objective]) -> list[tf.Tensor]:
         """Each objective function's value for each candidate in `group` [g, B, 3], as [g, B], from one
         model call."""
         g = group.shape[0]
@@ -237,14 +243,16 @@ class SPGD(_ObjectiveAdversary):
             best_params, best_value = _keep_best(params, value, best_params, best_value)
         return tf.stop_gradient(best_params)
 
-    def _value_and_grad(self, model, images, labels, logits_nat, params):
+    def _value_and_grad(self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None,
+                        params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
             logits = model(transforms.transform_differentiable(images, params), training=False)
             value = self._objective_fn(logits, labels, logits_nat)
         return value, tape.gradient(value, params)
 
-    def _ascend(self, model, images, labels, logits_nat, start):
+    def _ascend(self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None,
+                start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One S-PGD run from `start`; returns the best iterate and its objective value."""
         step = tf.constant(self.step_size, tf.float32)
 

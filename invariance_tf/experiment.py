@@ -60,7 +60,9 @@ class ExperimentConfig:
     adversary_objective: str = _field("ce", "what the adversary maximises: ce | kl | l2")
     ce_adversary_objective: str = _field("same", "what the CE term's x~ maximises: same (the x~ of h) | ce (its "
                                                  "own worst case w.r.t. CE when --adversary_objective is h: x, "
-                                                 "x~ of h and x~ of CE per step, the reference code's A.T.+KL)")
+                                                 "x~ of h and x~ of CE per step, the reference code's A.T.+KL; "
+                                                 "no effect with --adversary=random, --k=1, "
+                                                 "--adversary_objective=ce or --ce_on=nat)")
     spgd_steps: int = _field(5, "S-PGD sign-gradient steps")
     limits: tuple[float, float, float] = _field(transforms.DEFAULT_LIMITS,
                                                 "transformation limits dx,dy,angle (pixels, pixels, degrees)")
@@ -320,13 +322,13 @@ RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose"
 
 
 def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> dict:
-    """The keys (flag names) whose value in `saved`, the JSON record of an earlier run or search, differs from
-    `current` (JSON-ready), apart from `ignored`, sorted, each with its value in `saved`. A config field `saved`
-    lacks (written by an older version) counts as that field's default, which is how the older version ran."""
+    """The keys (flag names) of `current` (JSON-ready) whose value in `saved`, the JSON record of an earlier run
+    or search, differs, apart from `ignored`, sorted, each with its value in `saved`. A config field `saved`
+    lacks (written by an older version) counts as that field's default, which is how the older version ran; a
+    key only `saved` has (a flag since removed) means nothing to the current version and is not compared."""
     defaults = json.loads(json.dumps(ExperimentConfig().to_json()))
     saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
-    return {k: saved.get(k) for k in sorted((saved.keys() | current.keys()) - ignored)
-            if saved.get(k) != current.get(k)}
+    return {k: saved.get(k) for k in sorted(current.keys() - ignored) if saved.get(k) != current.get(k)}
 
 
 def check_resumable(config: ExperimentConfig, out: Path) -> None:

@@ -43,6 +43,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     x and the CE's x~). Natural and transformed images go through the
     network in one forward pass. Weight decay is the network's own
     regularisation losses. With `adversary=None` it is standard training.
+    Training logs loss, ce, reg, acc_nat (accuracy on x) and acc_adv (on the
+    CE term's x~, which is h's x~ unless the CE term has its own).
 
     The loss is the method, so `compile` takes the optimizer (and Keras'
     execution options) but refuses `loss=` and `metrics=`; XLA
@@ -193,7 +195,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             return _mean_ce(y, adv, self.label_smoothing)
         return (_mean_ce(y, nat, self.label_smoothing) + _mean_ce(y, adv, self.label_smoothing)) / 2
 
-    def _update_metrics(self, y, nat, adv, **values) -> dict:
+    def _update_metrics(self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None,
+                        **values: tf.Tensor | float) -> dict:
         for name, value in values.items():
             self._trackers[name].update_state(value)
         if nat is not None:

@@ -140,7 +140,7 @@ def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10
     assert not (killed_run / "evaluation_state").exists()
 
 
-def test_a_field_an_older_run_did_not_record_counts_as_its_default():
+def test_a_field_an_older_run_did_not_record_counts_as_its_default_and_a_removed_one_is_ignored():
     current = json.loads(json.dumps(experiment.ExperimentConfig(lambda_reg=8.0).to_json()))
     older = {k: v for k, v in current.items() if k != "ce_adversary_objective"}
     assert experiment.changed_flags(older, current) == {}
@@ -148,6 +148,7 @@ def test_a_field_an_older_run_did_not_record_counts_as_its_default():
         "ce_adversary_objective": "same"}
     assert experiment.changed_flags({**older, "k": 3}, current) == {"k": 3}
     assert experiment.changed_flags({**older, "k": 3}, current, frozenset({"k"})) == {}
+    assert experiment.changed_flags({**older, "a_removed_flag": 1}, current) == {}
 
 
 def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):
@@ -166,6 +167,7 @@ def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted
     assert changed.stderr.strip().splitlines()[-1] == (
         f"error: --output_dir={out} holds an unfinished run started with --lambda_reg=8.0: pass the same flags "
         "to resume it, or --overwrite to start afresh")
+    assert "--lambda_reg=8.0" in (out / "flags.cfg").read_text().splitlines()
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
     epochs_run = [line for line in result.stdout.splitlines() + result.stderr.splitlines()

@@ -190,12 +190,27 @@ def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_ru
     out = tmp_path / "cifar10_smoke"
     shutil.copytree(smoke_run, out)
     shutil.copytree(out / "std_seed0", out / "std_seed1")
+    saved = json.loads((out / "std_seed1" / "config.json").read_text())
+    (out / "std_seed1" / "config.json").write_text(json.dumps({**saved, "seed": 1}))
     capsys.readouterr()
     reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
                     "--rows=std", "--seeds=1"])
     assert capsys.readouterr().out.count("skipping") == 1
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert list(rows) == ["std", "at_kl"] and list(rows["std"]["seeds"]) == ["0", "1"]
+
+
+def test_reproduce_refuses_a_finished_run_trained_with_other_flags(smoke_run, cifar10_dir, tmp_path, capsys):
+    out = tmp_path / "cifar10_smoke"
+    shutil.copytree(smoke_run, out)
+    saved = json.loads((out / "at_kl_seed0" / "config.json").read_text())
+    (out / "at_kl_seed0" / "config.json").write_text(json.dumps({**saved, "ce_adversary_objective": "same"}))
+    with pytest.raises(SystemExit) as refused:
+        reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
+                        "--rows=std"])
+    assert str(refused.value) == (
+        f"error: {out / 'at_kl_seed0'} is a finished run trained with --ce_adversary_objective=same, which this "
+        "protocol no longer trains: move it out of --out to train the row anew")
 
 
 # Runs the smoke protocol and SIGKILLs it when the A.T.+KL run, trained and backed up, starts its evaluation.

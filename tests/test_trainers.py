@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from invariance_tf import data, experiment
+from invariance_tf import data, experiment, semimetrics
 from trainers import flags as experiment_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,17 @@ def test_there_is_a_config_per_paper_row_and_dataset():
     names = {path.stem for path in CONFIGS}
     rows = ("std", "da", "da_kl", "at", "at_kl", "at_l2", "grn")
     assert {f"{d}_{r}" for d in ("cifar10", "cifar100", "svhn") for r in rows} | {"quickstart"} <= names
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "svhn"])
+def test_l2_rows_weigh_the_penalty_as_the_reference_code(dataset):
+    """The reference code's A.T.+L2 penalty (l2_mix_wo_10.json, lambda_ = 1) is mean ||a - b||^2 / 4."""
+    config = parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_at_l2.cfg")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 64, 10)).astype(np.float32)
+    reference = 1.0 * np.mean(np.sum((a - b) ** 2, axis=1)) / 4
+    ours = config.lambda_reg * float(np.mean(semimetrics.get(config.h)(a, b)))
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ def main(argv: list[str]) -> None:
         config = experiment_flags.config_from_flags()
         config.validate()
         output_dir = experiment.prepare_output_dir(config)
+        experiment.check_resumable(config, output_dir)
         if distribute.is_chief():
             files.write_text(output_dir / "flags.cfg", "\n".join(experiment_flags.flag_arguments(config)) + "\n")
         metrics = experiment.run(config)

@@ -57,9 +57,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        options = options_from_flags()
-        options.validate()
-        best = tuning.search(experiment_flags.config_from_flags(), options, experiment_flags.command_line)
+        best = tuning.search(experiment_flags.config_from_flags(), options_from_flags(), experiment_flags.command_line)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     if best:

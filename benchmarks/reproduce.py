@@ -4,6 +4,8 @@
         --data_dir ../shared/data/cifar10 [--seeds 0,1] [--rows std,da,...] [--publish]
     python -m benchmarks.reproduce --dataset cifar10 --scale cpu --out docs/results/cifar10_cpu \
         --data_dir ../shared/data/cifar10 --commit
+    python -m benchmarks.reproduce --dataset cifar10 --scale cpu --epochs 24 --rows at,at_kl \
+        --out docs/results/cifar10_cpu_24ep --data_dir ../shared/data/cifar10 --commit
 
 Each row trains from the paper's flagfile `configs/<dataset>_<row>.cfg` with the
 scale's flags appended, exactly as `trainers.fit --flagfile=<cfg> <overrides>`
@@ -190,11 +192,13 @@ def run_config(dataset: str, row: str, overrides: Sequence[str], seed: int, outp
     return dataclasses.replace(config, batch_size=config.batch_size * batch_multiplier)
 
 
-def scale_config(dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None) -> ExperimentConfig:
-    """The config of one run of the protocol `scale`, in `out/<row>_seed<seed>`."""
+def scale_config(dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None,
+                 epochs: int | None = None) -> ExperimentConfig:
+    """The config of one run of the protocol `scale` (with `epochs` instead of the scale's, if given), in
+    `out/<row>_seed<seed>`."""
     protocol = SCALES[scale]
-    return run_config(dataset, row, (*protocol.overrides, *protocol.row_overrides.get(row, ())), seed,
-                      out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
+    overrides = (*protocol.overrides, *protocol.row_overrides.get(row, ()), *([f"--epochs={epochs}"] if epochs else []))
+    return run_config(dataset, row, overrides, seed, out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
 
 
 def missing_data(config: ExperimentConfig) -> str | None:
@@ -446,7 +450,8 @@ def table_seeds(scale: str, train_rows: Sequence[str], seeds: Sequence[int] | No
 
 
 def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, rows: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None, publish: bool = False, commit: bool = False) -> dict:
+              seeds: Sequence[int] | None = None, publish: bool = False, commit: bool = False,
+              epochs: int | None = None) -> dict:
     """Trains (or reuses) every run; after each one rewrites results.json, table.md and per_angle.png in `out`.
 
     Runs go seed by seed (every row's first seed before any second seed), so a
@@ -454,20 +459,19 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     (e.g. one row first); the outputs still cover the scale's rows, with their
     finished runs read from `out`. With `publish`, each update is copied to
     docs/results; with `commit`, the results and each finished run's small
-    records in `out` are committed. Returns results.json's content.
+    records in `out` are committed. `epochs` replaces the scale's number of
+    epochs (e.g. a longer budget, into another `out`). Returns results.json's content.
     """
     train_rows = list(rows or SCALES[scale].rows)
     seeds_by_row = table_seeds(scale, train_rows, seeds)
-    configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir) for seed in row_seeds]
+    configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir, epochs) for seed in row_seeds]
                for row, row_seeds in seeds_by_row.items()}
     check_finished_runs_match([config for runs in configs.values() for config in runs])
     no_data = missing_data(configs[train_rows[0]][0])
     order = sorted((config for row in train_rows for config in configs[row] if not seeds or config.seed in seeds),
                    key=lambda config: config.seed)
     row_of = {config.output_dir: row for row, runs in configs.items() for config in runs}
-    to_train = {config.output_dir for config in order}
-    finished = {row: {config.seed: finished_metrics(config) for config in runs
-                      if config.output_dir not in to_train and is_finished(config)}
+    finished = {row: {config.seed: finished_metrics(config) for config in runs if is_finished(config)}
                 for row, runs in configs.items()}
     results = {}
     for config in order:
@@ -559,6 +563,16 @@ def parse_seeds(text: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 1")
+    return value
+
+
 def _row_list(text: str) -> list[str]:
     rows = text.split(",")
     unknown = [row for row in rows if row not in ROWS]
@@ -577,6 +591,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=parse_seeds, default=None,
                         help="seeds of --rows to train, e.g. 1 (default: the scale's seeds); the table shows them "
                              "beside the scale's seeds")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="epochs of every run instead of the scale's (use another --out)")
     parser.add_argument("--rows", type=_row_list, default=None,
                         help=f"comma-separated rows to train now, among {list(ROWS)} (default: the scale's rows); "
                              "the outputs still show every row of the scale")
@@ -600,7 +616,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     try:
         results = reproduce(args.dataset, args.scale, args.out, data_dir, args.rows, args.seeds, args.publish,
-                            args.commit)
+                            args.commit, args.epochs)
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     print((args.out / "table.md").read_text())

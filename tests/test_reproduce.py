@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -213,6 +214,25 @@ def test_reproduce_refuses_a_finished_run_trained_with_other_flags(smoke_run, ci
         "protocol no longer trains: move it out of --out to train the row anew")
 
 
+def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar10_dir, tmp_path, monkeypatch):
+    out = tmp_path / "cifar10_smoke"
+    shutil.copytree(smoke_run, out)
+    shutil.copytree(out / "std_seed0", out / "std_seed1")
+    saved = json.loads((out / "std_seed1" / "config.json").read_text())
+    (out / "std_seed1" / "config.json").write_text(json.dumps({**saved, "seed": 1}))
+    written = []
+    write_outputs = reproduce.write_outputs
+
+    def recording_write_outputs(dataset, scale, out, configs, finished, *args):
+        written.append({row: sorted(runs) for row, runs in finished.items()})
+        return write_outputs(dataset, scale, out, configs, finished, *args)
+
+    monkeypatch.setattr(reproduce, "write_outputs", recording_write_outputs)
+    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
+                    "--seeds=0,1", "--rows=std"])
+    assert written and all(tables == {"std": [0, 1], "at_kl": [0]} for tables in written)
+
+
 # Runs the smoke protocol and SIGKILLs it when the A.T.+KL run, trained and backed up, starts its evaluation.
 KILL_AT_AT_KL_EVALUATION = """
 import os, signal, sys
@@ -259,6 +279,8 @@ def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
         assert config.grid_examples == 2000 and config.lr_schedule == "onecycle", row
     assert configs["std"].network == "resnet9" and configs["grn"].network == "g_resnet"
     assert (configs["at_kl"].batch_size, configs["at"].batch_size) == (128, 256)
+    longer = reproduce.scale_config("cifar10", "at_kl", "cpu", 0, Path("out"), None, epochs=24)
+    assert longer == dataclasses.replace(configs["at_kl"], epochs=24) and configs["at_kl"].epochs == 12
 
 
 def test_evaluate_plot_writes_the_landscape(smoke_run):
@@ -288,6 +310,7 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--rows=std,gcnn"], "valid rows are ['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']"),
     (["--seeds=0,x"], "'0,x' is not a comma-separated list of integers"),
+    (["--epochs=0"], "'0': must be >= 1"),
     (["--publish"], "--publish and --commit are for mini, cpu and full runs"),
     (["--commit"], "--publish and --commit are for mini, cpu and full runs"),
 ])

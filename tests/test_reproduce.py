@@ -187,12 +187,18 @@ def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
     assert reproduce.table_seeds("smoke", ["at"], None) == {"std": [0], "at": [0], "at_kl": [0]}
 
 
-def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_run, cifar10_dir, tmp_path, capsys):
+def copy_with_a_finished_std_seed1(smoke_run: Path, tmp_path: Path) -> Path:
+    """A copy of the smoke protocol's outputs with a finished std run of seed 1 (std seed 0's, relabelled)."""
     out = tmp_path / "cifar10_smoke"
     shutil.copytree(smoke_run, out)
     shutil.copytree(out / "std_seed0", out / "std_seed1")
     saved = json.loads((out / "std_seed1" / "config.json").read_text())
     (out / "std_seed1" / "config.json").write_text(json.dumps({**saved, "seed": 1}))
+    return out
+
+
+def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_run, cifar10_dir, tmp_path, capsys):
+    out = copy_with_a_finished_std_seed1(smoke_run, tmp_path)
     capsys.readouterr()
     reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
                     "--rows=std", "--seeds=1"])
@@ -215,11 +221,7 @@ def test_reproduce_refuses_a_finished_run_trained_with_other_flags(smoke_run, ci
 
 
 def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar10_dir, tmp_path, monkeypatch):
-    out = tmp_path / "cifar10_smoke"
-    shutil.copytree(smoke_run, out)
-    shutil.copytree(out / "std_seed0", out / "std_seed1")
-    saved = json.loads((out / "std_seed1" / "config.json").read_text())
-    (out / "std_seed1" / "config.json").write_text(json.dumps({**saved, "seed": 1}))
+    out = copy_with_a_finished_std_seed1(smoke_run, tmp_path)
     written = []
     write_outputs = reproduce.write_outputs
 

@@ -220,19 +220,23 @@ def is_finished(config: ExperimentConfig) -> bool:
     return (Path(config.output_dir) / "metrics.json").is_file()
 
 
+# Flags that change neither a finished run's weights nor what its metrics.json measured.
+EVALUATION_INDEPENDENT = experiment.RESUME_INDEPENDENT - {"test_examples", "grid_examples"}
+
+
 def check_finished_runs_match(configs: Sequence[ExperimentConfig]) -> None:
-    """Refuses finished runs in `out` trained with other training flags than the scale's current ones (e.g.
-    after a change to a flagfile): their numbers would enter the table under the wrong method."""
+    """Refuses finished runs in `out` trained or graded with other flags than the scale's current ones (e.g.
+    after a change to a flagfile): their numbers would enter the table under the wrong method or test set."""
     for config in configs:
         saved_path = Path(config.output_dir) / "config.json"
         if not is_finished(config) or not saved_path.is_file():
             continue
         changed = experiment.changed_flags(json.loads(saved_path.read_text()), json.loads(json.dumps(
-            config.to_json())), experiment.RESUME_INDEPENDENT)
+            config.to_json())), EVALUATION_INDEPENDENT)
         if changed:
-            raise ValueError(f"{config.output_dir} is a finished run trained with "
-                             f"{', '.join(f'--{k}={v}' for k, v in changed.items())}, which this protocol no longer "
-                             "trains: move it out of --out to train the row anew")
+            raise ValueError(f"{config.output_dir} is a finished run made with "
+                             f"{', '.join(f'--{k}={experiment.flag_value(v)}' for k, v in changed.items())}, which "
+                             "this protocol no longer uses: move it out of --out to train the row anew")
 
 
 def finished_metrics(config: ExperimentConfig) -> dict:
@@ -441,10 +445,12 @@ def default_seeds(scale: str, row: str) -> tuple[int, ...]:
     return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
 
 
-def table_seeds(scale: str, train_rows: Sequence[str], seeds: Sequence[int] | None) -> dict[str, list[int]]:
-    """The table's rows (the scale's, and any other row being trained) and each one's seeds: the scale's
-    default seeds, and `seeds` too for the rows being trained (so training one seed keeps the others shown)."""
-    table_rows = [row for row in ROWS if row in SCALES[scale].rows or row in train_rows]
+def table_seeds(scale: str, train_rows: Sequence[str], seeds: Sequence[int] | None,
+                only_trained_rows: bool = False) -> dict[str, list[int]]:
+    """The table's rows (the scale's and any other row being trained, or with `only_trained_rows` the latter
+    only) and each one's seeds: the scale's default seeds, and `seeds` too for the rows being trained (so
+    training one seed keeps the others shown)."""
+    table_rows = [row for row in ROWS if row in train_rows or (row in SCALES[scale].rows and not only_trained_rows)]
     return {row: sorted({*default_seeds(scale, row), *(seeds if seeds and row in train_rows else ())})
             for row in table_rows}
 
@@ -460,10 +466,11 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     finished runs read from `out`. With `publish`, each update is copied to
     docs/results; with `commit`, the results and each finished run's small
     records in `out` are committed. `epochs` replaces the scale's number of
-    epochs (e.g. a longer budget, into another `out`). Returns results.json's content.
+    epochs (e.g. a longer budget, into another `out`, whose table then shows
+    the trained rows only). Returns results.json's content.
     """
     train_rows = list(rows or SCALES[scale].rows)
-    seeds_by_row = table_seeds(scale, train_rows, seeds)
+    seeds_by_row = table_seeds(scale, train_rows, seeds, only_trained_rows=epochs is not None)
     configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir, epochs) for seed in row_seeds]
                for row, row_seeds in seeds_by_row.items()}
     check_finished_runs_match([config for runs in configs.values() for config in runs])

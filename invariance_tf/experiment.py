@@ -143,7 +143,7 @@ class ExperimentConfig:
         ]
         for name, ok, rule in checks:
             if not ok:
-                raise ValueError(f"--{name}={_flag_value(getattr(self, name))} is invalid: {rule}")
+                raise ValueError(f"--{name}={flag_value(getattr(self, name))} is invalid: {rule}")
         if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
             raise ValueError(f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
                              f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd")
@@ -166,7 +166,8 @@ class ExperimentConfig:
         return cls(**{**values, "limits": tuple(values["limits"])})
 
 
-def _flag_value(value) -> str:
+def flag_value(value) -> str:
+    """A config value as a flag writes it: lists and tuples comma-separated."""
     return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
 
@@ -340,7 +341,7 @@ def check_resumable(config: ExperimentConfig, out: Path) -> None:
     saved = json.loads(saved_path.read_text())
     changed = changed_flags(saved, json.loads(json.dumps(config.to_json())), RESUME_INDEPENDENT)
     if changed:
-        values = ", ".join(f"--{k}={_flag_value(value)}" for k, value in changed.items())
+        values = ", ".join(f"--{k}={flag_value(value)}" for k, value in changed.items())
         raise ValueError(f"--output_dir={out} holds an unfinished run started with {values}: pass the same flags "
                          "to resume it, or --overwrite to start afresh")
 

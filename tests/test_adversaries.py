@@ -138,3 +138,9 @@ def test_serialize_round_trip():
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         adversaries.get(**kwargs)
+
+
+def test_only_a_search_uses_its_objective():
+    """Two objectives need two x~ only when the choice depends on the objective (worst-of-1 is a random draw)."""
+    assert adversaries.WorstOfK(k=10).uses_objective and adversaries.SPGD().uses_objective
+    assert not adversaries.WorstOfK(k=1).uses_objective and not adversaries.RandomTransform().uses_objective

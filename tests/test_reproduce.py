@@ -185,6 +185,8 @@ def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
         "std": [0], "da": [0, 1], "da_kl": [0, 1], "at": [0, 1], "at_kl": [0, 1], "at_l2": [0], "grn": [0]}
     assert reproduce.table_seeds("smoke", ["std"], [2]) == {"std": [0, 2], "at_kl": [0]}
     assert reproduce.table_seeds("smoke", ["at"], None) == {"std": [0], "at": [0], "at_kl": [0]}
+    assert reproduce.table_seeds("cpu", ["at", "at_kl"], None, only_trained_rows=True) == {
+        "at": [0, 1], "at_kl": [0, 1]}
 
 
 def copy_with_a_finished_std_seed1(smoke_run: Path, tmp_path: Path) -> Path:
@@ -207,17 +209,21 @@ def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_ru
     assert list(rows) == ["std", "at_kl"] and list(rows["std"]["seeds"]) == ["0", "1"]
 
 
-def test_reproduce_refuses_a_finished_run_trained_with_other_flags(smoke_run, cifar10_dir, tmp_path, capsys):
+@pytest.mark.parametrize("field,value,shown", [("ce_adversary_objective", "same", "same"),
+                                                ("limits", [3.0, 3.0, 20.0], "3.0,3.0,20.0"),
+                                                ("grid_examples", 10, "10")])
+def test_reproduce_refuses_a_finished_run_trained_or_graded_with_other_flags(field, value, shown, smoke_run,
+                                                                            cifar10_dir, tmp_path):
     out = tmp_path / "cifar10_smoke"
     shutil.copytree(smoke_run, out)
     saved = json.loads((out / "at_kl_seed0" / "config.json").read_text())
-    (out / "at_kl_seed0" / "config.json").write_text(json.dumps({**saved, "ce_adversary_objective": "same"}))
+    (out / "at_kl_seed0" / "config.json").write_text(json.dumps({**saved, field: value}))
     with pytest.raises(SystemExit) as refused:
         reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
                         "--rows=std"])
     assert str(refused.value) == (
-        f"error: {out / 'at_kl_seed0'} is a finished run trained with --ce_adversary_objective=same, which this "
-        "protocol no longer trains: move it out of --out to train the row anew")
+        f"error: {out / 'at_kl_seed0'} is a finished run made with --{field}={shown}, which this "
+        "protocol no longer uses: move it out of --out to train the row anew")
 
 
 def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar10_dir, tmp_path, monkeypatch):

@@ -167,8 +167,20 @@ class ExperimentConfig:
 
 
 def flag_value(value) -> str:
-    """A config value as a flag writes it: lists and tuples comma-separated."""
-    return ",".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+    """A config value (or its JSON record) as a flag writes it: sequences comma-separated, booleans lower-case."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def flag_arguments(config: ExperimentConfig) -> list[str]:
+    """`--name=value` for every field of `config`: a flagfile's lines, or a command line's arguments."""
+    return [f"--{field.name}={flag_value(getattr(config, field.name))}" for field in dataclasses.fields(config)]
+
+
+def flag_list(changed: dict) -> str:
+    """`changed` (flag name -> value) as flags, comma-separated, for error messages."""
+    return ", ".join(f"--{name}={flag_value(value)}" for name, value in changed.items())
 
 
 def build_adversary(config: ExperimentConfig) -> adversaries.Adversary | None:
@@ -332,18 +344,24 @@ def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozense
     return {k: saved.get(k) for k in sorted(current.keys() - ignored) if saved.get(k) != current.get(k)}
 
 
+def recorded_changes(config: ExperimentConfig, out: Path, ignored: frozenset[str] = frozenset()) -> dict:
+    """The flags, apart from `ignored`, whose value in the run recorded in `out` (its config.json) differs from
+    `config`'s, each with its recorded value; empty when `out` records no run."""
+    saved_path = out / "config.json"
+    if not saved_path.is_file():
+        return {}
+    return changed_flags(json.loads(saved_path.read_text()), json.loads(json.dumps(config.to_json())), ignored)
+
+
 def check_resumable(config: ExperimentConfig, out: Path) -> None:
     """Refuses to resume the unfinished run in `out` (a backup and its config.json) with other training flags:
     its weights and optimiser state belong to the flags it was started with."""
-    saved_path = out / "config.json"
-    if callbacks.latest_backup(out / "backup") is None or not saved_path.is_file():
+    if callbacks.latest_backup(out / "backup") is None:
         return
-    saved = json.loads(saved_path.read_text())
-    changed = changed_flags(saved, json.loads(json.dumps(config.to_json())), RESUME_INDEPENDENT)
+    changed = recorded_changes(config, out, RESUME_INDEPENDENT)
     if changed:
-        values = ", ".join(f"--{k}={flag_value(value)}" for k, value in changed.items())
-        raise ValueError(f"--output_dir={out} holds an unfinished run started with {values}: pass the same flags "
-                         "to resume it, or --overwrite to start afresh")
+        raise ValueError(f"--output_dir={out} holds an unfinished run started with {flag_list(changed)}: pass the "
+                         "same flags to resume it, or --overwrite to start afresh")
 
 
 def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> list[keras.callbacks.Callback]:
@@ -386,6 +404,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
     if distribute.is_chief():
         files.write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
+        files.write_text(out / "flags.cfg", "\n".join(flag_arguments(config)) + "\n")
     with strategy.scope():
         model = build_model(config, splits.info, steps_per_epoch)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augment_enabled(config),

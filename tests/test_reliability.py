@@ -151,6 +151,17 @@ def test_a_field_an_older_run_did_not_record_counts_as_its_default_and_a_removed
     assert experiment.changed_flags({**older, "a_removed_flag": 1}, current) == {}
 
 
+def test_a_recorded_run_is_compared_and_its_values_are_written_as_flags(tmp_path):
+    config = experiment.ExperimentConfig(lambda_reg=8.0)
+    assert experiment.recorded_changes(config, tmp_path) == {}
+    (tmp_path / "config.json").write_text(json.dumps(
+        experiment.ExperimentConfig(lambda_reg=2.0, limits=(2, 2, 20), jit_compile=True).to_json()))
+    changed = experiment.recorded_changes(config, tmp_path, frozenset({"jit_compile"}))
+    assert changed == {"lambda_reg": 2.0, "limits": [2, 2, 20]}
+    assert experiment.flag_list(changed) == "--lambda_reg=2.0, --limits=2,2,20"
+    assert experiment.flag_value(True) == "true" and experiment.flag_value((3.0, -0.5)) == "3,-0.5"
+
+
 def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640", "--deterministic")

@@ -210,7 +210,7 @@ def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_ru
 
 
 @pytest.mark.parametrize("field,value,shown", [("ce_adversary_objective", "same", "same"),
-                                                ("limits", [3.0, 3.0, 20.0], "3.0,3.0,20.0"),
+                                                ("limits", [3.0, 3.0, 20.0], "3,3,20"),
                                                 ("grid_examples", 10, "10")])
 def test_reproduce_refuses_a_finished_run_trained_or_graded_with_other_flags(field, value, shown, smoke_run,
                                                                             cifar10_dir, tmp_path):

@@ -86,7 +86,7 @@ def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.Completed
     ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
     ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
     ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
-    ("--limits=3,-1,30", "--limits=3.0,-1.0,30.0 is invalid: must be 3 values >= 0"),
+    ("--limits=3,-1,30", "--limits=3,-1,30 is invalid: must be 3 values >= 0"),
     ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
 ])
 def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):

@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 from trainers import flags as experiment_flags
-from invariance_tf import distribute, experiment, files
+from invariance_tf import experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
 experiment_flags.define_experiment_flags()
@@ -24,13 +24,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        config = experiment_flags.config_from_flags()
-        config.validate()
-        output_dir = experiment.prepare_output_dir(config)
-        experiment.check_resumable(config, output_dir)
-        if distribute.is_chief():
-            files.write_text(output_dir / "flags.cfg", "\n".join(experiment_flags.flag_arguments(config)) + "\n")
-        metrics = experiment.run(config)
+        metrics = experiment.run(experiment_flags.config_from_flags())
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     if metrics:

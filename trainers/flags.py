@@ -7,7 +7,7 @@ import shlex
 
 from absl import flags
 
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment import ExperimentConfig, flag_arguments
 
 
 def define_experiment_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -38,19 +38,6 @@ def config_from_flags(values: flags.FlagValues = flags.FLAGS) -> ExperimentConfi
                 raise ValueError(f"--{field.name}={','.join(value)} is invalid: expected numbers") from None
         kwargs[field.name] = value
     return ExperimentConfig(**kwargs)
-
-
-def flag_arguments(config: ExperimentConfig) -> list[str]:
-    """`--name=value` for every field of `config`: a flagfile's lines, or a command line's arguments."""
-    args = []
-    for field in dataclasses.fields(ExperimentConfig):
-        value = getattr(config, field.name)
-        if isinstance(value, tuple):
-            value = ",".join(f"{v:g}" for v in value)
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        args.append(f"--{field.name}={value}")
-    return args
 
 
 def command_line(config: ExperimentConfig, module: str = "trainers.fit") -> str:

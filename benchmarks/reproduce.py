@@ -228,8 +228,10 @@ def check_finished_runs_match(configs: Sequence[ExperimentConfig]) -> None:
     """Refuses finished runs in `out` trained or graded with other flags than the scale's current ones (e.g.
     after a change to a flagfile): their numbers would enter the table under the wrong method or test set."""
     for config in configs:
+        if not is_finished(config):
+            continue
         changed = experiment.recorded_changes(config, Path(config.output_dir), EVALUATION_INDEPENDENT)
-        if is_finished(config) and changed:
+        if changed:
             raise ValueError(f"{config.output_dir} is a finished run made with {experiment.flag_list(changed)}, "
                              "which this protocol no longer uses: move it out of --out to train the row anew")
 

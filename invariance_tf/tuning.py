@@ -295,9 +295,8 @@ def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
         saved = json.loads(path.read_text())
         changed = experiment.changed_flags(saved, description)
         if changed:
-            raise ValueError(f"--search_dir={path.parent} holds a search with other values of "
-                             f"{', '.join('--' + k for k in changed)}: use another --search_dir, the same flags "
-                             "to resume, or --overwrite to start afresh")
+            raise ValueError(f"--search_dir={path.parent} holds a search started with {experiment.flag_list(changed)}: "
+                             "use another --search_dir, the same flags to resume, or --overwrite to start afresh")
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(path, json.dumps(description, indent=2) + "\n")
 

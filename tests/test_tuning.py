@@ -115,7 +115,7 @@ def test_resuming_with_other_search_flags_is_refused(tmp_path):
     options = tuning.SearchOptions(search_dir=str(tmp_path))
     tuning.check_resumable(AT_KL, options)
     tuning.check_resumable(AT_KL, dataclasses.replace(options, max_trials=50))
-    with pytest.raises(ValueError, match=r"other values of --lambda_max, --lr: use another --search_dir"):
+    with pytest.raises(ValueError, match=r"search started with --lambda_max=100.0, --lr=0.1: use another --search_dir"):
         tuning.check_resumable(dataclasses.replace(AT_KL, lr=0.05), dataclasses.replace(options, lambda_max=10.0))
     tuning.check_resumable(dataclasses.replace(AT_KL, overwrite=True), dataclasses.replace(options, lambda_max=10.0))
 

@@ -7,7 +7,7 @@ training wall time and clean accuracy per training minute, one line per
 candidate, into `<out>/recipes.csv`. Finished candidates are read back, not
 retrained (each run resumes like `trainers.fit`).
 
-    python -m benchmarks.cpu_recipe --data_dir ../shared/data/cifar10 --out results/cpu_recipe \
+    python -m benchmarks.cpu_recipe --data_dir ../shared/data/cifar10 --out docs/results/cifar10_cpu_recipe \
         [--candidates resnet8_step_e10,resnet9_w16_e12]
     python -m benchmarks.cpu_recipe --throughput [--steps 8]
 

@@ -214,6 +214,9 @@ class SPGD(_ObjectiveAdversary):
             raise ValueError(f"S-PGD needs steps >= 1; got steps={steps}")
         if int(restarts) < 1:
             raise ValueError(f"S-PGD needs restarts >= 1; got restarts={restarts}")
+        if int(restarts) > 1 and not random_start:
+            raise ValueError(f"S-PGD restarts={restarts} need random_start=True: without a random start every "
+                             "restart ascends from t = 0 and finds the same t")
         self.steps = int(steps)
         self.restarts = int(restarts)
         self.random_start = bool(random_start)

@@ -184,3 +184,7 @@ class RobustValidation(keras.callbacks.Callback):
             with self._writer.as_default():
                 tf.summary.scalar(f"epoch_worst_of_{self.k}_accuracy", result.accuracy, step=epoch)
             self._writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()

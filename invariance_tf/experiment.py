@@ -364,11 +364,11 @@ def check_resumable(config: ExperimentConfig, out: Path) -> None:
                          "same flags to resume it, or --overwrite to start afresh")
 
 
-def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits) -> list[keras.callbacks.Callback]:
+def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits,
+                       root: Path) -> list[keras.callbacks.Callback]:
     """Backup for resuming, a stop at the first NaN loss, the last good checkpoint, TensorBoard and
-    robust validation; only the chief writes into `out`, other workers into their own scratch folder."""
+    robust validation; they write into `root`: `out` on the chief, a scratch folder on other workers."""
     chief = distribute.is_chief()
-    root = out if chief else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     checkpoint = root / "checkpoints" / "last.keras"
     result = [callbacks.EpochTimes(root / EPOCH_TIMES),
               callbacks.AtomicBackupAndRestore(root / "backup", restore_dir=out / "backup"),
@@ -411,11 +411,16 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
                                   seed=config.seed, first_epoch=callbacks.finished_epochs(out / "backup"))
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())
                      if config.validation_examples else None)
+    root = out if distribute.is_chief() else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                        validation_data=validation_ds, shuffle=False,
-                        callbacks=training_callbacks(config, out, splits) + list(extra_callbacks or []),
-                        verbose=config.verbose)
+    try:
+        history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                            validation_data=validation_ds, shuffle=False,
+                            callbacks=training_callbacks(config, out, splits, root) + list(extra_callbacks or []),
+                            verbose=config.verbose)
+    finally:
+        if root != out:
+            shutil.rmtree(root, ignore_errors=True)
     seconds_this_process = time.perf_counter() - start
     if not distribute.is_chief():
         return {}

@@ -63,7 +63,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         h: semimetric name, "kl" or "l2".
         lambda_reg: weight of the invariance penalty, >= 0.
         label_smoothing: label smoothing of the CE term, in [0, 1).
-        seed: seed of the adversary's random draws (None: a random one).
+        seed: seed of the adversary's random draws (None: a random one, which `get_config` records).
     """
 
     def __init__(self, network: keras.Model, adversary: adversaries.Adversary | dict | None = None,
@@ -133,7 +133,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return tf.cast(self.network(inputs, training=training), tf.float32)
 
-    def train_step(self, data):
+    def train_step(self, data: tuple) -> dict:
+        """One step of the method: choose x~, then descend on CE term + lambda * mean h(f(x), f(x~))."""
         x, y = _unpack_unweighted(data)
         x_adv, x_adv_ce = self._choose_transformed(x, y)
         with tf.GradientTape() as tape:
@@ -147,7 +148,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self.optimizer.apply(gradients, self.network.trainable_variables)
         return self._update_metrics(y, nat, adv_ce, loss=loss, ce=ce, reg=reg)
 
-    def test_step(self, data):
+    def test_step(self, data: tuple) -> dict:
+        """Clean CE and accuracy on one batch."""
         x, y = _unpack_unweighted(data)
         logits = self(x, training=False)
         self._trackers["ce"].update_state(_mean_ce(y, logits, self.label_smoothing))
@@ -174,8 +176,13 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
 
     def _step_seed(self) -> tf.Tensor:
         """The stateless seed of this step's adversary draws: the model's seed and the optimizer's step
-        count, which backups restore, so a resumed run draws what an uninterrupted one would."""
-        return tf.stack([tf.constant(self._draw_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        count, which backups restore, so a resumed run draws what an uninterrupted one would; with several
+        replicas also the replica's index, so that each replica's examples get their own draws."""
+        seed = tf.stack([tf.constant(self._draw_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+        replica = tf.distribute.get_replica_context()
+        if replica is None or replica.num_replicas_in_sync == 1:
+            return seed
+        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
 
     def _forward(self, x: tf.Tensor, x_adv: tf.Tensor | None,
                  x_adv_ce: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None, tf.Tensor | None]:
@@ -222,7 +229,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             "h": self.h,
             "lambda_reg": self.lambda_reg,
             "label_smoothing": self.label_smoothing,
-            "seed": self.seed,
+            "seed": self._draw_seed,
         }
 
     @classmethod

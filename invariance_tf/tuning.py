@@ -175,13 +175,15 @@ class InvarianceHyperModel(kt.HyperModel):
         return experiment.build_model(config, self.splits.info, self.steps_per_epoch)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *, callbacks=(), **kwargs) -> dict:
-        """Trains on the training split; returns the last epoch's logs and the training seconds.
+        """Trains on the training split (a continued Hyperband trial from its `initial_epoch`'s batches);
+        returns the last epoch's logs and the training seconds.
 
         A trial whose loss becomes NaN or infinite fails (no retry).
         """
         config = self.trial_config(hp)
         train = data.train_dataset(*self.splits.train, config.batch_size,
-                                   augment=experiment.augment_enabled(config), seed=config.seed)
+                                   augment=experiment.augment_enabled(config), seed=config.seed,
+                                   first_epoch=kwargs.get("initial_epoch", 0))
         validation = data.eval_dataset(*self.splits.validation,
                                        config.eval_batch_size or evaluation.default_batch_size())
         start = time.perf_counter()
@@ -199,8 +201,8 @@ class InvarianceHyperModel(kt.HyperModel):
         images, labels = self.splits.validation
         batch_size = config.eval_batch_size or None
         if self.options.objective == "grid":
-            count = self.options.grid_validation_examples
-            return GridValidation(images[:count], labels[:count], limits=config.limits, batch_size=batch_size)
+            chosen = data.balanced_subset(labels, min(self.options.grid_validation_examples, len(labels)), config.seed)
+            return GridValidation(images[chosen], labels[chosen], limits=config.limits, batch_size=batch_size)
         return RobustValidation(images, labels, k=config.eval_k, every=1, limits=config.limits, seed=config.seed,
                                 batch_size=batch_size)
 

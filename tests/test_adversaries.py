@@ -133,6 +133,7 @@ def test_serialize_round_trip():
     (dict(name="worst_of_k", k=0), "k=0"),
     (dict(name="worst_of_k", objective="js"), r"'js'.*\['ce', 'kl', 'l2'\]"),
     (dict(name="spgd", steps=0), "steps=0"),
+    (dict(name="spgd", restarts=3, random_start=False), "restarts=3 need random_start=True"),
     (dict(name="random", limits=(3, 3, -1)), "limits"),
 ])
 def test_bad_arguments_raise(kwargs, message):

@@ -292,6 +292,12 @@ def test_fit_evaluate_save_and_reload(tmp_path, batch):
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
+def test_a_model_without_seed_records_the_seed_it_drew():
+    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.RandomTransform(), ce_on="rob")
+    rebuilt = InvarianceModel.from_config(model.get_config())
+    assert isinstance(model.get_config()["seed"], int) and rebuilt._draw_seed == model._draw_seed
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(ce_on="both"), r"'both'.*\['nat', 'rob', 'mix'\]"),
     (dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()), "lambda_reg must be >= 0; got -1.0"),
@@ -335,6 +341,13 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     (single, initial), (multi, _) = train(tf.distribute.get_strategy()), train(mirrored)
     print("CHANGE", max(np.abs(a - b).max() for a, b in zip(single, initial)))
     print("MAXDIFF", max(np.abs(a - b).max() for a, b in zip(single, multi)))
+
+    def step_seeds(strategy):
+        with strategy.scope():
+            model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=2), ce_on="rob", seed=7)
+            model.compile(optimizer=keras.optimizers.SGD(0.05))
+        return [s.numpy().tolist() for s in strategy.experimental_local_results(strategy.run(model._step_seed))]
+    print("SEEDS", *step_seeds(tf.distribute.get_strategy()), *step_seeds(mirrored), sep="|")
 """)
 
 
@@ -343,5 +356,7 @@ def test_mirrored_strategy_matches_single_device(cifar10_dir):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     change = float(result.stdout.split("CHANGE")[1].split()[0])
-    diff = float(result.stdout.split("MAXDIFF")[1])
+    diff = float(result.stdout.split("MAXDIFF")[1].split()[0])
     assert change > 1e-3 and diff < 1e-4, (change, diff)
+    single, *replicas = result.stdout.split("SEEDS|")[1].strip().split("|")
+    assert single == "[7, 0]" and len(replicas) == 2 and replicas[0] != replicas[1], result.stdout

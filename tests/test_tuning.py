@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import keras_tuner as kt
+import numpy as np
 import pytest
 from absl import flags
 
-from invariance_tf import experiment, tuning
+from invariance_tf import data, experiment, tuning
 from trainers import flags as experiment_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -261,3 +262,31 @@ def test_each_tuner_and_objective(cifar10_dir, tmp_path, tuner, objective):
     assert len(rows) == 3 and float(rows[0]["lambda_reg"]) == 0.0
     assert {row["h"] for row in rows[1:] if float(row["lambda_reg"]) > 0} == {"l2"}
     assert best["value"] == max(float(row["objective"]) for row in rows)
+
+
+def tiny_splits(per_class: int = 20, classes: int = 10) -> experiment.Splits:
+    """Class-sorted arrays, as an ImageFolder copy loads them."""
+    labels = np.repeat(np.arange(classes), per_class).astype("int64")
+    images = np.zeros((len(labels), 8, 8, 3), "float32")
+    return experiment.Splits((images, labels), (images, labels), (images, labels), data.DATASETS["cifar10"])
+
+
+def test_grid_objective_reads_every_class_of_the_validation_split():
+    options = tuning.SearchOptions(objective="grid", grid_validation_examples=20)
+    hypermodel = tuning.InvarianceHyperModel(AT_KL, options, tiny_splits())
+    callback = hypermodel._objective_callback(AT_KL)
+    assert np.bincount(callback.labels, minlength=10).tolist() == [2] * 10
+
+
+def test_a_continued_hyperband_trial_sees_the_batches_of_its_epochs(monkeypatch):
+    seen = {}
+
+    def stop(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(tuning.data, "train_dataset", stop)
+    hypermodel = tuning.InvarianceHyperModel(AT_KL, tuning.SearchOptions(), tiny_splits())
+    with pytest.raises(RuntimeError, match="stop before training"):
+        hypermodel.fit(kt.HyperParameters(), model=None, epochs=4, initial_epoch=2)
+    assert seen["first_epoch"] == 2

@@ -17,6 +17,9 @@ class PerImageStandardization(keras.layers.Layer):
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return tf.image.per_image_standardization(inputs)
 
+    def get_config(self) -> dict:
+        return super().get_config()
+
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
 class ZeroPadChannels(keras.layers.Layer):

@@ -196,6 +196,7 @@ def build_adversary(config: ExperimentConfig) -> adversaries.Adversary | None:
 
 
 def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Model:
+    """The classifier f named by `--network` (logits), shaped for the dataset's images and classes."""
     kwargs = {"input_shape": info.image_shape, "num_classes": info.num_classes,
               "weight_decay": config.weight_decay}
     if config.network == "resnet":
@@ -264,6 +265,7 @@ def load_splits(config: ExperimentConfig) -> Splits:
 
 
 def augment_enabled(config: ExperimentConfig) -> bool:
+    """Whether training uses random crops and flips: `--augment`, or the dataset's standard choice for "auto"."""
     if config.augment == "auto":
         return data.standard_augmentation(config.dataset)
     return config.augment == "on"

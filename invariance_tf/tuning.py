@@ -334,6 +334,7 @@ def _last_value(trial: kt.engine.trial.Trial, name: str) -> float | None:
 
 
 def write_csv(rows: list[TrialRow], path: Path) -> None:
+    """Writes the trials as `path` (CSV, one row a trial), atomically."""
     fields = [field.name for field in dataclasses.fields(TrialRow)]
     with files.atomic_path(path) as partial, partial.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)

@@ -23,9 +23,14 @@ divisible by s for 'valid' padding.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 from keras import ops
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 GROUP_ORDERS: dict[str, int] = {"p4": 4, "p4m": 8}
 PADDINGS = ("same", "valid")
@@ -87,13 +92,13 @@ def filter_indices(group: str, kernel_size: int, input_order: int) -> np.ndarray
     return indices
 
 
-def split_group(inputs, order: int):
+def split_group(inputs: tf.Tensor, order: int) -> tf.Tensor:
     """Views flat channels C * |G| as (..., C, |G|)."""
     shape = ops.shape(inputs)
     return ops.reshape(inputs, (*shape[:-1], shape[-1] // order, order))
 
 
-def merge_group(inputs):
+def merge_group(inputs: tf.Tensor) -> tf.Tensor:
     """Inverse of `split_group`: (..., C, |G|) to flat channels C * |G|."""
     shape = ops.shape(inputs)
     return ops.reshape(inputs, (*shape[:-2], shape[-2] * shape[-1]))
@@ -147,7 +152,7 @@ class _GroupConv2D(keras.layers.Layer):
         self.input_order = 1 if self.lifting else self.group_order
         self.indices = filter_indices(self.group, self.kernel_size, self.input_order)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if channels is None or channels % self.input_order:
             raise ValueError(f"{type(self).__name__} needs input channels divisible by "
@@ -166,7 +171,7 @@ class _GroupConv2D(keras.layers.Layer):
                                         regularizer=self.bias_regularizer)
 
     @property
-    def expanded_kernel(self):
+    def expanded_kernel(self) -> tf.Tensor:
         """The filter bank (k, k, Cin * |Gi|, filters * |Go|) in the flat channel layout."""
         k, cin, gi, go = self.kernel_size, self.input_channels, self.input_order, self.group_order
         base = ops.reshape(self.kernel, (k, k, cin, gi, self.filters))
@@ -175,7 +180,7 @@ class _GroupConv2D(keras.layers.Layer):
         bank = ops.transpose(bank, (1, 2, 4, 3, 5, 0))       # (k, k, cin, gi, filters, go)
         return ops.reshape(bank, (k, k, cin * gi, self.filters * go))
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         outputs = ops.conv(inputs, self.expanded_kernel, strides=self.strides,
                            padding=self.padding, data_format="channels_last")
         if self.use_bias:
@@ -245,7 +250,7 @@ class GroupPool(keras.layers.Layer):
         self.group_order = group_order(group)
         self.mode = mode
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         grouped = split_group(inputs, self.group_order)
         reduce = ops.max if self.mode == "max" else ops.mean
         return reduce(grouped, axis=-1)
@@ -269,7 +274,7 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
         self.group = group
         self.group_order = group_order(group)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if channels is None or channels % self.group_order:
             raise ValueError(f"GroupBatchNormalization needs input channels divisible by "
@@ -277,7 +282,7 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
         super().build((*input_shape[:-1], channels // self.group_order, self.group_order))
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         grouped = split_group(inputs, self.group_order)
         return merge_group(super().call(grouped, training=training))
 

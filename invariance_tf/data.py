@@ -213,6 +213,12 @@ def balanced_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return np.sort(order[chosen])
 
 
+def at_most(labels: np.ndarray, count: int, seed: int) -> np.ndarray | slice:
+    """Indices of a class-balanced subset of `count` examples (`balanced_subset`), or all of them when
+    `count` is 0 or not smaller than their number: the images an evaluation of at most `count` reads."""
+    return balanced_subset(labels, count, seed) if 0 < count < len(labels) else slice(None)
+
+
 def train_validation_split(
     images: np.ndarray, labels: np.ndarray, validation: int | float, seed: int = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -279,8 +279,7 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
     evaluation resumes (`evaluation.resumable`).
     """
-    chosen = (data.balanced_subset(labels, config.grid_examples, config.seed)
-              if 0 < config.grid_examples < len(labels) else slice(None))
+    chosen = data.at_most(labels, config.grid_examples, config.seed)
     grid_images, grid_labels = images[chosen], labels[chosen]
     kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None}
     grid_kwargs = {"method": "early_exit", "verbose": bool(config.verbose), **kwargs}

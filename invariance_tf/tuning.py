@@ -201,7 +201,7 @@ class InvarianceHyperModel(kt.HyperModel):
         images, labels = self.splits.validation
         batch_size = config.eval_batch_size or None
         if self.options.objective == "grid":
-            chosen = data.balanced_subset(labels, min(self.options.grid_validation_examples, len(labels)), config.seed)
+            chosen = data.at_most(labels, self.options.grid_validation_examples, config.seed)
             return GridValidation(images[chosen], labels[chosen], limits=config.limits, batch_size=batch_size)
         return RobustValidation(images, labels, k=config.eval_k, every=1, limits=config.limits, seed=config.seed,
                                 batch_size=batch_size)

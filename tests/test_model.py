@@ -344,7 +344,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
     def step_seeds(strategy):
         with strategy.scope():
-            model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=2), ce_on="rob", seed=7)
+            model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=2), ce_on="rob",
+                                    seed=7)
             model.compile(optimizer=keras.optimizers.SGD(0.05))
         return [s.numpy().tolist() for s in strategy.experimental_local_results(strategy.run(model._step_seed))]
     print("SEEDS", *step_seeds(tf.distribute.get_strategy()), *step_seeds(mirrored), sep="|")

@@ -36,7 +36,7 @@ from typing import Sequence
 import keras
 
 from benchmarks import gresnet_throughput, reproduce
-from invariance_tf import files, networks
+from invariance_tf import files, networks, precision
 
 STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
 COMMON = ("--test_examples=0", "--grid_examples=1000", "--verbose=2")
@@ -76,23 +76,27 @@ NETWORKS = {"resnet8": ("resnet", {"n": 1}), "resnet20": ("resnet", {"n": 3}),
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
-def images_per_second(network: str, precision: str, batch_size: int, steps: int, warmup: int = 3) -> float:
+def images_per_second(network: str, policy: str, batch_size: int, steps: int, warmup: int = 3) -> float:
     """Training throughput of one network under one dtype policy, on random raw pixels."""
     keras.backend.clear_session()
     name, kwargs = NETWORKS[network]
-    with networks.dtype_policy(precision):
+    with networks.dtype_policy(policy):
         model = networks.build(name, **kwargs)
     return gresnet_throughput.throughput(model, batch_size, steps, warmup)
 
 
 def throughput(steps: int, batch_size: int = 256) -> None:
     """Prints images/s of every network x precision and the ratio to ResNet-8 in float32."""
-    measured = {(network, precision): images_per_second(network, precision, batch_size, steps)
-                for network in NETWORKS for precision in PRECISIONS}
+    measured = {(network, policy): images_per_second(network, policy, batch_size, steps)
+                for network in NETWORKS for policy in PRECISIONS}
     reference = measured[("resnet8", "float32")]
-    print(f"{'network':<16}{'precision':<16}{'images/s':>10}{'/ resnet8 fp32':>16}")
-    for (network, precision), value in measured.items():
-        print(f"{network:<16}{precision:<16}{value:>10.0f}{value / reference:>16.2f}")
+    print(precision.describe_machine())
+    print(f"--precision=auto here: {precision.resolve(precision.AUTO).policy} "
+          f"({precision.resolve(precision.AUTO).reason})")
+    print(f"{'network':<16}{'precision':<16}{'images/s':>10}{'/ resnet8 fp32':>16}{'bf16 / fp32':>13}")
+    for (network, policy), value in measured.items():
+        speedup = value / measured[(network, "float32")]
+        print(f"{network:<16}{policy:<16}{value:>10.0f}{value / reference:>16.2f}{speedup:>13.2f}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -47,7 +47,7 @@ Scales:
   to about 33 minutes; the slower figures leave room for other work on the cores.)
 - `cpu`, hours on 2 CPU cores: every row on the whole training split with the
   CPU recipe (`CPU_RECIPE`: ResNet-9 of width 16, one-cycle learning rate, label
-  smoothing, bfloat16; chosen with `benchmarks.cpu_recipe`), 12 epochs, batch 256
+  smoothing, bfloat16 where native (`--precision=auto`); chosen with `benchmarks.cpu_recipe`), 12 epochs, batch 256
   (128 + 128 for the regularised rows), clean accuracy on the whole test set and the
   grid on 2,000 class-balanced test images; the G-ResNet row a p4 G-ResNet-8 of
   G-widths 3/6/12 in float32 (about the planar network's cost), trained on random
@@ -91,7 +91,7 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from invariance_tf import data, evaluation, experiment, files, plots
+from invariance_tf import data, evaluation, experiment, files, plots, precision
 from invariance_tf.callbacks import TrainingDivergedError
 from invariance_tf.experiment import ExperimentConfig
 from trainers import flags as experiment_flags
@@ -142,9 +142,10 @@ class Scale:
 
 
 # The CPU recipe (benchmarks/cpu_recipe.py measures it): a narrow ResNet-9, one-cycle learning rate,
-# label smoothing, Nesterov momentum, bfloat16 compute, batch 256 (128 + 128 for the regularised rows).
+# label smoothing, Nesterov momentum, bfloat16 compute where the hardware computes it natively
+# (`--precision=auto`, `invariance_tf.precision`), batch 256 (128 + 128 for the regularised rows).
 CPU_RECIPE = ("--network=resnet9", "--width=16", "--lr_schedule=onecycle", "--lr=0.4", "--warmup_fraction=0.2",
-              "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.2", "--precision=mixed_bfloat16")
+              "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.2", "--precision=auto")
 CPU_EPOCHS = 12
 # The G-ResNet row at about the planar network's training cost (benchmarks.cpu_recipe --throughput measures it).
 CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=3", "--precision=float32")
@@ -164,7 +165,7 @@ SCALES = {
                  "random transformations as its flagfile; its measured training time is in the table.",
                  row_overrides={"grn": CPU_GRN}, batch_multiplier=2,
                  recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
-                        "5e-4, bfloat16 compute, batch 256 (128 originals + 128 transformed for the regularised "
+                        "5e-4, bfloat16 compute where native (--precision=auto), batch 256 (128 originals + 128 transformed for the regularised "
                         "rows, and 128 more, worst w.r.t. CE, for the CE term of A.T.+KL and A.T.+L2), crop + flip"),
     "full": Scale((), tuple(ROWS), (), 1000),
 }
@@ -264,6 +265,12 @@ def measured(config: ExperimentConfig) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def run_precision(config: ExperimentConfig) -> str:
+    """The dtype policy a finished run trained in: its metrics.json's record (`--precision=auto` resolved), or
+    the policy its config names (runs from before `auto`)."""
+    return finished_metrics(config).get("precision", config.precision)
+
+
 def seed_summary(metrics: dict) -> dict:
     """The accuracies (fractions) and training seconds of one run's metrics.json."""
     return {name: float(value) for name, value in metrics.items()
@@ -318,17 +325,11 @@ def network_name(config: ExperimentConfig) -> str:
 
 
 def machine() -> dict:
-    """Where the numbers were measured."""
-    return {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
+    """Where the numbers were measured, and the precision `--precision=auto` picks there."""
+    return {"platform": platform.platform(), "cpu": precision.cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
             "gpus": len(tf.config.list_physical_devices("GPU")), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__}
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "precision_auto": precision.resolve(precision.AUTO).reason}
 
 
 def protocol(dataset: str, scale: str, configs: dict[str, ExperimentConfig], seeds: dict[str, list[int]],
@@ -414,7 +415,8 @@ def table(results: dict, requested: Sequence[str]) -> str:
         f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
         f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
         f"Train time: the wall time of the training epochs (summed over resumed sittings; evaluation "
-        f"excluded). Trained on {_where_measured(info.get('measured', {}))}.",
+        f"excluded). Trained on {_where_measured(info.get('measured', {}))}. "
+        f"Precision: {_precisions(info.get('precision', {}))}.",
         "",
         "Paper: ResNet-32 (G-ResNet44 for its row), the whole training set, 100 epochs, the whole test set; "
         f"{MISSING} = not recorded here.",
@@ -435,6 +437,14 @@ def _where_measured(records: dict[str, dict | None]) -> str:
             by_machine.setdefault(f"{where['cpu_cores']} CPU cores ({where['cpu']}), {where['gpus']} GPU(s)",
                                   []).append(f"{run} {record['date'][:10]}")
     return "; ".join(f"{where}: {', '.join(runs)}" for where, runs in by_machine.items()) or "nothing yet"
+
+
+def _precisions(by_run: dict[str, str]) -> str:
+    """Each dtype policy the finished runs trained in, with their names."""
+    runs_of: dict[str, list[str]] = {}
+    for run, policy in by_run.items():
+        runs_of.setdefault(policy, []).append(run)
+    return "; ".join(f"{policy}: {', '.join(runs)}" for policy, runs in runs_of.items()) or "nothing yet"
 
 
 def default_seeds(scale: str, row: str) -> tuple[int, ...]:
@@ -506,6 +516,8 @@ def write_outputs(dataset: str, scale: str, out: Path, configs: dict[str, list[E
                                     no_data)}
     results["protocol"]["measured"] = {Path(config.output_dir).name: measured(config)
                                        for runs in configs.values() for config in runs if is_finished(config)}
+    results["protocol"]["precision"] = {Path(config.output_dir).name: run_precision(config)
+                                        for runs in configs.values() for config in runs if is_finished(config)}
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     files.write_text(out / "table.md", table(results, rows))

@@ -21,15 +21,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, files, networks, report,
-                           schedules, semimetrics, transforms)
+from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, files, networks, precision,
+                           report, schedules, semimetrics, transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
 AUGMENT_CHOICES = ("auto", "on", "off")
 LR_SCHEDULES = ("step", "onecycle")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 GROUPS = tuple(sorted(GROUP_ORDERS))
 
 
@@ -78,7 +77,9 @@ class ExperimentConfig:
     momentum: float = _field(0.9, "SGD momentum")
     nesterov: bool = _field(False, "Nesterov momentum")
     label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy term, in [0, 1)")
-    precision: str = _field("float32", "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16")
+    precision: str = _field("float32", "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 | auto "
+                                       "(mixed_bfloat16 where the hardware computes bfloat16 natively, e.g. "
+                                       "AVX512_BF16 or AMX, float32 otherwise)")
     weight_decay: float = _field(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
     augment: str = _field("auto", "standard crop+flip augmentation: auto (CIFAR yes, SVHN no) | on | off")
     train_examples: int = _field(0, "training examples to use (0 = all minus validation)")
@@ -122,7 +123,7 @@ class ExperimentConfig:
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"valid schedules are {list(LR_SCHEDULES)}"),
             ("warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
-            ("precision", self.precision in PRECISIONS, f"valid policies are {list(PRECISIONS)}"),
+            ("precision", self.precision in precision.CHOICES, f"valid values are {list(precision.CHOICES)}"),
             ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
             ("g_width", self.g_width >= 0, "must be >= 0 (0 = the paper's widths)"),
             ("group", self.group in GROUPS, f"valid groups are {list(GROUPS)}"),
@@ -222,9 +223,10 @@ def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> ke
 def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int) -> InvarianceModel:
     """The compiled regularised model for `config`: the one place flags become a model.
 
-    Layers take `--precision` as their dtype policy; the global policy is restored afterwards.
+    Layers take `--precision` (resolved by `precision.resolve`) as their dtype policy; the global policy is
+    restored afterwards.
     """
-    with networks.dtype_policy(config.precision):
+    with networks.dtype_policy(precision.resolve(config.precision).policy):
         model = InvarianceModel(
             build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
             lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed,
@@ -403,6 +405,9 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     steps_per_epoch = len(train_images) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
+    compute = precision.resolve(config.precision)
+    if config.verbose:
+        print(f"precision: {compute.policy} ({compute.reason})", flush=True)
     if distribute.is_chief():
         files.write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
         files.write_text(out / "flags.cfg", "\n".join(flag_arguments(config)) + "\n")
@@ -430,6 +435,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     metrics = {"train_seconds": float(sum(epoch_seconds)), "train_seconds_this_process": seconds_this_process,
                "epoch_seconds": epoch_seconds, "epochs": config.epochs,
                "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
+               "precision": compute.policy, "precision_reason": compute.reason,
                "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
                **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE)}
     files.write_text(out / "metrics.json", json.dumps(metrics, indent=2))

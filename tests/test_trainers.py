@@ -15,7 +15,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from invariance_tf import data, experiment, semimetrics
+from invariance_tf import data, experiment, precision, semimetrics
 from trainers import flags as experiment_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +132,11 @@ def trained_run(tmp_path_factory, cifar10_dir) -> Path:
     return out
 
 
+def rerun_precision(run: Path) -> str:
+    """The `--precision` a run was started with."""
+    return json.loads((run / "config.json").read_text())["precision"]
+
+
 def test_fit_writes_the_output_directory(trained_run):
     for name in ("model.keras", "metrics.json", "config.json", "flags.cfg", "checkpoints/last.keras"):
         assert (trained_run / name).is_file(), name
@@ -139,6 +144,7 @@ def test_fit_writes_the_output_directory(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"clean_accuracy", "worst_of_10_accuracy", "grid_accuracy", "train_seconds"} <= set(metrics)
     assert metrics["grid_accuracy"] <= metrics["clean_accuracy"]
+    assert (metrics["precision"], metrics["precision_reason"]) == tuple(precision.resolve(rerun_precision(trained_run)))
     rerun = parse_flagfile(trained_run / "flags.cfg")
     assert rerun == experiment.ExperimentConfig.from_json(json.loads((trained_run / "config.json").read_text()))
 

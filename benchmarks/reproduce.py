@@ -31,24 +31,18 @@ Scales:
 
 - `mini`, for 2 CPU cores: ResNet-8 (`--resnet_n=1`), a class-balanced subset of
   10,000 training images, 6 epochs (learning rate / 10 after 3 and 4.5 epochs),
-  the flagfiles' batch sizes, 1,000 test images with the grid attack on all of
-  them, landscapes on 200 evenly spaced ones. Rows std, D.A., D.A.+KL, A.T., A.T.+KL,
-  A.T.+L2 with seed 0, and D.A., D.A.+KL, A.T., A.T.+KL again with seed 1.
-  G-ResNet44 is left out because it trains about 25x slower than ResNet-8 on
-  CPU (`--rows` can still ask for it). Budget, from ResNet-8 step times on 2
-  cores (~100 ms for std and D.A. at batch 128 and D.A.+KL at 64 + 64, ~600 ms
-  for A.T. at 128, ~300 ms for A.T.+KL and A.T.+L2 at 64 + 64), per training
-  image and epoch: std 0.8 ms, D.A. 0.8, D.A.+KL 1.6, A.T. 4.7, A.T.+KL 4.7,
-  A.T.+L2 4.7; the ten runs together 28.9 ms, so 10,000 images x 6 epochs take
-  about 29 minutes of training. Evaluating each run (clean and worst-of-10 in
-  seconds, the early-exit grid on 1,000 images up to a minute) and the six
-  landscapes (200 x 775 pairs, ~30 s each) add about 11 minutes: about 40
-  minutes in all. (On an idle machine A.T. steps took ~235 ms, which brings it
-  to about 33 minutes; the slower figures leave room for other work on the cores.)
+  the flagfiles' reference protocol otherwise (64 originals per step for every
+  row, flips only, independent searches, the reference's resampling), 1,000 test
+  images with the grid attack on all of them, landscapes on 200 evenly spaced
+  ones. Rows std, D.A., D.A.+KL, A.T., A.T.+KL, A.T.+L2 with seed 0, and D.A.,
+  D.A.+KL, A.T., A.T.+KL again with seed 1. G-ResNet44 is left out because it
+  trains about 25x slower than ResNet-8 on CPU (`--rows` can still ask for it).
 - `cpu`, hours on 2 CPU cores: every row on the whole training split with the
   CPU recipe (`CPU_RECIPE`: ResNet-9 of width 16, one-cycle learning rate, label
-  smoothing, bfloat16 where native (`--precision=auto`); chosen with `benchmarks.cpu_recipe`), 12 epochs, batch 256
-  (128 + 128 for the regularised rows), clean accuracy on the whole test set and the
+  smoothing, bfloat16 where native (`--precision=auto`); chosen with
+  `benchmarks.cpu_recipe`), 12 epochs, 128 originals per step for every row
+  (the flagfiles' 64 doubled), the flagfiles' flips, independent searches and
+  resampling, clean accuracy on the whole test set and the
   grid on 2,000 class-balanced test images; the G-ResNet row a p4 G-ResNet-8 of
   G-widths 3/6/12 in float32 (about the planar network's cost), trained on random
   transformations as its flagfile. Second seed for D.A., D.A.+KL, A.T., A.T.+KL.
@@ -119,7 +113,8 @@ PENDING = "pending"
 MISSING = "–"
 
 
-FLAGFILE_RECIPE = "the flagfiles' batch sizes and learning-rate schedule"
+FLAGFILE_RECIPE = ("the flagfiles' reference protocol (64 originals per step for every row, step schedule, flips "
+                   "only, independent searches, the reference's resampling)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +122,7 @@ class Scale:
     """A protocol size: flags appended to every row's flagfile, and its default rows and seeds.
 
     `row_overrides` are appended after `overrides` for the rows they name;
-    `batch_multiplier` scales each flagfile's batch size (so the regularised
-    rows keep half as many originals per step as the others, as in the paper).
+    `batch_multiplier` scales each flagfile's batch size (the same for every row, as in the reference code).
     """
 
     overrides: tuple[str, ...]
@@ -143,7 +137,7 @@ class Scale:
 
 # The CPU recipe (benchmarks/cpu_recipe.py measures it): a narrow ResNet-9, one-cycle learning rate,
 # label smoothing, Nesterov momentum, bfloat16 compute where the hardware computes it natively
-# (`--precision=auto`, `invariance_tf.precision`), batch 256 (128 + 128 for the regularised rows).
+# (`--precision=auto`, `invariance_tf.precision`); 128 originals per step (the flagfiles' 64, doubled).
 CPU_RECIPE = ("--network=resnet9", "--width=16", "--lr_schedule=onecycle", "--lr=0.4", "--warmup_fraction=0.2",
               "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.2", "--precision=auto")
 CPU_EPOCHS = 12
@@ -165,8 +159,10 @@ SCALES = {
                  "random transformations as its flagfile; its measured training time is in the table.",
                  row_overrides={"grn": CPU_GRN}, batch_multiplier=2,
                  recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
-                        "5e-4, bfloat16 compute where native (--precision=auto), batch 256 (128 originals + 128 transformed for the regularised "
-                        "rows, and 128 more, worst w.r.t. CE, for the CE term of A.T.+KL and A.T.+L2), crop + flip"),
+                        "5e-4, bfloat16 compute where native (--precision=auto), 128 originals per step for every "
+                        "row (+ 128 transformed for the regularised rows, and 128 more, an independent worst case "
+                        "w.r.t. CE, for the CE term of A.T.+KL and A.T.+L2), flips only, the reference's "
+                        "resampling"),
     "full": Scale((), tuple(ROWS), (), 1000),
 }
 
@@ -303,7 +299,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
     chosen = np.linspace(0, len(images) - 1, min(examples, len(images))).round().astype(int)
     model = keras.models.load_model(out / "model.keras")
     accuracy = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute",
-                                        limits=config.limits,
+                                        limits=config.limits, resampling=config.resampling,
                                         batch_size=config.eval_batch_size or None).per_transform_accuracy
     files.write_text(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
                                         "per_transform_accuracy": accuracy.tolist()}))

@@ -50,14 +50,19 @@ def _repeat_batch(tensor: tf.Tensor, times: int) -> tf.Tensor:
 
 
 class Adversary:
-    """Base class: chooses a transformation per example within `limits` (dx px, dy px, angle deg)."""
+    """Base class: chooses a transformation per example within `limits` (dx px, dy px, angle deg).
+
+    `resampling` ("composed" or "reference", see `invariance_tf.transforms`) is
+    how its candidates are resampled, and how the caller should resample x~.
+    """
 
     name: str = ""
     uses_objective: bool = False
     """Whether the choice depends on the objective (a search), so that two objectives need two x~."""
 
-    def __init__(self, limits: Sequence[float] = transforms.DEFAULT_LIMITS):
+    def __init__(self, limits: Sequence[float] = transforms.DEFAULT_LIMITS, resampling: str = "composed"):
         self.limits = transforms.validate_limits(limits)
+        self.resampling = transforms.validate_resampling(resampling)
 
     def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
                  logits_nat: tf.Tensor | None = None) -> tf.Tensor:
@@ -77,7 +82,7 @@ class Adversary:
         return [self(model, images, labels, seed=seed, logits_nat=logits_nat)] * len(objectives)
 
     def get_config(self) -> dict:
-        return {"limits": list(self.limits)}
+        return {"limits": list(self.limits), "resampling": self.resampling}
 
 
 class RandomTransform(Adversary):
@@ -95,8 +100,9 @@ class _ObjectiveAdversary(Adversary):
 
     uses_objective = True
 
-    def __init__(self, objective: str = "ce", limits: Sequence[float] = transforms.DEFAULT_LIMITS):
-        super().__init__(limits)
+    def __init__(self, objective: str = "ce", limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+                 resampling: str = "composed"):
+        super().__init__(limits, resampling)
         self.objective = objective
         self._objective_fn = objective_fn(objective)
 
@@ -128,19 +134,24 @@ class WorstOfK(_ObjectiveAdversary):
     model calls (one call when `max_batch` is None; k calls of B images when
     the batch size is unknown while tracing, as in `fit` on arrays). With
     k = 1 it draws the same transformation as `RandomTransform` for the same seed.
+    Several objectives (`choose`) get independent searches, as in the reference
+    code (2k draws for two); `shared_candidates=True` picks each objective's
+    worst from the same k draws instead, one set of model calls for all.
     """
 
     name = "worst_of_k"
 
     def __init__(self, k: int = 10, objective: str = "ce",
-                 limits: Sequence[float] = transforms.DEFAULT_LIMITS, max_batch: int | None = None):
-        super().__init__(objective, limits)
+                 limits: Sequence[float] = transforms.DEFAULT_LIMITS, max_batch: int | None = None,
+                 shared_candidates: bool = False, resampling: str = "composed"):
+        super().__init__(objective, limits, resampling)
         if int(k) < 1:
             raise ValueError(f"worst-of-k needs k >= 1; got k={k}")
         if max_batch is not None and int(max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1 or None; got {max_batch}")
         self.k = int(k)
         self.max_batch = None if max_batch is None else int(max_batch)
+        self.shared_candidates = bool(shared_candidates)
 
     @property
     def uses_objective(self) -> bool:
@@ -153,15 +164,21 @@ class WorstOfK(_ObjectiveAdversary):
 
     def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
                seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
-        """Per objective, the best of the same k candidates: one set of model calls serves every objective,
-        and each choice is still the worst of k uniform draws w.r.t. its own objective."""
-        batch = tf.shape(images)[0]
-        candidates = tf.reshape(transforms.sample_uniform(self.k * batch, self.limits, seed),
-                                [self.k, batch, 3])
-        if self.k == 1:
-            return [candidates[0]] * len(objectives)
+        """Per objective, the worst of k uniform draws w.r.t. it: independent draws per objective, or with
+        `shared_candidates` the same k draws (one set of model calls) for every objective."""
         if logits_nat is None and any(objective != "ce" for objective in objectives):
             logits_nat = model(images, training=False)
+        if len(objectives) > 1 and not self.shared_candidates:
+            return super().choose(model, images, labels, objectives, seed=seed, logits_nat=logits_nat)
+        return self._search(model, images, labels, objectives, seed, logits_nat)
+
+    def _search(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
+                seed: Seed, logits_nat: tf.Tensor | None) -> list[tf.Tensor]:
+        """Per objective, the best of one set of k candidates."""
+        batch = tf.shape(images)[0]
+        candidates = self.sample_candidates(batch, seed)
+        if self.k == 1:
+            return [candidates[0]] * len(objectives)
         functions = [objective_fn(objective) for objective in objectives]
         values = [tf.concat(group_values, axis=0) for group_values in zip(
             *(self._objective_values(model, images, labels, logits_nat, group, functions)
@@ -169,6 +186,11 @@ class WorstOfK(_ObjectiveAdversary):
         by_example = tf.transpose(candidates, [1, 0, 2])
         return [tf.stop_gradient(tf.gather(by_example, tf.argmax(value, axis=0, output_type=tf.int32), batch_dims=1))
                 for value in values]
+
+    def sample_candidates(self, batch: int | tf.Tensor, seed: Seed) -> tf.Tensor:
+        """The k uniform draws of one search, [k, batch, 3]: candidate j of example i is row j * batch + i
+        of `transforms.sample_uniform(k * batch, limits, seed)`."""
+        return tf.reshape(transforms.sample_uniform(self.k * batch, self.limits, seed), [self.k, batch, 3])
 
     def _candidate_groups(self, candidates: tf.Tensor, static_batch: int | None) -> list[tf.Tensor]:
         """Splits the k candidates into groups that fit `max_batch` images per model call (one candidate
@@ -184,14 +206,15 @@ class WorstOfK(_ObjectiveAdversary):
         model call."""
         g = group.shape[0]
         batch = tf.shape(images)[0]
-        moved = transforms.transform(_repeat_batch(images, g), tf.reshape(group, [-1, 3]))
+        moved = transforms.transform_xla(_repeat_batch(images, g), tf.reshape(group, [-1, 3]), self.resampling)
         logits = model(moved, training=False)
         nat = None if logits_nat is None else _repeat_batch(logits_nat, g)
         repeated_labels = _repeat_batch(labels, g)
         return [tf.reshape(function(logits, repeated_labels, nat), [g, batch]) for function in functions]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "k": self.k, "max_batch": self.max_batch}
+        return {**super().get_config(), "k": self.k, "max_batch": self.max_batch,
+                "shared_candidates": self.shared_candidates}
 
 
 class SPGD(_ObjectiveAdversary):
@@ -208,8 +231,9 @@ class SPGD(_ObjectiveAdversary):
 
     def __init__(self, steps: int = 5, objective: str = "ce",
                  limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                 step_size: Sequence[float] | None = None, restarts: int = 1, random_start: bool = True):
-        super().__init__(objective, limits)
+                 step_size: Sequence[float] | None = None, restarts: int = 1, random_start: bool = True,
+                 resampling: str = "composed"):
+        super().__init__(objective, limits, resampling)
         if int(steps) < 1:
             raise ValueError(f"S-PGD needs steps >= 1; got steps={steps}")
         if int(restarts) < 1:
@@ -250,7 +274,7 @@ class SPGD(_ObjectiveAdversary):
                         params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
-            logits = model(transforms.transform_differentiable(images, params), training=False)
+            logits = model(transforms.transform_differentiable(images, params, self.resampling), training=False)
             value = self._objective_fn(logits, labels, logits_nat)
         return value, tape.gradient(value, params)
 
@@ -269,7 +293,7 @@ class SPGD(_ObjectiveAdversary):
             lambda i, *_: i < self.steps, body,
             (tf.constant(0), start, start, tf.fill([tf.shape(start)[0]], float("-inf"))))
         value = self._objective_fn(
-            model(transforms.transform(images, params), training=False), labels, logits_nat)
+            model(transforms.transform(images, params, self.resampling), training=False), labels, logits_nat)
         return _keep_best(params, value, best_params, best_value)
 
     def get_config(self) -> dict:

@@ -158,17 +158,18 @@ class RobustValidation(keras.callbacks.Callback):
     callbacks see (keras-tuner reads its objective there) and in TensorBoard
     under `log_dir/validation` when `log_dir` is given. Worst-of-k here: an
     example counts as correct only if all k random transformations are
-    classified correctly.
+    classified correctly; images are resampled by `resampling` (see `transforms`).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, k: int = 10, every: int = 1,
                  limits: Sequence[float] = transforms.DEFAULT_LIMITS, seed: int = 0,
-                 batch_size: int | None = None, log_dir: str | Path | None = None):
+                 batch_size: int | None = None, log_dir: str | Path | None = None, resampling: str = "composed"):
         super().__init__()
         if every < 1:
             raise ValueError(f"RobustValidation needs every >= 1 epochs; got {every}")
         self.images, self.labels = images, labels
         self.k, self.every, self.limits, self.seed, self.batch_size = k, every, limits, seed, batch_size
+        self.resampling = transforms.validate_resampling(resampling)
         self.key = f"val_worst_of_{k}_accuracy"
         self._writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation")) if log_dir else None
 
@@ -177,7 +178,7 @@ class RobustValidation(keras.callbacks.Callback):
             return
         result = evaluation.worst_of_k_accuracy(
             self.model, self.images, self.labels, k=self.k, limits=self.limits, seed=(self.seed, 0),
-            batch_size=self.batch_size)
+            batch_size=self.batch_size, resampling=self.resampling)
         if logs is not None:
             logs[self.key] = result.accuracy
         if self._writer is not None:

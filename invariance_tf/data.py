@@ -264,19 +264,31 @@ def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.gather(cropped, columns, axis=2, batch_dims=1)
 
 
+def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Each image of a batch flipped left-right with probability 1/2, as float32 `[B, H, W, C]`: the reference
+    code's only augmentation. `seed` is a stateless seed, int `[2]`."""
+    images = tf.cast(images, tf.float32)
+    flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
+    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+AUGMENTATIONS = {"off": None, "flip": random_flip, "crop_flip": random_crop_and_flip}
+
+
 def train_dataset(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
-    augment: bool,
+    augment: str,
     seed: int = 0,
     first_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of `(float32 images in [0, 255], int64 labels)`, epoch after epoch without end.
 
     Each epoch is `len(images) // batch_size` batches of a new permutation
-    (the rest is dropped); pass that as `steps_per_epoch` to `fit`. With
-    `augment`, applies `random_crop_and_flip`, with new crops every epoch.
+    (the rest is dropped); pass that as `steps_per_epoch` to `fit`. `augment`
+    names one of `AUGMENTATIONS`: "off", "flip" (`random_flip`) or "crop_flip"
+    (`random_crop_and_flip`), with new draws every epoch.
     The order and crops of epoch `e` (0-based) depend only on `seed` and `e`,
     so a run resumed at epoch `first_epoch` sees the batches an uninterrupted
     run would. The arrays stay in memory (they are the cached decode); each
@@ -284,6 +296,8 @@ def train_dataset(
     """
     _check_arrays(images, labels)
     _check_count("batch_size", batch_size, len(images))
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augment={augment!r}; valid augmentations are {list(AUGMENTATIONS)}")
     if first_epoch < 0:
         raise ValueError(f"first_epoch must be >= 0; got {first_epoch}")
     images_t, labels_t = tf.constant(images), tf.constant(labels)
@@ -301,11 +315,12 @@ def train_dataset(
     return tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
 
-def _batch_images(images: tf.Tensor, augment: bool, key: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-    """A training batch as float32, cropped and flipped with the batch's own stateless seed when `augment`."""
-    if not augment:
+def _batch_images(images: tf.Tensor, augment: str, key: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+    """A training batch as float32, augmented by `AUGMENTATIONS[augment]` with the batch's own stateless seed."""
+    augmentation = AUGMENTATIONS[augment]
+    if augmentation is None:
         return tf.cast(images, tf.float32)
-    return random_crop_and_flip(images, tf.random.experimental.stateless_fold_in(key, step))
+    return augmentation(images, tf.random.experimental.stateless_fold_in(key, step))
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int) -> tf.data.Dataset:

@@ -33,13 +33,6 @@ from invariance_tf.adversaries import SPGD
 Model = Callable[..., tf.Tensor]
 METHODS = ("brute", "early_exit")
 
-# Resampling with XLA-compiled gathers is about 1.8x faster on CPU than the
-# ImageProjectiveTransformV3 op of `transforms.transform`, and agrees with it to
-# float rounding: on 387,500 CIFAR-10 (image, grid transformation) pairs through a
-# ResNet-8, logits moved by at most 1.3e-5 and no prediction changed.
-_resample = tf.function(transforms.transform_differentiable, jit_compile=True)
-
-
 def default_batch_size() -> int:
     """(image, transformation) pairs per model call when `batch_size` is None.
 
@@ -126,9 +119,9 @@ def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor
     """A tf.function classifying the pairs (images[i], params[j]) of one batch of indices."""
 
     @tf.function(reduce_retracing=True)
-    def classify(images, labels, params, image_index, param_index):
-        moved = _resample(tf.cast(tf.gather(images, image_index), tf.float32),
-                          tf.gather(params, param_index))
+    def classify(images, labels, params, image_index, param_index, resampling):
+        moved = transforms.transform_xla(tf.cast(tf.gather(images, image_index), tf.float32),
+                          tf.gather(params, param_index), resampling)
         return _correct_and_margin(model(moved, training=False), tf.gather(labels, image_index))
 
     return classify
@@ -141,15 +134,17 @@ class _PairEvaluator:
     Every model call sees exactly `batch_size` pairs (the last batch of a call
     is padded), so the tf.function is traced once. Per example it keeps the
     `keep` transformations with the lowest margins seen (column 0 the lowest).
+    `resampling` is `transforms`' resampling of the transformed images.
     """
 
     def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray, params: np.ndarray,
-                 batch_size: int, keep: int = 1):
+                 batch_size: int, keep: int = 1, resampling: str = "composed"):
         self.images = tf.convert_to_tensor(images)
         self.labels = tf.convert_to_tensor(labels, tf.int32)
         self.params = tf.convert_to_tensor(params, tf.float32)
         self.batch_size = batch_size
         self.keep = keep
+        self.resampling = transforms.validate_resampling(resampling)
         self.evaluations = 0
         num_images = len(images)
         self.correct = np.ones(num_images, bool)
@@ -160,7 +155,8 @@ class _PairEvaluator:
     def __call__(self, image_index: np.ndarray, param_index: np.ndarray) -> np.ndarray:
         """Classifies the pairs (image_index[p], param_index[p]) and returns whether each is correct."""
         correct, margin = _in_fixed_batches(
-            lambda images, params: self._classify(self.images, self.labels, self.params, images, params),
+            lambda images, params: self._classify(self.images, self.labels, self.params, images, params,
+                                                  self.resampling),
             self.batch_size, np.asarray(image_index, np.int32), np.asarray(param_index, np.int32))
         self._tally(np.asarray(image_index), np.asarray(param_index), correct, margin)
         return correct
@@ -239,6 +235,7 @@ def grid_accuracy(
     batch_size: int | None = None,
     verbose: bool = False,
     keep_lowest: int = 1,
+    resampling: str = "composed",
 ) -> RobustResult:
     """Accuracy under every transformation of `transforms.grid(limits, granularity)` (the grid attack).
 
@@ -250,7 +247,8 @@ def grid_accuracy(
     progress bar over the pairs decided so far. `keep_lowest=m > 1` also
     returns each example's m lowest-margin transformations (`refine` starts
     from them); for an example that survives the grid they are its m lowest
-    on the whole grid.
+    on the whole grid. `resampling` ("composed" or "reference", see
+    `transforms`) is how the transformed images are resampled.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown grid method {method!r}; valid methods are {list(METHODS)}")
@@ -258,7 +256,8 @@ def grid_accuracy(
     params = transforms.grid(limits, granularity)
     if int(keep_lowest) != keep_lowest or not 1 <= keep_lowest <= len(params):
         raise ValueError(f"keep_lowest must be an integer in [1, {len(params)}]; got {keep_lowest!r}")
-    evaluator = _PairEvaluator(model, images, labels, params, batch_size, keep=int(keep_lowest))
+    evaluator = _PairEvaluator(model, images, labels, params, batch_size, keep=int(keep_lowest),
+                               resampling=resampling)
     progbar = keras.utils.Progbar(len(images) * len(params), verbose=int(bool(verbose)), unit_name="pair")
     if method == "brute":
         return _brute(evaluator, progbar)
@@ -352,18 +351,20 @@ def worst_of_k_accuracy(
     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
     seed: Sequence[int] = DEFAULT_SEED,
     batch_size: int | None = None,
+    resampling: str = "composed",
 ) -> RobustResult:
     """Accuracy under `k` transformations per example drawn uniformly within `limits`.
 
     The draws come from `transforms.sample_uniform` with the stateless `seed`
-    (two integers), so a seed gives the same transformations on every run.
+    (two integers), so a seed gives the same transformations on every run;
+    images are resampled by `resampling` (see `transforms`).
     """
     images, labels, batch_size = _check_inputs(images, labels, batch_size)
     if int(k) != k or k < 1:
         raise ValueError(f"k must be an integer >= 1; got {k!r}")
     num_images = len(images)
     params = transforms.sample_uniform(int(k) * num_images, limits, _check_seed(seed)).numpy()
-    evaluator = _PairEvaluator(model, images, labels, params, batch_size)
+    evaluator = _PairEvaluator(model, images, labels, params, batch_size, resampling=resampling)
     pair = np.arange(len(params))
     evaluator(pair % num_images, pair)
     return evaluator.result()
@@ -379,6 +380,7 @@ def spgd_accuracy(
     random_start: bool = True,
     seed: Sequence[int] = DEFAULT_SEED,
     batch_size: int | None = None,
+    resampling: str = "composed",
 ) -> RobustResult:
     """Accuracy at the transformations that spatial PGD finds (`adversaries.SPGD`, cross-entropy objective).
 
@@ -387,7 +389,7 @@ def spgd_accuracy(
     """
     images, labels, batch_size = _check_inputs(images, labels, batch_size)
     adversary = SPGD(steps=steps, objective="ce", limits=limits, restarts=restarts,
-                     random_start=random_start)
+                     random_start=random_start, resampling=resampling)
     attack = tf.function(lambda x, y, s: adversary(model, x, y, seed=s), reduce_retracing=True)
     starts = range(0, len(images), batch_size)
     seeds = tf.random.split(_check_seed(seed), len(starts))
@@ -395,7 +397,7 @@ def spgd_accuracy(
         attack(tf.cast(images[start:start + batch_size], tf.float32), labels[start:start + batch_size],
                seeds[i]).numpy()
         for i, start in enumerate(starts)])
-    evaluator = _PairEvaluator(model, images, labels, params, batch_size)
+    evaluator = _PairEvaluator(model, images, labels, params, batch_size, resampling=resampling)
     evaluator(np.arange(len(images)), np.arange(len(images)))
     return evaluator.result()
 
@@ -405,12 +407,13 @@ def _margin_gradient_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tenso
     """A tf.function: per pair (images[i], params[p]) whether it is correct, its margin and d margin / d params."""
 
     @tf.function(reduce_retracing=True)
-    def margin_and_gradient(images, labels, image_index, params):
+    def margin_and_gradient(images, labels, image_index, params, resampling):
         picked = tf.cast(tf.gather(images, image_index), tf.float32)
         labels = tf.gather(labels, image_index)
         with tf.GradientTape() as tape:
             tape.watch(params)
-            correct, margin = _correct_and_margin(model(_resample(picked, params), training=False), labels)
+            moved = transforms.transform_xla(picked, params, resampling)
+            correct, margin = _correct_and_margin(model(moved, training=False), labels)
         return correct, margin, tape.gradient(margin, params)
 
     return margin_and_gradient
@@ -426,6 +429,7 @@ def refine(
     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
     batch_size: int | None = None,
+    resampling: str = "composed",
 ) -> RobustResult:
     """A stronger attack than the grid: S-PGD on the margin in the continuous box, from the grid's weakest points.
 
@@ -451,6 +455,7 @@ def refine(
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     limits = transforms.validate_limits(limits)
+    transforms.validate_resampling(resampling)
     step = _refine_step_size(step_size, limits, granularity)
     survivors = np.flatnonzero(grid.correct)
     lowest = grid.worst_transform[:, None] if grid.lowest_transforms is None else grid.lowest_transforms
@@ -466,7 +471,7 @@ def refine(
         if not active.size:
             break
         pair_correct, pair_margin, gradient = _in_fixed_batches(
-            lambda index, points: search(images_t, labels_t, index, tf.constant(points)), batch_size,
+            lambda index, points: search(images_t, labels_t, index, tf.constant(points), resampling), batch_size,
             image_index[active].astype(np.int32), params[active].astype(np.float32))
         evaluations += active.size
         _keep_lowest_margin(image_index[active], params[active], pair_correct, pair_margin, correct, margin, worst)
@@ -608,6 +613,7 @@ def _digest_arrays(*arrays: np.ndarray) -> str:
 
 
 RESUMABLE_ATTACKS = ("grid", "worst_of_k", "spgd", "refined")
+_ADDED_ARGUMENT_DEFAULTS = {"resampling": "composed"}
 _ARRAY_FIELDS = ("correct", "worst_transform", "margin", "lowest_transforms", "per_transform_accuracy")
 
 
@@ -665,7 +671,13 @@ def resumable(
 
 def _state_key(attack: str, model: Model, images: np.ndarray, labels: np.ndarray, chunk_size: int,
                model_key: str | None, kwargs: Mapping[str, Any]) -> str:
-    """A 16-hex-digit digest naming the state folder of one (model, data, attack, arguments, chunking)."""
+    """A 16-hex-digit digest naming the state folder of one (model, data, attack, arguments, chunking).
+
+    Arguments added since states were first saved are left out at their defaults
+    (`_ADDED_ARGUMENT_DEFAULTS`), so a state saved before they existed still resumes.
+    """
+    kwargs = {name: value for name, value in kwargs.items()
+              if not (name in _ADDED_ARGUMENT_DEFAULTS and value == _ADDED_ARGUMENT_DEFAULTS[name])}
     arguments = {name: _digest_arrays(*(a for a in (value.correct, value.worst_transform, value.margin,
                                                      value.lowest_transforms) if a is not None))
                  if isinstance(value, RobustResult) else np.asarray(value).tolist()

@@ -27,7 +27,7 @@ from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
-AUGMENT_CHOICES = ("auto", "on", "off")
+AUGMENT_CHOICES = ("auto", "on", "flip", "off")
 LR_SCHEDULES = ("step", "onecycle")
 GROUPS = tuple(sorted(GROUP_ORDERS))
 
@@ -49,6 +49,8 @@ class ExperimentConfig:
     data_dir: str = _field("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
     network: str = _field("resnet", "network architecture (see invariance_tf.networks)")
     resnet_n: int = _field(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
+    reference_resnet: bool = _field(False, "--network=resnet with the reference code's conv init, batch-norm "
+                                           "epsilon 1e-3 and first-block shortcut (no effect on other networks)")
     width: int = _field(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
     g_depth: int = _field(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
     g_width: int = _field(0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's "
@@ -62,10 +64,22 @@ class ExperimentConfig:
                                                  "x~ of h and x~ of CE per step, the reference code's A.T.+KL; "
                                                  "no effect with --adversary=random, --k=1, "
                                                  "--adversary_objective=ce or --ce_on=nat)")
+    shared_candidates: bool = _field(False, "worst_of_k with two objectives (--ce_adversary_objective=ce): pick "
+                                            "both x~ from the same k draws (one search, cheaper) instead of two "
+                                            "independent searches (the reference code)")
     spgd_steps: int = _field(5, "S-PGD sign-gradient steps")
     limits: tuple[float, float, float] = _field(transforms.DEFAULT_LIMITS,
-                                                "transformation limits dx,dy,angle (pixels, pixels, degrees)")
+                                                "transformation limits dx,dy,angle (pixels, pixels, degrees) of "
+                                                "the adversary and of the evaluation's attacks")
+    adversary_limits: tuple[float, ...] = _field((), "the training adversary's limits dx,dy,angle when they "
+                                                     "differ from --limits (empty = --limits), e.g. 4,4,0 for "
+                                                     "the reference's std row: random +-4 px translations")
+    resampling: str = _field("composed", "how transformed images are resampled, in training, adversary and "
+                                         "evaluation: composed (one bilinear resampling) | reference (the "
+                                         "reference code's pad to 2x, rotate, translate, crop: two)")
     ce_on: str = _field("nat", "cross-entropy on the natural (nat), transformed (rob) or both (mix) batches")
+    reference_half_batch_ce: bool = _field(False, "the reference A.T. config's quirk, not the method: with "
+                                                  "--ce_on=rob the CE is on the second half of the batch only")
     h: str = _field("kl", "invariance semimetric: kl | l2")
     lambda_reg: float = _field(0.0, "weight of the invariance penalty h (>= 0; 0 = plain D.A./A.T.)")
     epochs: int = _field(100, "training epochs")
@@ -81,7 +95,9 @@ class ExperimentConfig:
                                        "(mixed_bfloat16 where the hardware computes bfloat16 natively, e.g. "
                                        "AVX512_BF16 or AMX, float32 otherwise)")
     weight_decay: float = _field(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
-    augment: str = _field("auto", "standard crop+flip augmentation: auto (CIFAR yes, SVHN no) | on | off")
+    augment: str = _field("auto", "augmentation of the training images before any transformation: auto "
+                                  "(crop+flip on CIFAR, none on SVHN) | on (zero-pad 4, random crop, flip) | "
+                                  "flip (left-right flips only, the reference code's) | off")
     train_examples: int = _field(0, "training examples to use (0 = all minus validation)")
     validation_examples: int = _field(0, "examples held out of the training split for validation")
     test_examples: int = _field(0, "test examples for the final metrics (0 = all)")
@@ -118,6 +134,11 @@ class ExperimentConfig:
             ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
             ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v >= 0 for v in self.limits),
              "must be 3 values >= 0: dx pixels, dy pixels, angle degrees"),
+            ("adversary_limits", len(self.adversary_limits) in (0, 3)
+             and all(math.isfinite(v) and v >= 0 for v in self.adversary_limits),
+             "must be empty (= --limits) or 3 values >= 0: dx pixels, dy pixels, angle degrees"),
+            ("resampling", self.resampling in transforms.RESAMPLINGS,
+             f"valid resamplings are {list(transforms.RESAMPLINGS)}"),
             ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
             ("width", self.width >= 1, "must be >= 1"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"valid schedules are {list(LR_SCHEDULES)}"),
@@ -154,6 +175,9 @@ class ExperimentConfig:
         if self.jit_compile and self.adversary != "none":
             raise ValueError(f"--jit_compile cannot compile a train step with --adversary={self.adversary}: "
                              "the transform op has no XLA kernel; drop --jit_compile")
+        if self.reference_half_batch_ce and self.ce_on != "rob":
+            raise ValueError(f"--reference_half_batch_ce needs --ce_on=rob (the reference A.T. config); got "
+                             f"--ce_on={self.ce_on}")
         if self.eval_every and not self.validation_examples:
             raise ValueError(f"--eval_every={self.eval_every} needs --validation_examples > 0")
         data.validate_source(self.dataset, self.data_dir or None)
@@ -164,7 +188,8 @@ class ExperimentConfig:
     @classmethod
     def from_json(cls, values: dict) -> "ExperimentConfig":
         """Inverse of `to_json` (as read back from a run's config.json)."""
-        return cls(**{**values, "limits": tuple(values["limits"])})
+        return cls(**{**values, "limits": tuple(values["limits"]),
+                      "adversary_limits": tuple(values.get("adversary_limits", ()))})
 
 
 def flag_value(value) -> str:
@@ -188,9 +213,9 @@ def build_adversary(config: ExperimentConfig) -> adversaries.Adversary | None:
     """The adversary choosing x~ for training, or None for standard training."""
     if config.adversary == "none":
         return None
-    kwargs = {"limits": config.limits}
+    kwargs = {"limits": config.adversary_limits or config.limits, "resampling": config.resampling}
     if config.adversary == "worst_of_k":
-        kwargs.update(k=config.k, objective=config.adversary_objective)
+        kwargs.update(k=config.k, objective=config.adversary_objective, shared_candidates=config.shared_candidates)
     elif config.adversary == "spgd":
         kwargs.update(steps=config.spgd_steps, objective=config.adversary_objective)
     return adversaries.get(config.adversary, **kwargs)
@@ -201,7 +226,7 @@ def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Mod
     kwargs = {"input_shape": info.image_shape, "num_classes": info.num_classes,
               "weight_decay": config.weight_decay}
     if config.network == "resnet":
-        kwargs["n"] = config.resnet_n
+        kwargs.update(n=config.resnet_n, reference_details=config.reference_resnet)
     elif config.network == "resnet9":
         kwargs["width"] = config.width
     elif config.network == "g_resnet":
@@ -230,7 +255,8 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoc
         model = InvarianceModel(
             build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
             lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed,
-            ce_adversary_objective=config.ce_adversary_objective)
+            ce_adversary_objective=config.ce_adversary_objective,
+            reference_half_batch_ce=config.reference_half_batch_ce)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
                                        nesterov=config.nesterov),
@@ -266,11 +292,11 @@ def load_splits(config: ExperimentConfig) -> Splits:
     return Splits(train, validation, (test_images, test_labels), info)
 
 
-def augment_enabled(config: ExperimentConfig) -> bool:
-    """Whether training uses random crops and flips: `--augment`, or the dataset's standard choice for "auto"."""
+def augmentation(config: ExperimentConfig) -> str:
+    """The `data.AUGMENTATIONS` entry `--augment` names ("auto": the dataset's standard choice)."""
     if config.augment == "auto":
-        return data.standard_augmentation(config.dataset)
-    return config.augment == "on"
+        return "crop_flip" if data.standard_augmentation(config.dataset) else "off"
+    return {"on": "crop_flip", "flip": "flip", "off": "off"}[config.augment]
 
 
 def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig,
@@ -283,7 +309,7 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     """
     chosen = data.at_most(labels, config.grid_examples, config.seed)
     grid_images, grid_labels = images[chosen], labels[chosen]
-    kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None}
+    kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None, "resampling": config.resampling}
     grid_kwargs = {"method": "early_exit", "verbose": bool(config.verbose), **kwargs}
     if state_dir is None:
         grid = evaluation.grid_accuracy(model, grid_images, grid_labels, **grid_kwargs)
@@ -337,12 +363,18 @@ RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose"
                                 "eval_chunk_size", "eval_batch_size"})
 
 
+# How versions from before a field existed ran, where that differs from the field's default: worst_of_k picked
+# both x~ of a three-fold batch from one shared set of candidates.
+LEGACY_VALUES = {"shared_candidates": True}
+
+
 def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> dict:
     """The keys (flag names) of `current` (JSON-ready) whose value in `saved`, the JSON record of an earlier run
     or search, differs, apart from `ignored`, sorted, each with its value in `saved`. A config field `saved`
     lacks (written by an older version) counts as that field's default, which is how the older version ran; a
-    key only `saved` has (a flag since removed) means nothing to the current version and is not compared."""
-    defaults = json.loads(json.dumps(ExperimentConfig().to_json()))
+    key only `saved` has (a flag since removed) means nothing to the current version and is not compared.
+    Fields whose default changed the behaviour of older versions count as `LEGACY_VALUES` instead."""
+    defaults = {**json.loads(json.dumps(ExperimentConfig().to_json())), **LEGACY_VALUES}
     saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     return {k: saved.get(k) for k in sorted(current.keys() - ignored) if saved.get(k) != current.get(k)}
 
@@ -382,6 +414,7 @@ def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits,
     if config.eval_every:
         result.insert(0, callbacks.RobustValidation(
             *splits.validation, k=config.eval_k, every=config.eval_every, limits=config.limits,
+            resampling=config.resampling,
             seed=config.seed, batch_size=config.eval_batch_size or None, log_dir=out / "logs" if chief else None))
     return result
 
@@ -413,7 +446,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         files.write_text(out / "flags.cfg", "\n".join(flag_arguments(config)) + "\n")
     with strategy.scope():
         model = build_model(config, splits.info, steps_per_epoch)
-    train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augment_enabled(config),
+    train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augmentation(config),
                                   seed=config.seed, first_epoch=callbacks.finished_epochs(out / "backup"))
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())
                      if config.validation_examples else None)

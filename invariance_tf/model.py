@@ -64,11 +64,15 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         lambda_reg: weight of the invariance penalty, >= 0.
         label_smoothing: label smoothing of the CE term, in [0, 1).
         seed: seed of the adversary's random draws (None: a random one, which `get_config` records).
+        reference_half_batch_ce: reproduces a quirk of the reference code's A.T. config (`at_rob_wo_10.json`),
+            not the method: with `ce_on="rob"` the CE term is the mean over the second half of the
+            transformed batch only (the first half still passes through batch norm). Off by default.
     """
 
     def __init__(self, network: keras.Model, adversary: adversaries.Adversary | dict | None = None,
                  ce_on: str = "nat", h: str = "kl", lambda_reg: float = 0.0, label_smoothing: float = 0.0,
-                 seed: int | None = None, ce_adversary_objective: str = "same", **kwargs):
+                 seed: int | None = None, ce_adversary_objective: str = "same",
+                 reference_half_batch_ce: bool = False, **kwargs):
         super().__init__(**kwargs)
         # Raw pixels reach the network as given (as in Keras' Functional models): under a mixed policy Keras
         # would round them to the compute dtype first, e.g. a transformed pixel 200.3 to bfloat16 200.
@@ -89,8 +93,12 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         if adversary is not None and ce_on == "nat" and lambda_reg == 0:
             raise ValueError(f"ce_on='nat' with lambda_reg=0 never uses the x~ of {type(adversary).__name__}: pass "
                              "adversary=None for standard training, ce_on='rob' or 'mix', or lambda_reg > 0")
+        if reference_half_batch_ce and ce_on != "rob":
+            raise ValueError(f"reference_half_batch_ce=True is the reference A.T. config's CE on half of the "
+                             f"transformed batch, which needs ce_on='rob'; got ce_on={ce_on!r}")
         self.network = network
         self.adversary = adversary
+        self.reference_half_batch_ce = bool(reference_half_batch_ce)
         self.ce_on = ce_on
         self.ce_adversary_objective = ce_adversary_objective
         self.h = h
@@ -162,7 +170,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         if self.adversary is None:
             return None, None
         params = self.adversary.choose(self, x, y, self._objectives(), seed=self._step_seed())
-        transformed = [tf.stop_gradient(transforms.transform(x, p)) for p in params]
+        transformed = [tf.stop_gradient(transforms.transform_xla(x, p, self.adversary.resampling)) for p in params]
         return transformed[0], (transformed[1] if len(transformed) > 1 else None)
 
     def _objectives(self) -> list[str | None]:
@@ -198,6 +206,9 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     def _ce_term(self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None) -> tf.Tensor:
         if self.ce_on == "nat":
             return _mean_ce(y, nat, self.label_smoothing)
+        if self.ce_on == "rob" and self.reference_half_batch_ce:
+            half = tf.shape(adv)[0] // 2
+            return _mean_ce(y[half:], adv[half:], self.label_smoothing)
         if self.ce_on == "rob":
             return _mean_ce(y, adv, self.label_smoothing)
         return (_mean_ce(y, nat, self.label_smoothing) + _mean_ce(y, adv, self.label_smoothing)) / 2
@@ -230,6 +241,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             "lambda_reg": self.lambda_reg,
             "label_smoothing": self.label_smoothing,
             "seed": self._draw_seed,
+            "reference_half_batch_ce": self.reference_half_batch_ce,
         }
 
     @classmethod

@@ -8,26 +8,38 @@ A transformation is a float32 row `(dx, dy, angle)`:
   top), which is the direction of `tf.image.rot90` and `np.rot90`.
 
 The transformed image is the input rotated about its centre `((W-1)/2, (H-1)/2)`
-and then translated, sampled bilinearly, with zeros outside the input
-("black canvas"). This is the geometry of the paper's reference code (pad
-32x32 to 64x64 with zeros, rotate, translate, crop the centre), done as one
-resampling instead of two.
-
-An output pixel `p` reads the input at `c + R(angle) (p - t - c)`, where `c`
-is the centre, `t = (dx, dy)` and `R` rotates by `angle` in (x right, y down)
+and then translated, with zeros outside the input ("black canvas"). An output
+pixel `p` reads the input at `c + R(angle) (p - t - c)`, where `c` is the
+centre, `t = (dx, dy)` and `R` rotates by `angle` in (x right, y down)
 coordinates.
+
+Two resamplings of this same geometry are available (`RESAMPLINGS`), selected
+by the `resampling` argument of `transform` and `transform_differentiable`:
+
+- `"composed"` (default): the rotation and the translation composed into one
+  affine map, sampled once, bilinearly.
+- `"reference"`: what the paper's reference code does (`resnet.py` of
+  ZuowenWang0000/invariance-inducing-regularization-for-spatial-adversarial-attacks):
+  pad the image with zeros by `(H//2, W//2)` on each side (32x32 -> 64x64),
+  rotate bilinearly about the padded canvas' centre, translate bilinearly,
+  then crop the centre `H x W`. The geometry is the same as `"composed"`: pure
+  rotations and pure translations give the same images up to float32
+  rounding; combined draws are blurrier because they are interpolated twice.
+  It costs two resamplings on a 4x larger canvas instead of one on the image
+  (about 8x the compute of `"composed"`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 DEFAULT_LIMITS = (3.0, 3.0, 30.0)
 DEFAULT_GRANULARITY = (5, 5, 31)
+RESAMPLINGS = ("composed", "reference")
 
 
 def validate_limits(limits: Sequence[float]) -> tuple[float, float, float]:
@@ -42,11 +54,26 @@ def validate_limits(limits: Sequence[float]) -> tuple[float, float, float]:
     return values
 
 
+def validate_resampling(name: str) -> str:
+    """Returns `name` if it is one of `RESAMPLINGS`, raising ValueError otherwise.
+
+    Args:
+        name: `"composed"` or `"reference"`, see the module docstring.
+
+    Returns:
+        `name`, unchanged.
+    """
+    if not isinstance(name, str) or name not in RESAMPLINGS:
+        raise ValueError(f"Unknown resampling {name!r}; valid resamplings are {list(RESAMPLINGS)}")
+    return name
+
+
 def _input_coordinates_map(params: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """Affine maps from output to input pixel coordinates, [B, 6] as (a0, a1, a2, b0, b1, b2).
 
     `x_in = a0 x + a1 y + a2`, `y_in = b0 x + b1 y + b2`, the layout of
-    `ImageProjectiveTransformV3`'s first six transform entries.
+    `ImageProjectiveTransformV3`'s first six transform entries. This is the
+    whole transformation (rotation, then translation) as one map.
     """
     params = tf.convert_to_tensor(params, tf.float32)
     dx, dy, angle = tf.unstack(params, num=3, axis=-1)
@@ -61,52 +88,46 @@ def _input_coordinates_map(params: tf.Tensor, height: int, width: int) -> tf.Ten
     return tf.stack([cos, -sin, a2, sin, cos, b2], axis=-1)
 
 
-def transform(images: tf.Tensor, params: tf.Tensor) -> tf.Tensor:
-    """Rotates and translates each image by its own `(dx, dy, angle)` row (fast path).
+def _rotation_map(angle: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Maps [B, 6] of a rotation by `angle` degrees about the centre of a `height x width` canvas.
 
-    Args:
-        images: float tensor [B, H, W, C].
-        params: float tensor [B, 3] of `(dx, dy, angle)`, see the module docstring.
-
-    Returns:
-        The transformed images, [B, H, W, C], same dtype as `images`.
-        Not differentiable with respect to `params`; use
-        `transform_differentiable` for that.
+    The output pixel `p` reads the input at `c + R(angle) (p - c)`; the same
+    matrix `[cos, -sin, x_offset, sin, cos, y_offset]` as `tf.contrib.image.rotate`.
     """
-    images = tf.convert_to_tensor(images)
-    shape = tf.shape(images)
-    height, width = images.shape[1], images.shape[2]
-    maps = _input_coordinates_map(params, height, width)
+    theta = angle * (math.pi / 180.0)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+    return tf.stack([cos, -sin, x_offset, sin, cos, y_offset], axis=-1)
+
+
+def _translation_map(dx: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+    """Maps [B, 6] of a translation by `(dx, dy)` pixels: the output pixel `p` reads the input at `p - t`."""
+    one, zero = tf.ones_like(dx), tf.zeros_like(dx)
+    return tf.stack([one, zero, -dx, zero, one, -dy], axis=-1)
+
+
+def _project(images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
+    """Bilinear resampling of `images` [B, H, W, C] through `maps` [B, 6] with one fused TF op, zero fill."""
     projective = tf.concat([maps, tf.zeros_like(maps[:, :2])], axis=-1)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=projective,
-        output_shape=shape[1:3],
+        output_shape=tf.shape(images)[1:3],
         fill_value=tf.zeros([], tf.float32),
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
 
 
-def transform_differentiable(images: tf.Tensor, params: tf.Tensor) -> tf.Tensor:
-    """Same result as `transform`, differentiable with respect to `params` and `images`.
+def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
+    """Bilinear resampling of float32 `images` [B, H, W, C] through `maps` [B, 6], zero fill.
 
-    Bilinear sampling from plain TF ops (gathers and weights), so gradients of
-    any loss of the output flow back to the transformation parameters; S-PGD
-    needs this.
-
-    Args:
-        images: float32 tensor [B, H, W, C].
-        params: float32 tensor [B, 3] of `(dx, dy, angle)`.
-
-    Returns:
-        float32 tensor [B, H, W, C].
+    The same result as `_project`, from plain TF ops (gathers and weights), so
+    it is differentiable with respect to `maps` and `images` and compiles with XLA.
     """
-    images = tf.convert_to_tensor(images, tf.float32)
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-    a0, a1, a2, b0, b1, b2 = tf.unstack(
-        _input_coordinates_map(params, height, width)[:, :, None, None], axis=1
-    )
+    a0, a1, a2, b0, b1, b2 = tf.unstack(maps[:, :, None, None], axis=1)
     ys, xs = np.meshgrid(np.arange(height, dtype=np.float32),
                          np.arange(width, dtype=np.float32), indexing="ij")
     x_in = a0 * xs + a1 * ys + a2
@@ -133,6 +154,93 @@ def transform_differentiable(images: tf.Tensor, params: tf.Tensor) -> tf.Tensor:
         + corner(x0, y0 + 1, (1.0 - wx1) * wy1)
         + corner(x0 + 1, y0 + 1, wx1 * wy1)
     )
+
+
+def _reference(
+    images: tf.Tensor, params: tf.Tensor, resample: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
+    """The reference code's pipeline: zero-pad, rotate, translate, crop the centre.
+
+    Pads by `(H//2, W//2)` on each side, rotates about the padded canvas'
+    centre, translates, each stage one `resample(images, maps)` call, then
+    crops the central `H x W`.
+    """
+    height, width = images.shape[1], images.shape[2]
+    pad_y, pad_x = height // 2, width // 2
+    dx, dy, angle = tf.unstack(tf.convert_to_tensor(params, tf.float32), num=3, axis=-1)
+    padded = tf.pad(images, [[0, 0], [pad_y, pad_y], [pad_x, pad_x], [0, 0]])
+    rotated = resample(padded, _rotation_map(angle, height + 2 * pad_y, width + 2 * pad_x))
+    translated = resample(rotated, _translation_map(dx, dy))
+    return translated[:, pad_y:pad_y + height, pad_x:pad_x + width]
+
+
+def transform(images: tf.Tensor, params: tf.Tensor, resampling: str = "composed") -> tf.Tensor:
+    """Rotates and translates each image by its own `(dx, dy, angle)` row (fast path).
+
+    Uses TF's fused `ImageProjectiveTransformV3` op: one call for
+    `"composed"`, two on the padded canvas for `"reference"`.
+
+    Args:
+        images: tensor [B, H, W, C], float or integer.
+        params: float tensor [B, 3] of `(dx, dy, angle)`: pixels right, pixels
+            down, degrees counter-clockwise as displayed; see the module docstring.
+        resampling: `"composed"` (one bilinear resampling) or `"reference"`
+            (the paper's reference code: pad, rotate, translate, crop; two
+            bilinear resamplings). See the module docstring.
+
+    Returns:
+        The transformed images, [B, H, W, C], same dtype as `images` (for
+        `"reference"` the intermediate canvas is float32; integer outputs are
+        truncated, as the op does for `"composed"`).
+        Not differentiable with respect to `params`; use
+        `transform_differentiable` for that.
+
+    Raises:
+        ValueError: if `resampling` is not one of `RESAMPLINGS`.
+    """
+    images = tf.convert_to_tensor(images)
+    if validate_resampling(resampling) == "composed":
+        return _project(images, _input_coordinates_map(params, images.shape[1], images.shape[2]))
+    return tf.cast(_reference(tf.cast(images, tf.float32), params, _project), images.dtype)
+
+
+def transform_differentiable(images: tf.Tensor, params: tf.Tensor, resampling: str = "composed") -> tf.Tensor:
+    """Same result as `transform`, differentiable with respect to `params` and `images`.
+
+    Bilinear sampling from plain TF ops (gathers and weights), so gradients of
+    any loss of the output flow back to the transformation parameters; S-PGD
+    needs this. XLA-compilable (`tf.function(..., jit_compile=True)` with
+    `resampling` as a Python string).
+
+    Args:
+        images: float32 tensor [B, H, W, C].
+        params: float32 tensor [B, 3] of `(dx, dy, angle)`: pixels right,
+            pixels down, degrees counter-clockwise as displayed.
+        resampling: `"composed"` (one bilinear sampling) or `"reference"`
+            (pad, rotate, translate, crop: the same sampler applied twice to
+            the padded canvas). See the module docstring.
+
+    Returns:
+        float32 tensor [B, H, W, C].
+
+    Raises:
+        ValueError: if `resampling` is not one of `RESAMPLINGS`.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    if validate_resampling(resampling) == "composed":
+        return _sample_bilinear(images, _input_coordinates_map(params, images.shape[1], images.shape[2]))
+    return _reference(images, params, _sample_bilinear)
+
+
+transform_xla = tf.function(transform_differentiable, jit_compile=True)
+"""`transform_differentiable` compiled by XLA: the fastest resampling on CPU, used by training and evaluation.
+
+`transform_xla(images, params, resampling)` with `resampling` a Python string. On 2 CPU cores it resampled
+1,280 CIFAR-10 images 4.7x faster than `transform` for "composed" and 5.6x for "reference" (whose two
+`ImageProjectiveTransformV3` calls on the padded canvas made the reference-resampled A.T. step 1.54x its limit,
+against 1.12x with this; `benchmarks.step_limits`); it agrees with `transform` to float rounding (< 2e-3 per
+pixel on the 0-255 scale).
+"""
 
 
 def grid(

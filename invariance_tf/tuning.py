@@ -134,15 +134,16 @@ class GridValidation(keras.callbacks.Callback):
     key = "val_grid_accuracy"
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, resampling: str = "composed"):
         super().__init__()
         self.images, self.labels, self.limits, self.batch_size = images, labels, limits, batch_size
+        self.resampling = transforms.validate_resampling(resampling)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 != self.params.get("epochs") or logs is None:
             return
         logs[self.key] = evaluation.grid_accuracy(self.model, self.images, self.labels, limits=self.limits,
-                                                  batch_size=self.batch_size).accuracy
+                                                  batch_size=self.batch_size, resampling=self.resampling).accuracy
 
 
 def objective_name(config: ExperimentConfig, options: SearchOptions) -> str:
@@ -182,7 +183,7 @@ class InvarianceHyperModel(kt.HyperModel):
         """
         config = self.trial_config(hp)
         train = data.train_dataset(*self.splits.train, config.batch_size,
-                                   augment=experiment.augment_enabled(config), seed=config.seed,
+                                   augment=experiment.augmentation(config), seed=config.seed,
                                    first_epoch=kwargs.get("initial_epoch", 0))
         validation = data.eval_dataset(*self.splits.validation,
                                        config.eval_batch_size or evaluation.default_batch_size())
@@ -202,9 +203,10 @@ class InvarianceHyperModel(kt.HyperModel):
         batch_size = config.eval_batch_size or None
         if self.options.objective == "grid":
             chosen = data.at_most(labels, self.options.grid_validation_examples, config.seed)
-            return GridValidation(images[chosen], labels[chosen], limits=config.limits, batch_size=batch_size)
+            return GridValidation(images[chosen], labels[chosen], limits=config.limits, batch_size=batch_size,
+                                  resampling=config.resampling)
         return RobustValidation(images, labels, k=config.eval_k, every=1, limits=config.limits, seed=config.seed,
-                                batch_size=batch_size)
+                                batch_size=batch_size, resampling=config.resampling)
 
 
 class _BaselineFirst:

@@ -41,10 +41,25 @@ def test_worst_of_k_beats_its_first_candidate(model, batch, name):
 
 
 @pytest.mark.parametrize("max_batch", [None, 64])
-def test_worst_of_k_choose_picks_each_objectives_best_of_the_same_candidates(model, batch, max_batch):
-    """One search for CE and KL gives, per objective, what a search for that objective alone gives."""
+def test_worst_of_k_choose_searches_each_objective_with_its_own_draws(model, batch, max_batch):
+    """The reference's two worst-of-k searches: each objective's choice is what a search for it alone gives
+    with its own seed split from the step's, so the two never share candidates."""
     images, labels = batch
     both = adversaries.WorstOfK(k=5, objective="kl", max_batch=max_batch).choose(
+        model, images, labels, ["kl", "ce"], seed=SEED)
+    seeds = tf.random.split(SEED, 2)
+    for name, chosen, seed in zip(["kl", "ce"], both, seeds):
+        alone = adversaries.WorstOfK(k=5, objective=name)(model, images, labels, seed=seed)
+        np.testing.assert_array_equal(chosen, alone)
+    shared = adversaries.WorstOfK(k=5, objective="kl").sample_candidates(32, SEED).numpy()
+    assert not np.any(np.all(np.isclose(both[1].numpy()[None], shared), axis=-1))
+
+
+@pytest.mark.parametrize("max_batch", [None, 64])
+def test_worst_of_k_shared_candidates_picks_each_objectives_best_of_the_same_candidates(model, batch, max_batch):
+    """One search for CE and KL gives, per objective, what a search for that objective alone gives."""
+    images, labels = batch
+    both = adversaries.WorstOfK(k=5, objective="kl", max_batch=max_batch, shared_candidates=True).choose(
         model, images, labels, ["kl", "ce"], seed=SEED)
     for name, chosen in zip(["kl", "ce"], both):
         alone = adversaries.WorstOfK(k=5, objective=name)(model, images, labels, seed=SEED)
@@ -123,7 +138,8 @@ def test_adversaries_run_inside_tf_function(model, batch):
 
 
 def test_serialize_round_trip():
-    attack = adversaries.WorstOfK(k=7, objective="kl", limits=(1, 2, 3))
+    attack = adversaries.WorstOfK(k=7, objective="kl", limits=(1, 2, 3), shared_candidates=True,
+                                  resampling="reference")
     rebuilt = adversaries.deserialize(adversaries.serialize(attack))
     assert isinstance(rebuilt, adversaries.WorstOfK) and rebuilt.get_config() == attack.get_config()
 
@@ -133,6 +149,7 @@ def test_serialize_round_trip():
     (dict(name="worst_of_k", k=0), "k=0"),
     (dict(name="worst_of_k", objective="js"), r"'js'.*\['ce', 'kl', 'l2'\]"),
     (dict(name="spgd", steps=0), "steps=0"),
+    (dict(name="random", resampling="nearest"), r"'nearest'; valid resamplings are \['composed', 'reference'\]"),
     (dict(name="spgd", restarts=3, random_start=False), "restarts=3 need random_start=True"),
     (dict(name="random", limits=(3, 3, -1)), "limits"),
 ])

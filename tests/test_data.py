@@ -172,7 +172,7 @@ def test_random_crop_and_flip_covers_every_offset():
 def test_train_dataset_augments_each_image_of_the_epoch(cifar10_test_slice):
     images = cifar10_test_slice[0][:64]
     ids = np.arange(64, dtype=np.int64)
-    batches = list(data.train_dataset(images, ids, 16, augment=True, seed=0).take(4).as_numpy_iterator())
+    batches = list(data.train_dataset(images, ids, 16, augment="crop_flip", seed=0).take(4).as_numpy_iterator())
     assert [x.shape for x, _ in batches] == [(16, 32, 32, 3)] * 4
     epoch_ids = np.concatenate([y for _, y in batches])
     assert sorted(epoch_ids) == list(ids) and not np.array_equal(epoch_ids, ids)
@@ -190,8 +190,8 @@ def epochs_of(dataset: tf.data.Dataset, steps: int, count: int) -> list[list[tup
 def test_train_dataset_reshuffles_each_epoch_reproducibly():
     images = np.random.default_rng(0).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
     ids = np.arange(100, dtype=np.int64)
-    first, second = epochs_of(data.train_dataset(images, ids, 32, augment=False, seed=5), 3, 2)
-    again = epochs_of(data.train_dataset(images, ids, 32, augment=False, seed=5), 3, 2)
+    first, second = epochs_of(data.train_dataset(images, ids, 32, augment="off", seed=5), 3, 2)
+    again = epochs_of(data.train_dataset(images, ids, 32, augment="off", seed=5), 3, 2)
     assert [len(y) for _, y in first] == [32, 32, 32]
     for epoch in (first, second):
         epoch_ids = np.concatenate([y for _, y in epoch])
@@ -203,7 +203,7 @@ def test_train_dataset_reshuffles_each_epoch_reproducibly():
         assert x.dtype == np.float32
 
 
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment", ["off", "flip", "crop_flip"])
 def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(augment):
     images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     ids = np.arange(64, dtype=np.int64)
@@ -216,9 +216,25 @@ def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(augment):
     assert not np.array_equal(resumed[0][0][1], other_seed[0][0][1])
 
 
+def test_random_flip_flips_about_half_of_the_images_and_nothing_else(cifar10_test_slice):
+    images = cifar10_test_slice[0].astype(np.float32)
+    out = data.random_flip(images, tf.constant([4, 2])).numpy()
+    flipped = np.array([np.array_equal(o, x[:, ::-1]) for o, x in zip(out, images)])
+    kept = np.array([np.array_equal(o, x) for o, x in zip(out, images)])
+    assert np.all(flipped | kept)
+    assert 30 <= flipped.sum() <= 70
+    np.testing.assert_array_equal(out, data.random_flip(images, tf.constant([4, 2])).numpy())
+
+
+def test_an_unknown_augmentation_is_refused_with_the_valid_ones():
+    images = np.zeros((8, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"augment='crop'; valid augmentations are \['off', 'flip', 'crop_flip'\]"):
+        data.train_dataset(images, np.zeros(8, np.int64), 8, augment="crop")
+
+
 def test_train_dataset_new_crops_each_epoch():
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    dataset = data.train_dataset(images, np.zeros(8, np.int64), 8, augment=True, seed=3)
+    dataset = data.train_dataset(images, np.zeros(8, np.int64), 8, augment="crop_flip", seed=3)
     first, second = (x for x, _ in dataset.take(2).as_numpy_iterator())
     assert not np.array_equal(np.sort(first, axis=0), np.sort(second, axis=0))
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invariance_tf import evaluation, networks, transforms
+from invariance_tf import data, evaluation, networks, transforms
+from reference_code import reference_code_tf
 
 TIE = 1e-3  # logit margins this close to 0 may flip between batchings; comparisons skip them
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
@@ -357,3 +358,22 @@ def test_check_classifier_reads_the_declared_input_shape(model, examples):
     evaluation.check_classifier(model, examples[0], num_classes=10)
     with pytest.raises(ValueError, match=r"\[batch, 28, 28, 3\].*\[None, 32, 32, 3\]"):
         evaluation.check_classifier(model, np.zeros((4, 28, 28, 3), np.float32), num_classes=10)
+
+
+@pytest.mark.slow
+def test_reference_resampling_grid_matches_a_grid_over_the_reference_code_on_500_test_images(model, cifar10_dir):
+    """`grid_accuracy(resampling="reference")` against all 775 transformations applied by the reference code's
+    pad-rotate-translate-crop (rebuilt from TF ops in the tests) and plain `model.predict`: identical
+    per-example results on 500 real test images."""
+    images, labels, _ = data.read_image_folder(cifar10_dir, "test", per_class=50)
+    images = images.astype(np.float32)
+    params = transforms.grid()
+    correct = np.ones(len(images), bool)
+    for row in params:
+        moved = reference_code_tf(images, np.tile(row, (len(images), 1)))
+        correct &= model.predict(moved, batch_size=500, verbose=0).argmax(axis=1) == labels
+    result = evaluation.grid_accuracy(model, images, labels, resampling="reference")
+    np.testing.assert_array_equal(result.correct, correct)
+    assert 0 < correct.mean() < 1
+    composed = evaluation.grid_accuracy(model, images, labels, resampling="composed")
+    assert result.evaluations != composed.evaluations or np.any(result.margin != composed.margin)

@@ -112,32 +112,54 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
     np.testing.assert_allclose(logs["loss"], numpy_ce(adv, labels).mean() + decay, rtol=1e-5)
 
 
-@pytest.mark.parametrize("ce_on", ["mix", "rob"])
-def test_ce_adversary_objective_ce_gives_the_ce_term_its_own_worst_case(batch, ce_on):
-    """The reference's A.T.+KL: h on (x, worst of k w.r.t. KL), the CE term on the worst of the same k
-    candidates w.r.t. CE (and on x for mix)."""
+@pytest.mark.parametrize("ce_on, shared", [("mix", False), ("rob", False), ("mix", True)])
+def test_ce_adversary_objective_ce_gives_the_ce_term_its_own_worst_case(batch, ce_on, shared):
+    """The reference's A.T.+KL: h on (x, worst of k w.r.t. KL), the CE term on the worst of k w.r.t. CE (and on
+    x for mix): k draws of their own (the step's seed split in two), or with shared candidates the same k."""
     images, labels = batch
     keras.utils.set_random_seed(6)
     model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
-                            adversary=adversaries.WorstOfK(k=4, objective="kl"), ce_on=ce_on, h="kl",
-                            lambda_reg=3.0, seed=11, ce_adversary_objective="ce")
+                            adversary=adversaries.WorstOfK(k=4, objective="kl", shared_candidates=shared),
+                            ce_on=ce_on, h="kl", lambda_reg=3.0, seed=11, ce_adversary_objective="ce")
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    seed = model._step_seed().numpy()
-    candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
+    seed = model._step_seed()
+    seeds = [seed, seed] if shared else list(tf.random.split(seed, 2))
+    draws = [transforms.sample_uniform(4 * len(images), (3, 3, 30), s).numpy().reshape(4, len(images), 3)
+             for s in seeds]
     nat = model.network(images).numpy()
-    logits = [model.network(transforms.transform(images, c)).numpy() for c in candidates]
+    logits = [[model.network(transforms.transform(images, c)).numpy() for c in candidates] for candidates in draws]
     rows = np.arange(len(images))
-    by_kl = np.stack([numpy_kl(nat, z) for z in logits]).argmax(0)
-    by_ce = np.stack([numpy_ce(z, labels) for z in logits]).argmax(0)
+    by_kl = np.stack([numpy_kl(nat, z) for z in logits[0]]).argmax(0)
+    by_ce = np.stack([numpy_ce(z, labels) for z in logits[1]]).argmax(0)
     assert np.any(by_kl != by_ce)
-    adv_kl = model.network(transforms.transform(images, candidates[by_kl, rows])).numpy()
-    adv_ce = model.network(transforms.transform(images, candidates[by_ce, rows])).numpy()
+    adv_kl = model.network(transforms.transform(images, draws[0][by_kl, rows])).numpy()
+    adv_ce = model.network(transforms.transform(images, draws[1][by_ce, rows])).numpy()
     ce = numpy_ce(adv_ce, labels).mean()
     if ce_on == "mix":
         ce = (numpy_ce(nat, labels).mean() + ce) / 2
     logs = model.train_on_batch(images, labels, return_dict=True)
     np.testing.assert_allclose(logs["ce"], ce, rtol=1e-4)
     np.testing.assert_allclose(logs["reg"], numpy_kl(nat, adv_kl).mean(), rtol=1e-4)
+
+
+def test_reference_half_batch_ce_is_the_ce_of_the_second_half_of_the_worst_cases(batch):
+    """The reference A.T. config's quirk: CE on the second half of the transformed batch only."""
+    images, labels = batch
+    keras.utils.set_random_seed(4)
+    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=4), ce_on="rob",
+                            seed=9, reference_half_batch_ce=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    seed = model._step_seed().numpy()
+    candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
+    ce_per_candidate = np.stack([numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels)
+                                 for c in candidates])
+    chosen = candidates[ce_per_candidate.argmax(0), np.arange(len(images))]
+    per_example = numpy_ce(model.network(transforms.transform(images, chosen)).numpy(), labels)
+    half = len(images) // 2
+    logs = model.train_on_batch(images, labels, return_dict=True)
+    np.testing.assert_allclose(logs["ce"], per_example[half:].mean(), rtol=1e-5)
+    assert abs(per_example[half:].mean() - per_example.mean()) > 1e-3
+    assert InvarianceModel.from_config(model.get_config()).reference_half_batch_ce
 
 
 def test_ce_adversary_objective_ce_without_a_penalty_is_a_t(batch):
@@ -305,6 +327,8 @@ def test_a_model_without_seed_records_the_seed_it_drew():
     (dict(h="js"), r"'js'.*\['kl', 'l2'\]"),
     (dict(ce_adversary_objective="kl"), r"ce_adversary_objective='kl'.*\['same', 'ce'\]"),
     (dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0), "never uses the x~ of WorstOfK"),
+    (dict(adversary=adversaries.WorstOfK(k=2), ce_on="mix", lambda_reg=1.0, reference_half_batch_ce=True),
+     "reference_half_batch_ce=True .* needs ce_on='rob'; got ce_on='mix'"),
 ])
 def test_bad_configuration_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import compare_cost, reproduce
-from invariance_tf import plots, transforms
+from invariance_tf import experiment, plots, transforms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -276,17 +276,29 @@ def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one
     assert list(json.loads((out / "results.json").read_text())["rows"]) == ["std", "at_kl"]
 
 
+@pytest.mark.parametrize("scale", ["cpu", "mini"])
+def test_smaller_scales_inherit_the_faithful_protocol(scale):
+    """Equal originals per step for every row, flips only, independent searches, the reference's resampling."""
+    configs = {row: reproduce.scale_config("cifar10", row, scale, 0, Path("out"), None)
+               for row in reproduce.SCALES[scale].rows}
+    assert len({config.batch_size for config in configs.values()}) == 1
+    for row, config in configs.items():
+        assert (config.augment, config.shared_candidates, config.resampling) == ("flip", False, "reference"), row
+        assert not config.reference_half_batch_ce, row
+    assert experiment.build_adversary(configs["std"]).limits == (4.0, 4.0, 0.0)
+
+
 def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
     configs = {row: reproduce.scale_config("cifar10", row, "cpu", 0, Path("out"), None) for row in reproduce.ROWS}
     for row, config in configs.items():
         paper = reproduce.config_from_flagfile(reproduce.row_flagfile("cifar10", row))
         method = ("adversary", "k", "adversary_objective", "ce_adversary_objective", "ce_on", "h", "lambda_reg",
-                  "limits")
+                  "limits", "adversary_limits", "shared_candidates", "resampling", "augment")
         assert [getattr(config, name) for name in method] == [getattr(paper, name) for name in method], row
         assert config.batch_size == 2 * paper.batch_size and config.test_examples == 0, row
         assert config.grid_examples == 2000 and config.lr_schedule == "onecycle", row
     assert configs["std"].network == "resnet9" and configs["grn"].network == "g_resnet"
-    assert (configs["at_kl"].batch_size, configs["at"].batch_size) == (128, 256)
+    assert (configs["at_kl"].batch_size, configs["at"].batch_size) == (128, 128)
     longer = reproduce.scale_config("cifar10", "at_kl", "cpu", 0, Path("out"), None, epochs=24)
     assert longer == dataclasses.replace(configs["at_kl"], epochs=24) and configs["at_kl"].epochs == 12
 

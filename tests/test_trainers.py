@@ -63,6 +63,17 @@ def test_l2_rows_weigh_the_penalty_as_the_reference_code(dataset):
     np.testing.assert_allclose(ours, reference, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "svhn"])
+def test_the_std_row_trains_on_random_4_px_shifts_and_is_graded_on_the_papers_grid(dataset):
+    """The reference's std.json: a continuous +-4 px translation per image, CE on it; the grid stays +-3 px, +-30 deg."""
+    config = parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_std.cfg")
+    adversary = experiment.build_adversary(config)
+    assert adversary.limits == (4.0, 4.0, 0.0) and adversary.resampling == "reference"
+    assert config.limits == (3.0, 3.0, 30.0) and config.ce_on == "rob"
+    assert experiment.build_adversary(parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_da.cfg")).limits == (
+        3.0, 3.0, 30.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, cifar10_train_slice):
@@ -87,6 +98,10 @@ def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.Completed
     ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
     ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
     ("--limits=3,-1,30", "--limits=3,-1,30 is invalid: must be 3 values >= 0"),
+    ("--adversary_limits=4,4", "--adversary_limits=4,4 is invalid: must be empty (= --limits) or 3 values"),
+    ("--resampling=nearest", "--resampling=nearest is invalid: valid resamplings are ['composed', 'reference']"),
+    ("--augment=crop", "--augment=crop is invalid: valid values are ['auto', 'on', 'flip', 'off']"),
+    ("--reference_half_batch_ce", "--reference_half_batch_ce needs --ce_on=rob"),
     ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
 ])
 def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):

@@ -53,6 +53,9 @@ flags.DEFINE_integer("refine_steps", 10, "refined attack: sign-gradient steps pe
 flags.DEFINE_integer("chunk_size", 500, "examples per saved chunk (resume granularity)")
 flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write robustness_landscape.png")
 flags.DEFINE_integer("seed", 0, "seed of the random attacks and of the test subset")
+flags.DEFINE_enum("resampling", None, list(transforms.RESAMPLINGS), "how transformed images are resampled: composed "
+                  "(one bilinear resampling) | reference (the reference code's pad, rotate, translate, crop); "
+                  "default: the run's (--model_dir), else composed")
 FLAGS = flags.FLAGS
 
 
@@ -86,26 +89,29 @@ def check_flags() -> None:
             sys.exit(f"error: {message}")
 
 
-def resolve_source() -> tuple[Path, str, str | None, tuple[float, float, float], Path]:
-    """(model path, dataset, ImageFolder root or None for TFDS, limits, output folder) from the flags."""
+def resolve_source() -> tuple[Path, str, str | None, tuple[float, float, float], str, Path]:
+    """(model path, dataset, ImageFolder root or None for TFDS, limits, resampling, output folder) from the
+    flags."""
     if FLAGS.model_dir is not None:
         model_dir = Path(FLAGS.model_dir)
         config = ExperimentConfig.from_json(json.loads((model_dir / "config.json").read_text()))
         dataset, data_dir, limits = config.dataset, FLAGS.data_dir or config.data_dir or None, tuple(config.limits)
-        model_path, output_dir = model_dir / "model.keras", model_dir
+        model_path, output_dir, resampling = model_dir / "model.keras", model_dir, config.resampling
     else:
         model_path = Path(FLAGS.model)
         dataset, data_dir, limits = FLAGS.dataset, FLAGS.data_dir, transforms.DEFAULT_LIMITS
-        output_dir = model_path.parent / f"{model_path.stem}_evaluation"
+        output_dir, resampling = model_path.parent / f"{model_path.stem}_evaluation", "composed"
     if data_dir in data.DATASETS and not Path(data_dir).is_dir():
         dataset, data_dir = data_dir, None
-    return model_path, dataset, data_dir, limits, Path(FLAGS.output_dir or output_dir)
+    return (model_path, dataset, data_dir, limits, FLAGS.resampling or resampling,
+            Path(FLAGS.output_dir or output_dir))
 
 
-def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str) -> dict:
+def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str,
+                resampling: str = "composed") -> dict:
     """Every attack of --attack (grid also when refined needs it), as {name: (result, seconds)}."""
     batch_size = FLAGS.batch_size or None
-    common = {"limits": limits, "batch_size": batch_size}
+    common = {"limits": limits, "batch_size": batch_size, "resampling": resampling}
     chunked = {"state_dir": state_dir, "chunk_size": FLAGS.chunk_size, "model_key": model_key, "verbose": True}
     grid_kwargs = {"method": "brute" if FLAGS.plot else FLAGS.grid_method, **common}
     if "refined" in FLAGS.attack:
@@ -184,7 +190,7 @@ def print_table(summary: dict, names: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     check_flags()
-    model_path, dataset, data_dir, limits, output_dir = resolve_source()
+    model_path, dataset, data_dir, limits, resampling, output_dir = resolve_source()
     try:
         data.validate_source(dataset, data_dir)
         model = evaluation.load_classifier(model_path, FLAGS.input_range)
@@ -194,7 +200,7 @@ def main(argv: list[str]) -> None:
         sys.exit(f"error: {error}")
     output_dir.mkdir(parents=True, exist_ok=True)
     model_key = f"{evaluation.fingerprint(model)}-{FLAGS.input_range}"
-    results = run_attacks(model, images, labels, limits, output_dir / "evaluation_state", model_key)
+    results = run_attacks(model, images, labels, limits, output_dir / "evaluation_state", model_key, resampling)
     summary = summarise(results, len(images), subset=FLAGS.examples > 0)
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}

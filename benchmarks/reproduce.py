@@ -536,12 +536,13 @@ def publish_results(out: Path, dataset: str, scale: str) -> None:
             shutil.copyfile(out / name, PUBLISH_DIR / f"{dataset}_{scale}{suffix}")
 
 
-def commit_results(out: Path, message: str) -> None:
-    """Commits `out`'s results.json, table.md, per_angle.png and each run's small records (metrics, config,
-    epoch times, landscape), and the removal of tracked files gone from `out` (a backup committed to carry an
-    unfinished run between sittings, removed when the run finished); nothing else of the checkout. A failed
-    commit is reported, not raised, so the protocol goes on (the next commit includes what this one missed)."""
-    names = ["results.json", "table.md", "per_angle.png", *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
+def commit_results(out: Path, message: str,
+                   tables: Sequence[str] = ("results.json", "table.md", "per_angle.png")) -> None:
+    """Commits `out`'s `tables` and each run's small records (metrics, config, epoch times, landscape), and the
+    removal of tracked files gone from `out` (a backup committed to carry an unfinished run between sittings,
+    removed when the run finished); nothing else of the checkout. A failed commit is reported, not raised, so
+    the protocol goes on (the next commit includes what this one missed)."""
+    names = [*tables, *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
     paths = sorted(str(path) for name in names for path in out.glob(name))
     git = ["git", "-C", str(REPO_ROOT)]
     tracked = subprocess.run([*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True,

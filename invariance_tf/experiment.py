@@ -302,7 +302,8 @@ def augmentation(config: ExperimentConfig) -> str:
 def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig,
                    state_dir: Path | None = None) -> dict:
     """Clean and worst-of-k accuracy (fractions) on the given test images, grid accuracy on `--grid_examples`
-    of them (a class-balanced subset drawn with the run's seed) or all, with its 95 % Wilson interval.
+    of them (a class-balanced subset drawn with the run's seed) or all, with its 95 % Wilson interval, and
+    each grid example's outcome (`grid_correct`, `report.bits`), so runs of one seed compare paired.
 
     With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
     evaluation resumes (`evaluation.resumable`).
@@ -326,6 +327,7 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
         "grid_examples": int(len(grid_images)),
         "grid_accuracy": grid.accuracy,
         "grid_accuracy_ci95": list(report.wilson_interval(int(grid.correct.sum()), len(grid_labels))),
+        "grid_correct": report.bits(grid.correct),
     }
 
 

@@ -25,8 +25,9 @@ by the `resampling` argument of `transform` and `transform_differentiable`:
   then crop the centre `H x W`. The geometry is the same as `"composed"`: pure
   rotations and pure translations give the same images up to float32
   rounding; combined draws are blurrier because they are interpolated twice.
-  It costs two resamplings on a 4x larger canvas instead of one on the image
-  (about 8x the compute of `"composed"`).
+  `transform` resamples the 4x larger canvas twice (about 8x the compute of
+  `"composed"`); `transform_differentiable` computes the translation for the
+  crop only (about 5x), with the same values.
 """
 
 from __future__ import annotations
@@ -107,10 +108,15 @@ def _translation_map(dx: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     return tf.stack([one, zero, -dx, zero, one, -dy], axis=-1)
 
 
-def _project(images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
-    """Bilinear resampling of `images` [B, H, W, C] through `maps` [B, 6] with one fused TF op, zero fill."""
+Window = tuple[int, int, int, int]
+"""(top, left, height, width) of the output canvas that a resampling computes."""
+
+
+def _project(images: tf.Tensor, maps: tf.Tensor, window: Window | None = None) -> tf.Tensor:
+    """Bilinear resampling of `images` [B, H, W, C] through `maps` [B, 6] with one fused TF op, zero fill;
+    the output is the input's size, or its `window`."""
     projective = tf.concat([maps, tf.zeros_like(maps[:, :2])], axis=-1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
+    output = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=projective,
         output_shape=tf.shape(images)[1:3],
@@ -118,18 +124,24 @@ def _project(images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
+    if window is None:
+        return output
+    top, left, height, width = window
+    return output[:, top:top + height, left:left + width]
 
 
-def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
-    """Bilinear resampling of float32 `images` [B, H, W, C] through `maps` [B, 6], zero fill.
+def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor, window: Window | None = None) -> tf.Tensor:
+    """Bilinear resampling of float32 `images` [B, H, W, C] through `maps` [B, 6], zero fill; the output is the
+    input's size, or only its `window` (the same values, computed for the window's pixels alone).
 
     The same result as `_project`, from plain TF ops (gathers and weights), so
     it is differentiable with respect to `maps` and `images` and compiles with XLA.
     """
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    top, left, out_height, out_width = (0, 0, height, width) if window is None else window
     a0, a1, a2, b0, b1, b2 = tf.unstack(maps[:, :, None, None], axis=1)
-    ys, xs = np.meshgrid(np.arange(height, dtype=np.float32),
-                         np.arange(width, dtype=np.float32), indexing="ij")
+    ys, xs = np.meshgrid(np.arange(top, top + out_height, dtype=np.float32),
+                         np.arange(left, left + out_width, dtype=np.float32), indexing="ij")
     x_in = a0 * xs + a1 * ys + a2
     y_in = b0 * xs + b1 * ys + b2
     x0 = tf.floor(x_in)
@@ -157,21 +169,21 @@ def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor) -> tf.Tensor:
 
 
 def _reference(
-    images: tf.Tensor, params: tf.Tensor, resample: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+    images: tf.Tensor, params: tf.Tensor, resample: Callable[..., tf.Tensor]
 ) -> tf.Tensor:
     """The reference code's pipeline: zero-pad, rotate, translate, crop the centre.
 
     Pads by `(H//2, W//2)` on each side, rotates about the padded canvas'
-    centre, translates, each stage one `resample(images, maps)` call, then
-    crops the central `H x W`.
+    centre, then translates, each stage one `resample(images, maps, window)`
+    call; the translation's window is the central `H x W` (the crop), so a
+    sampler that computes only its window does a quarter of the canvas.
     """
     height, width = images.shape[1], images.shape[2]
     pad_y, pad_x = height // 2, width // 2
     dx, dy, angle = tf.unstack(tf.convert_to_tensor(params, tf.float32), num=3, axis=-1)
     padded = tf.pad(images, [[0, 0], [pad_y, pad_y], [pad_x, pad_x], [0, 0]])
     rotated = resample(padded, _rotation_map(angle, height + 2 * pad_y, width + 2 * pad_x))
-    translated = resample(rotated, _translation_map(dx, dy))
-    return translated[:, pad_y:pad_y + height, pad_x:pad_x + width]
+    return resample(rotated, _translation_map(dx, dy), (pad_y, pad_x, height, width))
 
 
 def transform(images: tf.Tensor, params: tf.Tensor, resampling: str = "composed") -> tf.Tensor:

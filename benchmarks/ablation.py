@@ -41,8 +41,8 @@ ROWS = ("at", "at_kl")
 # name -> (what it tests, flags appended to A.T., flags appended to A.T.+KL)
 FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "base": ("the scale's faithful protocol", (), ()),
-    "small_data_long": ("regime: 2,000 training images for 30 epochs (the same steps), so training accuracy "
-                        "exceeds test accuracy", ("--train_examples=2000", "--epochs=30"),
+    "small_data_long": ("regime: 2,000 training images for 30 epochs (at mini scale the same steps as 10,000 "
+                        "for 6), so training accuracy exceeds test accuracy", ("--train_examples=2000", "--epochs=30"),
                         ("--train_examples=2000", "--epochs=30")),
     "reference_at_half_batch": ("the reference's A.T. baseline: CE on the second half of its batch only",
                                 ("--reference_half_batch_ce=true",), ()),
@@ -59,7 +59,7 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "bfloat16": ("mixed_bfloat16 compute", ("--precision=mixed_bfloat16",), ("--precision=mixed_bfloat16",)),
     "resnet9": ("the CPU recipe's ResNet-9 (width 16) instead of ResNet-8", ("--network=resnet9", "--width=16"),
                 ("--network=resnet9", "--width=16")),
-    "step_imbalance": ("A.T. with 128 originals per step (half the steps), as the project's flagfiles had",
+    "step_imbalance": ("A.T. with twice the originals per step (half the steps), as the project's flagfiles had",
                        ("--batch_size=128",), ()),
     "composed_resampling": ("one composed resampling instead of the reference's two",
                             ("--resampling=composed",), ("--resampling=composed",)),

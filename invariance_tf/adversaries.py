@@ -166,7 +166,7 @@ class WorstOfK(_ObjectiveAdversary):
                seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
         """Per objective, the worst of k uniform draws w.r.t. it: independent draws per objective, or with
         `shared_candidates` the same k draws (one set of model calls) for every objective."""
-        if logits_nat is None and any(objective != "ce" for objective in objectives):
+        if self.k > 1 and logits_nat is None and any(objective != "ce" for objective in objectives):
             logits_nat = model(images, training=False)
         if len(objectives) > 1 and not self.shared_candidates:
             return super().choose(model, images, labels, objectives, seed=seed, logits_nat=logits_nat)

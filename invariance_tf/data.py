@@ -8,8 +8,9 @@ Two sources:
   canonical class names, so that alphabetical order is the canonical label
   order: CIFAR-10 `airplane` ... `truck`, CIFAR-100 the 100 fine label names
   (`apple`, `aquarium_fish`, ..., `worm`), SVHN the digits `0` ... `9`.
-  Decoded splits are cached on disk (see `default_cache_dir`), keyed by the
-  folder's file names, sizes and modification times.
+  Only the splits a task reads must exist: training needs both, evaluation
+  only `test/`. Decoded splits are cached on disk (see `default_cache_dir`),
+  keyed by the folder's file names, sizes and modification times.
 - A prepared TFDS copy (`tfds.load(..., download=False)`) when `data_dir` is
   None. Nothing is ever downloaded.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import warnings
 import zipfile
@@ -108,26 +110,33 @@ def default_cache_dir() -> Path:
 
 
 def validate_source(
-    dataset: str, data_dir: str | Path | None = None, tfds_data_dir: str | Path | None = None
+    dataset: str,
+    data_dir: str | Path | None = None,
+    tfds_data_dir: str | Path | None = None,
+    splits: Sequence[str] = SPLITS,
 ) -> None:
-    """Checks cheaply that `dataset` can be loaded, before any expensive work.
+    """Checks cheaply that `splits` of `dataset` can be loaded, before any expensive work.
 
-    With `data_dir`, checks the ImageFolder layout: `train/` and `test/` exist,
-    hold the same class folders, and those are the dataset's canonical class
-    names. Without it, checks that a prepared TFDS copy exists under
-    `tfds_data_dir` (None: TFDS' default, `$TFDS_DATA_DIR` or
+    With `data_dir`, checks the ImageFolder layout: each of `splits` exists,
+    they hold the same class folders, and those are the dataset's canonical
+    class names. Training needs both splits (the default); evaluating needs
+    only `("test",)`. Without `data_dir`, checks that a prepared TFDS copy
+    exists under `tfds_data_dir` (None: TFDS' default, `$TFDS_DATA_DIR` or
     `~/tensorflow_datasets`).
 
     Raises:
-        ValueError: unknown dataset, or class folders that do not match.
+        ValueError: unknown dataset or split, or class folders that do not match.
         FileNotFoundError: missing folders or no TFDS copy; the message says
             how to point at local data.
     """
     info = dataset_info(dataset)
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown or not splits:
+        raise ValueError(f"splits must be a non-empty selection of {list(SPLITS)}; got {list(splits)}")
     if data_dir is None:
         _require_tfds_copy(dataset, tfds_data_dir)
     else:
-        _check_image_folder_classes(Path(data_dir), info.class_names)
+        _check_image_folder_classes(Path(data_dir), info.class_names, splits)
 
 
 def load(
@@ -143,8 +152,9 @@ def load(
 
     Args:
         dataset: one of `DATASETS`.
-        data_dir: ImageFolder root `<data_dir>/{train,test}/<class>/<image>`;
-            None reads a prepared TFDS copy from `tfds_data_dir`.
+        data_dir: ImageFolder root `<data_dir>/{train,test}/<class>/<image>`
+            (only `split` needs to exist); None reads a prepared TFDS copy
+            from `tfds_data_dir`.
         split: `"train"` or `"test"`.
         examples: None for the whole split, else the size of a class-balanced
             subset drawn with `seed` (see `balanced_subset`).
@@ -162,7 +172,7 @@ def load(
     info = dataset_info(dataset)
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
-    validate_source(dataset, data_dir, tfds_data_dir)
+    validate_source(dataset, data_dir, tfds_data_dir, splits=(split,))
     if data_dir is None:
         images, labels = _load_tfds(dataset, split, tfds_data_dir)
     else:
@@ -376,20 +386,20 @@ def _load_tfds(
     return images, labels
 
 
-def _check_image_folder_classes(root: Path, class_names: Sequence[str]) -> None:
-    """Checks `root/{train,test}` exist and hold exactly the class folders `class_names`."""
+def _check_image_folder_classes(root: Path, class_names: Sequence[str], splits: Sequence[str]) -> None:
+    """Checks `root/<split>` exists for each of `splits`, all holding exactly the class folders `class_names`."""
     if not root.is_dir():
         raise FileNotFoundError(f"data_dir {str(root)!r} is not a folder; expected {_LAYOUT}")
-    found = {split: _class_folders(root / split) for split in SPLITS}
-    for split, other in (SPLITS, SPLITS[::-1]):
+    found = {split: _class_folders(root / split) for split in splits}
+    for split, other in itertools.permutations(splits, 2):
         unmatched = sorted(set(found[split]) - set(found[other]))
         if unmatched:
             raise ValueError(
                 f"Class folder {str(root / split / unmatched[0])!r} has no counterpart "
                 f"{str(root / other / unmatched[0])!r}; both splits need the same class folders"
             )
-    unexpected = sorted(set(found["train"]) - set(class_names))
-    missing = sorted(set(class_names) - set(found["train"]))
+    unexpected = sorted(set(found[splits[0]]) - set(class_names))
+    missing = sorted(set(class_names) - set(found[splits[0]]))
     if unexpected or missing:
         raise ValueError(
             f"Class folders in {str(root)!r} do not match the dataset's classes: "

@@ -217,12 +217,18 @@ def _check_seed(seed: Sequence[int]) -> tf.Tensor:
     return tf.constant(seed, tf.int64)
 
 
-def clean_accuracy(model: Model, images, labels, batch_size: int | None = None) -> float:
-    """Accuracy on the untransformed images."""
+def clean_result(model: Model, images, labels, batch_size: int | None = None) -> RobustResult:
+    """Per-example outcome on the untransformed images (the clean attack), so reports can list which are
+    wrong before any transformation: `worst_transform` is the identity (0, 0, 0), `margin` its margin."""
     images, labels, batch_size = _check_inputs(images, labels, batch_size)
     evaluator = _PairEvaluator(model, images, labels, np.zeros((1, 3), np.float32), batch_size)
     evaluator(np.arange(len(images)), np.zeros(len(images), np.int64))
-    return float(evaluator.correct.mean())
+    return evaluator.result()
+
+
+def clean_accuracy(model: Model, images, labels, batch_size: int | None = None) -> float:
+    """Accuracy on the untransformed images (`clean_result`'s accuracy)."""
+    return clean_result(model, images, labels, batch_size).accuracy
 
 
 def grid_accuracy(

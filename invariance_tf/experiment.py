@@ -245,13 +245,14 @@ def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> ke
         [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100])
 
 
-def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int) -> InvarianceModel:
+def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int,
+                policy: str | None = None) -> InvarianceModel:
     """The compiled regularised model for `config`: the one place flags become a model.
 
-    Layers take `--precision` (resolved by `precision.resolve`) as their dtype policy; the global policy is
-    restored afterwards.
+    Layers take `policy`, by default `--precision` resolved by `precision.resolve`, as their dtype policy; the
+    global policy is restored afterwards.
     """
-    with networks.dtype_policy(precision.resolve(config.precision).policy):
+    with networks.dtype_policy(policy or precision.resolve(config.precision).policy):
         model = InvarianceModel(
             build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
             lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed,
@@ -332,9 +333,10 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
 
 
 EPOCH_TIMES = "epoch_seconds.json"
+PRECISION_RECORD = "precision.json"
 EVALUATION_STATE = "evaluation_state"
 RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs", EPOCH_TIMES,
-                 EVALUATION_STATE)
+                 EVALUATION_STATE, PRECISION_RECORD)
 
 
 def prepare_output_dir(config: ExperimentConfig) -> Path:
@@ -365,9 +367,11 @@ RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose"
                                 "eval_chunk_size", "eval_batch_size"})
 
 
-# How versions from before a field existed ran, where that differs from the field's default: worst_of_k picked
-# both x~ of a three-fold batch from one shared set of candidates.
-LEGACY_VALUES = {"shared_candidates": True}
+def legacy_values(saved: dict) -> dict:
+    """How a run recorded before a field existed ran, where that differs from the field's default: worst_of_k
+    picked both x~ of a three-fold batch (`--ce_adversary_objective=ce`) from one shared set of candidates."""
+    three_fold = saved.get("adversary") == "worst_of_k" and saved.get("ce_adversary_objective") == "ce"
+    return {"shared_candidates": True} if three_fold else {}
 
 
 def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> dict:
@@ -375,8 +379,8 @@ def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozense
     or search, differs, apart from `ignored`, sorted, each with its value in `saved`. A config field `saved`
     lacks (written by an older version) counts as that field's default, which is how the older version ran; a
     key only `saved` has (a flag since removed) means nothing to the current version and is not compared.
-    Fields whose default changed the behaviour of older versions count as `LEGACY_VALUES` instead."""
-    defaults = {**json.loads(json.dumps(ExperimentConfig().to_json())), **LEGACY_VALUES}
+    Where older versions behaved otherwise than a field's default, it counts as `legacy_values` says."""
+    defaults = {**json.loads(json.dumps(ExperimentConfig().to_json())), **legacy_values(saved)}
     saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     return {k: saved.get(k) for k in sorted(current.keys() - ignored) if saved.get(k) != current.get(k)}
 
@@ -399,6 +403,18 @@ def check_resumable(config: ExperimentConfig, out: Path) -> None:
     if changed:
         raise ValueError(f"--output_dir={out} holds an unfinished run started with {flag_list(changed)}: pass the "
                          "same flags to resume it, or --overwrite to start afresh")
+
+
+def run_precision(config: ExperimentConfig, out: Path) -> precision.Choice:
+    """The run's dtype policy: `--precision` resolved on this machine when the run starts, then what `out`
+    records, so a run resumed on other hardware keeps the policy it started with."""
+    record = out / PRECISION_RECORD
+    if record.is_file() and callbacks.latest_backup(out / "backup") is not None:
+        return precision.Choice(**json.loads(record.read_text()))
+    choice = precision.resolve(config.precision)
+    if distribute.is_chief():
+        files.write_text(record, json.dumps(choice._asdict()))
+    return choice
 
 
 def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits,
@@ -440,14 +456,14 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     steps_per_epoch = len(train_images) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
-    compute = precision.resolve(config.precision)
+    compute = run_precision(config, out)
     if config.verbose:
         print(f"precision: {compute.policy} ({compute.reason})", flush=True)
     if distribute.is_chief():
         files.write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
         files.write_text(out / "flags.cfg", "\n".join(flag_arguments(config)) + "\n")
     with strategy.scope():
-        model = build_model(config, splits.info, steps_per_epoch)
+        model = build_model(config, splits.info, steps_per_epoch, compute.policy)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augmentation(config),
                                   seed=config.seed, first_epoch=callbacks.finished_epochs(out / "backup"))
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from invariance_tf import adversaries, distribute, semimetrics, transforms
@@ -76,6 +77,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         super().__init__(**kwargs)
         # Raw pixels reach the network as given (as in Keras' Functional models): under a mixed policy Keras
         # would round them to the compute dtype first, e.g. a transformed pixel 200.3 to bfloat16 200.
+        # `__call__` converts NumPy arrays and lists to float32 instead.
         self._convert_input_args = False
         if isinstance(adversary, dict):
             adversary = adversaries.deserialize(adversary)
@@ -137,6 +139,13 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def __call__(self, inputs: tf.Tensor | np.ndarray | list, *args, **kwargs) -> tf.Tensor:
+        """Keras' `__call__`, taking NumPy arrays and lists like any Keras model: as float32 tensors, so raw
+        pixels are not rounded to a mixed policy's compute dtype."""
+        if isinstance(inputs, (np.ndarray, list)):
+            inputs = tf.convert_to_tensor(inputs, tf.float32)
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return tf.cast(self.network(inputs, training=training), tf.float32)

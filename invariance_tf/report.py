@@ -8,6 +8,7 @@ true-class logit minus the largest other logit (negative: misclassified).
 from __future__ import annotations
 
 import csv
+import fractions
 import math
 import statistics
 from pathlib import Path
@@ -86,8 +87,8 @@ def _mcnemar_exact(b_only: int, a_only: int) -> float:
     if n == 0:
         return 1.0
     k = min(b_only, a_only)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
-    return float(min(1.0, 2 * tail))
+    tail = fractions.Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+    return float(min(fractions.Fraction(1), 2 * tail))
 
 
 def write_examples_csv(path: str | Path, labels: np.ndarray, results: Mapping[str, RobustResult]) -> None:

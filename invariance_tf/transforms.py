@@ -238,7 +238,7 @@ def transform_differentiable(images: tf.Tensor, params: tf.Tensor, resampling: s
     Raises:
         ValueError: if `resampling` is not one of `RESAMPLINGS`.
     """
-    images = tf.convert_to_tensor(images, tf.float32)
+    images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     if validate_resampling(resampling) == "composed":
         return _sample_bilinear(images, _input_coordinates_map(params, images.shape[1], images.shape[2]))
     return _reference(images, params, _sample_bilinear)

@@ -381,7 +381,20 @@ def test_missing_data_dir(tmp_path):
 def test_data_dir_without_test_split(tmp_path):
     root = write_tree(tmp_path / "c10", CIFAR10_ORDER, splits=("train",))
     with pytest.raises(FileNotFoundError, match=r"No split folder '.*c10/test'"):
-        data.load("cifar10", root, "train")
+        data.validate_source("cifar10", root)
+    with pytest.raises(FileNotFoundError, match=r"No split folder '.*c10/test'"):
+        data.load("cifar10", root, "test")
+
+
+def test_evaluation_needs_only_the_test_split_but_training_needs_both(tmp_path):
+    root = write_tree(tmp_path / "c10", CIFAR10_ORDER, splits=("test",))
+    data.validate_source("cifar10", root, splits=("test",))
+    _, labels, _ = data.load("cifar10", root, "test")
+    np.testing.assert_array_equal(labels, np.arange(10))
+    with pytest.raises(FileNotFoundError, match=r"^No split folder '.*c10/train'; expected <data_dir>/\{train,test\}"):
+        experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root)).validate()
+    with pytest.raises(ValueError, match=r"splits must be a non-empty selection of \['train', 'test'\]; got \['val'\]"):
+        data.validate_source("cifar10", root, splits=("val",))
 
 
 def test_empty_split_folder(cifar10_tree, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +108,41 @@ def test_cli_on_a_saved_model_writes_the_report(saved_model, cifar10_dir, tmp_pa
     assert [float(row["angle"]) for row in per_angle] == pytest.approx(np.linspace(-30, 30, 31))
     assert (out / "grid_per_shift.csv").is_file() and (out / "robustness_landscape.png").is_file()
     assert "overestimates robustness by" in result.stdout
+
+
+@pytest.fixture
+def test_split_only(cifar10_dir, tmp_path) -> Path:
+    """An ImageFolder root with 2 real images per class in test/ and no train/."""
+    root = tmp_path / "test_only"
+    for class_dir in sorted((cifar10_dir / "test").iterdir()):
+        (root / "test" / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:2]:
+            shutil.copy(image, root / "test" / class_dir.name / image.name)
+    return root
+
+
+def test_cli_evaluates_a_folder_with_only_a_test_split(run_dir, test_split_only, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("trainers.evaluate", f"--model={run_dir / 'model.keras'}", f"--data_dir={test_split_only}",
+                     "--attack=clean", "--examples=0", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "evaluation.json").read_text())["clean"]["examples"] == 20
+
+
+def test_examples_csv_has_clean_columns_that_add_up_to_the_clean_accuracy(run_dir, cifar10_dir, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli("trainers.evaluate", f"--model={run_dir / 'model.keras'}", f"--data_dir={cifar10_dir}",
+                     "--examples=30", "--attack=clean,worst_of_k", "--k=2", f"--output_dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    clean = json.loads((out / "evaluation.json").read_text())["clean"]
+    assert set(clean) == {"accuracy", "examples", "seconds", "ci95"}
+    with open(out / "examples.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0])[2:7] == ["clean_correct", "clean_dx", "clean_dy", "clean_angle", "clean_margin"]
+    assert np.mean([int(row["clean_correct"]) for row in rows]) == clean["accuracy"]
+    assert 0 < clean["accuracy"] < 1
+    assert all(float(row[f"clean_{axis}"]) == 0 for row in rows for axis in ("dx", "dy", "angle"))
+    assert all((float(row["clean_margin"]) > 0) == (row["clean_correct"] == "1") for row in rows)
 
 
 @pytest.mark.parametrize("layers, message", [

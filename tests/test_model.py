@@ -226,15 +226,32 @@ def test_mixed_precision_step_matches_float32(batch, policy):
 
 def test_mixed_precision_model_passes_raw_pixels_unrounded(batch):
     """Under mixed_bfloat16 the wrapper gives the network the pixels as they are (transformed ones are not
-    integers); the network's own float32 standardisation runs before any bfloat16 layer."""
+    integers), from a tensor or a NumPy array; the network's own float32 standardisation runs before any
+    bfloat16 layer."""
     images, _ = batch
     with networks.dtype_policy("mixed_bfloat16"):
         keras.utils.set_random_seed(3)
         model = InvarianceModel(networks.build("resnet9", width=4), adversary=adversaries.RandomTransform(),
                                 ce_on="mix", lambda_reg=1.0)
-    pixels = tf.constant(images[:8] + 0.3)
-    np.testing.assert_array_equal(model(pixels).numpy(),
-                                  tf.cast(model.network(pixels), tf.float32).numpy())
+        flatten = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(dtype="float32")])
+        pixels_out = InvarianceModel(flatten)
+    pixels = images[:8] + 0.3
+    expected = tf.cast(model.network(tf.constant(pixels)), tf.float32).numpy()
+    for inputs in (tf.constant(pixels), pixels):
+        np.testing.assert_array_equal(model(inputs).numpy(), expected)
+    pixels[0, 0, 0, 0] = 200.3
+    assert pixels_out(pixels).numpy()[0, 0] == np.float32(200.3)
+
+
+def test_calling_the_model_on_numpy_matches_a_tensor_and_predict(batch):
+    images, _ = batch
+    keras.utils.set_random_seed(3)
+    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.RandomTransform(), ce_on="rob")
+    x = images[:8]
+    expected = model(tf.constant(x)).numpy()
+    for inputs in (x, x.astype(np.uint8), x.tolist()):
+        np.testing.assert_array_equal(model(inputs).numpy(), expected)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("resnet", {"n": 1}), ("resnet9", {"width": 4}),

@@ -87,3 +87,15 @@ def test_this_machine_is_described_with_its_precision_features():
     assert "features:" in description
     if Path("/proc/cpuinfo").is_file():
         assert precision.cpu_model() in description
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch):
+    config = experiment.ExperimentConfig(precision="auto")
+    monkeypatch.setattr(precision, "resolve", lambda name: precision.choose(name, ZEN4_EPYC))
+    started = experiment.run_precision(config, tmp_path)
+    assert started.policy == "mixed_bfloat16"
+    monkeypatch.setattr(experiment.callbacks, "latest_backup", lambda folder: folder / "epoch-3")
+    monkeypatch.setattr(precision, "resolve", lambda name: precision.choose(name, AVX2_EPYC))
+    assert experiment.run_precision(config, tmp_path) == started
+    monkeypatch.setattr(experiment.callbacks, "latest_backup", lambda folder: None)
+    assert experiment.run_precision(config, tmp_path).policy == "float32"

@@ -58,3 +58,10 @@ def test_the_paired_interval_is_far_tighter_than_two_unpaired_ones():
 def test_mismatched_outcomes_are_refused(a, b, message):
     with pytest.raises(ValueError, match=message):
         report.paired_difference(a, b)
+
+
+def test_mcnemar_stays_exact_with_thousands_of_discordant_examples():
+    a = np.array([True] * 500 + [False] * 600)
+    result = report.paired_difference(a, ~a, resamples=100)
+    assert (result["b_only"], result["a_only"]) == (600, 500)
+    assert 0.002 < result["mcnemar_p"] < 0.004

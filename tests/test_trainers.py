@@ -172,6 +172,11 @@ def test_evaluate_writes_json_and_table(trained_run):
     assert {"clean", "worst_of_k", "grid", "spgd"} <= set(report)
     assert report["grid"]["accuracy"] <= report["clean"]["accuracy"]
     assert "grid" in result.stdout and "accuracy" in result.stdout
+    assert report["grid"]["resampling"] == report["spgd"]["resampling"] == "composed"
+    again = run_cli("trainers.evaluate", f"--model_dir={trained_run}", "--attack=grid", "--examples=20",
+                    "--resampling=reference")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((trained_run / "evaluation.json").read_text())["grid"]["resampling"] == "reference"
 
 
 def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path, cifar10_test_slice):

@@ -6,16 +6,17 @@
 
 --model is a `.keras` file or a SavedModel folder (its `serving_default` signature, e.g. from
 trainers.export); --input_range says which pixel scale it expects (the transformations act on the
-images; the black canvas is 0 in either scale). --data_dir is an ImageFolder root or a TFDS name.
+images; the black canvas is 0 in either scale). --data_dir is an ImageFolder root (only its test/
+split is read) or a TFDS name.
 
 Attacks: clean, worst_of_k (k random transformations; correct only if all are), spgd (spatial PGD
 on the cross-entropy), grid (all 775 transformations of the paper's grid) and refined (the grid,
 then S-PGD on the margin in the continuous box from each grid survivor's lowest-margin grid points;
 how much the grid overestimates robustness). Written to --output_dir (default: the run folder, or
 <model>_evaluation beside --model): evaluation.json (accuracies, 95 % Wilson intervals on a subset),
-examples.csv (per example and attack: correct, worst dx, dy, angle, margin), with the brute grid
-(--grid_method=brute or --plot) grid_per_angle.csv and grid_per_shift.csv, with --plot
-robustness_landscape.png. Attacks run in chunks of --chunk_size examples saved in
+examples.csv (per example and attack: correct, worst dx, dy, angle, margin; clean's worst is the
+identity), with the brute grid (--grid_method=brute or --plot) grid_per_angle.csv and
+grid_per_shift.csv, with --plot robustness_landscape.png. Attacks run in chunks of --chunk_size examples saved in
 <output_dir>/evaluation_state: a killed evaluation rerun with the same flags resumes.
 """
 
@@ -120,7 +121,7 @@ def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str,
     for name in [a for a in ATTACKS if a in FLAGS.attack or (a == "grid" and "refined" in FLAGS.attack)]:
         start = time.perf_counter()
         if name == "clean":
-            result = evaluation.clean_accuracy(model, images, labels, batch_size=batch_size)
+            result = evaluation.clean_result(model, images, labels, batch_size=batch_size)
         elif name == "worst_of_k":
             result = evaluation.resumable(name, model, images, labels, k=FLAGS.k, seed=(FLAGS.seed, 0),
                                           **common, **chunked)
@@ -136,16 +137,19 @@ def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str,
     return results
 
 
-def summarise(results: dict, examples: int, subset: bool) -> dict:
-    """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain."""
+def summarise(results: dict, examples: int, subset: bool, resampling: str = "composed") -> dict:
+    """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain,
+    and for the chunked attacks (not clean: one pass, never resumed) evaluations, resumed examples and the
+    resampling of their transformed images."""
     summary = {}
     for name, (result, seconds) in results.items():
-        correct = round(result * examples) if isinstance(result, float) else int(result.correct.sum())
+        correct = int(result.correct.sum())
         entry = {"accuracy": correct / examples, "examples": examples, "seconds": seconds}
         if subset:
             entry["ci95"] = list(report.wilson_interval(correct, examples))
-        if not isinstance(result, float):
-            entry.update(evaluations=int(result.evaluations), resumed_examples=int(result.resumed_examples))
+        if name != "clean":
+            entry.update(evaluations=int(result.evaluations), resumed_examples=int(result.resumed_examples),
+                         resampling=resampling)
         summary[name] = entry
     if "refined" in results:
         grid, refined = results["grid"][0], results["refined"][0]
@@ -158,12 +162,12 @@ def summarise(results: dict, examples: int, subset: bool) -> dict:
 
 def write_report(output_dir: Path, results: dict, labels: np.ndarray, limits, title: str) -> list[Path]:
     """examples.csv, and with the brute grid the per-angle and per-shift tables and (--plot) the landscape."""
-    robust = {name: result for name, (result, _) in results.items() if not isinstance(result, float)}
+    outcomes = {name: result for name, (result, _) in results.items()}
     written = []
-    if robust:
+    if outcomes:
         written.append(output_dir / "examples.csv")
-        report.write_examples_csv(written[-1], labels, robust)
-    per_transform = robust["grid"].per_transform_accuracy if "grid" in robust else None
+        report.write_examples_csv(written[-1], labels, outcomes)
+    per_transform = outcomes["grid"].per_transform_accuracy if "grid" in outcomes else None
     if per_transform is not None:
         written += [output_dir / "grid_per_angle.csv", output_dir / "grid_per_shift.csv"]
         report.write_per_angle_csv(written[-2], per_transform, limits)
@@ -192,7 +196,7 @@ def main(argv: list[str]) -> None:
     check_flags()
     model_path, dataset, data_dir, limits, resampling, output_dir = resolve_source()
     try:
-        data.validate_source(dataset, data_dir)
+        data.validate_source(dataset, data_dir, splits=("test",))
         model = evaluation.load_classifier(model_path, FLAGS.input_range)
         images, labels, info = data.load(dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
         evaluation.check_classifier(model, images, info.num_classes)
@@ -201,7 +205,7 @@ def main(argv: list[str]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     model_key = f"{evaluation.fingerprint(model)}-{FLAGS.input_range}"
     results = run_attacks(model, images, labels, limits, output_dir / "evaluation_state", model_key, resampling)
-    summary = summarise(results, len(images), subset=FLAGS.examples > 0)
+    summary = summarise(results, len(images), subset=FLAGS.examples > 0, resampling=resampling)
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
     files.write_text(report_path, json.dumps({**merged, **summary}, indent=2))

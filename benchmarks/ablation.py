@@ -44,6 +44,10 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "small_data_long": ("regime: 2,000 training images for 30 epochs (at mini scale the same steps as 10,000 "
                         "for 6), so training accuracy exceeds test accuracy", ("--train_examples=2000", "--epochs=30"),
                         ("--train_examples=2000", "--epochs=30")),
+    "small_data_resnet9": ("regime with capacity: the CPU recipe's ResNet-9 (width 16) on 2,000 training images "
+                           "for 30 epochs, so that training accuracy clearly exceeds test accuracy",
+                           ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30"),
+                           ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30")),
     "reference_at_half_batch": ("the reference's A.T. baseline: CE on the second half of its batch only",
                                 ("--reference_half_batch_ce=true",), ()),
     "shared_candidates": ("both x~ of A.T.+KL from the same 10 draws instead of two searches", (),

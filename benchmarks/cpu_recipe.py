@@ -91,8 +91,8 @@ def throughput(steps: int, batch_size: int = 256) -> None:
                 for network in NETWORKS for policy in PRECISIONS}
     reference = measured[("resnet8", "float32")]
     print(precision.describe_machine())
-    print(f"--precision=auto here: {precision.resolve(precision.AUTO).policy} "
-          f"({precision.resolve(precision.AUTO).reason})")
+    auto = precision.resolve(precision.AUTO)
+    print(f"--precision=auto here: {auto.policy} ({auto.reason})")
     print(f"{'network':<16}{'precision':<16}{'images/s':>10}{'/ resnet8 fp32':>16}{'bf16 / fp32':>13}")
     for (network, policy), value in measured.items():
         speedup = value / measured[(network, "float32")]

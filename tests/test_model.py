@@ -92,6 +92,15 @@ def test_update_treats_the_adversarys_choice_as_a_constant(batch, adversary):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-6)
 
 
+def worst_of_4_by_ce(model: InvarianceModel, images, labels) -> np.ndarray:
+    """Per image, the worst w.r.t. CE of the 4 candidates the model's next step draws, computed in numpy."""
+    seed = model._step_seed().numpy()
+    candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
+    ce_per_candidate = np.stack([numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels)
+                                 for c in candidates])
+    return candidates[ce_per_candidate.argmax(0), np.arange(len(images))]
+
+
 def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
     """The D.A./A.T. rows' branch: loss = CE(f(x~), y) + decay, x~ the worst of k w.r.t. CE."""
     images, labels = batch
@@ -99,11 +108,7 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
     model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
                             adversary=adversaries.WorstOfK(k=4), ce_on="rob", lambda_reg=0.0, seed=9)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    seed = model._step_seed().numpy()
-    candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
-    ce_per_candidate = np.stack([numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels)
-                                 for c in candidates])
-    chosen = candidates[ce_per_candidate.argmax(0), np.arange(len(images))]
+    chosen = worst_of_4_by_ce(model, images, labels)
     adv = model.network(transforms.transform(images, chosen)).numpy()
     decay = WEIGHT_DECAY / 2 * sum((v.numpy() ** 2).sum() for v in model.network.weights if "kernel" in v.path)
     logs = model.train_on_batch(images, labels, return_dict=True)
@@ -149,11 +154,7 @@ def test_reference_half_batch_ce_is_the_ce_of_the_second_half_of_the_worst_cases
     model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=4), ce_on="rob",
                             seed=9, reference_half_batch_ce=True)
     model.compile(optimizer=keras.optimizers.SGD(0.01))
-    seed = model._step_seed().numpy()
-    candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
-    ce_per_candidate = np.stack([numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels)
-                                 for c in candidates])
-    chosen = candidates[ce_per_candidate.argmax(0), np.arange(len(images))]
+    chosen = worst_of_4_by_ce(model, images, labels)
     per_example = numpy_ce(model.network(transforms.transform(images, chosen)).numpy(), labels)
     half = len(images) // 2
     logs = model.train_on_batch(images, labels, return_dict=True)

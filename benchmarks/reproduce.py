@@ -87,6 +87,7 @@ from absl import flags
 
 from invariance_tf import data, evaluation, experiment, files, plots, precision
 from invariance_tf.callbacks import TrainingDivergedError
+from invariance_tf.networks import pretrained
 from invariance_tf.experiment import ExperimentConfig
 from trainers import flags as experiment_flags
 
@@ -297,7 +298,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
     print(f"landscape of {out}: brute-force grid on {examples} test images", flush=True)
     images, labels = experiment.load_splits(config).test
     chosen = np.linspace(0, len(images) - 1, min(examples, len(images))).round().astype(int)
-    model = keras.models.load_model(out / "model.keras")
+    model = pretrained.load_keras(out / "model.keras")
     accuracy = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute",
                                         limits=config.limits, resampling=config.resampling,
                                         batch_size=config.eval_batch_size or None).per_transform_accuracy

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from invariance_tf import export, files, transforms
 from invariance_tf.adversaries import SPGD
+from invariance_tf.networks import pretrained
 
 Model = Callable[..., tf.Tensor]
 METHODS = ("brute", "early_exit")
@@ -545,7 +546,7 @@ def load_classifier(path: str | Path, input_range: str = "0-255") -> Classifier:
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".keras":
-        model = keras.models.load_model(path)
+        model = pretrained.load_keras(path)
         network = export.classifier_network(model)
         return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, input_range)
     if (path / "saved_model.pb").is_file():

@@ -24,6 +24,7 @@ import tensorflow as tf
 from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, files, networks, precision,
                            report, schedules, semimetrics, transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
+from invariance_tf.networks import pretrained
 from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
@@ -56,6 +57,10 @@ class ExperimentConfig:
     g_width: int = _field(0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's "
                              "parameter-matched widths)")
     group: str = _field("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
+    init_model: str = _field("", "start from this trained classifier (robust fine-tuning) instead of a new "
+                                 "--network: a trainers.fit run folder, a .keras file or a SavedModel folder, "
+                                 "taking raw pixels 0-255 (see invariance_tf.networks.pretrained); empty = a new "
+                                 "network")
     adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
     k: int = _field(10, "candidates of worst_of_k (1 = random)")
     adversary_objective: str = _field("ce", "what the adversary maximises: ce | kl | l2")
@@ -178,6 +183,8 @@ class ExperimentConfig:
         if self.reference_half_batch_ce and self.ce_on != "rob":
             raise ValueError(f"--reference_half_batch_ce needs --ce_on=rob (the reference A.T. config); got "
                              f"--ce_on={self.ce_on}")
+        if self.init_model:
+            pretrained.resolve(self.init_model)
         if self.eval_every and not self.validation_examples:
             raise ValueError(f"--eval_every={self.eval_every} needs --validation_examples > 0")
         data.validate_source(self.dataset, self.data_dir or None)
@@ -245,16 +252,27 @@ def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> ke
         [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100])
 
 
+def initial_network(config: ExperimentConfig, info: data.DatasetInfo, policy: str) -> keras.Model:
+    """The network a run starts from: `--init_model` loaded (and checked against the data) or a new `--network`,
+    its layers computing under the dtype policy `policy`."""
+    if config.init_model:
+        return pretrained.load(config.init_model, info.image_shape, info.num_classes, policy)
+    with networks.dtype_policy(policy):
+        return build_network(config, info)
+
+
 def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int,
-                policy: str | None = None) -> InvarianceModel:
+                policy: str | None = None, network: keras.Model | None = None) -> InvarianceModel:
     """The compiled regularised model for `config`: the one place flags become a model.
 
-    Layers take `policy`, by default `--precision` resolved by `precision.resolve`, as their dtype policy; the
-    global policy is restored afterwards.
+    It trains `network`, by default `initial_network`'s. Layers take `policy`, by default `--precision`
+    resolved by `precision.resolve`, as their dtype policy; the global policy is restored afterwards.
     """
-    with networks.dtype_policy(policy or precision.resolve(config.precision).policy):
+    policy = policy or precision.resolve(config.precision).policy
+    network = network or initial_network(config, info, policy)
+    with networks.dtype_policy(policy):
         model = InvarianceModel(
-            build_network(config, info), adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
+            network, adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
             lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed,
             ce_adversary_objective=config.ce_adversary_objective,
             reference_half_batch_ce=config.reference_half_batch_ce)
@@ -451,19 +469,21 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    compute = run_precision(config, out)
+    if config.verbose:
+        print(f"precision: {compute.policy} ({compute.reason})", flush=True)
+    with strategy.scope():
+        network = initial_network(config, data.dataset_info(config.dataset), compute.policy)
     splits = load_splits(config)
     train_images, train_labels = splits.train
     steps_per_epoch = len(train_images) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train_images)} training examples")
-    compute = run_precision(config, out)
-    if config.verbose:
-        print(f"precision: {compute.policy} ({compute.reason})", flush=True)
     if distribute.is_chief():
         files.write_text(out / "config.json", json.dumps(config.to_json(), indent=2))
         files.write_text(out / "flags.cfg", "\n".join(flag_arguments(config)) + "\n")
     with strategy.scope():
-        model = build_model(config, splits.info, steps_per_epoch, compute.policy)
+        model = build_model(config, splits.info, steps_per_epoch, compute.policy, network)
     train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augmentation(config),
                                   seed=config.seed, first_epoch=callbacks.finished_epochs(out / "backup"))
     validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import keras
 from absl import app, flags
 
 from invariance_tf import export
+from invariance_tf.networks import pretrained
 
 flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (holds model.keras)", required=True)
 flags.DEFINE_string("export_dir", None, "TF Serving model base path; the SavedModel goes to <export_dir>/<version>",
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.version < 1:
         sys.exit(f"error: --version={FLAGS.version} is invalid: must be >= 1")
     try:
-        path = export.export_for_serving(keras.models.load_model(model_path), FLAGS.export_dir, FLAGS.version)
+        path = export.export_for_serving(pretrained.load_keras(model_path), FLAGS.export_dir, FLAGS.version)
     except FileExistsError as error:
         sys.exit(f"error: {error}")
     print(f"Exported {model_path} to {path}; inspect with: saved_model_cli show --dir {path} --all")

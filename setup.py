@@ -1,6 +1,10 @@
 """Installs invariance_tf: invariance-inducing regularisation for spatial robustness (TF / Keras 3)."""
 from setuptools import find_packages, setup
 
+# onnxruntime runs ONNX models in trainers.evaluate; tf2onnx (>= 1.17: 1.16 pins protobuf 3.20, which breaks
+# TensorFlow 2.21) and onnx let Keras' model.export(..., format="onnx") write them, as the tests do.
+ONNX = ["onnxruntime>=1.20", "onnx>=1.17", "tf2onnx>=1.17"]
+
 setup(
     name="invariance_tf",
     version="0.1.0",
@@ -14,6 +18,7 @@ setup(
         "keras>=3.10",
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
+        "importlib_resources>=6",  # TFDS needs it to download a dataset (its download_and_prepare)
         "keras-tuner[bayesian]>=1.4.7",
         "absl-py>=2.0",
         "numpy>=1.26",
@@ -22,7 +27,8 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        "test": ["pytest>=8", "pillow>=10"],
+        "onnx": ONNX,
+        "test": ["pytest>=8", "pillow>=10", *ONNX],
         "peers": ["foolbox>=3.3,<3.4"],
     },
 )

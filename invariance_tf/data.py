@@ -11,11 +11,15 @@ Two sources:
   Only the splits a task reads must exist: training needs both, evaluation
   only `test/`. Decoded splits are cached on disk (see `default_cache_dir`),
   keyed by the folder's file names, sizes and modification times.
-- A prepared TFDS copy (`tfds.load(..., download=False)`) when `data_dir` is
-  None. Nothing is ever downloaded.
+- A TFDS copy when `data_dir` is None: a prepared one is read
+  (`tfds.load(..., download=False)`); without one, TFDS downloads and
+  prepares it where the dataset's server is reachable, and offline a one-line
+  error says how to point at local data instead.
 
 Images are uint8 `[N, 32, 32, 3]` RGB; labels are int64 `[N]`. The pipelines
 yield float32 raw pixel values in [0, 255]; models normalise them.
+`load_names` names the images `load` returns (ImageFolder paths, TFDS ids),
+so that reports can point at each one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import dataclasses
 import hashlib
 import itertools
 import os
+import socket
 import warnings
 import zipfile
 from pathlib import Path
@@ -73,12 +78,15 @@ class DatasetInfo:
         image_shape: `(height, width, channels)` of every image.
         standard_augmentation: whether the paper's "std" training uses random
             crops and flips on this dataset (CIFAR yes, SVHN no).
+        download_host: the server TFDS downloads the dataset from, probed
+            before a download so that an offline machine fails in seconds.
     """
 
     name: str
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]
     standard_augmentation: bool
+    download_host: str
 
     @property
     def num_classes(self) -> int:
@@ -86,9 +94,9 @@ class DatasetInfo:
 
 
 DATASETS = {
-    "cifar10": DatasetInfo("cifar10", CIFAR10_CLASSES, IMAGE_SHAPE, True),
-    "cifar100": DatasetInfo("cifar100", CIFAR100_CLASSES, IMAGE_SHAPE, True),
-    "svhn_cropped": DatasetInfo("svhn_cropped", SVHN_CLASSES, IMAGE_SHAPE, False),
+    "cifar10": DatasetInfo("cifar10", CIFAR10_CLASSES, IMAGE_SHAPE, True, "www.cs.toronto.edu"),
+    "cifar100": DatasetInfo("cifar100", CIFAR100_CLASSES, IMAGE_SHAPE, True, "www.cs.toronto.edu"),
+    "svhn_cropped": DatasetInfo("svhn_cropped", SVHN_CLASSES, IMAGE_SHAPE, False, "ufldl.stanford.edu"),
 }
 
 
@@ -122,19 +130,21 @@ def validate_source(
     class names. Training needs both splits (the default); evaluating needs
     only `("test",)`. Without `data_dir`, checks that a prepared TFDS copy
     exists under `tfds_data_dir` (None: TFDS' default, `$TFDS_DATA_DIR` or
-    `~/tensorflow_datasets`).
+    `~/tensorflow_datasets`); if none does, TFDS downloads and prepares one
+    there (the only expensive case, and only when the dataset's server answers).
 
     Raises:
         ValueError: unknown dataset or split, or class folders that do not match.
-        FileNotFoundError: missing folders or no TFDS copy; the message says
-            how to point at local data.
+        FileNotFoundError: missing folders, or no TFDS copy and no network to
+            download one; the message says how to point at local data.
     """
     info = dataset_info(dataset)
+    data_dir = local_dir(dataset, data_dir)
     unknown = [split for split in splits if split not in SPLITS]
     if unknown or not splits:
         raise ValueError(f"splits must be a non-empty selection of {list(SPLITS)}; got {list(splits)}")
     if data_dir is None:
-        _require_tfds_copy(dataset, tfds_data_dir)
+        _prepare_tfds_copy(dataset, tfds_data_dir)
     else:
         _check_image_folder_classes(Path(data_dir), info.class_names, splits)
 
@@ -169,20 +179,77 @@ def load(
     images are converted to RGB. JPEGs use libjpeg's accurate integer IDCT,
     which matches Pillow.
     """
-    info = dataset_info(dataset)
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
-    validate_source(dataset, data_dir, tfds_data_dir, splits=(split,))
+    data_dir = local_dir(dataset, data_dir)
+    info = _checked_source(dataset, data_dir, split, tfds_data_dir)
     if data_dir is None:
         images, labels = _load_tfds(dataset, split, tfds_data_dir)
     else:
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         images, labels = _load_image_folder_cached(Path(data_dir), split, info, cache)
-    if examples is not None:
-        _check_count("examples", examples, len(labels))
-        keep = balanced_subset(labels, examples, seed)
-        images, labels = images[keep], labels[keep]
-    return images, labels, info
+    keep = _subset(labels, examples, seed)
+    return images[keep], labels[keep], info
+
+
+def load_names(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    split: str = "train",
+    examples: int | None = None,
+    seed: int = 0,
+    tfds_data_dir: str | Path | None = None,
+) -> list[str]:
+    """The name of each image `load` returns with the same arguments, in its order, without decoding any.
+
+    An ImageFolder image is named by its path relative to `data_dir`, with
+    `/` separators (`test/cat/0042.png`); a TFDS example by its `id` feature
+    where the dataset has one (`test_00042`), else by `<split>[<index>]`,
+    its position in the whole split. Names let a report point at the very
+    file or example behind each row. The files are listed as `load` lists
+    them, and its cache is keyed by every listed file's path, size and
+    modification time, so the names hold whether `load` decodes or reads
+    its cache.
+    """
+    data_dir = local_dir(dataset, data_dir)
+    info = _checked_source(dataset, data_dir, split, tfds_data_dir)
+    if data_dir is None:
+        names, labels = _tfds_names(dataset, split, tfds_data_dir)
+    else:
+        paths, labels = _list_images(Path(data_dir) / split, info.class_names)
+        names = [Path(path).relative_to(data_dir).as_posix() for path in paths]
+    return np.asarray(names, dtype=object)[_subset(labels, examples, seed)].tolist()
+
+
+def local_dir(dataset: str, data_dir: str | Path | None) -> Path | None:
+    """`data_dir` as an ImageFolder root, or None for TFDS: when it is empty, or names `dataset` in TFDS (e.g.
+    `--data_dir=cifar10`) and no such folder exists. Raises ValueError when it names another TFDS dataset."""
+    if not data_dir:
+        return None
+    if str(data_dir) in DATASETS and not Path(data_dir).is_dir():
+        if str(data_dir) != dataset:
+            raise ValueError(f"--data_dir={data_dir} names the TFDS dataset {data_dir}, not --dataset={dataset}: "
+                             f"pass --dataset={data_dir}")
+        return None
+    return Path(data_dir)
+
+
+def _checked_source(
+    dataset: str, data_dir: str | Path | None, split: str, tfds_data_dir: str | Path | None
+) -> DatasetInfo:
+    """The `DatasetInfo` of `dataset`, once `split` is known and loadable from its source (`validate_source`)."""
+    info = dataset_info(dataset)
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
+    validate_source(dataset, data_dir, tfds_data_dir, splits=(split,))
+    return info
+
+
+def _subset(labels: np.ndarray, examples: int | None, seed: int) -> np.ndarray | slice:
+    """Indices of the class-balanced subset `load` keeps (`balanced_subset`), or every example when `examples`
+    is None."""
+    if examples is None:
+        return slice(None)
+    _check_count("examples", examples, len(labels))
+    return balanced_subset(labels, examples, seed)
 
 
 def read_image_folder(
@@ -357,16 +424,31 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray) -> None:
         )
 
 
-def _require_tfds_copy(dataset: str, tfds_data_dir: str | Path | None) -> None:
-    """Raises FileNotFoundError, saying how to use local data, if TFDS has no prepared copy."""
+def _prepare_tfds_copy(dataset: str, tfds_data_dir: str | Path | None) -> None:
+    """Makes sure TFDS has a prepared copy: downloads one (TFDS' own download) when the dataset's server is
+    reachable, else raises FileNotFoundError saying how to use local data."""
     builder = tfds.builder(dataset, data_dir=tfds_data_dir)
-    if not builder.is_prepared():
-        searched = Path(builder.data_dir).parents[1]
+    if builder.is_prepared():
+        return
+    host = dataset_info(dataset).download_host
+    searched = Path(builder.data_dir).parents[1]
+    if not _reachable(host):
         raise FileNotFoundError(
-            f"No TFDS copy of {dataset!r} found in {str(searched)!r} (download=False); "
-            f"pass --data_dir=DIR pointing at an ImageFolder tree DIR/{{train,test}}/<class>/<image> "
-            f"(e.g. --data_dir=../shared/data/cifar10 for cifar10)"
+            f"No TFDS copy of {dataset!r} found in {str(searched)!r}, and {host} (its download server) is out of "
+            f"reach: pass --data_dir=DIR pointing at an ImageFolder tree DIR/{{train,test}}/<class>/<image> "
+            f"(e.g. --data_dir=../shared/data/cifar10 for cifar10), or run once online to download it"
         )
+    print(f"No TFDS copy of {dataset!r} in {str(searched)!r}: downloading it from {host}", flush=True)
+    builder.download_and_prepare()
+
+
+def _reachable(host: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to `host`'s HTTPS port opens within `timeout` seconds."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _load_tfds(
@@ -384,6 +466,21 @@ def _load_tfds(
             f"TFDS {dataset!r} {split} images are {images.shape[1:]}; expected {IMAGE_SHAPE}"
         )
     return images, labels
+
+
+def _tfds_names(dataset: str, split: str, tfds_data_dir: str | Path | None) -> tuple[list[str], np.ndarray]:
+    """Each example's name (`load_names`) and int64 label, in the order `_load_tfds` reads them; images are
+    read but not decoded."""
+    keys = ("id", "label") if "id" in tfds.builder(dataset, data_dir=tfds_data_dir).info.features else ("label",)
+    examples = tfds.load(
+        dataset, split=split, data_dir=tfds_data_dir, download=False,
+        decoders={"image": tfds.decode.SkipDecoding()},
+    ).map(lambda example: {key: example[key] for key in keys})
+    parts = list(tfds.as_numpy(examples.batch(_DECODE_BATCH)))
+    labels = np.concatenate([part["label"] for part in parts]).astype(np.int64)
+    if "id" not in keys:
+        return [f"{split}[{index}]" for index in range(len(labels))], labels
+    return [name.decode() for part in parts for name in part["id"]], labels
 
 
 def _check_image_folder_classes(root: Path, class_names: Sequence[str], splits: Sequence[str]) -> None:

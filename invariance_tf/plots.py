@@ -1,5 +1,5 @@
 """Figures of spatial robustness: the grid attack's landscape, accuracy per angle, cost against robustness,
-and the λ search.
+the λ search, and a contact sheet of the worst failures.
 
 Every function takes numpy arrays and an output path and writes a PNG with
 matplotlib's Agg canvas (no display and no pyplot state, so it works on
@@ -22,6 +22,8 @@ from matplotlib.figure import Figure
 from invariance_tf import transforms
 
 DPI = 120
+FAILURE_COLUMNS = 4
+FAILURE_TILE_INCHES = (2.8, 2.0)
 
 
 def grid_axes(
@@ -160,6 +162,46 @@ def cost_vs_robustness(labels: Sequence[str], train_seconds: np.ndarray, grid_ac
     if title:
         axes.set_title(title)
     _save(figure, path)
+
+
+def failure_sheet(originals: np.ndarray, transformed: np.ndarray, params: np.ndarray, true_classes: Sequence[str],
+                  predicted_classes: Sequence[str], margins: np.ndarray, names: Sequence[str], path: str | Path,
+                  title: str = "") -> None:
+    """Writes a contact sheet of failures, `FAILURE_COLUMNS` tiles a row, each `FAILURE_TILE_INCHES` large.
+
+    A tile shows an image (`originals[i]`, pixels 0-255) beside the same
+    image under the transformation `params[i]` (`transformed[i]`), with its
+    name, true and predicted class at that transformation, margin and
+    `(dx, dy, angle)`: what the model gets wrong, and how far a person would
+    call it the same picture.
+    """
+    count = len(originals)
+    lengths = [len(transformed), len(params), len(true_classes), len(predicted_classes), len(margins), len(names)]
+    if not count or any(length != count for length in lengths):
+        raise ValueError(f"originals, transformed, params, true_classes, predicted_classes, margins and names must "
+                         f"have one equal, non-zero length; got {[count, *lengths]}")
+    rows = -(-count // FAILURE_COLUMNS)
+    width, height = FAILURE_TILE_INCHES
+    figure = _new_figure(FAILURE_COLUMNS * width, rows * height + (0.3 if title else 0.0))
+    tiles = np.ravel(figure.subfigures(rows, FAILURE_COLUMNS, squeeze=False))
+    for index, tile in enumerate(tiles[:count]):
+        dx, dy, angle = params[index]
+        tile.suptitle(f"{names[index]}\n{true_classes[index]} → {predicted_classes[index]}, "
+                      f"margin {margins[index]:.3g}", fontsize="small")
+        original, moved = tile.subplots(1, 2)
+        _show_pixels(original, originals[index], "original")
+        _show_pixels(moved, transformed[index], f"dx {dx:+.3g}, dy {dy:+.3g}, {angle:+.3g}°")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path)
+
+
+def _show_pixels(axes: Axes, image: np.ndarray, label: str) -> None:
+    """Draws an RGB image of pixel values 0-255 unsmoothed, with `label` below and no ticks."""
+    axes.imshow(np.clip(np.rint(image), 0, 255).astype(np.uint8), interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_xlabel(label, fontsize="small")
 
 
 def lambda_sweep(lambdas: Sequence[float], objective: Sequence[float], clean_accuracy: Sequence[float],

@@ -91,24 +91,43 @@ def _mcnemar_exact(b_only: int, a_only: int) -> float:
     return float(min(fractions.Fraction(1), 2 * tail))
 
 
-def write_examples_csv(path: str | Path, labels: np.ndarray, results: Mapping[str, RobustResult]) -> None:
-    """One row per example: its label, then per attack whether it is correct, its worst (dx, dy, angle) and margin."""
+def write_examples_csv(path: str | Path, labels: np.ndarray, results: Mapping[str, RobustResult],
+                       names: Sequence[str]) -> None:
+    """One row per example: its index, its image's name (`data.load_names`) and label, then per attack whether it
+    is correct, its worst (dx, dy, angle) and margin."""
     labels = np.asarray(labels)
+    if len(names) != len(labels):
+        raise ValueError(f"names has {len(names)} entries; labels has {len(labels)}")
     for name, result in results.items():
         if len(result.correct) != len(labels):
             raise ValueError(f"result {name!r} has {len(result.correct)} examples; labels has {len(labels)}")
-    header = ["example", "label"]
+    header = ["example", "image", "label"]
     for name in results:
         header += [f"{name}_correct", f"{name}_dx", f"{name}_dy", f"{name}_angle", f"{name}_margin"]
     with files.atomic_path(path) as partial, open(partial, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
-        for index, label in enumerate(labels):
-            row = [index, int(label)]
+        for index, (image, label) in enumerate(zip(names, labels)):
+            row = [index, image, int(label)]
             for result in results.values():
                 margin = "" if result.margin is None else f"{result.margin[index]:.6g}"
                 row += [int(result.correct[index]), *(f"{v:.6g}" for v in result.worst_transform[index]), margin]
             writer.writerow(row)
+
+
+def worst_failures(correct: np.ndarray, margin: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the (at most) `count` incorrect examples with the most negative margins, most negative first.
+
+    Correct examples are never picked, whatever their margin; equal margins keep example order.
+    """
+    correct, margin = np.asarray(correct, bool), np.asarray(margin, np.float64)
+    if correct.shape != margin.shape or correct.ndim != 1:
+        raise ValueError(f"correct and margin must be equally long vectors; got shapes {correct.shape} and "
+                         f"{margin.shape}")
+    if count < 1:
+        raise ValueError(f"count must be >= 1; got {count}")
+    failures = np.flatnonzero(~correct)
+    return failures[np.argsort(margin[failures], kind="stable")[:count]]
 
 
 def write_per_angle_csv(path: str | Path, per_transform_accuracy: np.ndarray,

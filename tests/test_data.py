@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 import types
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from invariance_tf import data, experiment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CIFAR10_ORDER = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -120,6 +125,36 @@ def test_examples_are_reproducible_balanced_subsets(cifar10_dir, cifar10_test):
     np.testing.assert_array_equal(a_images, images[keep])
     _, odd_labels, _ = data.load("cifar10", cifar10_dir, "test", examples=105, seed=1)
     assert len(odd_labels) == 105 and set(np.bincount(odd_labels)) == {10, 11}
+
+
+def test_names_are_the_files_of_a_balanced_subset_read_from_the_cache(cifar10_dir, cifar10_test, monkeypatch):
+    """Each name, decoded by Pillow, is the image `load` returns at its position; the split comes from the cache."""
+    monkeypatch.setattr(data, "_decode_files", lambda paths: pytest.fail("the decoded split was not cached"))
+    images, labels, info = data.load("cifar10", cifar10_dir, "test", examples=40, seed=3)
+    names = data.load_names("cifar10", cifar10_dir, "test", examples=40, seed=3)
+    assert len(set(names)) == 40 and names != data.load_names("cifar10", cifar10_dir, "test", examples=40, seed=4)
+    assert [name.split("/")[:2] for name in names] == [["test", info.class_names[label]] for label in labels]
+    pillow = np.stack([np.asarray(Image.open(cifar10_dir / name).convert("RGB")) for name in names])
+    assert np.abs(images.astype(int) - pillow).max() <= 1
+    whole = data.load_names("cifar10", cifar10_dir, "test")
+    assert len(whole) == 10_000 and whole[0] == "test/airplane/0000.jpg" and whole[-1] == "test/truck/0999.jpg"
+
+
+def test_names_follow_files_swapped_after_caching(tmp_path):
+    """Two files of a class swap names after the split was cached: the names still point at the right pixels."""
+    root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=2, splits=("test",))
+    first, second = root / "test" / "bird" / "0000.png", root / "test" / "bird" / "0001.png"
+    os.utime(first, ns=(0, 10**18))
+    os.utime(second, ns=(0, 2 * 10**18))
+    data.load("cifar10", root, "test")
+    first.rename(tmp_path / "swap.png")
+    second.rename(first)
+    (tmp_path / "swap.png").rename(second)
+    images, _, _ = data.load("cifar10", root, "test", examples=20, seed=1)
+    names = data.load_names("cifar10", root, "test", examples=20, seed=1)
+    pillow = np.stack([np.asarray(Image.open(root / name)) for name in names])
+    np.testing.assert_array_equal(images, pillow)
+    assert images[names.index("test/bird/0000.png"), 0, 0, 1] == 1
 
 
 @pytest.mark.parametrize("examples", [0, -5, 10_001, True, 2.5])
@@ -419,15 +454,37 @@ def test_unknown_dataset_and_split(cifar10_tree):
         data.load("cifar10", cifar10_tree, "validation")
 
 
-def test_no_tfds_copy_says_how_to_use_local_data(tmp_path):
+def test_no_tfds_copy_offline_fails_in_one_line_saying_how_to_use_local_data(tmp_path, monkeypatch):
+    probed = []
+    monkeypatch.setattr(data, "_reachable", lambda host: probed.append(host) or False)
     for call in (data.validate_source, data.load):
         with pytest.raises(FileNotFoundError) as error:
             call("cifar10", None, tfds_data_dir=tmp_path)
         message = str(error.value)
         assert "\n" not in message
         assert "No TFDS copy of 'cifar10'" in message and str(tmp_path) in message
+        assert "www.cs.toronto.edu (its download server) is out of reach" in message
         assert "--data_dir=" in message and "<class>/<image>" in message
+    assert probed == ["www.cs.toronto.edu"] * 2
     assert not any(tmp_path.rglob("*.tfrecord*"))
+
+
+def test_the_offline_probe_of_this_machine_answers_in_seconds():
+    start = time.perf_counter()
+    assert data._reachable("www.cs.toronto.edu") in (True, False)
+    assert data._reachable("invalid.invalid") is False
+    assert time.perf_counter() - start < 12
+
+
+def test_no_tfds_copy_online_downloads_it_with_tfds(monkeypatch, capsys):
+    calls = []
+    builder = types.SimpleNamespace(is_prepared=lambda: False, data_dir="/fake/tfds/svhn_cropped/3.1.0",
+                                    download_and_prepare=lambda: calls.append("download_and_prepare"))
+    monkeypatch.setattr(data, "tfds", types.SimpleNamespace(builder=lambda name, data_dir: builder))
+    monkeypatch.setattr(data, "_reachable", lambda host: host == "ufldl.stanford.edu")
+    data.validate_source("svhn_cropped", None, splits=("test",))
+    assert calls == ["download_and_prepare"]
+    assert "downloading it from ufldl.stanford.edu" in capsys.readouterr().out
 
 
 def test_tfds_source_is_read_without_download(monkeypatch):
@@ -448,6 +505,36 @@ def test_tfds_source_is_read_without_download(monkeypatch):
     assert calls["download"] is False and calls["as_supervised"] is True
     np.testing.assert_array_equal(loaded, images)
     assert loaded.dtype == np.uint8 and labels.dtype == np.int64 and info.name == "svhn_cropped"
+
+
+def test_tfds_names_are_the_id_feature_of_each_loaded_example(monkeypatch, tmp_path):
+    """On TFDS' mock of a prepared cifar10 (real reading code, random examples): names[i] is the id of images[i]."""
+    monkeypatch.setattr(data, "validate_source", lambda *args, **kwargs: None)
+    with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
+        images, labels, _ = data.load("cifar10", split="test", examples=5, seed=1, tfds_data_dir=tmp_path)
+        names = data.load_names("cifar10", split="test", examples=5, seed=1, tfds_data_dir=tmp_path)
+        every = tfds.as_numpy(tfds.load("cifar10", split="test", data_dir=tmp_path, download=False))
+        by_id = {example["id"].decode(): (example["image"], example["label"]) for example in every}
+    assert len(by_id) == 12 and len(set(names)) == 5
+    for name, image, label in zip(names, images, labels):
+        np.testing.assert_array_equal(by_id[name][0], image)
+        assert by_id[name][1] == label
+
+
+def test_tfds_names_without_an_id_feature_are_split_positions(monkeypatch):
+    labels = np.array([0, 0, 1, 1, 1, 2])
+    examples = {"image": np.zeros((6, 32, 32, 3), np.uint8), "label": labels}
+    prepared = types.SimpleNamespace(is_prepared=lambda: True, data_dir="/fake/svhn_cropped/3.1.0",
+                                     info=types.SimpleNamespace(features={"image": None, "label": None}))
+    fake_tfds = types.SimpleNamespace(
+        builder=lambda name, data_dir: prepared, as_numpy=tfds.as_numpy, decode=tfds.decode,
+        load=lambda name, **kwargs: tf.data.Dataset.from_tensor_slices(examples),
+    )
+    monkeypatch.setattr(data, "tfds", fake_tfds)
+    assert data.load_names("svhn_cropped", split="test") == [f"test[{index}]" for index in range(6)]
+    subset = data.load_names("svhn_cropped", split="test", examples=3, seed=2)
+    assert subset == [f"test[{index}]" for index in data.balanced_subset(labels, 3, seed=2)]
+    assert len({name for name in subset if name in ("test[0]", "test[1]")}) == 1
 
 
 def test_cache_is_reused_and_invalidated(cifar10_tree, tmp_path):
@@ -498,3 +585,28 @@ def test_validation_as_large_as_the_training_split_is_refused(tmp_path):
     config = experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root), validation_examples=10)
     with pytest.raises(ValueError, match=r"--validation_examples=10 leaves no training examples"):
         experiment.load_splits(config)
+
+
+def test_a_tfds_name_as_data_dir_reads_tfds_unless_such_a_folder_exists(tmp_path, monkeypatch, cifar10_tree):
+    assert data.local_dir("cifar10", "cifar10") is None and data.local_dir("cifar10", "") is None
+    assert data.local_dir("cifar10", cifar10_tree) == Path(cifar10_tree)
+    (tmp_path / "cwd" / "cifar10").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert data.local_dir("cifar10", "cifar10") == Path("cifar10")
+    with pytest.raises(ValueError, match=r"^--data_dir=svhn_cropped names the TFDS dataset svhn_cropped, not "
+                                         r"--dataset=cifar10: pass --dataset=svhn_cropped$"):
+        data.validate_source("cifar10", "svhn_cropped")
+
+
+def test_trainers_fit_with_a_tfds_name_offline_stops_in_one_line_before_training(tmp_path):
+    if data._reachable("www.cs.toronto.edu"):
+        pytest.skip("this machine reaches www.cs.toronto.edu: the offline path cannot be tested here")
+    command = [sys.executable, "-m", "trainers.fit", "--data_dir=cifar10", f"--output_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: No TFDS copy of 'cifar10' found in ") and "is out of reach" in last
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "run" / "config.json").exists()

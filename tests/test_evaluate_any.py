@@ -1,4 +1,5 @@
-"""trainers.evaluate on any classifier: .keras files and exported SavedModels, the report, resume after SIGKILL."""
+"""trainers.evaluate on any classifier: .keras files and exported SavedModels, the report (rows named by their
+images, the failure sheet), resume after SIGKILL."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
-from invariance_tf import evaluation, networks, plots, report, transforms
+from invariance_tf import data, evaluation, networks, plots, report, transforms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
@@ -108,6 +110,28 @@ def test_cli_on_a_saved_model_writes_the_report(saved_model, cifar10_dir, tmp_pa
     assert [float(row["angle"]) for row in per_angle] == pytest.approx(np.linspace(-30, 30, 31))
     assert (out / "grid_per_shift.csv").is_file() and (out / "robustness_landscape.png").is_file()
     assert "overestimates robustness by" in result.stdout
+    assert_rows_name_their_images(rows, cifar10_dir, evaluation.load_classifier(saved_model))
+    failures = min(16, sum(row["grid_correct"] == "0" for row in rows))
+    assert failures > 0 and "failures.png" in result.stdout
+    with Image.open(out / "failures.png") as sheet:
+        sheet.verify()
+        assert sheet.format == "PNG"
+    width, height = plots.FAILURE_TILE_INCHES
+    with Image.open(out / "failures.png") as sheet:
+        assert sheet.size == (round(4 * width * plots.DPI), round((-(-failures // 4) * height + 0.3) * plots.DPI))
+
+
+def assert_rows_name_their_images(rows: list[dict], data_dir: Path, model) -> None:
+    """The image column comes right after the example index and names, in each row, the file of that example:
+    the test subset `data.load_names` picks, and Pillow's decode of the file has the row's clean margin."""
+    assert list(rows[0])[:3] == ["example", "image", "label"]
+    names = [row["image"] for row in rows]
+    assert names == data.load_names("cifar10", data_dir, "test", examples=len(rows), seed=0)
+    class_names = data.dataset_info("cifar10").class_names
+    assert all(row["image"].split("/")[:2] == ["test", class_names[int(row["label"])]] for row in rows)
+    pillow = np.stack([np.asarray(Image.open(data_dir / name).convert("RGB")) for name in names])
+    margin = evaluation.clean_result(model, pillow, np.array([int(row["label"]) for row in rows])).margin
+    np.testing.assert_allclose(margin, [float(row["clean_margin"]) for row in rows], atol=0.05)
 
 
 @pytest.fixture
@@ -138,7 +162,7 @@ def test_examples_csv_has_clean_columns_that_add_up_to_the_clean_accuracy(run_di
     assert set(clean) == {"accuracy", "examples", "seconds", "ci95"}
     with open(out / "examples.csv") as file:
         rows = list(csv.DictReader(file))
-    assert list(rows[0])[2:7] == ["clean_correct", "clean_dx", "clean_dy", "clean_angle", "clean_margin"]
+    assert list(rows[0])[3:8] == ["clean_correct", "clean_dx", "clean_dy", "clean_angle", "clean_margin"]
     assert np.mean([int(row["clean_correct"]) for row in rows]) == clean["accuracy"]
     assert 0 < clean["accuracy"] < 1
     assert all(float(row[f"clean_{axis}"]) == 0 for row in rows for axis in ("dx", "dy", "angle"))
@@ -163,6 +187,7 @@ def test_cli_refuses_a_model_that_does_not_fit_with_one_line(layers, message, ci
 @pytest.mark.parametrize("with_model, flag, message", [
     (False, "--examples=20", "error: give exactly one of --model_dir and --model"),
     (True, "--spgd_restarts=0", "error: --spgd_restarts=0 is invalid: must be >= 1"),
+    (True, "--failures=0", "error: --failures=0 is invalid: must be >= 1"),
 ])
 def test_cli_refuses_bad_flags_with_one_line(run_dir, with_model, flag, message):
     result = run_cli("trainers.evaluate", *([f"--model={run_dir / 'model.keras'}"] if with_model else []), flag)

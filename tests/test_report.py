@@ -1,13 +1,17 @@
-"""Paired comparisons of two runs on the same examples, and the compact per-example record."""
+"""Paired comparisons of two runs on the same examples, the compact per-example record, examples.csv and the
+failure sheet."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from invariance_tf import report
+from invariance_tf import plots, report, transforms
+from invariance_tf.evaluation import RobustResult
 
 
 def test_bits_round_trip_and_refuse_other_characters():
@@ -65,3 +69,47 @@ def test_mcnemar_stays_exact_with_thousands_of_discordant_examples():
     result = report.paired_difference(a, ~a, resamples=100)
     assert (result["b_only"], result["a_only"]) == (600, 500)
     assert 0.002 < result["mcnemar_p"] < 0.004
+
+
+def test_worst_failures_are_the_most_negative_margins_among_failures_only():
+    correct = np.array([True, False, False, True, False, False, False])
+    margin = np.array([-9.0, -0.5, -3.0, -8.0, -3.0, 0.0, -7.0])
+    np.testing.assert_array_equal(report.worst_failures(correct, margin, 3), [6, 2, 4])
+    np.testing.assert_array_equal(report.worst_failures(correct, margin, 10), [6, 2, 4, 1, 5])
+    assert report.worst_failures(np.ones(4, bool), -np.ones(4), 2).size == 0
+    with pytest.raises(ValueError, match="count must be >= 1; got 0"):
+        report.worst_failures(correct, margin, 0)
+    with pytest.raises(ValueError, match=r"shapes \(7,\) and \(6,\)"):
+        report.worst_failures(correct, margin[:6], 2)
+
+
+def test_examples_csv_names_each_row_after_the_example_index(tmp_path):
+    grid = RobustResult(0.5, np.array([True, False]), np.array([[0, 0, 0], [1, -2, 30]], np.float32),
+                        margin=np.array([1.5, -2.25], np.float32))
+    names = ["test/cat/0042.png", "test/dog/0007.png"]
+    report.write_examples_csv(tmp_path / "examples.csv", np.array([3, 5]), {"grid": grid}, names)
+    with open(tmp_path / "examples.csv") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["example", "image", "label", "grid_correct", "grid_dx", "grid_dy", "grid_angle", "grid_margin"]
+    assert rows[1:] == [["0", "test/cat/0042.png", "3", "1", "0", "0", "0", "1.5"],
+                        ["1", "test/dog/0007.png", "5", "0", "1", "-2", "30", "-2.25"]]
+    with pytest.raises(ValueError, match="names has 1 entries; labels has 2"):
+        report.write_examples_csv(tmp_path / "bad.csv", np.array([3, 5]), {"grid": grid}, names[:1])
+
+
+def test_failure_sheet_is_a_png_of_four_tiles_a_row(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    params = np.array([[1, -2, 30], [0, 0, -4], [3, 3, 0], [-1.5, 0.75, 12], [0, -3, -30]], np.float32)
+    moved = transforms.transform(images.astype(np.float32), params).numpy()
+    names = [f"test/cat/{index:04d}.png" for index in range(5)]
+    plots.failure_sheet(images, moved, params, ["cat"] * 5, ["dog"] * 5, -np.arange(1.0, 6.0), names,
+                        tmp_path / "failures.png", title="5 failures")
+    with Image.open(tmp_path / "failures.png") as sheet:
+        sheet.verify()
+        assert sheet.format == "PNG"
+    with Image.open(tmp_path / "failures.png") as sheet:
+        assert sheet.size == (round(4 * 2.8 * 120), round((2 * 2.0 + 0.3) * 120))
+    with pytest.raises(ValueError, match=r"one equal, non-zero length; got \[5, 5, 5, 5, 4, 5, 5\]"):
+        plots.failure_sheet(images, moved, params, ["cat"] * 5, ["dog"] * 4, np.zeros(5), ["x"] * 5,
+                            tmp_path / "bad.png")

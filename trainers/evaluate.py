@@ -1,23 +1,34 @@
-"""Evaluate a classifier under spatial attacks: a trainers.fit run, or any Keras / SavedModel classifier.
+"""Evaluate a classifier under spatial attacks: a trainers.fit run, or any Keras / SavedModel / ONNX classifier.
 
     python -m trainers.evaluate --model_dir runs/quickstart --attack grid,refined [--examples 1000]
     python -m trainers.evaluate --model exported/quickstart/1 --data_dir ../shared/data/cifar10 --attack grid,refined
     python -m trainers.evaluate --model my_model.keras --data_dir cifar10 --input_range 0-1
+    python -m trainers.evaluate --model model.onnx --data_dir cifar10 --input_range 0-1 --mean 0.5 --std 0.25
 
---model is a `.keras` file or a SavedModel folder (its `serving_default` signature, e.g. from
-trainers.export); --input_range says which pixel scale it expects (the transformations act on the
-images; the black canvas is 0 in either scale). --data_dir is an ImageFolder root (only its test/
-split is read) or a TFDS name.
+--model is a `.keras` file, a SavedModel folder (its `serving_default` signature, e.g. from
+trainers.export) or an `.onnx` file; --input_range says which pixel scale it expects and --mean /
+--std (1 value or one per channel, in that scale) the normalisation: model input =
+(pixels_in_range - mean) / std. The transformations act on the raw images first (the black canvas is
+0 before rescaling and normalisation). --data_dir is an ImageFolder root (only its test/ split is read)
+or a TFDS name.
+
+ONNX models (e.g. exported from PyTorch) run in onnxruntime, NCHW or NHWC: --input_layout=auto finds
+the channel axis from the model's input shape (refusing one where both fit), or say nhwc / nchw. They
+give no gradients, so spgd and refined are refused; evaluation_state is keyed by the file's bytes,
+layout, mean and std.
 
 Attacks: clean, worst_of_k (k random transformations; correct only if all are), spgd (spatial PGD
 on the cross-entropy), grid (all 775 transformations of the paper's grid) and refined (the grid,
 then S-PGD on the margin in the continuous box from each grid survivor's lowest-margin grid points;
 how much the grid overestimates robustness). Written to --output_dir (default: the run folder, or
 <model>_evaluation beside --model): evaluation.json (accuracies, 95 % Wilson intervals on a subset),
-examples.csv (per example and attack: correct, worst dx, dy, angle, margin; clean's worst is the
-identity), with the brute grid (--grid_method=brute or --plot) grid_per_angle.csv and
-grid_per_shift.csv, with --plot robustness_landscape.png. Attacks run in chunks of --chunk_size examples saved in
-<output_dir>/evaluation_state: a killed evaluation rerun with the same flags resumes.
+examples.csv (per example: its image, a path relative to the ImageFolder root or a TFDS id, and label; per
+attack: correct, worst dx, dy, angle, margin; clean's worst is the identity), with the brute grid
+(--grid_method=brute or --plot) grid_per_angle.csv and grid_per_shift.csv, with --plot
+robustness_landscape.png and failures.png (the --failures grid failures with the most negative margins: each
+image beside its worst transformation, true and predicted class, margin). Attacks run in chunks of
+--chunk_size examples saved in <output_dir>/evaluation_state: a killed evaluation rerun with the same flags
+resumes.
 """
 
 from __future__ import annotations
@@ -28,21 +39,30 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 from invariance_tf import data, evaluation, files, plots, report, transforms
 from invariance_tf.experiment import ExperimentConfig
 
 ATTACKS = ("clean", "worst_of_k", "spgd", "grid", "refined")
+GRADIENT_ATTACKS = ("spgd", "refined")
 GRID_SIZE = int(np.prod(transforms.DEFAULT_GRANULARITY))
 flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.keras, config.json)")
-flags.DEFINE_string("model", None, "a Keras .keras file or a SavedModel folder (serving_default signature)")
+flags.DEFINE_string("model", None, "a Keras .keras file, a SavedModel folder (serving_default signature) or an "
+                    ".onnx file (run by onnxruntime)")
 flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(ATTACKS)}")
 flags.DEFINE_integer("examples", 1000, "test examples to evaluate, a class-balanced subset (0 = the whole test split)")
 flags.DEFINE_string("data_dir", None, "ImageFolder root <dir>/test/<class>/<image>, or a TFDS name "
                     f"({', '.join(data.DATASETS)}); with --model_dir, default the run's")
 flags.DEFINE_string("dataset", "cifar10", f"with --model: which dataset an ImageFolder holds {list(data.DATASETS)}")
 flags.DEFINE_enum("input_range", "0-255", list(evaluation.INPUT_RANGES), "pixel scale the model expects")
+flags.DEFINE_list("mean", None, "per-channel mean the model expects subtracted, in the --input_range scale: 1 value "
+                  "or one per channel; model input = (pixels_in_range - mean) / std")
+flags.DEFINE_list("std", None, "per-channel standard deviation the model expects pixels divided by (after --mean): "
+                  "1 value or one per channel, each > 0")
+flags.DEFINE_enum("input_layout", "auto", list(evaluation.LAYOUTS), "axis order an ONNX model takes: auto (detected "
+                  "from its input shape) | nhwc | nchw")
 flags.DEFINE_string("output_dir", None, "report folder (default: --model_dir, or <model>_evaluation beside --model)")
 flags.DEFINE_integer("batch_size", 0, "images per model call, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)")
 flags.DEFINE_integer("k", 10, "k of the worst_of_k attack")
@@ -52,7 +72,9 @@ flags.DEFINE_enum("grid_method", "early_exit", ["early_exit", "brute"], "grid al
 flags.DEFINE_integer("refine_starts", 3, "refined attack: searches per grid survivor, from its lowest-margin points")
 flags.DEFINE_integer("refine_steps", 10, "refined attack: sign-gradient steps per search")
 flags.DEFINE_integer("chunk_size", 500, "examples per saved chunk (resume granularity)")
-flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write robustness_landscape.png")
+flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write robustness_landscape.png "
+                  "and failures.png")
+flags.DEFINE_integer("failures", 16, "with --plot: grid failures shown in failures.png, the most negative margins")
 flags.DEFINE_integer("seed", 0, "seed of the random attacks and of the test subset")
 flags.DEFINE_enum("resampling", None, list(transforms.RESAMPLINGS), "how transformed images are resampled: composed "
                   "(one bilinear resampling) | reference (the reference code's pad, rotate, translate, crop); "
@@ -64,6 +86,9 @@ def check_flags() -> None:
     """Exits with one line naming the first bad flag, before anything is loaded."""
     unknown = [a for a in FLAGS.attack if a not in ATTACKS]
     model_dir = Path(FLAGS.model_dir or "")
+    onnx = Path(FLAGS.model or "").suffix == ".onnx"
+    gradient = [a for a in FLAGS.attack if a in GRADIENT_ATTACKS]
+    gradient_free = [a for a in ATTACKS if a not in GRADIENT_ATTACKS]
     problems = [
         ((FLAGS.model_dir is None) == (FLAGS.model is None), "give exactly one of --model_dir and --model"),
         (FLAGS.model_dir is not None and not (model_dir / "model.keras").is_file(),
@@ -84,10 +109,36 @@ def check_flags() -> None:
         (FLAGS.refine_steps < 1, f"--refine_steps={FLAGS.refine_steps} is invalid: must be >= 1"),
         (FLAGS.chunk_size < 1, f"--chunk_size={FLAGS.chunk_size} is invalid: must be >= 1"),
         (FLAGS.plot and "grid" not in FLAGS.attack, f"--plot needs grid in --attack={','.join(FLAGS.attack)}"),
+        (FLAGS.failures < 1, f"--failures={FLAGS.failures} is invalid: must be >= 1"),
+        (onnx and bool(gradient), f"--attack={','.join(FLAGS.attack)}: gradient-based {gradient} cannot run on the "
+                                  f"ONNX model --model={FLAGS.model} (onnxruntime gives no gradients); valid attacks "
+                                  f"for it are {gradient_free}"),
+        (FLAGS.input_layout == "nchw" and not onnx, "--input_layout=nchw is for ONNX models (--model=<file>.onnx); "
+                                                    "Keras and SavedModel classifiers take nhwc images"),
     ]
     for bad, message in problems:
         if bad:
             sys.exit(f"error: {message}")
+
+
+def per_channel_flag(name: str, channels: int) -> list[float] | None:
+    """--mean or --std (`name`) as floats, None when not given; exits with one line naming a bad value unless
+    there are 1 or `channels` finite numbers (for --std, each > 0: it divides)."""
+    given = FLAGS[name].value
+    if given is None:
+        return None
+    flag = f"--{name}={','.join(given)}"
+    for text in given:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value) or (name == "std" and value <= 0):
+            sys.exit(f"error: {flag} is invalid: {text} is not a {'number > 0' if name == 'std' else 'finite number'}")
+    if len(given) not in (1, channels):
+        sys.exit(f"error: {flag} is invalid: give 1 value or {channels} (one per channel of the images); "
+                 f"got {len(given)}")
+    return [float(text) for text in given]
 
 
 def resolve_source() -> tuple[Path, str, str | None, tuple[float, float, float], str, Path]:
@@ -160,13 +211,16 @@ def summarise(results: dict, examples: int, subset: bool, resampling: str = "com
     return summary
 
 
-def write_report(output_dir: Path, results: dict, labels: np.ndarray, limits, title: str) -> list[Path]:
-    """examples.csv, and with the brute grid the per-angle and per-shift tables and (--plot) the landscape."""
+def write_report(output_dir: Path, results: dict, images: np.ndarray, labels: np.ndarray, names: list[str], limits,
+                 title: str, model: evaluation.Model, class_names: tuple[str, ...],
+                 resampling: str = "composed") -> list[Path]:
+    """examples.csv (rows named by `names`), and with the brute grid the per-angle and per-shift tables and
+    (--plot) the landscape and the failure sheet."""
     outcomes = {name: result for name, (result, _) in results.items()}
     written = []
     if outcomes:
         written.append(output_dir / "examples.csv")
-        report.write_examples_csv(written[-1], labels, outcomes)
+        report.write_examples_csv(written[-1], labels, outcomes, names)
     per_transform = outcomes["grid"].per_transform_accuracy if "grid" in outcomes else None
     if per_transform is not None:
         written += [output_dir / "grid_per_angle.csv", output_dir / "grid_per_shift.csv"]
@@ -175,7 +229,29 @@ def write_report(output_dir: Path, results: dict, labels: np.ndarray, limits, ti
     if FLAGS.plot:
         written.append(output_dir / "robustness_landscape.png")
         plots.robustness_landscape(per_transform, written[-1], limits=limits, title=title)
+        written += write_failures(output_dir / "failures.png", outcomes["grid"], model, images, labels, names,
+                                  class_names, resampling)
     return written
+
+
+def write_failures(path: Path, grid: evaluation.RobustResult, model: evaluation.Model, images: np.ndarray,
+                   labels: np.ndarray, names: list[str], class_names: tuple[str, ...], resampling: str) -> list[Path]:
+    """failures.png, the --failures grid failures with the most negative margins, each original beside its worst
+    transformation and the class predicted there (one model call): [path], or [] when nothing fails the grid
+    (a stale sheet is removed)."""
+    chosen = report.worst_failures(grid.correct, grid.margin, FLAGS.failures)
+    if not len(chosen):
+        path.unlink(missing_ok=True)
+        return []
+    params = grid.worst_transform[chosen]
+    moved = transforms.transform_xla(tf.constant(images[chosen], tf.float32), tf.constant(params, tf.float32),
+                                    resampling).numpy()
+    predicted = np.asarray(model(moved, training=False), np.float32).argmax(axis=-1)
+    plots.failure_sheet(images[chosen], moved, params, [class_names[i] for i in labels[chosen]],
+                        [class_names[i] for i in predicted], grid.margin[chosen], [names[i] for i in chosen], path,
+                        title=f"{len(chosen)} of the {int((~grid.correct).sum())} grid failures, most negative "
+                              f"margin first (true → predicted at the worst transformation)")
+    return [path]
 
 
 def print_table(summary: dict, names: list[str]) -> None:
@@ -196,11 +272,14 @@ def main(argv: list[str]) -> None:
     check_flags()
     model_path, dataset, data_dir, limits, resampling, output_dir = resolve_source()
     try:
+        image_shape = data.dataset_info(dataset).image_shape
+        mean, std = (per_channel_flag(name, image_shape[-1]) for name in ("mean", "std"))
         data.validate_source(dataset, data_dir, splits=("test",))
-        model = evaluation.load_classifier(model_path, FLAGS.input_range)
+        model = evaluation.load_classifier(model_path, FLAGS.input_range, mean, std, FLAGS.input_layout, image_shape)
         images, labels, info = data.load(dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
+        names = data.load_names(dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
         evaluation.check_classifier(model, images, info.num_classes)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         sys.exit(f"error: {error}")
     output_dir.mkdir(parents=True, exist_ok=True)
     model_key = f"{evaluation.fingerprint(model)}-{FLAGS.input_range}"
@@ -209,8 +288,9 @@ def main(argv: list[str]) -> None:
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
     files.write_text(report_path, json.dumps({**merged, **summary}, indent=2))
-    written = write_report(output_dir, results, labels, limits,
-                           title=f"{model_path.name}: grid accuracy on {len(images)} test images")
+    written = write_report(output_dir, results, images, labels, names, limits,
+                           title=f"{model_path.name}: grid accuracy on {len(images)} test images", model=model,
+                           class_names=info.class_names, resampling=resampling)
     print_table(summary, list(results))
     print(f"\nwritten to {report_path}" + "".join(f", {path.name}" for path in written))
 

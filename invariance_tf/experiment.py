@@ -21,11 +21,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, export, files, networks, precision,
-                           report, schedules, semimetrics, transforms)
+from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, files, networks, precision, report,
+                           schedules, semimetrics, transforms)
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.networks import pretrained
-from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel
+from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel, classifier_network
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
 AUGMENT_CHOICES = ("auto", "on", "flip", "off")
@@ -329,20 +329,17 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     """
     chosen = data.at_most(labels, config.grid_examples, config.seed)
     grid_images, grid_labels = images[chosen], labels[chosen]
-    kwargs = {"limits": config.limits, "batch_size": config.eval_batch_size or None, "resampling": config.resampling}
-    grid_kwargs = {"method": "early_exit", "verbose": bool(config.verbose), **kwargs}
-    if state_dir is None:
-        grid = evaluation.grid_accuracy(model, grid_images, grid_labels, **grid_kwargs)
-    else:
-        grid = evaluation.resumable("grid", model, grid_images, grid_labels, state_dir,
-                                    chunk_size=config.eval_chunk_size,
-                                    model_key=evaluation.fingerprint(export.classifier_network(model)),
-                                    **grid_kwargs)
+    batch_size = config.eval_batch_size or None
+    kwargs = {"limits": config.limits, "batch_size": batch_size, "resampling": config.resampling}
+    grid = evaluation.run_attack("grid", model, grid_images, grid_labels, state_dir=state_dir,
+                                 chunk_size=config.eval_chunk_size,
+                                 model_key=evaluation.fingerprint(classifier_network(model)),
+                                 verbose=bool(config.verbose), method="early_exit", **kwargs)
     return {
         "test_examples": int(len(images)),
-        "clean_accuracy": evaluation.clean_accuracy(model, images, labels, batch_size=config.eval_batch_size or None),
-        f"worst_of_{config.eval_k}_accuracy": evaluation.worst_of_k_accuracy(
-            model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs).accuracy,
+        "clean_accuracy": evaluation.run_attack("clean", model, images, labels, batch_size=batch_size).accuracy,
+        f"worst_of_{config.eval_k}_accuracy": evaluation.run_attack(
+            "worst_of_k", model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs).accuracy,
         "grid_examples": int(len(grid_images)),
         "grid_accuracy": grid.accuracy,
         "grid_accuracy_ci95": list(report.wilson_interval(int(grid.correct.sum()), len(grid_labels))),

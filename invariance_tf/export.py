@@ -7,10 +7,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-
-def classifier_network(model: keras.Model) -> keras.Model:
-    """The plain classifier inside an `InvarianceModel` (or the model itself)."""
-    return getattr(model, "network", model)
+from invariance_tf.model import classifier_network
 
 
 def export_for_serving(model: keras.Model, export_dir: str | Path, version: int = 1) -> Path:

@@ -258,3 +258,8 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)
+
+
+def classifier_network(model: keras.Model) -> keras.Model:
+    """The plain classifier inside an `InvarianceModel` (or the model itself)."""
+    return getattr(model, "network", model)

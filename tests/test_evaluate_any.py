@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from invariance_tf import data, evaluation, networks, plots, report, transforms
@@ -218,6 +219,58 @@ def test_killed_evaluation_resumes_from_saved_chunks(run_dir, cifar10_dir, tmp_p
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     for name in ("examples.csv", "grid_per_angle.csv", "grid_per_shift.csv"):
         assert (killed / name).read_text() == (whole / name).read_text(), name
+
+
+# One registry entry adds an attack to trainers.evaluate: shift_right, correct iff correct one pixel to the right.
+WITH_SHIFT_RIGHT = """
+import sys
+import numpy as np
+from absl import app
+from invariance_tf import evaluation
+from invariance_tf.evaluation import pairs
+from trainers import evaluate
+
+def shift_right(model, images, labels, batch_size=None, resampling="composed"):
+    images, labels, batch_size = pairs.check_inputs(images, labels, batch_size)
+    evaluator = pairs.PairEvaluator(model, images, labels, np.array([[1.0, 0.0, 0.0]]), batch_size,
+                                    resampling=resampling)
+    evaluator(np.arange(len(images)), np.zeros(len(images), np.int64))
+    return evaluator.result()
+
+evaluation.ATTACKS["shift_right"] = evaluation.Attack(shift_right)
+sys.argv = ["evaluate", *sys.argv[1:]]
+app.run(evaluate.main)
+"""
+
+
+def test_an_attack_registered_in_one_entry_runs_through_the_cli(run_dir, cifar10_dir, tmp_path):
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-c", WITH_SHIFT_RIGHT, f"--model={run_dir / 'model.keras'}",
+                             f"--data_dir={cifar10_dir}", "--examples=20", "--attack=clean,shift_right",
+                             "--chunk_size=10", f"--output_dir={out}"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert list(summary) == ["clean", "shift_right"]
+    entry = summary["shift_right"]
+    assert set(entry) == {"accuracy", "examples", "seconds", "ci95", "evaluations", "resumed_examples", "resampling"}
+    assert (entry["examples"], entry["evaluations"], entry["resumed_examples"]) == (20, 20, 0)
+    assert len(list(out.glob("evaluation_state/shift_right-*/chunk_*.npz"))) == 2
+    with open(out / "examples.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0])[8:] == [f"shift_right_{column}" for column in ("correct", "dx", "dy", "angle", "margin")]
+    assert all((row["shift_right_dx"], row["shift_right_dy"], row["shift_right_angle"]) == ("1", "0", "0")
+               for row in rows)
+    images, labels, _ = data.load("cifar10", cifar10_dir, "test", examples=20, seed=0)
+    moved = transforms.transform_xla(tf.constant(images, tf.float32), tf.constant([[1.0, 0.0, 0.0]] * 20),
+                                     "composed")
+    logits = keras.models.load_model(run_dir / "model.keras")(moved, training=False).numpy()
+    true = logits[np.arange(20), labels]
+    logits[np.arange(20), labels] = -np.inf
+    np.testing.assert_allclose([float(row["shift_right_margin"]) for row in rows], true - logits.max(axis=1),
+                               rtol=1e-4, atol=1e-3)
+    correct = [row["shift_right_correct"] == "1" for row in rows]
+    assert np.mean(correct) == entry["accuracy"] and correct == list(true > logits.max(axis=1))
 
 
 def test_wilson_interval_closed_forms():

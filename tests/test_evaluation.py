@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from invariance_tf import data, evaluation, networks, transforms
+from invariance_tf.evaluation import attacks, chunks
 from reference_code import reference_code_tf
 
 TIE = 1e-3  # logit margins this close to 0 may flip between batchings; comparisons skip them
@@ -321,6 +322,68 @@ def test_resumable_random_attacks_and_brute_per_transform(model, examples, tmp_p
         assert not np.array_equal(chunked.worst_transform[:40], chunked.worst_transform[40:80])
     with pytest.raises(ValueError, match=r"needs grid="):
         evaluation.resumable("refined", model, images, labels, tmp_path)
+
+
+def pinned_model() -> keras.Model:
+    """A linear classifier of 8 x 8 images with fixed layer names and weights: the same fingerprint in every run."""
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(name="flatten"),
+                              keras.layers.Dense(4, name="logits")], name="pinned")
+    model.set_weights([np.linspace(-1, 1, 8 * 8 * 3 * 4, dtype=np.float32).reshape(192, 4),
+                       np.arange(4, dtype=np.float32) / 10])
+    return model
+
+
+def test_state_keys_are_those_saved_before_the_evaluation_package(tmp_path):
+    """The digests below were computed by the single-module `invariance_tf/evaluation.py` (commit c9bc0d9): equal
+    folder names are what lets an evaluation killed before the move resume after it."""
+    model = pinned_model()
+    images = (np.arange(6 * 8 * 8 * 3) % 256).astype(np.uint8).reshape(6, 8, 8, 3)
+    labels = np.arange(6) % 4
+    assert evaluation.fingerprint(model) == "c7a8e95b81e63a7d0c09a81ae2ad896ecb4aecca34258672d31646e13fc3f9f8"
+    evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=4, method="brute", limits=(1.0, 1.0, 5.0),
+                         granularity=(1, 1, 3), batch_size=8, keep_lowest=2)
+    evaluation.resumable("worst_of_k", model, images, labels, tmp_path, chunk_size=4, k=2, seed=(3, 0),
+                         limits=(1.0, 1.0, 5.0), resampling="reference")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["grid-106361d7723259e9", "worst_of_k-6587ea47be96103c"]
+    grid = evaluation.RobustResult(accuracy=0.5, correct=np.arange(6) % 2 == 0,
+                                   worst_transform=np.zeros((6, 3), np.float32),
+                                   margin=np.linspace(-1, 1, 6).astype(np.float32))
+    refined = {"grid": grid, "steps": 3, "resampling": "composed", "batch_size": None}
+    assert chunks._state_key("refined", model, images, labels, 4, None, refined) == "f4fcb21d890adac3"
+    onnx_like = evaluation.Classifier(lambda x: x, (None, 3, 8, 8), [], layout="nchw", mean=[0.5], std=[0.25],
+                                      digest="ab" * 32)
+    assert evaluation.fingerprint(onnx_like) == "284fab151e528196d6fcca18178d13698f7be651d3a948cff9dc90eb23a96c8f"
+    normalised = evaluation.Classifier(lambda x: x, (None, 8, 8, 3), model.weights, mean=[1.0, 2.0, 3.0])
+    assert evaluation.fingerprint(normalised) == "b2a3eec6ed5e6bf0b30fa83085000373b467ef02e6f7edfdf82f794e87234942"
+
+
+def test_run_attack_runs_registered_attacks_in_one_pass_or_resumable(model, examples, tmp_path):
+    images, labels = examples
+    direct = evaluation.worst_of_k_accuracy(model, images, labels, k=2, seed=(1, 2), limits=MILD["limits"])
+    by_name = evaluation.run_attack("worst_of_k", model, images, labels, k=2, seed=(1, 2), limits=MILD["limits"])
+    np.testing.assert_array_equal(by_name.worst_transform, direct.worst_transform)
+    clean = evaluation.run_attack("clean", model, images, labels, state_dir=tmp_path, verbose=True)
+    np.testing.assert_array_equal(clean.margin, evaluation.clean_result(model, images, labels).margin)
+    assert not list(tmp_path.iterdir())
+    saved = evaluation.run_attack("grid", model, images, labels, state_dir=tmp_path, chunk_size=60, **MILD)
+    assert [path.name[:5] for path in tmp_path.iterdir()] == ["grid-"] and saved.resumed_examples == 0
+    with pytest.raises(ValueError, match=r"Unknown attack 'exhaustive'; valid attacks are \['clean', 'worst_of_k'"):
+        evaluation.run_attack("exhaustive", model, images, labels)
+    with pytest.raises(ValueError, match=r"Unknown resumable attack 'clean'; valid attacks are \['worst_of_k'"):
+        evaluation.resumable("clean", model, images, labels, tmp_path)
+
+
+def test_attacks_run_after_their_inputs_and_take_the_shared_settings_they_name():
+    assert attacks.with_inputs(["refined"]) == ["grid", "refined"]
+    assert attacks.with_inputs(["refined", "clean", "grid"]) == ["clean", "grid", "refined"]
+    with pytest.raises(ValueError, match=r"Unknown attacks \['nope'\]"):
+        attacks.with_inputs(["grid", "nope"])
+    shared = {"limits": (1.0, 1.0, 5.0), "batch_size": 8, "seed": (0, 0), "verbose": True}
+    assert evaluation.ATTACKS["clean"].accepted(shared) == {"batch_size": 8}
+    assert evaluation.ATTACKS["worst_of_k"].accepted(shared) == {"limits": (1.0, 1.0, 5.0), "batch_size": 8,
+                                                                 "seed": (0, 0)}
+    assert evaluation.ATTACKS["grid"].accepted(shared) == {"limits": (1.0, 1.0, 5.0), "batch_size": 8, "verbose": True}
+    assert [name for name, attack in evaluation.ATTACKS.items() if attack.gradients] == ["spgd", "refined"]
 
 
 def test_traced_functions_do_not_keep_the_model_alive(examples):

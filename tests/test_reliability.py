@@ -21,12 +21,12 @@ from invariance_tf import callbacks, experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO_ROOT / "configs" / "quickstart.cfg"
+SMALL_RUN = REPO_ROOT / "configs" / "cifar10_small.cfg"
 TINY = ["--train_examples=256", "--test_examples=20", "--grid_examples=10", "--verbose=2"]
 
 
 def fit_command(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "trainers.fit", f"--flagfile={QUICKSTART}", f"--data_dir={data_dir}",
+    return [sys.executable, "-m", "trainers.fit", f"--flagfile={SMALL_RUN}", f"--data_dir={data_dir}",
             f"--output_dir={out}", *TINY, *extra]
 
 
@@ -79,7 +79,7 @@ def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir,
     flags = ["--network=small_cnn", "--adversary=random", "--ce_on=mix", "--lambda_reg=1", "--epochs=4",
              "--batch_size=32", "--train_examples=128", "--test_examples=10", "--grid_examples=10"]
     command = fit_command(cifar10_dir, out, *flags)
-    killed = run([sys.executable, "-c", KILL_DURING_BACKUP, window, str(QUICKSTART), *command[4:]])
+    killed = run([sys.executable, "-c", KILL_DURING_BACKUP, window, str(SMALL_RUN), *command[4:]])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finished = 2 if window == "after_rename" else 1
     assert callbacks.finished_epochs(out / "backup") == finished
@@ -107,16 +107,16 @@ def test_latest_backup_reads_only_complete_backup_folders(tmp_path):
 KILL_DURING_EVALUATION = """
 import os, signal, sys
 from absl import app
-from invariance_tf import evaluation
+from invariance_tf.evaluation import chunks
 from trainers import fit
 
-write_chunk = evaluation._write_chunk
+write_chunk = chunks._write_chunk
 
 def write_then_die(path, result):
     write_chunk(path, result)
     os.kill(os.getpid(), signal.SIGKILL)
 
-evaluation._write_chunk = write_then_die
+chunks._write_chunk = write_then_die
 sys.argv = ["fit", *sys.argv[1:]]
 app.run(fit.main)
 """

@@ -45,13 +45,11 @@ from absl import app, flags
 from invariance_tf import data, evaluation, files, plots, report, transforms
 from invariance_tf.experiment import ExperimentConfig
 
-ATTACKS = ("clean", "worst_of_k", "spgd", "grid", "refined")
-GRADIENT_ATTACKS = ("spgd", "refined")
 GRID_SIZE = int(np.prod(transforms.DEFAULT_GRANULARITY))
 flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.keras, config.json)")
 flags.DEFINE_string("model", None, "a Keras .keras file, a SavedModel folder (serving_default signature) or an "
                     ".onnx file (run by onnxruntime)")
-flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(ATTACKS)}")
+flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(evaluation.ATTACKS)}")
 flags.DEFINE_integer("examples", 1000, "test examples to evaluate, a class-balanced subset (0 = the whole test split)")
 flags.DEFINE_string("data_dir", None, "ImageFolder root <dir>/test/<class>/<image>, or a TFDS name "
                     f"({', '.join(data.DATASETS)}); with --model_dir, default the run's")
@@ -84,11 +82,12 @@ FLAGS = flags.FLAGS
 
 def check_flags() -> None:
     """Exits with one line naming the first bad flag, before anything is loaded."""
-    unknown = [a for a in FLAGS.attack if a not in ATTACKS]
+    attacks = evaluation.ATTACKS
+    unknown = [a for a in FLAGS.attack if a not in attacks]
     model_dir = Path(FLAGS.model_dir or "")
     onnx = Path(FLAGS.model or "").suffix == ".onnx"
-    gradient = [a for a in FLAGS.attack if a in GRADIENT_ATTACKS]
-    gradient_free = [a for a in ATTACKS if a not in GRADIENT_ATTACKS]
+    gradient = [a for a in FLAGS.attack if a in attacks and attacks[a].gradients]
+    gradient_free = [name for name, attack in attacks.items() if not attack.gradients]
     problems = [
         ((FLAGS.model_dir is None) == (FLAGS.model is None), "give exactly one of --model_dir and --model"),
         (FLAGS.model_dir is not None and not (model_dir / "model.keras").is_file(),
@@ -96,7 +95,7 @@ def check_flags() -> None:
         (FLAGS.model_dir is not None and not (model_dir / "config.json").is_file(),
          f"--model_dir={FLAGS.model_dir} has no config.json"),
         (FLAGS.model is not None and not Path(FLAGS.model or "").exists(), f"--model={FLAGS.model} does not exist"),
-        (bool(unknown), f"--attack={','.join(FLAGS.attack)}: unknown {unknown}; valid attacks are {list(ATTACKS)}"),
+        (bool(unknown), f"--attack={','.join(FLAGS.attack)}: unknown {unknown}; valid attacks are {list(attacks)}"),
         (FLAGS.dataset not in data.DATASETS, f"--dataset={FLAGS.dataset} is invalid: valid datasets are "
                                              f"{list(data.DATASETS)}"),
         (FLAGS.examples < 0, f"--examples={FLAGS.examples} is invalid: must be >= 0"),
@@ -161,36 +160,37 @@ def resolve_source() -> tuple[Path, str, str | None, tuple[float, float, float],
 
 def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str,
                 resampling: str = "composed") -> dict:
-    """Every attack of --attack (grid also when refined needs it), as {name: (result, seconds)}."""
-    batch_size = FLAGS.batch_size or None
-    common = {"limits": limits, "batch_size": batch_size, "resampling": resampling}
-    chunked = {"state_dir": state_dir, "chunk_size": FLAGS.chunk_size, "model_key": model_key, "verbose": True}
-    grid_kwargs = {"method": "brute" if FLAGS.plot else FLAGS.grid_method, **common}
-    if "refined" in FLAGS.attack:
-        grid_kwargs["keep_lowest"] = FLAGS.refine_starts
+    """Every attack of --attack and the attacks whose results they take (`evaluation.Attack.inputs`: the grid for
+    refined), in `evaluation.ATTACKS` order, as {name: (result, seconds)}; the resumable ones in chunks saved in
+    `state_dir`."""
+    shared = {"limits": limits, "batch_size": FLAGS.batch_size or None, "resampling": resampling,
+              "seed": (FLAGS.seed, 0)}
     results = {}
-    for name in [a for a in ATTACKS if a in FLAGS.attack or (a == "grid" and "refined" in FLAGS.attack)]:
+    for name in evaluation.attacks.with_inputs(FLAGS.attack):
+        attack = evaluation.ATTACKS[name]
+        arguments = {**attack.accepted(shared),
+                     **{argument: FLAGS[flag].value for argument, flag in attack.flags.items()},
+                     **{argument: results[source][0] for argument, source in attack.inputs.items()},
+                     **(grid_arguments() if name == "grid" else {})}
         start = time.perf_counter()
-        if name == "clean":
-            result = evaluation.clean_result(model, images, labels, batch_size=batch_size)
-        elif name == "worst_of_k":
-            result = evaluation.resumable(name, model, images, labels, k=FLAGS.k, seed=(FLAGS.seed, 0),
-                                          **common, **chunked)
-        elif name == "spgd":
-            result = evaluation.resumable(name, model, images, labels, steps=FLAGS.spgd_steps,
-                                          restarts=FLAGS.spgd_restarts, seed=(FLAGS.seed, 0), **common, **chunked)
-        elif name == "grid":
-            result = evaluation.resumable(name, model, images, labels, **grid_kwargs, **chunked)
-        else:
-            result = evaluation.resumable(name, model, images, labels, grid=results["grid"][0],
-                                          steps=FLAGS.refine_steps, **common, **chunked)
+        result = evaluation.run_attack(name, model, images, labels, state_dir=state_dir, chunk_size=FLAGS.chunk_size,
+                                       model_key=model_key, verbose=True, **arguments)
         results[name] = (result, time.perf_counter() - start)
     return results
 
 
+def grid_arguments() -> dict:
+    """What other flags ask of the grid: the brute method for --plot (the landscape needs the accuracy per
+    transformation), and with refined in --attack each survivor's --refine_starts lowest-margin points."""
+    arguments = {"method": "brute"} if FLAGS.plot else {}
+    if "refined" in FLAGS.attack:
+        arguments["keep_lowest"] = FLAGS.refine_starts
+    return arguments
+
+
 def summarise(results: dict, examples: int, subset: bool, resampling: str = "composed") -> dict:
     """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain,
-    and for the chunked attacks (not clean: one pass, never resumed) evaluations, resumed examples and the
+    and for the resumable attacks (not clean: one pass, never resumed) evaluations, resumed examples and the
     resampling of their transformed images."""
     summary = {}
     for name, (result, seconds) in results.items():
@@ -198,7 +198,7 @@ def summarise(results: dict, examples: int, subset: bool, resampling: str = "com
         entry = {"accuracy": correct / examples, "examples": examples, "seconds": seconds}
         if subset:
             entry["ci95"] = list(report.wilson_interval(correct, examples))
-        if name != "clean":
+        if evaluation.ATTACKS[name].resumable:
             entry.update(evaluations=int(result.evaluations), resumed_examples=int(result.resumed_examples),
                          resampling=resampling)
         summary[name] = entry

@@ -23,7 +23,7 @@ import json
 
 import keras
 
-from invariance_tf.export import classifier_network
+from invariance_tf.model import classifier_network
 
 KINDS = ("a trainers.fit run folder (with model.keras)", "a .keras file", "a SavedModel folder (with saved_model.pb)")
 

@@ -1,0 +1,39 @@
+"""Robust accuracy under the spatial transformations of `invariance_tf.transforms`.
+
+An example counts as correct under a set of transformations only if the
+model's argmax is its label for every one of them (`result`). Every attack
+takes a model (a Keras model or any callable `model(images, training=False)`
+returning logits), raw images (pixel values in [0, 255], any real or integer
+dtype, [N, H, W, C]) and integer labels [N], and classifies (image,
+transformation) pairs in batches of `batch_size` pairs (None:
+`default_batch_size()`) inside one tf.function (`pairs`). Transformations are
+`(dx, dy, angle)` rows: pixels right, pixels down, degrees counter-clockwise
+(see `invariance_tf.transforms`).
+
+One concept per module:
+
+- `result`: `RobustResult`, what every attack returns; correct and margin.
+- `pairs`: the batching engine the attacks share, and their common argument checks.
+- `clean`, `worst_of_k`, `spgd`, `grid`, `refined`: one attack each, named as in `ATTACKS`.
+- `attacks`: the registry `ATTACKS` of the attacks by name (`Attack`).
+- `chunks`: running an attack by name (`run_attack`), chunk by chunk resumable (`resumable`).
+- `classifiers`: classifiers from disk (`load_classifier`), `check_classifier`, `fingerprint`.
+"""
+
+from invariance_tf.evaluation.attacks import ATTACKS, Attack
+from invariance_tf.evaluation.chunks import resumable, run_attack
+from invariance_tf.evaluation.classifiers import (INPUT_RANGES, LAYOUTS, Classifier, check_classifier, detect_layout,
+                                                  fingerprint, load_classifier)
+from invariance_tf.evaluation.clean import clean_accuracy, clean_result
+from invariance_tf.evaluation.grid import METHODS, grid_accuracy
+from invariance_tf.evaluation.pairs import DEFAULT_SEED, default_batch_size
+from invariance_tf.evaluation.refined import refine
+from invariance_tf.evaluation.result import Model, RobustResult
+from invariance_tf.evaluation.spgd import spgd_accuracy
+from invariance_tf.evaluation.worst_of_k import worst_of_k_accuracy
+
+__all__ = [
+    "ATTACKS", "Attack", "Classifier", "DEFAULT_SEED", "INPUT_RANGES", "LAYOUTS", "METHODS", "Model", "RobustResult",
+    "check_classifier", "clean_accuracy", "clean_result", "default_batch_size", "detect_layout", "fingerprint",
+    "grid_accuracy", "load_classifier", "refine", "resumable", "run_attack", "spgd_accuracy", "worst_of_k_accuracy",
+]

@@ -20,9 +20,10 @@ from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DA_KL = REPO_ROOT / "configs" / "quickstart.cfg"
+DA_KL = REPO_ROOT / "configs" / "cifar10_small.cfg"
 TINY = ["--train_examples=128", "--batch_size=64", "--test_examples=32", "--grid_examples=8", "--verbose=0"]
 CIFAR10 = data.dataset_info("cifar10")
+SHIPPED = REPO_ROOT / "models" / "cifar10_std_resnet9_w16.keras"
 
 
 def fit(data_dir: Path, out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -153,3 +154,21 @@ def test_a_killed_fine_tuning_resumes_from_its_backup_not_from_the_init_model(so
     weights = [keras.models.load_model(path / "model.keras").get_weights() for path in (out, reference)]
     for resumed, uninterrupted in zip(*weights):
         np.testing.assert_array_equal(resumed, uninterrupted)
+
+
+def test_the_shipped_std_classifier_is_accurate_on_real_test_images(cifar10_test_slice):
+    images, labels = cifar10_test_slice
+    network = pretrained.load(SHIPPED, CIFAR10.image_shape, 10, "float32")
+    accuracy = float(np.mean(np.argmax(network.predict(images.astype(np.float32), verbose=0), -1) == labels))
+    assert accuracy >= 0.7, f"models/{SHIPPED.name} classifies {accuracy:.0%} of 100 test images"
+
+
+def test_the_readme_quickstart_fine_tunes_the_shipped_classifier(cifar10_dir, tmp_path):
+    command = [sys.executable, "-m", "trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+               f"--data_dir={cifar10_dir}", f"--output_dir={tmp_path / 'run'}", "--train_examples=256",
+               "--epochs=1", "--lr=0.001", "--test_examples=50", "--grid_examples=10", "--verbose=0"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert Path(config["init_model"]).resolve() == SHIPPED
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["clean_accuracy"] >= 0.6

@@ -105,7 +105,7 @@ def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.Completed
     ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
 ])
 def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
                      f"--output_dir={tmp_path}", flag, timeout=120)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
@@ -131,7 +131,7 @@ def test_command_line_keeps_paths_with_spaces_whole(tmp_path):
 
 def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
                      f"--output_dir={tmp_path / 'run'}", timeout=120)
     assert result.returncode != 0
     assert "--data_dir=" in result.stderr.strip().splitlines()[-1]
@@ -139,8 +139,8 @@ def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, cifar10_dir) -> Path:
-    out = tmp_path_factory.mktemp("quickstart")
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+    out = tmp_path_factory.mktemp("tiny")
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
                      f"--data_dir={cifar10_dir}", f"--output_dir={out}", "--train_examples=256", "--epochs=2",
                      "--test_examples=50", "--grid_examples=20", "--verbose=2")
     assert result.returncode == 0, result.stderr[-3000:]

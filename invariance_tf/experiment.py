@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TypeVar
 
 import keras
 import numpy as np
@@ -26,6 +25,7 @@ from invariance_tf import (adversaries, callbacks, data, distribute, evaluation,
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.networks import pretrained
 from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel, classifier_network
+from invariance_tf.options import check, flag_value, option
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
 AUGMENT_CHOICES = ("auto", "on", "flip", "off")
@@ -33,94 +33,85 @@ LR_SCHEDULES = ("step", "onecycle")
 GROUPS = tuple(sorted(GROUP_ORDERS))
 
 
-_T = TypeVar("_T")
-
-
-def _field(default: _T, help: str) -> _T:
-    """A config field whose default and help text are also its flag's (`trainers.flags`); typed as its value,
-    like `dataclasses.field`."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclasses.dataclass
 class ExperimentConfig:
     """A training run. Field names equal the `trainers.fit` flag names (see its `--help`)."""
 
-    dataset: str = _field("cifar10", "cifar10 | cifar100 | svhn_cropped")
-    data_dir: str = _field("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
-    network: str = _field("resnet", "network architecture (see invariance_tf.networks)")
-    resnet_n: int = _field(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
-    reference_resnet: bool = _field(False, "--network=resnet with the reference code's conv init, batch-norm "
+    dataset: str = option("cifar10", "cifar10 | cifar100 | svhn_cropped")
+    data_dir: str = option("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
+    network: str = option("resnet", "network architecture (see invariance_tf.networks)")
+    resnet_n: int = option(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
+    reference_resnet: bool = option(False, "--network=resnet with the reference code's conv init, batch-norm "
                                            "epsilon 1e-3 and first-block shortcut (no effect on other networks)")
-    width: int = _field(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
-    g_depth: int = _field(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
-    g_width: int = _field(0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's "
+    width: int = option(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
+    g_depth: int = option(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
+    g_width: int = option(0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's "
                              "parameter-matched widths)")
-    group: str = _field("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
-    init_model: str = _field("", "start from this trained classifier (robust fine-tuning) instead of a new "
+    group: str = option("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
+    init_model: str = option("", "start from this trained classifier (robust fine-tuning) instead of a new "
                                  "--network: a trainers.fit run folder, a .keras file or a SavedModel folder, "
                                  "taking raw pixels 0-255 (see invariance_tf.networks.pretrained); empty = a new "
                                  "network")
-    adversary: str = _field("none", "choice of x~: none | random | worst_of_k | spgd")
-    k: int = _field(10, "candidates of worst_of_k (1 = random)")
-    adversary_objective: str = _field("ce", "what the adversary maximises: ce | kl | l2")
-    ce_adversary_objective: str = _field("same", "what the CE term's x~ maximises: same (the x~ of h) | ce (its "
+    adversary: str = option("none", "choice of x~: none | random | worst_of_k | spgd")
+    k: int = option(10, "candidates of worst_of_k (1 = random)")
+    adversary_objective: str = option("ce", "what the adversary maximises: ce | kl | l2")
+    ce_adversary_objective: str = option("same", "what the CE term's x~ maximises: same (the x~ of h) | ce (its "
                                                  "own worst case w.r.t. CE when --adversary_objective is h: x, "
                                                  "x~ of h and x~ of CE per step, the reference code's A.T.+KL; "
                                                  "no effect with --adversary=random, --k=1, "
                                                  "--adversary_objective=ce or --ce_on=nat)")
-    shared_candidates: bool = _field(False, "worst_of_k with two objectives (--ce_adversary_objective=ce): pick "
+    shared_candidates: bool = option(False, "worst_of_k with two objectives (--ce_adversary_objective=ce): pick "
                                             "both x~ from the same k draws (one search, cheaper) instead of two "
                                             "independent searches (the reference code)")
-    spgd_steps: int = _field(5, "S-PGD sign-gradient steps")
-    limits: tuple[float, float, float] = _field(transforms.DEFAULT_LIMITS,
+    spgd_steps: int = option(5, "S-PGD sign-gradient steps")
+    limits: tuple[float, float, float] = option(transforms.DEFAULT_LIMITS,
                                                 "transformation limits dx,dy,angle (pixels, pixels, degrees) of "
                                                 "the adversary and of the evaluation's attacks")
-    adversary_limits: tuple[float, ...] = _field((), "the training adversary's limits dx,dy,angle when they "
+    adversary_limits: tuple[float, ...] = option((), "the training adversary's limits dx,dy,angle when they "
                                                      "differ from --limits (empty = --limits), e.g. 4,4,0 for "
                                                      "the reference's std row: random +-4 px translations")
-    resampling: str = _field("composed", "how transformed images are resampled, in training, adversary and "
+    resampling: str = option("composed", "how transformed images are resampled, in training, adversary and "
                                          "evaluation: composed (one bilinear resampling) | reference (the "
                                          "reference code's pad to 2x, rotate, translate, crop: two)")
-    ce_on: str = _field("nat", "cross-entropy on the natural (nat), transformed (rob) or both (mix) batches")
-    reference_half_batch_ce: bool = _field(False, "the reference A.T. config's quirk, not the method: with "
+    ce_on: str = option("nat", "cross-entropy on the natural (nat), transformed (rob) or both (mix) batches")
+    reference_half_batch_ce: bool = option(False, "the reference A.T. config's quirk, not the method: with "
                                                   "--ce_on=rob the CE is on the second half of the batch only")
-    h: str = _field("kl", "invariance semimetric: kl | l2")
-    lambda_reg: float = _field(0.0, "weight of the invariance penalty h (>= 0; 0 = plain D.A./A.T.)")
-    epochs: int = _field(100, "training epochs")
-    batch_size: int = _field(128, "original examples per step (regularised rows add as many transformed)")
-    lr: float = _field(0.1, "SGD learning rate: the initial one (step) or the peak (onecycle)")
-    lr_schedule: str = _field("step", "step: lr / 10 at 50% and 75% of training (the paper) | onecycle: linear "
+    h: str = option("kl", "invariance semimetric: kl | l2")
+    lambda_reg: float = option(0.0, "weight of the invariance penalty h (>= 0; 0 = plain D.A./A.T.)")
+    epochs: int = option(100, "training epochs")
+    batch_size: int = option(128, "original examples per step (regularised rows add as many transformed)")
+    lr: float = option(0.1, "SGD learning rate: the initial one (step) or the peak (onecycle)")
+    lr_schedule: str = option("step", "step: lr / 10 at 50% and 75% of training (the paper) | onecycle: linear "
                                       "warm-up to lr over --warmup_fraction of training, then linear decay to 0")
-    warmup_fraction: float = _field(0.2, "fraction of training steps spent warming up (--lr_schedule=onecycle)")
-    momentum: float = _field(0.9, "SGD momentum")
-    nesterov: bool = _field(False, "Nesterov momentum")
-    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy term, in [0, 1)")
-    precision: str = _field("float32", "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 | auto "
+    warmup_fraction: float = option(0.2, "fraction of training steps spent warming up (--lr_schedule=onecycle)")
+    momentum: float = option(0.9, "SGD momentum")
+    nesterov: bool = option(False, "Nesterov momentum")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy term, in [0, 1)")
+    precision: str = option("float32", "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 | auto "
                                        "(mixed_bfloat16 where the hardware computes bfloat16 natively, e.g. "
                                        "AVX512_BF16 or AMX, float32 otherwise)")
-    weight_decay: float = _field(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
-    augment: str = _field("auto", "augmentation of the training images before any transformation: auto "
+    weight_decay: float = option(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
+    augment: str = option("auto", "augmentation of the training images before any transformation: auto "
                                   "(crop+flip on CIFAR, none on SVHN) | on (zero-pad 4, random crop, flip) | "
                                   "flip (left-right flips only, the reference code's) | off")
-    train_examples: int = _field(0, "training examples to use (0 = all minus validation)")
-    validation_examples: int = _field(0, "examples held out of the training split for validation")
-    test_examples: int = _field(0, "test examples for the final metrics (0 = all)")
-    grid_examples: int = _field(0, "test examples for the final grid attack (0 = all test examples)")
-    eval_every: int = _field(0, "epochs between worst-of-k validation evaluations (0 = never)")
-    eval_k: int = _field(10, "k of the worst-of-k evaluation")
-    eval_chunk_size: int = _field(500, "grid examples per saved chunk of the final evaluation (a killed "
+    train_examples: int = option(0, "training examples to use (0 = all minus validation)")
+    validation_examples: int = option(0, "examples held out of the training split for validation")
+    test_examples: int = option(0, "test examples for the final metrics (0 = all)")
+    grid_examples: int = option(0, "test examples for the final grid attack (0 = all test examples)")
+    eval_every: int = option(0, "epochs between worst-of-k validation evaluations (0 = never)")
+    eval_k: int = option(10, "k of the worst-of-k evaluation")
+    eval_chunk_size: int = option(500, "grid examples per saved chunk of the final evaluation (a killed "
                                        "evaluation resumes from its saved chunks)")
-    eval_batch_size: int = _field(0, "images per model call during evaluation, bounds memory "
+    eval_batch_size: int = option(0, "images per model call during evaluation, bounds memory "
                                      "(0 = auto: 128 on CPU, 1024 on GPU)")
-    output_dir: str = _field("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
-    seed: int = _field(0, "seed of data order, initialisation and adversary draws")
-    deterministic: bool = _field(False, "make TF ops deterministic (with --seed: identical reruns; slower)")
-    overwrite: bool = _field(False, "train again into an --output_dir that holds a finished run")
-    strategy: str = _field("auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | "
+    output_dir: str = option("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
+    seed: int = option(0, "seed of data order, initialisation and adversary draws")
+    deterministic: bool = option(False, "make TF ops deterministic (with --seed: identical reruns; slower)")
+    overwrite: bool = option(False, "train again into an --output_dir that holds a finished run")
+    strategy: str = option("auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | "
                                    "mirrored | multi_worker")
-    jit_compile: bool = _field(False, "compile the train step with XLA (standard training only)")
-    verbose: int = _field(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
+    jit_compile: bool = option(False, "compile the train step with XLA (standard training only)")
+    verbose: int = option(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field as its flag, before any expensive work."""
@@ -168,9 +159,7 @@ class ExperimentConfig:
             ("eval_chunk_size", self.eval_chunk_size >= 1, "must be >= 1"),
             ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0 (0 = auto)"),
         ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"--{name}={flag_value(getattr(self, name))} is invalid: {rule}")
+        check(self, checks)
         if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
             raise ValueError(f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
                              f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd")
@@ -197,13 +186,6 @@ class ExperimentConfig:
         """Inverse of `to_json` (as read back from a run's config.json)."""
         return cls(**{**values, "limits": tuple(values["limits"]),
                       "adversary_limits": tuple(values.get("adversary_limits", ()))})
-
-
-def flag_value(value) -> str:
-    """A config value (or its JSON record) as a flag writes it: sequences comma-separated, booleans lower-case."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def flag_arguments(config: ExperimentConfig) -> list[str]:

@@ -36,6 +36,7 @@ import tensorflow as tf
 from invariance_tf import data, evaluation, experiment, files, plots, semimetrics, transforms
 from invariance_tf.callbacks import RobustValidation
 from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.options import check, option
 
 TUNERS = ("bayesian", "hyperband", "random")
 OBJECTIVES = ("grid", "worst_of_k")
@@ -52,21 +53,25 @@ _ORACLE_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE
 
 @dataclasses.dataclass
 class SearchOptions:
-    """The flags of `tuning.search` beyond the trainer's (see its `--help`)."""
+    """The flags of `tuning.search` beyond the trainer's: field names equal the flag names (see its `--help`)."""
 
-    tuner: str = "bayesian"
-    max_trials: int = 10
-    search_dir: str = ""
-    lambda_min: float = 0.01
-    lambda_max: float = 100.0
-    h_choices: tuple[str, ...] = ("kl", "l2")
-    include_zero: bool = True
-    objective: str = "worst_of_k"
-    grid_validation_examples: int = 100
+    tuner: str = option("bayesian", f"search algorithm: {' | '.join(TUNERS)}")
+    max_trials: int = option(10, "trials in all; rerun with a larger value to extend a search")
+    search_dir: str = option("", "keras-tuner's state and the results (empty = <--output_dir>_search)")
+    lambda_min: float = option(0.01, "smallest λ > 0 of the log-uniform range")
+    lambda_max: float = option(100.0, "largest λ of the log-uniform range")
+    h_choices: tuple[str, ...] = option(("kl", "l2"), f"semimetrics h to try, from "
+                                                      f"{sorted(semimetrics.SEMIMETRICS)}; a semimetric "
+                                                      "--adversary_objective follows h")
+    include_zero: bool = option(True, "run λ = 0 (the unregularised baseline) as the first trial; λ = 0 is a "
+                                      "candidate either way")
+    objective: str = option("worst_of_k", "what to maximise after the last epoch: worst_of_k (validation "
+                                          "worst-of-<--eval_k> accuracy) | grid (validation grid accuracy on "
+                                          "--grid_validation_examples images)")
+    grid_validation_examples: int = option(100, "validation images of the grid objective")
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad option as its flag, before any expensive work."""
-        h_choices = ",".join(self.h_choices)
         checks = [
             ("tuner", self.tuner in TUNERS, f"valid tuners are {list(TUNERS)}"),
             ("max_trials", self.max_trials >= 1, "must be >= 1"),
@@ -80,10 +85,7 @@ class SearchOptions:
             ("objective", self.objective in OBJECTIVES, f"valid objectives are {list(OBJECTIVES)}"),
             ("grid_validation_examples", self.grid_validation_examples >= 1, "must be >= 1"),
         ]
-        values = {**dataclasses.asdict(self), "h_choices": h_choices}
-        for name, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"--{name}={values[name]} is invalid: {rule}")
+        check(self, checks)
         if "KERASTUNER_ORACLE_IP" in os.environ:
             missing = [name for name in _ORACLE_ENV if not os.environ.get(name)]
             if missing:

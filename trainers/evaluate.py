@@ -43,148 +43,61 @@ import tensorflow as tf
 from absl import app, flags
 
 from invariance_tf import data, evaluation, files, plots, report, transforms
+from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.experiment import ExperimentConfig
+from trainers import flags as cli_flags
 
-GRID_SIZE = int(np.prod(transforms.DEFAULT_GRANULARITY))
-flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (model.keras, config.json)")
-flags.DEFINE_string("model", None, "a Keras .keras file, a SavedModel folder (serving_default signature) or an "
-                    ".onnx file (run by onnxruntime)")
-flags.DEFINE_list("attack", ["clean", "grid"], f"comma-separated attacks among {list(evaluation.ATTACKS)}")
-flags.DEFINE_integer("examples", 1000, "test examples to evaluate, a class-balanced subset (0 = the whole test split)")
-flags.DEFINE_string("data_dir", None, "ImageFolder root <dir>/test/<class>/<image>, or a TFDS name "
-                    f"({', '.join(data.DATASETS)}); with --model_dir, default the run's")
-flags.DEFINE_string("dataset", "cifar10", f"with --model: which dataset an ImageFolder holds {list(data.DATASETS)}")
-flags.DEFINE_enum("input_range", "0-255", list(evaluation.INPUT_RANGES), "pixel scale the model expects")
-flags.DEFINE_list("mean", None, "per-channel mean the model expects subtracted, in the --input_range scale: 1 value "
-                  "or one per channel; model input = (pixels_in_range - mean) / std")
-flags.DEFINE_list("std", None, "per-channel standard deviation the model expects pixels divided by (after --mean): "
-                  "1 value or one per channel, each > 0")
-flags.DEFINE_enum("input_layout", "auto", list(evaluation.LAYOUTS), "axis order an ONNX model takes: auto (detected "
-                  "from its input shape) | nhwc | nchw")
-flags.DEFINE_string("output_dir", None, "report folder (default: --model_dir, or <model>_evaluation beside --model)")
-flags.DEFINE_integer("batch_size", 0, "images per model call, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)")
-flags.DEFINE_integer("k", 10, "k of the worst_of_k attack")
-flags.DEFINE_integer("spgd_steps", 5, "steps of the spgd attack")
-flags.DEFINE_integer("spgd_restarts", 1, "random restarts of the spgd attack")
-flags.DEFINE_enum("grid_method", "early_exit", ["early_exit", "brute"], "grid algorithm (same answer)")
-flags.DEFINE_integer("refine_starts", 3, "refined attack: searches per grid survivor, from its lowest-margin points")
-flags.DEFINE_integer("refine_steps", 10, "refined attack: sign-gradient steps per search")
-flags.DEFINE_integer("chunk_size", 500, "examples per saved chunk (resume granularity)")
-flags.DEFINE_bool("plot", False, "with grid in --attack: run the brute grid and write robustness_landscape.png "
-                  "and failures.png")
-flags.DEFINE_integer("failures", 16, "with --plot: grid failures shown in failures.png, the most negative margins")
-flags.DEFINE_integer("seed", 0, "seed of the random attacks and of the test subset")
-flags.DEFINE_enum("resampling", None, list(transforms.RESAMPLINGS), "how transformed images are resampled: composed "
-                  "(one bilinear resampling) | reference (the reference code's pad, rotate, translate, crop); "
-                  "default: the run's (--model_dir), else composed")
-FLAGS = flags.FLAGS
+cli_flags.define_flags(EvaluateOptions)
+flags.adopt_module_key_flags(cli_flags)
 
 
-def check_flags() -> None:
-    """Exits with one line naming the first bad flag, before anything is loaded."""
-    attacks = evaluation.ATTACKS
-    unknown = [a for a in FLAGS.attack if a not in attacks]
-    model_dir = Path(FLAGS.model_dir or "")
-    onnx = Path(FLAGS.model or "").suffix == ".onnx"
-    gradient = [a for a in FLAGS.attack if a in attacks and attacks[a].gradients]
-    gradient_free = [name for name, attack in attacks.items() if not attack.gradients]
-    problems = [
-        ((FLAGS.model_dir is None) == (FLAGS.model is None), "give exactly one of --model_dir and --model"),
-        (FLAGS.model_dir is not None and not (model_dir / "model.keras").is_file(),
-         f"--model_dir={FLAGS.model_dir} has no model.keras"),
-        (FLAGS.model_dir is not None and not (model_dir / "config.json").is_file(),
-         f"--model_dir={FLAGS.model_dir} has no config.json"),
-        (FLAGS.model is not None and not Path(FLAGS.model or "").exists(), f"--model={FLAGS.model} does not exist"),
-        (bool(unknown), f"--attack={','.join(FLAGS.attack)}: unknown {unknown}; valid attacks are {list(attacks)}"),
-        (FLAGS.dataset not in data.DATASETS, f"--dataset={FLAGS.dataset} is invalid: valid datasets are "
-                                             f"{list(data.DATASETS)}"),
-        (FLAGS.examples < 0, f"--examples={FLAGS.examples} is invalid: must be >= 0"),
-        (FLAGS.batch_size < 0, f"--batch_size={FLAGS.batch_size} is invalid: must be >= 0 (0 = auto)"),
-        (FLAGS.k < 1, f"--k={FLAGS.k} is invalid: must be >= 1"),
-        (FLAGS.spgd_steps < 1, f"--spgd_steps={FLAGS.spgd_steps} is invalid: must be >= 1"),
-        (FLAGS.spgd_restarts < 1, f"--spgd_restarts={FLAGS.spgd_restarts} is invalid: must be >= 1"),
-        (not 1 <= FLAGS.refine_starts <= GRID_SIZE,
-         f"--refine_starts={FLAGS.refine_starts} is invalid: must be in [1, {GRID_SIZE}] (the grid's size)"),
-        (FLAGS.refine_steps < 1, f"--refine_steps={FLAGS.refine_steps} is invalid: must be >= 1"),
-        (FLAGS.chunk_size < 1, f"--chunk_size={FLAGS.chunk_size} is invalid: must be >= 1"),
-        (FLAGS.plot and "grid" not in FLAGS.attack, f"--plot needs grid in --attack={','.join(FLAGS.attack)}"),
-        (FLAGS.failures < 1, f"--failures={FLAGS.failures} is invalid: must be >= 1"),
-        (onnx and bool(gradient), f"--attack={','.join(FLAGS.attack)}: gradient-based {gradient} cannot run on the "
-                                  f"ONNX model --model={FLAGS.model} (onnxruntime gives no gradients); valid attacks "
-                                  f"for it are {gradient_free}"),
-        (FLAGS.input_layout == "nchw" and not onnx, "--input_layout=nchw is for ONNX models (--model=<file>.onnx); "
-                                                    "Keras and SavedModel classifiers take nhwc images"),
-    ]
-    for bad, message in problems:
-        if bad:
-            sys.exit(f"error: {message}")
+def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tuple[float, float, float], str, Path]:
+    """What `options` evaluate and where the report goes; with --model_dir, the run's unless a flag says otherwise.
 
-
-def per_channel_flag(name: str, channels: int) -> list[float] | None:
-    """--mean or --std (`name`) as floats, None when not given; exits with one line naming a bad value unless
-    there are 1 or `channels` finite numbers (for --std, each > 0: it divides)."""
-    given = FLAGS[name].value
-    if given is None:
-        return None
-    flag = f"--{name}={','.join(given)}"
-    for text in given:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not np.isfinite(value) or (name == "std" and value <= 0):
-            sys.exit(f"error: {flag} is invalid: {text} is not a {'number > 0' if name == 'std' else 'finite number'}")
-    if len(given) not in (1, channels):
-        sys.exit(f"error: {flag} is invalid: give 1 value or {channels} (one per channel of the images); "
-                 f"got {len(given)}")
-    return [float(text) for text in given]
-
-
-def resolve_source() -> tuple[Path, str, str | None, tuple[float, float, float], str, Path]:
-    """(model path, dataset, ImageFolder root or None for TFDS, limits, resampling, output folder) from the
-    flags."""
-    if FLAGS.model_dir is not None:
-        model_dir = Path(FLAGS.model_dir)
+    Returns (model path, dataset, ImageFolder root or None for TFDS, limits, resampling, output folder).
+    """
+    if options.model_dir is not None:
+        model_dir = Path(options.model_dir)
         config = ExperimentConfig.from_json(json.loads((model_dir / "config.json").read_text()))
-        dataset, data_dir, limits = config.dataset, FLAGS.data_dir or config.data_dir or None, tuple(config.limits)
+        dataset, data_dir, limits = config.dataset, options.data_dir or config.data_dir or None, tuple(config.limits)
         model_path, output_dir, resampling = model_dir / "model.keras", model_dir, config.resampling
     else:
-        model_path = Path(FLAGS.model)
-        dataset, data_dir, limits = FLAGS.dataset, FLAGS.data_dir, transforms.DEFAULT_LIMITS
+        model_path = Path(options.model)
+        dataset, data_dir, limits = options.dataset, options.data_dir, transforms.DEFAULT_LIMITS
         output_dir, resampling = model_path.parent / f"{model_path.stem}_evaluation", "composed"
     if data_dir in data.DATASETS and not Path(data_dir).is_dir():
         dataset, data_dir = data_dir, None
-    return (model_path, dataset, data_dir, limits, FLAGS.resampling or resampling,
-            Path(FLAGS.output_dir or output_dir))
+    return (model_path, dataset, data_dir, limits, options.resampling or resampling,
+            Path(options.output_dir or output_dir))
 
 
-def run_attacks(model, images, labels, limits, state_dir: Path, model_key: str,
-                resampling: str = "composed") -> dict:
+def run_attacks(model: evaluation.Model, images: np.ndarray, labels: np.ndarray, options: EvaluateOptions, limits,
+                state_dir: Path, model_key: str, resampling: str = "composed") -> dict:
     """Every attack of --attack and the attacks whose results they take (`evaluation.Attack.inputs`: the grid for
     refined), in `evaluation.ATTACKS` order, as {name: (result, seconds)}; the resumable ones in chunks saved in
     `state_dir`."""
-    shared = {"limits": limits, "batch_size": FLAGS.batch_size or None, "resampling": resampling,
-              "seed": (FLAGS.seed, 0)}
+    shared = {"limits": limits, "batch_size": options.batch_size or None, "resampling": resampling,
+              "seed": (options.seed, 0)}
     results = {}
-    for name in evaluation.attacks.with_inputs(FLAGS.attack):
+    for name in evaluation.attacks.with_inputs(options.attack):
         attack = evaluation.ATTACKS[name]
         arguments = {**attack.accepted(shared),
-                     **{argument: FLAGS[flag].value for argument, flag in attack.flags.items()},
+                     **{argument: getattr(options, field) for argument, field in attack.flags.items()},
                      **{argument: results[source][0] for argument, source in attack.inputs.items()},
-                     **(grid_arguments() if name == "grid" else {})}
+                     **(grid_arguments(options) if name == "grid" else {})}
         start = time.perf_counter()
-        result = evaluation.run_attack(name, model, images, labels, state_dir=state_dir, chunk_size=FLAGS.chunk_size,
-                                       model_key=model_key, verbose=True, **arguments)
+        result = evaluation.run_attack(name, model, images, labels, state_dir=state_dir,
+                                       chunk_size=options.chunk_size, model_key=model_key, verbose=True, **arguments)
         results[name] = (result, time.perf_counter() - start)
     return results
 
 
-def grid_arguments() -> dict:
+def grid_arguments(options: EvaluateOptions) -> dict:
     """What other flags ask of the grid: the brute method for --plot (the landscape needs the accuracy per
     transformation), and with refined in --attack each survivor's --refine_starts lowest-margin points."""
-    arguments = {"method": "brute"} if FLAGS.plot else {}
-    if "refined" in FLAGS.attack:
-        arguments["keep_lowest"] = FLAGS.refine_starts
+    arguments = {"method": "brute"} if options.plot else {}
+    if "refined" in options.attack:
+        arguments["keep_lowest"] = options.refine_starts
     return arguments
 
 
@@ -212,10 +125,10 @@ def summarise(results: dict, examples: int, subset: bool, resampling: str = "com
 
 
 def write_report(output_dir: Path, results: dict, images: np.ndarray, labels: np.ndarray, names: list[str], limits,
-                 title: str, model: evaluation.Model, class_names: tuple[str, ...],
+                 title: str, model: evaluation.Model, class_names: tuple[str, ...], options: EvaluateOptions,
                  resampling: str = "composed") -> list[Path]:
     """examples.csv (rows named by `names`), and with the brute grid the per-angle and per-shift tables and
-    (--plot) the landscape and the failure sheet."""
+    (--plot) the landscape and the sheet of the --failures worst failures."""
     outcomes = {name: result for name, (result, _) in results.items()}
     written = []
     if outcomes:
@@ -226,20 +139,21 @@ def write_report(output_dir: Path, results: dict, images: np.ndarray, labels: np
         written += [output_dir / "grid_per_angle.csv", output_dir / "grid_per_shift.csv"]
         report.write_per_angle_csv(written[-2], per_transform, limits)
         report.write_per_shift_csv(written[-1], per_transform, limits)
-    if FLAGS.plot:
+    if options.plot:
         written.append(output_dir / "robustness_landscape.png")
         plots.robustness_landscape(per_transform, written[-1], limits=limits, title=title)
         written += write_failures(output_dir / "failures.png", outcomes["grid"], model, images, labels, names,
-                                  class_names, resampling)
+                                  class_names, resampling, options.failures)
     return written
 
 
 def write_failures(path: Path, grid: evaluation.RobustResult, model: evaluation.Model, images: np.ndarray,
-                   labels: np.ndarray, names: list[str], class_names: tuple[str, ...], resampling: str) -> list[Path]:
-    """failures.png, the --failures grid failures with the most negative margins, each original beside its worst
+                   labels: np.ndarray, names: list[str], class_names: tuple[str, ...], resampling: str,
+                   count: int) -> list[Path]:
+    """failures.png, the `count` grid failures with the most negative margins, each original beside its worst
     transformation and the class predicted there (one model call): [path], or [] when nothing fails the grid
     (a stale sheet is removed)."""
-    chosen = report.worst_failures(grid.correct, grid.margin, FLAGS.failures)
+    chosen = report.worst_failures(grid.correct, grid.margin, count)
     if not len(chosen):
         path.unlink(missing_ok=True)
         return []
@@ -268,31 +182,43 @@ def print_table(summary: dict, names: list[str]) -> None:
               f"box; grid accuracy overestimates robustness by {100 * row['grid_overestimate']:.2f} points")
 
 
-def main(argv: list[str]) -> None:
-    check_flags()
-    model_path, dataset, data_dir, limits, resampling, output_dir = resolve_source()
-    try:
-        image_shape = data.dataset_info(dataset).image_shape
-        mean, std = (per_channel_flag(name, image_shape[-1]) for name in ("mean", "std"))
-        data.validate_source(dataset, data_dir, splits=("test",))
-        model = evaluation.load_classifier(model_path, FLAGS.input_range, mean, std, FLAGS.input_layout, image_shape)
-        images, labels, info = data.load(dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
-        names = data.load_names(dataset, data_dir, "test", examples=FLAGS.examples or None, seed=FLAGS.seed)
-        evaluation.check_classifier(model, images, info.num_classes)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        sys.exit(f"error: {error}")
+def run(options: EvaluateOptions) -> None:
+    """Runs the attacks `options` name on the classifier and test images they name, and writes the report.
+
+    evaluation.json is merged into an earlier one, so attacks run apart add up; `write_report` writes the rest.
+    """
+    model_path, dataset, data_dir, limits, resampling, output_dir = resolve_source(options)
+    image_shape = data.dataset_info(dataset).image_shape
+    options.validate_channels(image_shape[-1])
+    data.validate_source(dataset, data_dir, splits=("test",))
+    model = evaluation.load_classifier(model_path, options.input_range, options.mean, options.std,
+                                       options.input_layout, image_shape)
+    examples = options.examples or None
+    images, labels, info = data.load(dataset, data_dir, "test", examples=examples, seed=options.seed)
+    names = data.load_names(dataset, data_dir, "test", examples=examples, seed=options.seed)
+    evaluation.check_classifier(model, images, info.num_classes)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model_key = f"{evaluation.fingerprint(model)}-{FLAGS.input_range}"
-    results = run_attacks(model, images, labels, limits, output_dir / "evaluation_state", model_key, resampling)
-    summary = summarise(results, len(images), subset=FLAGS.examples > 0, resampling=resampling)
+    model_key = f"{evaluation.fingerprint(model)}-{options.input_range}"
+    results = run_attacks(model, images, labels, options, limits, output_dir / "evaluation_state", model_key,
+                          resampling)
+    summary = summarise(results, len(images), subset=options.examples > 0, resampling=resampling)
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
     files.write_text(report_path, json.dumps({**merged, **summary}, indent=2))
     written = write_report(output_dir, results, images, labels, names, limits,
                            title=f"{model_path.name}: grid accuracy on {len(images)} test images", model=model,
-                           class_names=info.class_names, resampling=resampling)
+                           class_names=info.class_names, options=options, resampling=resampling)
     print_table(summary, list(results))
     print(f"\nwritten to {report_path}" + "".join(f", {path.name}" for path in written))
+
+
+def main(argv: list[str]) -> None:
+    try:
+        options = cli_flags.from_flags(EvaluateOptions)
+        options.validate()
+        run(options)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":

@@ -12,19 +12,19 @@ import sys
 
 from absl import app, flags
 
-from trainers import flags as experiment_flags
+from trainers import flags as cli_flags
 from invariance_tf import experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
-experiment_flags.define_experiment_flags()
-flags.adopt_module_key_flags(experiment_flags)
+cli_flags.define_flags(experiment.ExperimentConfig)
+flags.adopt_module_key_flags(cli_flags)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        metrics = experiment.run(experiment_flags.config_from_flags())
+        metrics = experiment.run(cli_flags.from_flags(experiment.ExperimentConfig))
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     if metrics:

@@ -18,6 +18,8 @@ One concept per module:
 - `attacks`: the registry `ATTACKS` of the attacks by name (`Attack`).
 - `chunks`: running an attack by name (`run_attack`), chunk by chunk resumable (`resumable`).
 - `classifiers`: classifiers from disk (`load_classifier`), `check_classifier`, `fingerprint`.
+- `options`: `EvaluateOptions`, the flags of `trainers.evaluate` and their checks; not re-exported here, as it
+  reads the dataset table of `invariance_tf.data` (and so imports TFDS).
 """
 
 from invariance_tf.evaluation.attacks import ATTACKS, Attack

@@ -9,8 +9,8 @@ attacks up in `ATTACKS`, so adding an attack is one entry:
 Its function takes `(model, images, labels, **arguments)` and returns a
 `RobustResult`. Of the settings its callers share (`limits`, `batch_size`,
 `resampling`, `seed`, `verbose`) it gets those its signature names
-(`Attack.accepted`); any other argument comes from a `trainers.evaluate` flag
-named in `flags`.
+(`Attack.accepted`); any other argument comes from the `EvaluateOptions` field
+(the `trainers.evaluate` flag) named in `flags`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class Attack:
 
     Attributes:
         run: `run(model, images, labels, **arguments) -> RobustResult`.
-        flags: per argument of `run`, the `trainers.evaluate` flag that sets it, e.g. `{"k": "k"}`.
+        flags: per argument of `run`, the `EvaluateOptions` field (`trainers.evaluate` flag) that sets it, e.g.
+            `{"k": "k"}`.
         inputs: per argument of `run`, the attack whose result on the same examples it takes (refined starts
             from the grid's: `{"grid": "grid"}`); that attack runs first, and `resumable` gives each chunk its
             slice of the result.

@@ -10,9 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
+from helpers import REPO_ROOT
 from invariance_tf import data
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("INVARIANCE_TF_DATA", REPO_ROOT.parent / "shared" / "data"))
 CIFAR10_DIR = DATA_ROOT / "cifar10"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import types
 from pathlib import Path
@@ -15,9 +13,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from helpers import run_cli
 from invariance_tf import data, experiment
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CIFAR10_ORDER = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -601,10 +598,9 @@ def test_a_tfds_name_as_data_dir_reads_tfds_unless_such_a_folder_exists(tmp_path
 def test_trainers_fit_with_a_tfds_name_offline_stops_in_one_line_before_training(tmp_path):
     if data._reachable("www.cs.toronto.edu"):
         pytest.skip("this machine reaches www.cs.toronto.edu: the offline path cannot be tested here")
-    command = [sys.executable, "-m", "trainers.fit", "--data_dir=cifar10", f"--output_dir={tmp_path / 'run'}"]
-    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    result = run_cli("trainers.fit", "--data_dir=cifar10", f"--output_dir={tmp_path / 'run'}", timeout=120,
+                     env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: No TFDS copy of 'cifar10' found in ") and "is out of reach" in last

@@ -21,29 +21,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from invariance_tf import data, evaluation, networks, plots, report, transforms
+from helpers import REPO_ROOT, run_cli, train_small_cnn
+from invariance_tf import data, evaluation, plots, report, transforms
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
-
-
-def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, cifar10_train_slice) -> Path:
     """A folder with model.keras: small_cnn trained for a few seconds with random transformations."""
-    images, labels = cifar10_train_slice
-    images = images.astype(np.float32)
-    moved = transforms.transform(images, transforms.sample_uniform(len(images), seed=[0, 0])).numpy()
-    keras.utils.set_random_seed(2)
-    model = networks.build("small_cnn")
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(np.concatenate([images, moved]), np.tile(labels, 2), batch_size=32, epochs=3, verbose=0)
     out = tmp_path_factory.mktemp("run")
-    model.save(out / "model.keras")
+    train_small_cnn(*cifar10_train_slice, copies=1, epochs=3, seed=2).save(out / "model.keras")
     return out
 
 

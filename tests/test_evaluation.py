@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import train_small_cnn
 from invariance_tf import data, evaluation, networks, transforms
 from invariance_tf.evaluation import attacks, chunks
 from reference_code import reference_code_tf
@@ -25,16 +26,7 @@ MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
 @pytest.fixture(scope="module")
 def model(cifar10_train_slice) -> keras.Model:
     """small_cnn trained for a few seconds on 600 images and 3 randomly transformed copies."""
-    images, labels = cifar10_train_slice
-    images = images.astype(np.float32)
-    copies = [transforms.transform(images, transforms.sample_uniform(len(images), seed=[i, 0])).numpy()
-              for i in range(3)]
-    keras.utils.set_random_seed(1)
-    model = networks.build("small_cnn")
-    model.compile(keras.optimizers.Adam(3e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(np.concatenate([images, *copies]), np.tile(labels, 4), batch_size=32, epochs=6, verbose=0)
-    return model
+    return train_small_cnn(*cifar10_train_slice, copies=3, epochs=6, seed=1)
 
 
 @pytest.fixture(scope="module")

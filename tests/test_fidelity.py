@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from absl import flags
 
+from helpers import REPO_ROOT
 from invariance_tf import experiment
 from trainers import flags as experiment_flags
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 FIDELITY_DOC = REPO_ROOT / "docs" / "FIDELITY.md"
 

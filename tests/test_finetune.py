@@ -14,12 +14,12 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import REPO_ROOT, run_cli
 from invariance_tf import callbacks, data, evaluation, experiment, export, networks
 from invariance_tf.networks import pretrained
 from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DA_KL = REPO_ROOT / "configs" / "cifar10_small.cfg"
 TINY = ["--train_examples=128", "--batch_size=64", "--test_examples=32", "--grid_examples=8", "--verbose=0"]
 CIFAR10 = data.dataset_info("cifar10")
@@ -27,9 +27,8 @@ SHIPPED = REPO_ROOT / "models" / "cifar10_std_resnet9_w16.keras"
 
 
 def fit(data_dir: Path, out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "trainers.fit", f"--flagfile={DA_KL}", f"--data_dir={data_dir}",
-               f"--output_dir={out}", *TINY, *extra]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    return run_cli("trainers.fit", f"--flagfile={DA_KL}", f"--data_dir={data_dir}", f"--output_dir={out}", *TINY,
+                   *extra, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +163,9 @@ def test_the_shipped_std_classifier_is_accurate_on_real_test_images(cifar10_test
 
 
 def test_the_readme_quickstart_fine_tunes_the_shipped_classifier(cifar10_dir, tmp_path):
-    command = [sys.executable, "-m", "trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
-               f"--data_dir={cifar10_dir}", f"--output_dir={tmp_path / 'run'}", "--train_examples=256",
-               "--epochs=1", "--lr=0.001", "--test_examples=50", "--grid_examples=10", "--verbose=0"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+                     f"--data_dir={cifar10_dir}", f"--output_dir={tmp_path / 'run'}", "--train_examples=256",
+                     "--epochs=1", "--lr=0.001", "--test_examples=50", "--grid_examples=10", "--verbose=0")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert Path(config["init_model"]).resolve() == SHIPPED

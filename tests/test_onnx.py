@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,17 +14,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invariance_tf import data, evaluation, networks, transforms
+import helpers
+from invariance_tf import data, evaluation
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 pytestmark = pytest.mark.filterwarnings("ignore:In the future `np.object`:FutureWarning")  # Keras' tf2onnx patch
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainers.evaluate", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    """trainers.evaluate, the one command-line tool of this file."""
+    return helpers.run_cli("trainers.evaluate", *args, timeout=300)
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
@@ -42,14 +41,7 @@ def export_onnx(model: keras.Model, path: Path, sample: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def trained(cifar10_train_slice) -> keras.Model:
     """small_cnn trained for a few seconds on raw 0-255 pixels with random transformations."""
-    images, labels = cifar10_train_slice
-    images = images.astype(np.float32)
-    moved = transforms.transform(images, transforms.sample_uniform(len(images), seed=[0, 0])).numpy()
-    keras.utils.set_random_seed(2)
-    model = networks.build("small_cnn")
-    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(np.concatenate([images, moved]), np.tile(labels, 2), batch_size=32, epochs=3, verbose=0)
-    return model
+    return helpers.train_small_cnn(*cifar10_train_slice, copies=1, epochs=3, seed=2)
 
 
 @pytest.fixture(scope="module")

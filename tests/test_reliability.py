@@ -17,10 +17,10 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import REPO_ROOT, run
 from invariance_tf import callbacks, experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL_RUN = REPO_ROOT / "configs" / "cifar10_small.cfg"
 TINY = ["--train_examples=256", "--test_examples=20", "--grid_examples=10", "--verbose=2"]
 
@@ -28,10 +28,6 @@ TINY = ["--train_examples=256", "--test_examples=20", "--grid_examples=10", "--v
 def fit_command(data_dir: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "trainers.fit", f"--flagfile={SMALL_RUN}", f"--data_dir={data_dir}",
             f"--output_dir={out}", *TINY, *extra]
-
-
-def run(command: list[str], timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 # Runs a tiny experiment in which the process SIGKILLs itself while Keras' BackupAndRestore writes the

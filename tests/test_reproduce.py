@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,9 +15,9 @@ import pytest
 from PIL import Image
 
 from benchmarks import compare_cost, reproduce
+from helpers import run, run_cli
 from invariance_tf import experiment, plots, transforms
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,11 +27,6 @@ def assert_png(path: Path) -> None:
         image.verify()
     with Image.open(path) as image:
         assert min(image.size) >= 100, image.size
-
-
-def run_cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})})
 
 
 # Plots, on synthetic per-transform accuracies.
@@ -261,8 +255,7 @@ reproduce.main(["--dataset=cifar10", "--scale=smoke", "--out=" + sys.argv[1], "-
 
 def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one(tmp_path, cifar10_dir, capsys):
     out = tmp_path / "cifar10_smoke"
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_AT_KL_EVALUATION, str(out), str(cifar10_dir)],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    killed = run([sys.executable, "-c", KILL_AT_AT_KL_EVALUATION, str(out), str(cifar10_dir)])
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert list(json.loads((out / "results.json").read_text())["rows"]) == ["std"]
     assert (out / "at_kl_seed0" / "backup").is_dir() and not (out / "at_kl_seed0" / "metrics.json").exists()

@@ -15,10 +15,11 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from invariance_tf import data, experiment, precision, semimetrics
+from helpers import REPO_ROOT, run_cli
+from invariance_tf import data, experiment, precision, semimetrics, tuning
+from invariance_tf.evaluation.options import EvaluateOptions
 from trainers import flags as experiment_flags
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.cfg"))
 
 
@@ -87,11 +88,6 @@ def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, c
     assert np.isfinite(logs["loss"]) and logs["loss"] > 0
 
 
-def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.mark.parametrize("flag,message", [
     ("--lambda_reg=-1", "--lambda_reg=-1.0 is invalid: must be >= 0"),
     ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
@@ -127,6 +123,35 @@ def test_command_line_keeps_paths_with_spaces_whole(tmp_path):
     experiment_flags.define_experiment_flags(values)
     values(["fit", *args])
     assert experiment_flags.config_from_flags(values) == config
+
+
+@pytest.mark.parametrize("options_type, args, expected", [
+    (tuning.SearchOptions, ["--h_choices=l2", "--lambda_max=5", "--noinclude_zero", "--tuner=random"],
+     tuning.SearchOptions(h_choices=("l2",), lambda_max=5.0, include_zero=False, tuner="random")),
+    (EvaluateOptions, ["--model=m.onnx", "--attack=clean,grid", "--mean=0.5", "--std=0.25,0.5,1",
+                       "--resampling=reference", "--plot"],
+     EvaluateOptions(model="m.onnx", mean=(0.5,), std=(0.25, 0.5, 1.0), resampling="reference", plot=True)),
+])
+def test_options_dataclasses_generate_their_flags(options_type, args, expected):
+    """Defaults, help and types come from the fields: tuples, Optional and enum-like (choices) fields."""
+    values = flags.FlagValues()
+    experiment_flags.define_flags(options_type, values)
+    values(["cli"])
+    assert experiment_flags.from_flags(options_type, values) == options_type()
+    assert all(values[field.name].help.endswith(field.metadata["help"]) for field in dataclasses.fields(options_type))
+    values(["cli", *args])
+    assert experiment_flags.from_flags(options_type, values) == expected
+
+
+def test_enum_like_options_list_and_check_their_choices():
+    values = flags.FlagValues()
+    experiment_flags.define_flags(EvaluateOptions, values)
+    assert values["input_range"].help == "<0-255|0-1>: pixel scale the model expects"
+    with pytest.raises(flags.IllegalFlagValueError, match="value should be one of <0-255|0-1>"):
+        values(["evaluate", "--input_range=0-9"])
+    with pytest.raises(ValueError, match=r"^--input_range=0-9 is invalid: valid values are \['0-255', '0-1'\]$"):
+        EvaluateOptions(model=str(REPO_ROOT), input_range="0-9").validate()
+    EvaluateOptions(model=str(REPO_ROOT), resampling=None).validate()
 
 
 def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch):

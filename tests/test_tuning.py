@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from absl import flags
 
+from helpers import REPO_ROOT, run_cli
 from invariance_tf import data, experiment, tuning
 from trainers import flags as experiment_flags
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 AT_KL = experiment.ExperimentConfig(adversary="worst_of_k", adversary_objective="kl", ce_on="mix", h="kl",
                                     lambda_reg=8.0, validation_examples=500)
 
@@ -33,9 +33,8 @@ def tiny_search_args(data_dir: Path, search_dir: Path, *overrides: str) -> list[
             f"--search_dir={search_dir}", *overrides]
 
 
-def run_search(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuning.search", *args], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def run_search(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return run_cli("tuning.search", *args, timeout=timeout)
 
 
 def read_trials(search_dir: Path) -> list[dict]:

@@ -1,4 +1,5 @@
 """Installs invariance_tf: invariance-inducing regularisation for spatial robustness (TF / Keras 3)."""
+
 from setuptools import find_packages, setup
 
 # onnxruntime runs ONNX models in trainers.evaluate; tf2onnx (>= 1.17: 1.16 pins protobuf 3.20, which breaks
@@ -32,7 +33,8 @@ setup(
         "cpu": ["tensorflow-cpu==2.21.*"],
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "onnx": ONNX,
-        "test": ["pytest>=8", "pillow>=10", *ONNX],
+        # ruff within one minor release: a new minor may change the formatter's style, failing .ci/run's check.
+        "test": ["pytest>=8", "pillow>=10", "ruff>=0.17.6,<0.18", *ONNX],
         "peers": ["foolbox>=3.3,<3.4"],
     },
 )

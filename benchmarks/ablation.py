@@ -30,8 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from benchmarks import reproduce
 from invariance_tf import files, report
@@ -41,32 +41,57 @@ ROWS = ("at", "at_kl")
 # name -> (what it tests, flags appended to A.T., flags appended to A.T.+KL)
 FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "base": ("the scale's faithful protocol", (), ()),
-    "small_data_long": ("regime: 2,000 training images for 30 epochs (at mini scale the same steps as 10,000 "
-                        "for 6), so training accuracy exceeds test accuracy", ("--train_examples=2000", "--epochs=30"),
-                        ("--train_examples=2000", "--epochs=30")),
-    "small_data_resnet9": ("regime with capacity: the CPU recipe's ResNet-9 (width 16) on 2,000 training images "
-                           "for 30 epochs, so that training accuracy clearly exceeds test accuracy",
-                           ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30"),
-                           ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30")),
-    "reference_at_half_batch": ("the reference's A.T. baseline: CE on the second half of its batch only",
-                                ("--reference_half_batch_ce=true",), ()),
-    "shared_candidates": ("both x~ of A.T.+KL from the same 10 draws instead of two searches", (),
-                          ("--shared_candidates=true",)),
+    "small_data_long": (
+        "regime: 2,000 training images for 30 epochs (at mini scale the same steps as 10,000 "
+        "for 6), so training accuracy exceeds test accuracy",
+        ("--train_examples=2000", "--epochs=30"),
+        ("--train_examples=2000", "--epochs=30"),
+    ),
+    "small_data_resnet9": (
+        "regime with capacity: the CPU recipe's ResNet-9 (width 16) on 2,000 training images "
+        "for 30 epochs, so that training accuracy clearly exceeds test accuracy",
+        ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30"),
+        ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30"),
+    ),
+    "reference_at_half_batch": (
+        "the reference's A.T. baseline: CE on the second half of its batch only",
+        ("--reference_half_batch_ce=true",),
+        (),
+    ),
+    "shared_candidates": (
+        "both x~ of A.T.+KL from the same 10 draws instead of two searches",
+        (),
+        ("--shared_candidates=true",),
+    ),
     "crop_flip": ("+-4 px crops and flips on every row instead of flips only", ("--augment=on",), ("--augment=on",)),
-    "label_smoothing": ("label smoothing 0.2 (the CPU recipe's)", ("--label_smoothing=0.2",),
-                        ("--label_smoothing=0.2",)),
+    "label_smoothing": (
+        "label smoothing 0.2 (the CPU recipe's)",
+        ("--label_smoothing=0.2",),
+        ("--label_smoothing=0.2",),
+    ),
     "lambda_2": ("lambda = 2 instead of the reference's 8", (), ("--lambda_reg=2",)),
     "weight_decay": ("weight decay 5e-4 (the CPU recipe's)", ("--weight_decay=5e-4",), ("--weight_decay=5e-4",)),
-    "onecycle": ("one-cycle learning rate (peak 0.4) with Nesterov (the CPU recipe's)",
-                 ("--lr_schedule=onecycle", "--lr=0.4", "--nesterov"),
-                 ("--lr_schedule=onecycle", "--lr=0.4", "--nesterov")),
+    "onecycle": (
+        "one-cycle learning rate (peak 0.4) with Nesterov (the CPU recipe's)",
+        ("--lr_schedule=onecycle", "--lr=0.4", "--nesterov"),
+        ("--lr_schedule=onecycle", "--lr=0.4", "--nesterov"),
+    ),
     "bfloat16": ("mixed_bfloat16 compute", ("--precision=mixed_bfloat16",), ("--precision=mixed_bfloat16",)),
-    "resnet9": ("the CPU recipe's ResNet-9 (width 16) instead of ResNet-8", ("--network=resnet9", "--width=16"),
-                ("--network=resnet9", "--width=16")),
-    "step_imbalance": ("A.T. with twice the originals per step (half the steps), as the project's flagfiles had",
-                       ("--batch_size=128",), ()),
-    "composed_resampling": ("one composed resampling instead of the reference's two",
-                            ("--resampling=composed",), ("--resampling=composed",)),
+    "resnet9": (
+        "the CPU recipe's ResNet-9 (width 16) instead of ResNet-8",
+        ("--network=resnet9", "--width=16"),
+        ("--network=resnet9", "--width=16"),
+    ),
+    "step_imbalance": (
+        "A.T. with twice the originals per step (half the steps), as the project's flagfiles had",
+        ("--batch_size=128",),
+        (),
+    ),
+    "composed_resampling": (
+        "one composed resampling instead of the reference's two",
+        ("--resampling=composed",),
+        ("--resampling=composed",),
+    ),
 }
 
 
@@ -76,40 +101,59 @@ def run_name(row: str, flags: Sequence[str]) -> str:
     return f"{row}__{suffix}"
 
 
-def run_config(row: str, flags: Sequence[str], scale: str, seed: int, out: Path, data_dir: str | None) -> ExperimentConfig:
+def run_config(
+    row: str, flags: Sequence[str], scale: str, seed: int, out: Path, data_dir: str | None
+) -> ExperimentConfig:
     """One run: the row's flagfile, the scale's flags, then the factor's."""
     protocol = reproduce.SCALES[scale]
-    return reproduce.run_config("cifar10", row, (*protocol.overrides, *flags), seed,
-                                out / f"{run_name(row, flags)}_seed{seed}", data_dir, protocol.batch_multiplier)
+    return reproduce.run_config(
+        "cifar10",
+        row,
+        (*protocol.overrides, *flags),
+        seed,
+        out / f"{run_name(row, flags)}_seed{seed}",
+        data_dir,
+        protocol.batch_multiplier,
+    )
 
 
 def regime(metrics: dict) -> dict:
     """Training accuracy on the run's own CE batch against its test accuracies (fractions)."""
     logs = metrics["final_train_logs"]
-    return {"train_accuracy": logs.get("acc_adv", logs.get("acc_nat")),
-            "test_worst_of_10": metrics["worst_of_10_accuracy"], "test_clean": metrics["clean_accuracy"]}
+    return {
+        "train_accuracy": logs.get("acc_adv", logs.get("acc_nat")),
+        "test_worst_of_10": metrics["worst_of_10_accuracy"],
+        "test_clean": metrics["clean_accuracy"],
+    }
 
 
 def compare(at: dict, at_kl: dict) -> dict:
     """The pair's accuracies, regimes and the paired grid difference (A.T.+KL minus A.T.)."""
     if len(at["grid_correct"]) != len(at_kl["grid_correct"]):
         raise ValueError("the pair was graded on different numbers of grid examples")
-    return {"at": {"clean": at["clean_accuracy"], "grid": at["grid_accuracy"], **regime(at)},
-            "at_kl": {"clean": at_kl["clean_accuracy"], "grid": at_kl["grid_accuracy"], **regime(at_kl)},
-            "grid_difference": report.paired_difference(report.from_bits(at["grid_correct"]),
-                                                        report.from_bits(at_kl["grid_correct"]))}
+    return {
+        "at": {"clean": at["clean_accuracy"], "grid": at["grid_accuracy"], **regime(at)},
+        "at_kl": {"clean": at_kl["clean_accuracy"], "grid": at_kl["grid_accuracy"], **regime(at_kl)},
+        "grid_difference": report.paired_difference(
+            report.from_bits(at["grid_correct"]), report.from_bits(at_kl["grid_correct"])
+        ),
+    }
 
 
 def table(results: dict) -> str:
     """ablation.md: one line per factor and seed."""
-    lines = ["# A.T. against A.T.+KL, one factor at a time", "",
-             f"Scale: {results['scale']} (`benchmarks.reproduce`), CIFAR-10. Grid accuracy on the same test images "
-             "for both rows of a pair; Δ = A.T.+KL − A.T. with its paired bootstrap 95 % interval and McNemar's "
-             "exact p. Train = training accuracy on the run's own CE batch (last epoch, training mode); "
-             "w10 = worst-of-10 test accuracy.", "",
-             "| factor | seed | A.T. clean / grid | A.T.+KL clean / grid | Δ grid [95 % CI] | McNemar p "
-             "| A.T. train / w10 | A.T.+KL train / w10 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# A.T. against A.T.+KL, one factor at a time",
+        "",
+        f"Scale: {results['scale']} (`benchmarks.reproduce`), CIFAR-10. Grid accuracy on the same test images "
+        "for both rows of a pair; Δ = A.T.+KL − A.T. with its paired bootstrap 95 % interval and McNemar's "
+        "exact p. Train = training accuracy on the run's own CE batch (last epoch, training mode); "
+        "w10 = worst-of-10 test accuracy.",
+        "",
+        "| factor | seed | A.T. clean / grid | A.T.+KL clean / grid | Δ grid [95 % CI] | McNemar p "
+        "| A.T. train / w10 | A.T.+KL train / w10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for factor, by_seed in results["factors"].items():
         for seed, pair in by_seed.items():
             if pair is None:
@@ -121,18 +165,27 @@ def table(results: dict) -> str:
                 f"{100 * kl['clean']:.1f} / {100 * kl['grid']:.1f} | {100 * d['difference']:+.1f} "
                 f"[{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] | {d['mcnemar_p']:.3g} | "
                 f"{100 * at['train_accuracy']:.1f} / {100 * at['test_worst_of_10']:.1f} | "
-                f"{100 * kl['train_accuracy']:.1f} / {100 * kl['test_worst_of_10']:.1f} |")
-    lines += ["", "Factors:", ""] + [f"- `{name}`: {FACTORS[name][0]}; A.T. `{' '.join(FACTORS[name][1]) or '–'}`, "
-                                     f"A.T.+KL `{' '.join(FACTORS[name][2]) or '–'}`" for name in results["factors"]]
+                f"{100 * kl['train_accuracy']:.1f} / {100 * kl['test_worst_of_10']:.1f} |"
+            )
+    lines += ["", "Factors:", ""] + [
+        f"- `{name}`: {FACTORS[name][0]}; A.T. `{' '.join(FACTORS[name][1]) or '–'}`, "
+        f"A.T.+KL `{' '.join(FACTORS[name][2]) or '–'}`"
+        for name in results["factors"]
+    ]
     return "\n".join(lines) + "\n"
 
 
-def ablation(scale: str, out: Path, data_dir: str | None, factors: Sequence[str], seeds: Sequence[int],
-             commit: bool = False) -> dict:
+def ablation(
+    scale: str, out: Path, data_dir: str | None, factors: Sequence[str], seeds: Sequence[int], commit: bool = False
+) -> dict:
     """Trains (or reads) every pair, factor by factor and seed by seed; rewrites the table after each run."""
-    configs = {(factor, seed): {row: run_config(row, FACTORS[factor][1 + i], scale, seed, out, data_dir)
-                                for i, row in enumerate(ROWS)}
-               for seed in seeds for factor in factors}
+    configs = {
+        (factor, seed): {
+            row: run_config(row, FACTORS[factor][1 + i], scale, seed, out, data_dir) for i, row in enumerate(ROWS)
+        }
+        for seed in seeds
+        for factor in factors
+    }
     reproduce.check_finished_runs_match([config for pair in configs.values() for config in pair.values()])
     results = {"scale": scale, "factors": {factor: {str(seed): None for seed in seeds} for factor in factors}}
     for (factor, seed), pair in configs.items():
@@ -142,8 +195,9 @@ def ablation(scale: str, out: Path, data_dir: str | None, factors: Sequence[str]
             metrics[row] = reproduce.train_or_load(config)
             if not was_finished and commit:
                 write_outputs(out, results)
-                reproduce.commit_results(out, f"ablation {scale}, {Path(config.output_dir).name}",
-                                         tables=("ablation.md", "ablation.json"))
+                reproduce.commit_results(
+                    out, f"ablation {scale}, {Path(config.output_dir).name}", tables=("ablation.md", "ablation.json")
+                )
         results["factors"][factor][str(seed)] = compare(metrics["at"], metrics["at_kl"])
         write_outputs(out, results)
     if commit:
@@ -162,8 +216,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", default="mini", choices=["mini", "cpu", "smoke"], help="protocol size")
     parser.add_argument("--out", required=True, type=Path, help="folder of the runs and the table")
     parser.add_argument("--data_dir", default=None, help="local CIFAR-10 ImageFolder copy; default: TFDS")
-    parser.add_argument("--factors", default=",".join(FACTORS),
-                        help=f"comma-separated factors among {list(FACTORS)}")
+    parser.add_argument("--factors", default=",".join(FACTORS), help=f"comma-separated factors among {list(FACTORS)}")
     parser.add_argument("--seeds", type=reproduce.parse_seeds, default=[0], help="comma-separated seeds")
     parser.add_argument("--commit", action="store_true", help="git-commit each finished run's records and the table")
     args = parser.parse_args(argv)

@@ -43,8 +43,8 @@ import argparse
 import csv
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -55,8 +55,14 @@ from invariance_tf.callbacks import TrainingDivergedError
 KS = (1, 10, 20)
 SPGD_STEPS = 5
 SCALES = {
-    "mini": ("--resnet_n=1", "--train_examples=5000", "--epochs=7", "--test_examples=1000", "--grid_examples=0",
-             "--verbose=2"),
+    "mini": (
+        "--resnet_n=1",
+        "--train_examples=5000",
+        "--epochs=7",
+        "--test_examples=1000",
+        "--grid_examples=0",
+        "--verbose=2",
+    ),
     "smoke": reproduce.SCALES["smoke"].overrides,
 }
 FIELDS = ("method", "k", "train_seconds", "clean_accuracy", "grid_accuracy", "seed")
@@ -88,25 +94,43 @@ METHODS = (
 )
 
 
-def compare(dataset: str, scale: str, out: Path, data_dir: str | None = None,
-            seeds: Sequence[int] = (0,)) -> list[dict]:
+def compare(
+    dataset: str, scale: str, out: Path, data_dir: str | None = None, seeds: Sequence[int] = (0,)
+) -> list[dict]:
     """Trains (or reuses) every method and seed, writes cost.csv and cost_vs_robustness.png; returns the rows."""
     rows = []
     for method in METHODS:
         for seed in seeds:
-            config = reproduce.run_config(dataset, method.row, (*SCALES[scale], *method.overrides), seed,
-                                          out / f"{method.run_name}_seed{seed}", data_dir)
+            config = reproduce.run_config(
+                dataset,
+                method.row,
+                (*SCALES[scale], *method.overrides),
+                seed,
+                out / f"{method.run_name}_seed{seed}",
+                data_dir,
+            )
             metrics = reproduce.train_or_load(config)
-            rows.append({"method": method.name, "k": "" if method.k is None else method.k,
-                         "train_seconds": metrics["train_seconds"], "clean_accuracy": metrics["clean_accuracy"],
-                         "grid_accuracy": metrics["grid_accuracy"], "seed": seed,
-                         "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}"})
+            rows.append(
+                {
+                    "method": method.name,
+                    "k": "" if method.k is None else method.k,
+                    "train_seconds": metrics["train_seconds"],
+                    "clean_accuracy": metrics["clean_accuracy"],
+                    "grid_accuracy": metrics["grid_accuracy"],
+                    "seed": seed,
+                    "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}",
+                }
+            )
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "cost.csv")
-    plots.cost_vs_robustness([row["label"] for row in rows], np.array([row["train_seconds"] for row in rows]),
-                             np.array([row["grid_accuracy"] for row in rows]), out / "cost_vs_robustness.png",
-                             groups=[row["method"] for row in rows],
-                             title=f"{reproduce.DATASETS[dataset]}, {scale} scale: robustness against training cost")
+    plots.cost_vs_robustness(
+        [row["label"] for row in rows],
+        np.array([row["train_seconds"] for row in rows]),
+        np.array([row["grid_accuracy"] for row in rows]),
+        out / "cost_vs_robustness.png",
+        groups=[row["method"] for row in rows],
+        title=f"{reproduce.DATASETS[dataset]}, {scale} scale: robustness against training cost",
+    )
     return rows
 
 
@@ -119,12 +143,14 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, choices=list(reproduce.DATASETS),
-                        help="whose paper flagfiles to start from")
+    parser.add_argument(
+        "--dataset", required=True, choices=list(reproduce.DATASETS), help="whose paper flagfiles to start from"
+    )
     parser.add_argument("--scale", default="mini", choices=list(SCALES), help="protocol size (see above)")
     parser.add_argument("--out", required=True, type=Path, help="folder of the runs and results")
-    parser.add_argument("--data_dir", default=None,
-                        help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
+    parser.add_argument(
+        "--data_dir", default=None, help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS"
+    )
     parser.add_argument("--seeds", type=reproduce.parse_seeds, default=[0], help="seeds of every method, e.g. 0,1")
     return parser.parse_args(argv)
 
@@ -138,8 +164,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     print(f"\n{'method':<22}{'k':>4}{'seed':>6}{'train s':>10}{'clean':>8}{'grid':>8}")
     for row in rows:
-        print(f"{row['method']:<22}{row['k']!s:>4}{row['seed']:>6}{row['train_seconds']:>10.1f}"
-              f"{row['clean_accuracy']:>8.3f}{row['grid_accuracy']:>8.3f}")
+        print(
+            f"{row['method']:<22}{row['k']!s:>4}{row['seed']:>6}{row['train_seconds']:>10.1f}"
+            f"{row['clean_accuracy']:>8.3f}{row['grid_accuracy']:>8.3f}"
+        )
     print(f"\nwritten to {args.out / 'cost.csv'} and {args.out / 'cost_vs_robustness.png'}")
 
 

@@ -12,9 +12,9 @@ retrained (each run resumes like `trainers.fit`).
     python -m benchmarks.cpu_recipe --throughput [--steps 8]
 
 `--throughput` instead times training steps of the candidate networks (planar,
-and p4 G-ResNets for a G-ResNet row of the same cost) at batch 256 in float32 and bfloat16 (random pixels, after untimed warm-up steps) and
-prints images/s and the ratio to the paper family's ResNet-8 in float32,
-measured in one run.
+and p4 G-ResNets for a G-ResNet row of the same cost) at batch 256 in float32
+and bfloat16 (random pixels, after untimed warm-up steps) and prints images/s
+and the ratio to the paper family's ResNet-8 in float32, measured in one run.
 
 The target: standard training >= 80 % clean accuracy on the whole test set in
 <= 20 minutes of training on 2 CPU cores, so that every paper row (A.T. costs
@@ -30,8 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 
@@ -42,37 +42,58 @@ STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
 COMMON = ("--test_examples=0", "--grid_examples=1000", "--verbose=2")
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "resnet8_step_e10": ("--resnet_n=1", "--epochs=10"),
-    "resnet8_onecycle_e10": ("--resnet_n=1", "--epochs=10", "--lr_schedule=onecycle", "--lr=0.2",
-                             "--nesterov", "--label_smoothing=0.1"),
+    "resnet8_onecycle_e10": (
+        "--resnet_n=1",
+        "--epochs=10",
+        "--lr_schedule=onecycle",
+        "--lr=0.2",
+        "--nesterov",
+        "--label_smoothing=0.1",
+    ),
     "resnet9_w16_e8": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=8"),
     "resnet9_w16_e12": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=12"),
     "resnet9_w16_e12_float32": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=12", "--precision=float32"),
 }
-FIELDS = ("candidate", "flags", "clean_accuracy", "grid_accuracy", "train_seconds", "clean_accuracy_per_minute",
-          "epoch_seconds_min")
+FIELDS = (
+    "candidate",
+    "flags",
+    "clean_accuracy",
+    "grid_accuracy",
+    "train_seconds",
+    "clean_accuracy_per_minute",
+    "epoch_seconds_min",
+)
 
 
 def run_candidate(name: str, out: Path, data_dir: str) -> dict:
     """Trains (or reads back) one candidate; returns its CSV row."""
-    config = reproduce.config_from_flagfile(STD_FLAGFILE, *CANDIDATES[name], *COMMON, f"--data_dir={data_dir}",
-                                            f"--output_dir={out / name}")
+    config = reproduce.config_from_flagfile(
+        STD_FLAGFILE, *CANDIDATES[name], *COMMON, f"--data_dir={data_dir}", f"--output_dir={out / name}"
+    )
     keras.backend.clear_session()
     metrics = reproduce.train_or_load(config)
-    return {"candidate": name, "flags": " ".join(CANDIDATES[name]),
-            "clean_accuracy": round(metrics["clean_accuracy"], 4),
-            "grid_accuracy": round(metrics["grid_accuracy"], 4),
-            "train_seconds": round(metrics["train_seconds"], 1),
-            "clean_accuracy_per_minute": round(metrics["clean_accuracy"] / (metrics["train_seconds"] / 60), 4),
-            "epoch_seconds_min": round(min(metrics.get("epoch_seconds") or [float("nan")]), 1)}
+    return {
+        "candidate": name,
+        "flags": " ".join(CANDIDATES[name]),
+        "clean_accuracy": round(metrics["clean_accuracy"], 4),
+        "grid_accuracy": round(metrics["grid_accuracy"], 4),
+        "train_seconds": round(metrics["train_seconds"], 1),
+        "clean_accuracy_per_minute": round(metrics["clean_accuracy"] / (metrics["train_seconds"] / 60), 4),
+        "epoch_seconds_min": round(min(metrics.get("epoch_seconds") or [float("nan")]), 1),
+    }
 
 
-NETWORKS = {"resnet8": ("resnet", {"n": 1}), "resnet20": ("resnet", {"n": 3}),
-            "resnet9_w16": ("resnet9", {"width": 16}), "resnet9_w24": ("resnet9", {"width": 24}),
-            "resnet9_w32": ("resnet9", {"width": 32}),
-            "p4_resnet8_g3": ("g_resnet", {"depth": 8, "group": "p4", "widths": (3, 6, 12)}),
-            "p4_resnet8_g4": ("g_resnet", {"depth": 8, "group": "p4", "widths": (4, 8, 16)}),
-            "p4_resnet8_g6": ("g_resnet", {"depth": 8, "group": "p4", "widths": (6, 12, 24)}),
-            "p4_resnet14_g4": ("g_resnet", {"depth": 14, "group": "p4", "widths": (4, 8, 16)})}
+NETWORKS = {
+    "resnet8": ("resnet", {"n": 1}),
+    "resnet20": ("resnet", {"n": 3}),
+    "resnet9_w16": ("resnet9", {"width": 16}),
+    "resnet9_w24": ("resnet9", {"width": 24}),
+    "resnet9_w32": ("resnet9", {"width": 32}),
+    "p4_resnet8_g3": ("g_resnet", {"depth": 8, "group": "p4", "widths": (3, 6, 12)}),
+    "p4_resnet8_g4": ("g_resnet", {"depth": 8, "group": "p4", "widths": (4, 8, 16)}),
+    "p4_resnet8_g6": ("g_resnet", {"depth": 8, "group": "p4", "widths": (6, 12, 24)}),
+    "p4_resnet14_g4": ("g_resnet", {"depth": 14, "group": "p4", "widths": (4, 8, 16)}),
+}
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -87,8 +108,11 @@ def images_per_second(network: str, policy: str, batch_size: int, steps: int, wa
 
 def throughput(steps: int, batch_size: int = 256) -> None:
     """Prints images/s of every network x precision and the ratio to ResNet-8 in float32."""
-    measured = {(network, policy): images_per_second(network, policy, batch_size, steps)
-                for network in NETWORKS for policy in PRECISIONS}
+    measured = {
+        (network, policy): images_per_second(network, policy, batch_size, steps)
+        for network in NETWORKS
+        for policy in PRECISIONS
+    }
     reference = measured[("resnet8", "float32")]
     print(precision.describe_machine())
     auto = precision.resolve(precision.AUTO)
@@ -106,8 +130,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="folder of the runs and recipes.csv (recipe runs)")
     parser.add_argument("--throughput", action="store_true", help="time the candidate networks instead")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per network (--throughput)")
-    parser.add_argument("--candidates", default=",".join(CANDIDATES),
-                        help=f"comma-separated candidates among {list(CANDIDATES)}")
+    parser.add_argument(
+        "--candidates", default=",".join(CANDIDATES), help=f"comma-separated candidates among {list(CANDIDATES)}"
+    )
     args = parser.parse_args(argv)
     if not args.throughput and (args.data_dir is None or args.out is None):
         parser.error("recipe runs need --data_dir and --out (or pass --throughput)")

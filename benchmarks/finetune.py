@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from benchmarks import reproduce
 from invariance_tf import files, plots
@@ -32,10 +32,22 @@ from invariance_tf.experiment import ExperimentConfig
 
 # name -> (row, fine-tuning epochs); `--lr` is the peak of each one's one-cycle schedule.
 FINETUNES: dict[str, tuple[str, int]] = {
-    "da_kl_e2": ("da_kl", 2), "at_l2_e2": ("at_l2", 2), "da_kl_e4": ("da_kl", 4), "at_kl_e2": ("at_kl", 2)}
+    "da_kl_e2": ("da_kl", 2),
+    "at_l2_e2": ("at_l2", 2),
+    "da_kl_e4": ("da_kl", 4),
+    "at_kl_e2": ("at_kl", 2),
+}
 ROW_NAMES = {"std": "std", "da_kl": "D.A.+KL", "at_kl": "A.T.+KL", "at_l2": "A.T.+L2", "da": "D.A.", "at": "A.T."}
-FIELDS = ("run", "method", "epochs", "clean_accuracy", "grid_accuracy", "train_minutes", "total_minutes",
-          "fastest_total_minutes")
+FIELDS = (
+    "run",
+    "method",
+    "epochs",
+    "clean_accuracy",
+    "grid_accuracy",
+    "train_minutes",
+    "total_minutes",
+    "fastest_total_minutes",
+)
 TARGET = {"clean_accuracy": 0.80, "grid_accuracy": 0.55}
 TABLES = ("finetune.md", "finetune.csv", "finetune.png")
 
@@ -45,14 +57,20 @@ def std_config(out: Path, data_dir: str | None, seed: int) -> ExperimentConfig:
     return reproduce.scale_config("cifar10", "std", "cpu", seed, out, data_dir)
 
 
-def finetune_config(name: str, std: ExperimentConfig, out: Path, data_dir: str | None, seed: int,
-                    lr: float) -> ExperimentConfig:
+def finetune_config(
+    name: str, std: ExperimentConfig, out: Path, data_dir: str | None, seed: int, lr: float
+) -> ExperimentConfig:
     """Fine-tuning `std`'s classifier with `FINETUNES[name]`: the row at CPU scale, its epochs and peak lr."""
     row, epochs = FINETUNES[name]
-    overrides = (*reproduce.SCALES["cpu"].overrides, f"--epochs={epochs}", f"--lr={lr:g}",
-                 f"--init_model={std.output_dir}")
-    return reproduce.run_config("cifar10", row, overrides, seed, out / f"{name}_seed{seed}", data_dir,
-                                reproduce.SCALES["cpu"].batch_multiplier)
+    overrides = (
+        *reproduce.SCALES["cpu"].overrides,
+        f"--epochs={epochs}",
+        f"--lr={lr:g}",
+        f"--init_model={std.output_dir}",
+    )
+    return reproduce.run_config(
+        "cifar10", row, overrides, seed, out / f"{name}_seed{seed}", data_dir, reproduce.SCALES["cpu"].batch_multiplier
+    )
 
 
 def minutes(metrics: dict) -> tuple[float, float]:
@@ -64,9 +82,16 @@ def minutes(metrics: dict) -> tuple[float, float]:
 def row(run: str, method: str, epochs: int, metrics: dict, before: tuple[float, float] = (0.0, 0.0)) -> dict:
     """One CSV row; `before` is the pre-training's (summed, fastest) minutes, counted into the totals."""
     summed, fastest = minutes(metrics)
-    return {"run": run, "method": method, "epochs": epochs, "clean_accuracy": metrics["clean_accuracy"],
-            "grid_accuracy": metrics["grid_accuracy"], "train_minutes": summed,
-            "total_minutes": summed + before[0], "fastest_total_minutes": fastest + before[1]}
+    return {
+        "run": run,
+        "method": method,
+        "epochs": epochs,
+        "clean_accuracy": metrics["clean_accuracy"],
+        "grid_accuracy": metrics["grid_accuracy"],
+        "train_minutes": summed,
+        "total_minutes": summed + before[0],
+        "fastest_total_minutes": fastest + before[1],
+    }
 
 
 def scratch_rows(path: Path | None) -> list[dict]:
@@ -74,34 +99,55 @@ def scratch_rows(path: Path | None) -> list[dict]:
     if path is None or not path.is_file():
         return []
     results = json.loads(path.read_text())["rows"]
-    return [{"run": f"{name} (from scratch)", "method": ROW_NAMES.get(name, name), "epochs": reproduce.CPU_EPOCHS,
-             "clean_accuracy": values["clean_accuracy"], "grid_accuracy": values["grid_accuracy"],
-             "train_minutes": values["train_seconds"] / 60, "total_minutes": values["train_seconds"] / 60,
-             "fastest_total_minutes": float("nan")}
-            for name, values in results.items() if name in ROW_NAMES]
+    return [
+        {
+            "run": f"{name} (from scratch)",
+            "method": ROW_NAMES.get(name, name),
+            "epochs": reproduce.CPU_EPOCHS,
+            "clean_accuracy": values["clean_accuracy"],
+            "grid_accuracy": values["grid_accuracy"],
+            "train_minutes": values["train_seconds"] / 60,
+            "total_minutes": values["train_seconds"] / 60,
+            "fastest_total_minutes": float("nan"),
+        }
+        for name, values in results.items()
+        if name in ROW_NAMES
+    ]
 
 
 def meets_target(entry: dict, budget_minutes: float) -> bool:
     """Whether a run reaches the target accuracies within `budget_minutes` of training (quiet-machine time)."""
-    return (entry["clean_accuracy"] >= TARGET["clean_accuracy"] and entry["grid_accuracy"] >= TARGET["grid_accuracy"]
-            and entry["fastest_total_minutes"] <= budget_minutes)
+    return (
+        entry["clean_accuracy"] >= TARGET["clean_accuracy"]
+        and entry["grid_accuracy"] >= TARGET["grid_accuracy"]
+        and entry["fastest_total_minutes"] <= budget_minutes
+    )
 
 
 def table(rows: Sequence[dict], budget_minutes: float, machine: str) -> str:
     """The markdown table of every run, with whether it meets the target on this machine's budget."""
-    lines = ["# Robust fine-tuning of the CPU-scale std classifier (CIFAR-10)", "",
-             "| run | method | epochs | clean (%) | grid (%) | training min | total min (summed) | "
-             f"total min (fastest epochs) | target in {budget_minutes:g} min |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Robust fine-tuning of the CPU-scale std classifier (CIFAR-10)",
+        "",
+        "| run | method | epochs | clean (%) | grid (%) | training min | total min (summed) | "
+        f"total min (fastest epochs) | target in {budget_minutes:g} min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for entry in rows:
         fastest = entry["fastest_total_minutes"]
         met = "–" if fastest != fastest else ("yes" if meets_target(entry, budget_minutes) else "no")
-        lines.append(f"| {entry['run']} | {entry['method']} | {entry['epochs']} | {100 * entry['clean_accuracy']:.1f} "
-                     f"| {100 * entry['grid_accuracy']:.1f} | {entry['train_minutes']:.1f} | "
-                     f"{entry['total_minutes']:.1f} | {'–' if fastest != fastest else f'{fastest:.1f}'} | {met} |")
-    lines += ["", f"Machine: {machine}. Total minutes count the std pre-training. Summed: the epochs' wall time "
-              "as measured (the machine may have been shared); fastest epochs: the fastest epoch's time x epochs, "
-              "per run (what a quiet machine takes). Target: >= 80 % clean and >= 55 % grid accuracy (grid on "
-              "2,000 test images)."]
+        lines.append(
+            f"| {entry['run']} | {entry['method']} | {entry['epochs']} | {100 * entry['clean_accuracy']:.1f} "
+            f"| {100 * entry['grid_accuracy']:.1f} | {entry['train_minutes']:.1f} | "
+            f"{entry['total_minutes']:.1f} | {'–' if fastest != fastest else f'{fastest:.1f}'} | {met} |"
+        )
+    lines += [
+        "",
+        f"Machine: {machine}. Total minutes count the std pre-training. Summed: the epochs' wall time "
+        "as measured (the machine may have been shared); fastest epochs: the fastest epoch's time x epochs, "
+        "per run (what a quiet machine takes). Target: >= 80 % clean and >= 55 % grid accuracy (grid on "
+        "2,000 test images).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -110,8 +156,9 @@ def budget(machine: dict) -> float:
     return 30.0 if "Intel" in machine.get("cpu", "") else 60.0
 
 
-def finetune(out: Path, data_dir: str | None, names: Sequence[str], seed: int, lr: float, scratch: Path | None,
-             commit: bool) -> list[dict]:
+def finetune(
+    out: Path, data_dir: str | None, names: Sequence[str], seed: int, lr: float, scratch: Path | None, commit: bool
+) -> list[dict]:
     """Trains (or reads back) std and each fine-tuning run; writes the table, CSV and figure."""
     std = std_config(out, data_dir, seed)
     configs = [std, *(finetune_config(name, std, out, data_dir, seed, lr) for name in names)]
@@ -138,11 +185,14 @@ def write_outputs(out: Path, rows: Sequence[dict]) -> None:
         writer = csv.DictWriter(handle, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    plots.cost_vs_robustness([entry["run"] for entry in rows], [60 * entry["total_minutes"] for entry in rows],
-                             [entry["grid_accuracy"] for entry in rows], out / "finetune.png",
-                             groups=["from scratch" if "scratch" in entry["run"] else "std, then fine-tuned"
-                                     for entry in rows],
-                             title="CIFAR-10, 2 CPU cores: grid accuracy against training time")
+    plots.cost_vs_robustness(
+        [entry["run"] for entry in rows],
+        [60 * entry["total_minutes"] for entry in rows],
+        [entry["grid_accuracy"] for entry in rows],
+        out / "finetune.png",
+        groups=["from scratch" if "scratch" in entry["run"] else "std, then fine-tuned" for entry in rows],
+        title="CIFAR-10, 2 CPU cores: grid accuracy against training time",
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -152,8 +202,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", default=",".join(FINETUNES), help=f"comma-separated among {list(FINETUNES)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the fine-tuning one-cycle")
-    parser.add_argument("--scratch", type=Path, default=reproduce.REPO_ROOT / "docs/results/cifar10_cpu/results.json",
-                        help="a reproduce results.json whose rows are drawn beside (from scratch)")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=reproduce.REPO_ROOT / "docs/results/cifar10_cpu/results.json",
+        help="a reproduce results.json whose rows are drawn beside (from scratch)",
+    )
     parser.add_argument("--commit", action="store_true", help="git-commit each finished run's records and the table")
     args = parser.parse_args(argv)
     unknown = [name for name in args.runs.split(",") if name not in FINETUNES]

@@ -46,8 +46,10 @@ def throughput(model: keras.Model, batch_size: int, steps: int, warmup: int) -> 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(batch_size, *model.input_shape[1:])).astype(np.float32)
     labels = rng.integers(0, 10, size=batch_size)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     for _ in range(warmup):
         model.train_on_batch(images, labels)
     start = time.perf_counter()
@@ -59,12 +61,16 @@ def throughput(model: keras.Model, batch_size: int, steps: int, warmup: int) -> 
 def main() -> None:
     args = parse_args()
     rates = {}
-    print(f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, "
-          f"backend {keras.backend.backend()}")
+    print(
+        f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, backend {keras.backend.backend()}"
+    )
     for name, model in build_models().items():
         rates[name] = throughput(model, args.batch_size, args.steps, args.warmup)
-        print(f"{name:26s} {model.count_params():>10,d} params  {rates[name]:9.1f} images/s  "
-              f"{args.batch_size / rates[name] * 1e3:8.0f} ms/step", flush=True)
+        print(
+            f"{name:26s} {model.count_params():>10,d} params  {rates[name]:9.1f} images/s  "
+            f"{args.batch_size / rates[name] * 1e3:8.0f} ms/step",
+            flush=True,
+        )
     print(f"{'throughput ratio':26s} {'/ ' + BASELINE:>26s} {'/ ' + COUNTERPART:>26s}")
     for name, rate in rates.items():
         print(f"{name:26s} {rate / rates[BASELINE]:26.3f} {rate / rates[COUNTERPART]:26.3f}")

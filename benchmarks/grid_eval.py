@@ -65,12 +65,16 @@ def train(data_dir: Path, seconds: float) -> keras.Model:
     images, labels, _ = data.read_image_folder(data_dir, "train", per_class=2000)
     keras.utils.set_random_seed(0)
     model = networks.build("resnet", n=1)
-    model.compile(keras.optimizers.Adam(2e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(images.astype(np.float32), labels, batch_size=128, epochs=1000, verbose=0,
-                        callbacks=[StopAfter(seconds)])
-    print(f"trained ResNet-8 for {len(history.epoch)} epochs of {len(images)} images "
-          f"(train accuracy {history.history['accuracy'][-1]:.3f})")
+    model.compile(
+        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    history = model.fit(
+        images.astype(np.float32), labels, batch_size=128, epochs=1000, verbose=0, callbacks=[StopAfter(seconds)]
+    )
+    print(
+        f"trained ResNet-8 for {len(history.epoch)} epochs of {len(images)} images "
+        f"(train accuracy {history.history['accuracy'][-1]:.3f})"
+    )
     return model
 
 
@@ -80,7 +84,7 @@ def fastest_forward(model: keras.Model, images: tf.Tensor, repeats: int = 5) -> 
     for jit in (False, True):
         forward = tf.function(lambda x: model(x, training=False), jit_compile=jit)
         for batch_size in FORWARD_BATCH_SIZES:
-            batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+            batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
             forward(batches[0])
             runs = []
             for _ in range(repeats):
@@ -89,8 +93,10 @@ def fastest_forward(model: keras.Model, images: tf.Tensor, repeats: int = 5) -> 
                     forward(batch).numpy()
                 runs.append(clock.elapsed())
             timings[f"batch {batch_size}{' XLA' if jit else ''}"] = tuple(np.median(runs, axis=0))
-    print(f"  forward pass over {len(images)} images, median of {repeats} (wall s):",
-          ", ".join(f"{name}: {wall:.4f}" for name, (wall, _) in timings.items()))
+    print(
+        f"  forward pass over {len(images)} images, median of {repeats} (wall s):",
+        ", ".join(f"{name}: {wall:.4f}" for name, (wall, _) in timings.items()),
+    )
     name = min(timings, key=lambda key: timings[key][0])
     return (*timings[name], name)
 
@@ -98,8 +104,12 @@ def fastest_forward(model: keras.Model, images: tf.Tensor, repeats: int = 5) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train_seconds", type=float, default=60.0)
-    parser.add_argument("--batch_size", type=int, default=evaluation.default_batch_size(),
-                        help="(image, transformation) pairs per model call in the grid evaluation")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=evaluation.default_batch_size(),
+        help="(image, transformation) pairs per model call in the grid evaluation",
+    )
     parser.add_argument("--data_dir", type=Path, default=DATA_DIR, help="CIFAR-10 ImageFolder root")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
@@ -124,14 +134,21 @@ def main() -> None:
 
     print(f"grid accuracy {brute.accuracy:.3f} (early_exit {early.accuracy:.3f}, identical per example)")
     print(f"forward pass, 500 images, fastest ({forward_name}): {forward_wall:.4f} s wall, {forward_cpu:.4f} s CPU")
-    print(f"brute grid ({num_transforms} transformations, batch {args.batch_size}): "
-          f"{brute_wall:.2f} s wall, {brute_cpu:.2f} s CPU")
-    print(f"early_exit grid: {early_wall:.2f} s wall, {early_cpu:.2f} s CPU, "
-          f"{early.evaluations} of {brute.evaluations} pairs classified")
-    print(f"(a) brute / ({num_transforms} x forward) = {brute_wall / (num_transforms * forward_wall):.3f} wall, "
-          f"{brute_cpu / (num_transforms * forward_cpu):.3f} CPU   (goal <= 1.15)")
-    print(f"(b) early_exit / brute = {early_wall / brute_wall:.3f} wall, {early_cpu / brute_cpu:.3f} CPU   "
-          f"(goal <= 0.35)")
+    print(
+        f"brute grid ({num_transforms} transformations, batch {args.batch_size}): "
+        f"{brute_wall:.2f} s wall, {brute_cpu:.2f} s CPU"
+    )
+    print(
+        f"early_exit grid: {early_wall:.2f} s wall, {early_cpu:.2f} s CPU, "
+        f"{early.evaluations} of {brute.evaluations} pairs classified"
+    )
+    print(
+        f"(a) brute / ({num_transforms} x forward) = {brute_wall / (num_transforms * forward_wall):.3f} wall, "
+        f"{brute_cpu / (num_transforms * forward_cpu):.3f} CPU   (goal <= 1.15)"
+    )
+    print(
+        f"(b) early_exit / brute = {early_wall / brute_wall:.3f} wall, {early_cpu / brute_cpu:.3f} CPU   (goal <= 0.35)"
+    )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

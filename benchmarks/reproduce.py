@@ -77,8 +77,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -87,21 +87,27 @@ from absl import flags
 
 from invariance_tf import data, evaluation, experiment, files, plots, precision
 from invariance_tf.callbacks import TrainingDivergedError
-from invariance_tf.networks import pretrained
 from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.networks import pretrained
 from trainers import flags as experiment_flags
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 PUBLISH_DIR = REPO_ROOT / "docs" / "results"
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
-ROWS = {"std": "std", "da": "D.A.", "da_kl": "D.A.+KL", "at": "A.T.", "at_kl": "A.T.+KL", "at_l2": "A.T.+L2",
-        "grn": "G-ResNet"}
+ROWS = {
+    "std": "std",
+    "da": "D.A.",
+    "da_kl": "D.A.+KL",
+    "at": "A.T.",
+    "at_kl": "A.T.+KL",
+    "at_l2": "A.T.+L2",
+    "grn": "G-ResNet",
+}
 # The paper's standard and grid accuracy (%) at full scale; "–" in the table where it reports none.
 PAPER_STD_ACCURACY = {
     "svhn": {"std": 95.48, "da": 93.97, "da_kl": 96.16, "at": 96.03, "at_kl": 96.14, "at_l2": 96.53, "grn": 95.0},
-    "cifar10": {"std": 92.11, "da": 89.93, "da_kl": 89.19, "at": 91.78, "at_kl": 89.82, "at_l2": 90.53,
-                "grn": 93.08},
+    "cifar10": {"std": 92.11, "da": 89.93, "da_kl": 89.19, "at": 91.78, "at_kl": 89.82, "at_l2": 90.53, "grn": 93.08},
     "cifar100": {"std": 70.23, "da": 66.62, "da_kl": 68.69, "at": 68.79, "at_kl": 69.99, "at_l2": 67.11},
 }
 PAPER_GRID_ACCURACY = {
@@ -114,8 +120,10 @@ PENDING = "pending"
 MISSING = "–"
 
 
-FLAGFILE_RECIPE = ("the flagfiles' reference protocol (64 originals per step for every row, step schedule, flips "
-                   "only, independent searches, the reference's resampling)")
+FLAGFILE_RECIPE = (
+    "the flagfiles' reference protocol (64 originals per step for every row, step schedule, flips "
+    "only, independent searches, the reference's resampling)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,31 +147,65 @@ class Scale:
 # The CPU recipe (benchmarks/cpu_recipe.py measures it): a narrow ResNet-9, one-cycle learning rate,
 # label smoothing, Nesterov momentum, bfloat16 compute where the hardware computes it natively
 # (`--precision=auto`, `invariance_tf.precision`); 128 originals per step (the flagfiles' 64, doubled).
-CPU_RECIPE = ("--network=resnet9", "--width=16", "--lr_schedule=onecycle", "--lr=0.4", "--warmup_fraction=0.2",
-              "--weight_decay=5e-4", "--nesterov", "--label_smoothing=0.2", "--precision=auto")
+CPU_RECIPE = (
+    "--network=resnet9",
+    "--width=16",
+    "--lr_schedule=onecycle",
+    "--lr=0.4",
+    "--warmup_fraction=0.2",
+    "--weight_decay=5e-4",
+    "--nesterov",
+    "--label_smoothing=0.2",
+    "--precision=auto",
+)
 CPU_EPOCHS = 12
 # The G-ResNet row at about the planar network's training cost (benchmarks.cpu_recipe --throughput measures it).
 CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=3", "--precision=float32")
 
 
 SCALES = {
-    "mini": Scale(("--resnet_n=1", "--train_examples=10000", "--epochs=6", "--test_examples=1000",
-                   "--grid_examples=0", "--verbose=2"),
-                  ("std", "da", "da_kl", "at", "at_kl", "at_l2"), ("da", "da_kl", "at", "at_kl"), 200,
-                  "G-ResNet44 is not part of the mini scale: on CPU it trains about 25x slower than ResNet-8."),
-    "smoke": Scale(("--resnet_n=1", "--train_examples=128", "--epochs=1", "--test_examples=20",
-                    "--grid_examples=0", "--verbose=0"), ("std", "at_kl"), (), 20),
-    "cpu": Scale((*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000",
-                  "--verbose=2"),
-                 tuple(ROWS), ("da", "da_kl", "at", "at_kl"), 200,
-                 "The G-ResNet row is a p4 G-ResNet-8 (G-widths 3/6/12, float32) with the CPU recipe, trained on "
-                 "random transformations as its flagfile; its measured training time is in the table.",
-                 row_overrides={"grn": CPU_GRN}, batch_multiplier=2,
-                 recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
-                        "5e-4, bfloat16 compute where native (--precision=auto), 128 originals per step for every "
-                        "row (+ 128 transformed for the regularised rows, and 128 more, an independent worst case "
-                        "w.r.t. CE, for the CE term of A.T.+KL and A.T.+L2), flips only, the reference's "
-                        "resampling"),
+    "mini": Scale(
+        (
+            "--resnet_n=1",
+            "--train_examples=10000",
+            "--epochs=6",
+            "--test_examples=1000",
+            "--grid_examples=0",
+            "--verbose=2",
+        ),
+        ("std", "da", "da_kl", "at", "at_kl", "at_l2"),
+        ("da", "da_kl", "at", "at_kl"),
+        200,
+        "G-ResNet44 is not part of the mini scale: on CPU it trains about 25x slower than ResNet-8.",
+    ),
+    "smoke": Scale(
+        (
+            "--resnet_n=1",
+            "--train_examples=128",
+            "--epochs=1",
+            "--test_examples=20",
+            "--grid_examples=0",
+            "--verbose=0",
+        ),
+        ("std", "at_kl"),
+        (),
+        20,
+    ),
+    "cpu": Scale(
+        (*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000", "--verbose=2"),
+        tuple(ROWS),
+        ("da", "da_kl", "at", "at_kl"),
+        200,
+        "The G-ResNet row is a p4 G-ResNet-8 (G-widths 3/6/12, float32) with the CPU recipe, trained on "
+        "random transformations as its flagfile; its measured training time is in the table.",
+        row_overrides={"grn": CPU_GRN},
+        batch_multiplier=2,
+        recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
+        "5e-4, bfloat16 compute where native (--precision=auto), 128 originals per step for every "
+        "row (+ 128 transformed for the regularised rows, and 128 more, an independent worst case "
+        "w.r.t. CE, for the CE term of A.T.+KL and A.T.+L2), flips only, the reference's "
+        "resampling",
+    ),
     "full": Scale((), tuple(ROWS), (), 1000),
 }
 
@@ -181,19 +223,36 @@ def row_flagfile(dataset: str, row: str) -> Path:
     return CONFIGS / f"{dataset}_{row}.cfg"
 
 
-def run_config(dataset: str, row: str, overrides: Sequence[str], seed: int, output_dir: Path,
-               data_dir: str | None, batch_multiplier: int = 1) -> ExperimentConfig:
-    """The config of one run: the row's flagfile, then `overrides`, the seed, the data and the output folder;
-    the flagfile's batch size times `batch_multiplier`."""
-    config = config_from_flagfile(row_flagfile(dataset, row), *overrides, f"--seed={seed}",
-                                  f"--data_dir={data_dir or ''}", f"--output_dir={output_dir}")
+def run_config(
+    dataset: str,
+    row: str,
+    overrides: Sequence[str],
+    seed: int,
+    output_dir: Path,
+    data_dir: str | None,
+    batch_multiplier: int = 1,
+) -> ExperimentConfig:
+    """The config of one run: the row's flagfile, then `overrides`, the seed, the data and the output folder.
+
+    The flagfile's batch size is multiplied by `batch_multiplier`.
+    """
+    config = config_from_flagfile(
+        row_flagfile(dataset, row),
+        *overrides,
+        f"--seed={seed}",
+        f"--data_dir={data_dir or ''}",
+        f"--output_dir={output_dir}",
+    )
     return dataclasses.replace(config, batch_size=config.batch_size * batch_multiplier)
 
 
-def scale_config(dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None,
-                 epochs: int | None = None) -> ExperimentConfig:
-    """The config of one run of the protocol `scale` (with `epochs` instead of the scale's, if given), in
-    `out/<row>_seed<seed>`."""
+def scale_config(
+    dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None, epochs: int | None = None
+) -> ExperimentConfig:
+    """The config of one run of the protocol `scale`, in `out/<row>_seed<seed>`.
+
+    `epochs`, if given, replaces the scale's number of epochs.
+    """
     protocol = SCALES[scale]
     overrides = (*protocol.overrides, *protocol.row_overrides.get(row, ()), *([f"--epochs={epochs}"] if epochs else []))
     return run_config(dataset, row, overrides, seed, out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
@@ -223,15 +282,19 @@ EVALUATION_INDEPENDENT = experiment.RESUME_INDEPENDENT - {"test_examples", "grid
 
 
 def check_finished_runs_match(configs: Sequence[ExperimentConfig]) -> None:
-    """Refuses finished runs in `out` trained or graded with other flags than the scale's current ones (e.g.
-    after a change to a flagfile): their numbers would enter the table under the wrong method or test set."""
+    """Refuses finished runs in `out` trained or graded with other flags than the scale's current ones.
+
+    After a change to a flagfile, say, their numbers would enter the table under the wrong method or test set.
+    """
     for config in configs:
         if not is_finished(config):
             continue
         changed = experiment.recorded_changes(config, Path(config.output_dir), EVALUATION_INDEPENDENT)
         if changed:
-            raise ValueError(f"{config.output_dir} is a finished run made with {experiment.flag_list(changed)}, "
-                             "which this protocol no longer uses: move it out of --out to train the row anew")
+            raise ValueError(
+                f"{config.output_dir} is a finished run made with {experiment.flag_list(changed)}, "
+                "which this protocol no longer uses: move it out of --out to train the row anew"
+            )
 
 
 def finished_metrics(config: ExperimentConfig) -> dict:
@@ -263,15 +326,19 @@ def measured(config: ExperimentConfig) -> dict | None:
 
 
 def run_precision(config: ExperimentConfig) -> str:
-    """The dtype policy a finished run trained in: its metrics.json's record (`--precision=auto` resolved), or
-    the policy its config names (runs from before `auto`)."""
+    """The dtype policy a finished run trained in.
+
+    That is its metrics.json's record (`--precision=auto` resolved), or the policy its config names (runs from
+    before `auto`).
+    """
     return finished_metrics(config).get("precision", config.precision)
 
 
 def seed_summary(metrics: dict) -> dict:
     """The accuracies (fractions) and training seconds of one run's metrics.json."""
-    return {name: float(value) for name, value in metrics.items()
-            if name.endswith("_accuracy") or name == "train_seconds"}
+    return {
+        name: float(value) for name, value in metrics.items() if name.endswith("_accuracy") or name == "train_seconds"
+    }
 
 
 def row_summary(metrics_by_seed: dict[int, dict]) -> dict:
@@ -299,13 +366,25 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
     images, labels = experiment.load_splits(config).test
     chosen = np.linspace(0, len(images) - 1, min(examples, len(images))).round().astype(int)
     model = pretrained.load_keras(out / "model.keras")
-    accuracy = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute",
-                                        limits=config.limits, resampling=config.resampling,
-                                        batch_size=config.eval_batch_size or None).per_transform_accuracy
-    files.write_text(cache, json.dumps({"examples": examples, "selection": "evenly_spaced",
-                                        "per_transform_accuracy": accuracy.tolist()}))
-    plots.robustness_landscape(accuracy, out / "robustness_landscape.png", limits=config.limits,
-                               title=f"{out.name}: grid accuracy on {min(examples, len(images))} test images")
+    accuracy = evaluation.grid_accuracy(
+        model,
+        images[chosen],
+        labels[chosen],
+        method="brute",
+        limits=config.limits,
+        resampling=config.resampling,
+        batch_size=config.eval_batch_size or None,
+    ).per_transform_accuracy
+    files.write_text(
+        cache,
+        json.dumps({"examples": examples, "selection": "evenly_spaced", "per_transform_accuracy": accuracy.tolist()}),
+    )
+    plots.robustness_landscape(
+        accuracy,
+        out / "robustness_landscape.png",
+        limits=config.limits,
+        title=f"{out.name}: grid accuracy on {min(examples, len(images))} test images",
+    )
     return accuracy
 
 
@@ -323,14 +402,21 @@ def network_name(config: ExperimentConfig) -> str:
 
 def machine() -> dict:
     """Where the numbers were measured, and the precision `--precision=auto` picks there."""
-    return {"platform": platform.platform(), "cpu": precision.cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)),
-            "gpus": len(tf.config.list_physical_devices("GPU")), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "precision_auto": precision.resolve(precision.AUTO).reason}
+    return {
+        "platform": platform.platform(),
+        "cpu": precision.cpu_model(),
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "precision_auto": precision.resolve(precision.AUTO).reason,
+    }
 
 
-def protocol(dataset: str, scale: str, configs: dict[str, ExperimentConfig], seeds: dict[str, list[int]],
-             no_data: str | None) -> dict:
+def protocol(
+    dataset: str, scale: str, configs: dict[str, ExperimentConfig], seeds: dict[str, list[int]], no_data: str | None
+) -> dict:
     """What was run: scale, subset, epochs, networks, test and grid examples, seeds, date and machine."""
     first = next(iter(configs.values()))
     test = first.test_examples or "all"
@@ -339,8 +425,11 @@ def protocol(dataset: str, scale: str, configs: dict[str, ExperimentConfig], see
         "scale": scale,
         "network": "; ".join(dict.fromkeys(network_name(config) for config in configs.values())),
         "train_examples": first.train_examples or "all",
-        "subset": (f"{first.train_examples} class-balanced training images drawn with each run's seed"
-                   if first.train_examples else "the whole training split"),
+        "subset": (
+            f"{first.train_examples} class-balanced training images drawn with each run's seed"
+            if first.train_examples
+            else "the whole training split"
+        ),
         "epochs": first.epochs,
         "test_examples": test,
         "grid_examples": first.grid_examples or test,
@@ -388,14 +477,16 @@ def table(results: dict, requested: Sequence[str]) -> str:
     lines = [f"# {DATASETS[dataset]}: the paper's table at {info['scale']} scale", ""]
     if info["data"].startswith(NO_DATA):
         lines += [f"**{info['data']}**", ""]
-    lines += ["| method | std acc, paper (%) | std acc, ours (%) | grid acc, paper (%) | grid acc, ours (%) "
-              "| train time, ours |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| method | std acc, paper (%) | std acc, ours (%) | grid acc, paper (%) | grid acc, ours (%) "
+        "| train time, ours |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for row, label in ROWS.items():
         paper_grid = f"{paper[row]:.1f}" if row in paper else MISSING
         paper_clean = f"{paper_std[row]:.2f}" if row in paper_std else MISSING
         if row in rows:
-            ours = [_percent(rows[row], "clean_accuracy"), _percent(rows[row], "grid_accuracy"),
-                    _train_time(rows[row])]
+            ours = [_percent(rows[row], "clean_accuracy"), _percent(rows[row], "grid_accuracy"), _train_time(rows[row])]
             left = [seed for seed in info.get("seeds", {}).get(row, []) if str(seed) not in rows[row]["seeds"]]
             if left:
                 ours[0] += f" (seed {', '.join(map(str, left))} pending)"
@@ -409,7 +500,8 @@ def table(results: dict, requested: Sequence[str]) -> str:
         "",
         f"Ours: {info['network']}, {info['subset']}, {_count(info['epochs'], 'epoch')}, "
         f"{info.get('recipe', FLAGFILE_RECIPE)}; standard accuracy on {info['test_examples']} test images, "
-        f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) on {info['grid_examples']} of them. "
+        f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) "
+        f"on {info['grid_examples']} of them. "
         f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
         f"Train time: the wall time of the training epochs (summed over resumed sittings; evaluation "
         f"excluded). Trained on {_where_measured(info.get('measured', {}))}. "
@@ -431,8 +523,9 @@ def _where_measured(records: dict[str, dict | None]) -> str:
             by_machine.setdefault("a machine not recorded", []).append(run)
         else:
             where = record["machine"]
-            by_machine.setdefault(f"{where['cpu_cores']} CPU cores ({where['cpu']}), {where['gpus']} GPU(s)",
-                                  []).append(f"{run} {record['date'][:10]}")
+            by_machine.setdefault(
+                f"{where['cpu_cores']} CPU cores ({where['cpu']}), {where['gpus']} GPU(s)", []
+            ).append(f"{run} {record['date'][:10]}")
     return "; ".join(f"{where}: {', '.join(runs)}" for where, runs in by_machine.items()) or "nothing yet"
 
 
@@ -449,19 +542,32 @@ def default_seeds(scale: str, row: str) -> tuple[int, ...]:
     return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
 
 
-def table_seeds(scale: str, train_rows: Sequence[str], seeds: Sequence[int] | None,
-                only_trained_rows: bool = False) -> dict[str, list[int]]:
-    """The table's rows (the scale's and any other row being trained, or with `only_trained_rows` the latter
-    only) and each one's seeds: the scale's default seeds, and `seeds` too for the rows being trained (so
-    training one seed keeps the others shown)."""
+def table_seeds(
+    scale: str, train_rows: Sequence[str], seeds: Sequence[int] | None, only_trained_rows: bool = False
+) -> dict[str, list[int]]:
+    """The table's rows and each one's seeds.
+
+    The rows are the scale's and any other row being trained (with `only_trained_rows` the latter only); the seeds
+    are the scale's default seeds, and `seeds` too for the rows being trained (so training one seed keeps the
+    others shown).
+    """
     table_rows = [row for row in ROWS if row in train_rows or (row in SCALES[scale].rows and not only_trained_rows)]
-    return {row: sorted({*default_seeds(scale, row), *(seeds if seeds and row in train_rows else ())})
-            for row in table_rows}
+    return {
+        row: sorted({*default_seeds(scale, row), *(seeds if seeds and row in train_rows else ())}) for row in table_rows
+    }
 
 
-def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, rows: Sequence[str] | None = None,
-              seeds: Sequence[int] | None = None, publish: bool = False, commit: bool = False,
-              epochs: int | None = None) -> dict:
+def reproduce(
+    dataset: str,
+    scale: str,
+    out: Path,
+    data_dir: str | None = None,
+    rows: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    publish: bool = False,
+    commit: bool = False,
+    epochs: int | None = None,
+) -> dict:
     """Trains (or reuses) every run; after each one rewrites results.json, table.md and per_angle.png in `out`.
 
     Runs go seed by seed (every row's first seed before any second seed), so a
@@ -475,15 +581,21 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     """
     train_rows = list(rows or SCALES[scale].rows)
     seeds_by_row = table_seeds(scale, train_rows, seeds, only_trained_rows=epochs is not None)
-    configs = {row: [scale_config(dataset, row, scale, seed, out, data_dir, epochs) for seed in row_seeds]
-               for row, row_seeds in seeds_by_row.items()}
+    configs = {
+        row: [scale_config(dataset, row, scale, seed, out, data_dir, epochs) for seed in row_seeds]
+        for row, row_seeds in seeds_by_row.items()
+    }
     check_finished_runs_match([config for runs in configs.values() for config in runs])
     no_data = missing_data(configs[train_rows[0]][0])
-    order = sorted((config for row in train_rows for config in configs[row] if not seeds or config.seed in seeds),
-                   key=lambda config: config.seed)
+    order = sorted(
+        (config for row in train_rows for config in configs[row] if not seeds or config.seed in seeds),
+        key=lambda config: config.seed,
+    )
     row_of = {config.output_dir: row for row, runs in configs.items() for config in runs}
-    finished = {row: {config.seed: finished_metrics(config) for config in runs if is_finished(config)}
-                for row, runs in configs.items()}
+    finished = {
+        row: {config.seed: finished_metrics(config) for config in runs if is_finished(config)}
+        for row, runs in configs.items()
+    }
     results = {}
     for config in order:
         if no_data and not is_finished(config):
@@ -502,30 +614,52 @@ def reproduce(dataset: str, scale: str, out: Path, data_dir: str | None = None, 
     return results
 
 
-def write_outputs(dataset: str, scale: str, out: Path, configs: dict[str, list[ExperimentConfig]],
-                  finished: dict[str, dict[int, dict]], seeds_by_row: dict[str, list[int]],
-                  no_data: str | None) -> dict:
+def write_outputs(
+    dataset: str,
+    scale: str,
+    out: Path,
+    configs: dict[str, list[ExperimentConfig]],
+    finished: dict[str, dict[int, dict]],
+    seeds_by_row: dict[str, list[int]],
+    no_data: str | None,
+) -> dict:
     """results.json, table.md and per_angle.png of the runs finished so far; returns results.json's content."""
     rows = list(configs)
     summaries = {row: row_summary(metrics) for row, metrics in finished.items() if metrics}
-    results = {"rows": summaries,
-               "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row,
-                                    no_data)}
-    results["protocol"]["measured"] = {Path(config.output_dir).name: measured(config)
-                                       for runs in configs.values() for config in runs if is_finished(config)}
-    results["protocol"]["precision"] = {Path(config.output_dir).name: run_precision(config)
-                                        for runs in configs.values() for config in runs if is_finished(config)}
+    results = {
+        "rows": summaries,
+        "protocol": protocol(dataset, scale, {row: runs[0] for row, runs in configs.items()}, seeds_by_row, no_data),
+    }
+    results["protocol"]["measured"] = {
+        Path(config.output_dir).name: measured(config)
+        for runs in configs.values()
+        for config in runs
+        if is_finished(config)
+    }
+    results["protocol"]["precision"] = {
+        Path(config.output_dir).name: run_precision(config)
+        for runs in configs.values()
+        for config in runs
+        if is_finished(config)
+    }
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     files.write_text(out / "table.md", table(results, rows))
     examples = SCALES[scale].landscape_examples
-    curves = {ROWS[row]: landscape(configs[row][0], examples) for row in summaries
-              if is_finished(configs[row][0])
-              and (not no_data or (Path(configs[row][0].output_dir) / "landscape.json").is_file())}
+    curves = {
+        ROWS[row]: landscape(configs[row][0], examples)
+        for row in summaries
+        if is_finished(configs[row][0])
+        and (not no_data or (Path(configs[row][0].output_dir) / "landscape.json").is_file())
+    }
     if curves:
-        plots.per_angle_curves(curves, out / "per_angle.png", limits=configs[rows[0]][0].limits,
-                               title=f"{DATASETS[dataset]}, {scale} scale: accuracy per angle "
-                                     f"(mean over translations, {examples} test images)")
+        plots.per_angle_curves(
+            curves,
+            out / "per_angle.png",
+            limits=configs[rows[0]][0].limits,
+            title=f"{DATASETS[dataset]}, {scale} scale: accuracy per angle "
+            f"(mean over translations, {examples} test images)",
+        )
     return results
 
 
@@ -537,17 +671,21 @@ def publish_results(out: Path, dataset: str, scale: str) -> None:
             shutil.copyfile(out / name, PUBLISH_DIR / f"{dataset}_{scale}{suffix}")
 
 
-def commit_results(out: Path, message: str,
-                   tables: Sequence[str] = ("results.json", "table.md", "per_angle.png")) -> None:
-    """Commits `out`'s `tables` and each run's small records (metrics, config, epoch times, landscape), and the
-    removal of tracked files gone from `out` (a backup committed to carry an unfinished run between sittings,
-    removed when the run finished); nothing else of the checkout. A failed commit is reported, not raised, so
-    the protocol goes on (the next commit includes what this one missed)."""
+def commit_results(
+    out: Path, message: str, tables: Sequence[str] = ("results.json", "table.md", "per_angle.png")
+) -> None:
+    """Commits `out`'s `tables` and each run's small records (metrics, config, epoch times, landscape).
+
+    It also commits the removal of tracked files gone from `out` (a backup committed to carry an unfinished run
+    between sittings, removed when the run finished); nothing else of the checkout. A failed commit is reported,
+    not raised, so the protocol goes on (the next commit includes what this one missed).
+    """
     names = [*tables, *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
     paths = sorted(str(path) for name in names for path in out.glob(name))
     git = ["git", "-C", str(REPO_ROOT)]
-    tracked = subprocess.run([*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True,
-                             text=True).stdout.split()
+    tracked = subprocess.run(
+        [*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True, text=True
+    ).stdout.split()
     paths += [str(REPO_ROOT / path) for path in tracked if not (REPO_ROOT / path).exists()]
     error = ""
     for attempt in range(5):
@@ -555,8 +693,9 @@ def commit_results(out: Path, message: str,
         if added.returncode == 0:
             if subprocess.run([*git, "diff", "--cached", "--quiet", "--", *paths]).returncode == 0:
                 return
-            done = subprocess.run([*git, "commit", "--quiet", "-m", f"Results: {message}", "--", *paths],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [*git, "commit", "--quiet", "-m", f"Results: {message}", "--", *paths], capture_output=True, text=True
+            )
             if done.returncode == 0:
                 return
             error = done.stderr
@@ -600,23 +739,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="whose paper flagfiles to run")
     parser.add_argument("--scale", default="mini", choices=list(SCALES), help="protocol size (see above)")
     parser.add_argument("--out", required=True, type=Path, help="folder of the runs and results")
-    parser.add_argument("--data_dir", default=None,
-                        help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
-    parser.add_argument("--seeds", type=parse_seeds, default=None,
-                        help="seeds of --rows to train, e.g. 1 (default: the scale's seeds); the table shows them "
-                             "beside the scale's seeds")
-    parser.add_argument("--epochs", type=_positive_int, default=None,
-                        help="epochs of every run instead of the scale's (use another --out)")
-    parser.add_argument("--rows", type=_row_list, default=None,
-                        help=f"comma-separated rows to train now, among {list(ROWS)} (default: the scale's rows); "
-                             "the outputs still show every row of the scale")
-    parser.add_argument("--publish", action="store_true",
-                        help="copy results.json, table.md and per_angle.png to docs/results/<dataset>_<scale>* after "
-                             "every finished run (not for smoke)")
-    parser.add_argument("--commit", action="store_true",
-                        help="git-commit results.json, table.md, per_angle.png and each run's small records "
-                             "(metrics, config, epoch times, landscape) after every finished run; --out must be "
-                             "inside the checkout, e.g. docs/results/cifar10_cpu")
+    parser.add_argument(
+        "--data_dir", default=None, help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="seeds of --rows to train, e.g. 1 (default: the scale's seeds); the table shows them "
+        "beside the scale's seeds",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="epochs of every run instead of the scale's (use another --out)",
+    )
+    parser.add_argument(
+        "--rows",
+        type=_row_list,
+        default=None,
+        help=f"comma-separated rows to train now, among {list(ROWS)} (default: the scale's rows); "
+        "the outputs still show every row of the scale",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="copy results.json, table.md and per_angle.png to docs/results/<dataset>_<scale>* after "
+        "every finished run (not for smoke)",
+    )
+    parser.add_argument(
+        "--commit",
+        action="store_true",
+        help="git-commit results.json, table.md, per_angle.png and each run's small records "
+        "(metrics, config, epoch times, landscape) after every finished run; --out must be "
+        "inside the checkout, e.g. docs/results/cifar10_cpu",
+    )
     args = parser.parse_args(argv)
     if (args.publish or args.commit) and args.scale == "smoke":
         parser.error("--publish and --commit are for mini, cpu and full runs; smoke results are never published")
@@ -629,8 +787,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     try:
-        results = reproduce(args.dataset, args.scale, args.out, data_dir, args.rows, args.seeds, args.publish,
-                            args.commit, args.epochs)
+        results = reproduce(
+            args.dataset, args.scale, args.out, data_dir, args.rows, args.seeds, args.publish, args.commit, args.epochs
+        )
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     print((args.out / "table.md").read_text())

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -67,16 +67,19 @@ def inference_seconds_per_image(network: keras.Model, images: np.ndarray, batch_
         size = batch_size * multiple
         batch = tf.constant(np.resize(images, (size, *images.shape[1:])), tf.float32)
         forward = tf.function(lambda x: network(x, training=False))
-        best = min(best, median_seconds(lambda: forward(batch).numpy()) / size)
+        best = min(best, median_seconds(lambda forward=forward, batch=batch: forward(batch).numpy()) / size)
     return best
 
 
-def plain_train_step_seconds(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray,
-                             batch_size: int) -> float:
+def plain_train_step_seconds(
+    args: argparse.Namespace, images: np.ndarray, labels: np.ndarray, batch_size: int
+) -> float:
     """Median plain `keras.Model.fit` step on `batch_size` images."""
     network = build_network(args)
-    network.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    network.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return median_step(network, images, labels, batch_size, args.steps)
 
 
@@ -119,38 +122,60 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_image = inference_seconds_per_image(build_network(args), images, b)
     train = {n: plain_train_step_seconds(args, images, labels, n * b) for n in (1, 3)}
     print(f"{args.network}, batch {b}, {precision.resolve(args.precision).policy}, {precision.describe_machine()}")
-    print(f"inference {per_image * 1e3:.3f} ms per image at the best batch; plain train step on {b}: "
-          f"{train[1] * 1e3:.0f} ms, on {3 * b}: {train[3] * 1e3:.0f} ms")
+    print(
+        f"inference {per_image * 1e3:.3f} ms per image at the best batch; plain train step on {b}: "
+        f"{train[1] * 1e3:.0f} ms, on {3 * b}: {train[3] * 1e3:.0f} ms"
+    )
     print(f"{'step':<52}{'median':>10}{'limit':>10}{'ratio':>8}")
     for resampling in transforms.RESAMPLINGS:
         cases = {
             "A.T. (worst-of-10 w.r.t. CE, CE on x~)": (
                 dict(adversary=adversaries.WorstOfK(k=K, resampling=resampling), ce_on="rob"),
-                K * b * per_image + train[1]),
+                K * b * per_image + train[1],
+            ),
             "A.T.+KL, independent searches (the reference)": (
-                dict(adversary=adversaries.WorstOfK(k=K, objective="kl", resampling=resampling), ce_on="mix",
-                     h="kl", lambda_reg=8.0, ce_adversary_objective="ce"),
-                2 * K * b * per_image + train[3]),
+                dict(
+                    adversary=adversaries.WorstOfK(k=K, objective="kl", resampling=resampling),
+                    ce_on="mix",
+                    h="kl",
+                    lambda_reg=8.0,
+                    ce_adversary_objective="ce",
+                ),
+                2 * K * b * per_image + train[3],
+            ),
             "A.T.+KL, shared candidates": (
-                dict(adversary=adversaries.WorstOfK(k=K, objective="kl", resampling=resampling,
-                                                    shared_candidates=True),
-                     ce_on="mix", h="kl", lambda_reg=8.0, ce_adversary_objective="ce"),
-                K * b * per_image + train[3]),
+                dict(
+                    adversary=adversaries.WorstOfK(k=K, objective="kl", resampling=resampling, shared_candidates=True),
+                    ce_on="mix",
+                    h="kl",
+                    lambda_reg=8.0,
+                    ce_adversary_objective="ce",
+                ),
+                K * b * per_image + train[3],
+            ),
         }
         measured = {}
         for name, (kwargs, limit) in cases.items():
             keras.backend.clear_session()
             measured[name] = method_step_seconds(args, images, labels, **kwargs)
-            print(f"{name + ', ' + resampling:<52}{measured[name] * 1e3:>8.0f}ms{limit * 1e3:>8.0f}ms"
-                  f"{measured[name] / limit:>8.2f}")
-        print(f"  shared candidates / independent searches ({resampling}): "
-              f"{measured['A.T.+KL, shared candidates'] / measured['A.T.+KL, independent searches (the reference)']:.2f}")
+            print(
+                f"{name + ', ' + resampling:<52}{measured[name] * 1e3:>8.0f}ms{limit * 1e3:>8.0f}ms"
+                f"{measured[name] / limit:>8.2f}"
+            )
+        print(
+            f"  shared candidates / independent searches ({resampling}): "
+            f"{measured['A.T.+KL, shared candidates'] / measured['A.T.+KL, independent searches (the reference)']:.2f}"
+        )
     test_images, test_labels, _ = data.read_image_folder(args.data_dir, "test", per_class=-(-args.grid_examples // 10))
     network = build_network(args)
-    grid = {r: grid_seconds(network, test_images[:args.grid_examples], test_labels[:args.grid_examples], r)
-            for r in transforms.RESAMPLINGS}
-    print(f"brute grid on {args.grid_examples} test images: composed {grid['composed']:.1f} s, reference "
-          f"{grid['reference']:.1f} s, reference / composed {grid['reference'] / grid['composed']:.2f}")
+    grid = {
+        r: grid_seconds(network, test_images[: args.grid_examples], test_labels[: args.grid_examples], r)
+        for r in transforms.RESAMPLINGS
+    }
+    print(
+        f"brute grid on {args.grid_examples} test images: composed {grid['composed']:.1f} s, reference "
+        f"{grid['reference']:.1f} s, reference / composed {grid['reference'] / grid['composed']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -52,8 +53,11 @@ def median_step(model: keras.Model, images, labels, batch_size: int, steps: int,
 
 def plain_keras(n: int, jit: bool) -> keras.Model:
     net = networks.build("resnet", n=n, weight_decay=2e-4)
-    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    net.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     return net
 
 
@@ -73,17 +77,22 @@ def main() -> None:
     images = images.astype(np.float32)
     n = args.resnet_n
     at = dict(adversary=adversaries.WorstOfK(k=10, objective="ce"), ce_on="rob")
-    at_kl = dict(adversary=adversaries.WorstOfK(k=10, objective="kl"), ce_on="mix", h="kl", lambda_reg=8.0,
-                 ce_adversary_objective="ce")
+    at_kl = dict(
+        adversary=adversaries.WorstOfK(k=10, objective="kl"),
+        ce_on="mix",
+        h="kl",
+        lambda_reg=8.0,
+        ce_adversary_objective="ce",
+    )
     rows = {}
     for jit in (False, True):
         suffix = " +XLA" if jit else ""
         cases = {
-            "plain keras fit (batch 128)": (lambda: plain_keras(n, jit), 128),
-            "InvarianceModel, no adversary, lambda=0 (batch 128)": (lambda: regularised(n, jit), 128),
-            "A.T. worst-of-10 (batch 128)": (lambda: regularised(n, jit, **at), 128),
-            "A.T.+KL worst-of-10 (64 + 2 x 64 transformed)": (lambda: regularised(n, jit, **at_kl), 64),
-            "A.T.+KL worst-of-10 (128 + 2 x 128 transformed)": (lambda: regularised(n, jit, **at_kl), 128),
+            "plain keras fit (batch 128)": (functools.partial(plain_keras, n, jit), 128),
+            "InvarianceModel, no adversary, lambda=0 (batch 128)": (functools.partial(regularised, n, jit), 128),
+            "A.T. worst-of-10 (batch 128)": (functools.partial(regularised, n, jit, **at), 128),
+            "A.T.+KL worst-of-10 (64 + 2 x 64 transformed)": (functools.partial(regularised, n, jit, **at_kl), 64),
+            "A.T.+KL worst-of-10 (128 + 2 x 128 transformed)": (functools.partial(regularised, n, jit, **at_kl), 128),
         }
         for name, (build, batch_size) in cases.items():
             try:
@@ -100,10 +109,14 @@ def main() -> None:
         at_time = rows["A.T. worst-of-10 (batch 128)" + suffix]
         print(f"\nratios{suffix or ' (no XLA)'}:")
         print(f"  custom train_step / plain fit                     {custom / base:.3f}  (goal <= 1.10)")
-        print(f"  A.T.+KL / A.T., half the originals (64+2x64 vs 128) "
-              f"{rows['A.T.+KL worst-of-10 (64 + 2 x 64 transformed)' + suffix] / at_time:.3f}")
-        print(f"  A.T.+KL / A.T., equal originals (128+2x128 vs 128) "
-              f"{rows['A.T.+KL worst-of-10 (128 + 2 x 128 transformed)' + suffix] / at_time:.3f}")
+        print(
+            f"  A.T.+KL / A.T., half the originals (64+2x64 vs 128) "
+            f"{rows['A.T.+KL worst-of-10 (64 + 2 x 64 transformed)' + suffix] / at_time:.3f}"
+        )
+        print(
+            f"  A.T.+KL / A.T., equal originals (128+2x128 vs 128) "
+            f"{rows['A.T.+KL worst-of-10 (128 + 2 x 128 transformed)' + suffix] / at_time:.3f}"
+        )
 
 
 if __name__ == "__main__":

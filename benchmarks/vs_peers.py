@@ -40,8 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
@@ -51,7 +51,7 @@ from benchmarks import DATA_DIR
 from benchmarks.grid_eval import Clock, StopAfter
 from invariance_tf import data, evaluation, networks, transforms
 
-FOOLBOX_HINT = "install it with: pip install -e \".[peers]\" (foolbox 3.3.x)"
+FOOLBOX_HINT = 'install it with: pip install -e ".[peers]" (foolbox 3.3.x)'
 
 
 def import_foolbox():
@@ -72,10 +72,17 @@ def train(data_dir: Path, seconds: float) -> keras.Model:
     moved = transforms.transform(images, transforms.sample_uniform(len(images), seed=[0, 0])).numpy()
     keras.utils.set_random_seed(0)
     model = networks.build("resnet", n=1)
-    model.compile(keras.optimizers.Adam(2e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(np.concatenate([images, moved]), np.tile(labels, 2), batch_size=128, epochs=1000,
-                        verbose=0, callbacks=[StopAfter(seconds)])
+    model.compile(
+        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    history = model.fit(
+        np.concatenate([images, moved]),
+        np.tile(labels, 2),
+        batch_size=128,
+        epochs=1000,
+        verbose=0,
+        callbacks=[StopAfter(seconds)],
+    )
     print(f"trained ResNet-8 for {len(history.epoch)} epochs (train accuracy {history.history['accuracy'][-1]:.3f})")
     return model
 
@@ -83,13 +90,17 @@ def train(data_dir: Path, seconds: float) -> keras.Model:
 def foolbox_grid(foolbox, model, images: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
     """Per image whether foolbox's grid SpatialAttack fails to break it (robust), [N] bool."""
     wrapped = foolbox.TensorFlowModel(model, bounds=(0, 255))
-    attack = foolbox.attacks.SpatialAttack(max_translation=3, max_rotation=30, num_translations=5,
-                                           num_rotations=31, grid_search=True)
+    attack = foolbox.attacks.SpatialAttack(
+        max_translation=3, max_rotation=30, num_translations=5, num_rotations=31, grid_search=True
+    )
     broken = []
     for start in range(0, len(images), batch_size):
         # int64 labels: eagerpy 0.30 casts mixed dtypes with np.find_common_type, removed in NumPy 2.
-        _, _, success = attack(wrapped, tf.constant(images[start:start + batch_size]),
-                               tf.constant(labels[start:start + batch_size], tf.int64))
+        _, _, success = attack(
+            wrapped,
+            tf.constant(images[start : start + batch_size]),
+            tf.constant(labels[start : start + batch_size], tf.int64),
+        )
         broken.append(success.numpy())
     return ~np.concatenate(broken)
 
@@ -102,25 +113,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data_dir", type=Path, default=DATA_DIR, help="CIFAR-10 ImageFolder root")
     parser.add_argument("--examples", type=int, default=500, help="test images (class-balanced)")
     parser.add_argument("--train_seconds", type=float, default=60.0)
-    parser.add_argument("--batch_size", type=int, default=evaluation.default_batch_size(),
-                        help="ours: pairs per model call; foolbox: images per attack call")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=evaluation.default_batch_size(),
+        help="ours: pairs per model call; foolbox: images per attack call",
+    )
     args = parser.parse_args(argv)
     foolbox = import_foolbox()
     if args.examples < 10 or args.examples % 10:
         sys.exit(f"error: --examples={args.examples} is invalid: must be a multiple of 10 (classes), >= 10")
-    print(f"foolbox {foolbox.__version__}, TensorFlow {tf.__version__}, NumPy {np.__version__}; "
-          f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"foolbox {foolbox.__version__}, TensorFlow {tf.__version__}, NumPy {np.__version__}; "
+        f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
 
-    model = (evaluation.load_classifier(args.model, args.input_range) if args.model
-             else train(args.data_dir, args.train_seconds))
+    model = (
+        evaluation.load_classifier(args.model, args.input_range)
+        if args.model
+        else train(args.data_dir, args.train_seconds)
+    )
     images, labels, _ = data.read_image_folder(args.data_dir, "test", per_class=args.examples // 10)
     images = images.astype(np.float32)
     evaluation.check_classifier(model, images, num_classes=10)
     print(f"clean accuracy on {len(images)} test images: {evaluation.clean_accuracy(model, images, labels):.3f}")
 
     warm = slice(0, 8)
-    evaluation.refine(model, images[warm], labels[warm], evaluation.grid_accuracy(
-        model, images[warm], labels[warm], keep_lowest=3, batch_size=args.batch_size), batch_size=args.batch_size)
+    evaluation.refine(
+        model,
+        images[warm],
+        labels[warm],
+        evaluation.grid_accuracy(model, images[warm], labels[warm], keep_lowest=3, batch_size=args.batch_size),
+        batch_size=args.batch_size,
+    )
     foolbox_grid(foolbox, model, images[warm], labels[warm], args.batch_size)
 
     clock = Clock()
@@ -133,19 +158,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     foolbox_robust = foolbox_grid(foolbox, model, images, labels, args.batch_size)
     foolbox_wall, foolbox_cpu = clock.elapsed()
 
-    print(f"ours, early-exit grid: {grid_wall:.2f} s wall, {grid_cpu:.2f} s CPU, "
-          f"{grid.evaluations} of {len(transforms.grid()) * len(images)} pairs; grid accuracy {grid.accuracy:.3f}")
-    print(f"ours, refined attack on the {grid.correct.sum()} grid survivors: {refine_wall:.2f} s wall, "
-          f"{refine_cpu:.2f} s CPU; accuracy {refined.accuracy:.3f}")
-    print(f"foolbox SpatialAttack grid: {foolbox_wall:.2f} s wall, {foolbox_cpu:.2f} s CPU; "
-          f"accuracy {foolbox_robust.mean():.3f} (differs from ours on {(foolbox_robust != grid.correct).sum()} "
-          f"images: different transformations, see the docstring)")
+    print(
+        f"ours, early-exit grid: {grid_wall:.2f} s wall, {grid_cpu:.2f} s CPU, "
+        f"{grid.evaluations} of {len(transforms.grid()) * len(images)} pairs; grid accuracy {grid.accuracy:.3f}"
+    )
+    print(
+        f"ours, refined attack on the {grid.correct.sum()} grid survivors: {refine_wall:.2f} s wall, "
+        f"{refine_cpu:.2f} s CPU; accuracy {refined.accuracy:.3f}"
+    )
+    print(
+        f"foolbox SpatialAttack grid: {foolbox_wall:.2f} s wall, {foolbox_cpu:.2f} s CPU; "
+        f"accuracy {foolbox_robust.mean():.3f} (differs from ours on {(foolbox_robust != grid.correct).sum()} "
+        f"images: different transformations, see the docstring)"
+    )
     print(f"speed-up, foolbox grid / our grid: {foolbox_wall / grid_wall:.1f}x wall, {foolbox_cpu / grid_cpu:.1f}x CPU")
-    print(f"speed-up, foolbox grid / (our grid + refined): {foolbox_wall / (grid_wall + refine_wall):.1f}x wall, "
-          f"{foolbox_cpu / (grid_cpu + refine_cpu):.1f}x CPU")
-    print(f"grid accuracy overestimates robustness in the continuous box by "
-          f"{100 * (grid.accuracy - refined.accuracy):.2f} points "
-          f"({(grid.correct & ~refined.correct).sum()} of {grid.correct.sum()} grid survivors broken)")
+    print(
+        f"speed-up, foolbox grid / (our grid + refined): {foolbox_wall / (grid_wall + refine_wall):.1f}x wall, "
+        f"{foolbox_cpu / (grid_cpu + refine_cpu):.1f}x CPU"
+    )
+    print(
+        f"grid accuracy overestimates robustness in the continuous box by "
+        f"{100 * (grid.accuracy - refined.accuracy):.2f} points "
+        f"({(grid.correct & ~refined.correct).sum()} of {grid.correct.sum()} grid survivors broken)"
+    )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

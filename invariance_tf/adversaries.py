@@ -13,7 +13,7 @@ callables built from TF ops, meant to run inside a `tf.function` (a Keras
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -30,15 +30,17 @@ def objective_fn(name: str) -> Objective:
     """Per-example objective `(logits_adv, labels, logits_nat) -> [B]` named `name`."""
     if name == "ce":
         return lambda logits_adv, labels, logits_nat: keras.losses.sparse_categorical_crossentropy(
-            labels, logits_adv, from_logits=True)
+            labels, logits_adv, from_logits=True
+        )
     if name in semimetrics.SEMIMETRICS:
         h = semimetrics.get(name)
         return lambda logits_adv, labels, logits_nat: h(logits_nat, logits_adv)
     raise ValueError(f"Unknown adversary objective {name!r}; valid objectives are {list(OBJECTIVES)}")
 
 
-def _keep_best(params: tf.Tensor, value: tf.Tensor, best_params: tf.Tensor,
-               best_value: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _keep_best(
+    params: tf.Tensor, value: tf.Tensor, best_params: tf.Tensor, best_value: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Per example, the (params, value) pair with the larger value."""
     better = value > best_value
     return tf.where(better[:, None], params, best_params), tf.where(better, value, best_value)
@@ -64,8 +66,9 @@ class Adversary:
         self.limits = transforms.validate_limits(limits)
         self.resampling = transforms.validate_resampling(resampling)
 
-    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
-                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
+    def __call__(
+        self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None, logits_nat: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """Returns params [B, 3] for `images` [B, H, W, C] (raw pixels) and integer `labels` [B].
 
         `seed` is a stateless seed (shape [2]) for the random draws, or None for
@@ -74,11 +77,20 @@ class Adversary:
         """
         raise NotImplementedError
 
-    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
-               seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
-        """Params [B, 3] per objective in `objectives`: one search per objective, for a loss whose terms
-        each want their own worst case (e.g. CE and h). An adversary without an objective returns its one
-        choice for all of them."""
+    def choose(
+        self,
+        model: Model,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        objectives: Sequence[str | None],
+        seed: Seed = None,
+        logits_nat: tf.Tensor | None = None,
+    ) -> list[tf.Tensor]:
+        """Params [B, 3] per objective in `objectives`, from one search per objective.
+
+        This serves a loss whose terms each want their own worst case (e.g. CE and h). An adversary without an
+        objective returns its one choice for all of them.
+        """
         return [self(model, images, labels, seed=seed, logits_nat=logits_nat)] * len(objectives)
 
     def get_config(self) -> dict:
@@ -90,8 +102,9 @@ class RandomTransform(Adversary):
 
     name = "random"
 
-    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
-                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
+    def __call__(
+        self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None, logits_nat: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return transforms.sample_uniform(tf.shape(images)[0], self.limits, seed)
 
 
@@ -100,8 +113,9 @@ class _ObjectiveAdversary(Adversary):
 
     uses_objective = True
 
-    def __init__(self, objective: str = "ce", limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                 resampling: str = "composed"):
+    def __init__(
+        self, objective: str = "ce", limits: Sequence[float] = transforms.DEFAULT_LIMITS, resampling: str = "composed"
+    ):
         super().__init__(limits, resampling)
         self.objective = objective
         self._objective_fn = objective_fn(objective)
@@ -109,17 +123,26 @@ class _ObjectiveAdversary(Adversary):
     def _needs_nat(self) -> bool:
         return self.objective != "ce"
 
-    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
-               seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
+    def choose(
+        self,
+        model: Model,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        objectives: Sequence[str | None],
+        seed: Seed = None,
+        logits_nat: tf.Tensor | None = None,
+    ) -> list[tf.Tensor]:
         """Params [B, 3] per objective: this adversary's search w.r.t. each, with independent draws."""
         if seed is None or len(objectives) == 1:
             seeds = [seed] * len(objectives)
         else:
             seeds = tf.random.split(tf.convert_to_tensor(seed, tf.int64), len(objectives))
-        return [self.with_objective(objective)(model, images, labels, seed=seeds[i], logits_nat=logits_nat)
-                for i, objective in enumerate(objectives)]
+        return [
+            self.with_objective(objective)(model, images, labels, seed=seeds[i], logits_nat=logits_nat)
+            for i, objective in enumerate(objectives)
+        ]
 
-    def with_objective(self, objective: str) -> "_ObjectiveAdversary":
+    def with_objective(self, objective: str) -> _ObjectiveAdversary:
         """The same adversary maximising `objective` instead."""
         return self if objective == self.objective else type(self)(**{**self.get_config(), "objective": objective})
 
@@ -141,9 +164,15 @@ class WorstOfK(_ObjectiveAdversary):
 
     name = "worst_of_k"
 
-    def __init__(self, k: int = 10, objective: str = "ce",
-                 limits: Sequence[float] = transforms.DEFAULT_LIMITS, max_batch: int | None = None,
-                 shared_candidates: bool = False, resampling: str = "composed"):
+    def __init__(
+        self,
+        k: int = 10,
+        objective: str = "ce",
+        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+        max_batch: int | None = None,
+        shared_candidates: bool = False,
+        resampling: str = "composed",
+    ):
         super().__init__(objective, limits, resampling)
         if int(k) < 1:
             raise ValueError(f"worst-of-k needs k >= 1; got k={k}")
@@ -158,52 +187,88 @@ class WorstOfK(_ObjectiveAdversary):
         """Worst-of-1 is a random draw: no search."""
         return self.k > 1
 
-    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
-                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
+    def __call__(
+        self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None, logits_nat: tf.Tensor | None = None
+    ) -> tf.Tensor:
         return self.choose(model, images, labels, [self.objective], seed=seed, logits_nat=logits_nat)[0]
 
-    def choose(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
-               seed: Seed = None, logits_nat: tf.Tensor | None = None) -> list[tf.Tensor]:
-        """Per objective, the worst of k uniform draws w.r.t. it: independent draws per objective, or with
-        `shared_candidates` the same k draws (one set of model calls) for every objective."""
+    def choose(
+        self,
+        model: Model,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        objectives: Sequence[str | None],
+        seed: Seed = None,
+        logits_nat: tf.Tensor | None = None,
+    ) -> list[tf.Tensor]:
+        """Per objective, the worst of k uniform draws w.r.t. it.
+
+        The draws are independent per objective, or with `shared_candidates` the same k draws (one set of model
+        calls) for every objective.
+        """
         if self.k > 1 and logits_nat is None and any(objective != "ce" for objective in objectives):
             logits_nat = model(images, training=False)
         if len(objectives) > 1 and not self.shared_candidates:
             return super().choose(model, images, labels, objectives, seed=seed, logits_nat=logits_nat)
         return self._search(model, images, labels, objectives, seed, logits_nat)
 
-    def _search(self, model: Model, images: tf.Tensor, labels: tf.Tensor, objectives: Sequence[str | None],
-                seed: Seed, logits_nat: tf.Tensor | None) -> list[tf.Tensor]:
+    def _search(
+        self,
+        model: Model,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        objectives: Sequence[str | None],
+        seed: Seed,
+        logits_nat: tf.Tensor | None,
+    ) -> list[tf.Tensor]:
         """Per objective, the best of one set of k candidates."""
         batch = tf.shape(images)[0]
         candidates = self.sample_candidates(batch, seed)
         if self.k == 1:
             return [candidates[0]] * len(objectives)
         functions = [objective_fn(objective) for objective in objectives]
-        values = [tf.concat(group_values, axis=0) for group_values in zip(
-            *(self._objective_values(model, images, labels, logits_nat, group, functions)
-              for group in self._candidate_groups(candidates, images.shape[0])))]
+        values = [
+            tf.concat(group_values, axis=0)
+            for group_values in zip(
+                *(
+                    self._objective_values(model, images, labels, logits_nat, group, functions)
+                    for group in self._candidate_groups(candidates, images.shape[0])
+                )
+            )
+        ]
         by_example = tf.transpose(candidates, [1, 0, 2])
-        return [tf.stop_gradient(tf.gather(by_example, tf.argmax(value, axis=0, output_type=tf.int32), batch_dims=1))
-                for value in values]
+        return [
+            tf.stop_gradient(tf.gather(by_example, tf.argmax(value, axis=0, output_type=tf.int32), batch_dims=1))
+            for value in values
+        ]
 
     def sample_candidates(self, batch: int | tf.Tensor, seed: Seed) -> tf.Tensor:
-        """The k uniform draws of one search, [k, batch, 3]: candidate j of example i is row j * batch + i
-        of `transforms.sample_uniform(k * batch, limits, seed)`."""
+        """The k uniform draws of one search, [k, batch, 3].
+
+        Candidate j of example i is row j * batch + i of `transforms.sample_uniform(k * batch, limits, seed)`.
+        """
         return tf.reshape(transforms.sample_uniform(self.k * batch, self.limits, seed), [self.k, batch, 3])
 
     def _candidate_groups(self, candidates: tf.Tensor, static_batch: int | None) -> list[tf.Tensor]:
-        """Splits the k candidates into groups that fit `max_batch` images per model call (one candidate
-        per call when the batch size is not static)."""
+        """Splits the k candidates into groups that fit `max_batch` images per model call.
+
+        When the batch size is not static, each call takes one candidate.
+        """
         if self.max_batch is None:
             return [candidates]
         per_call = 1 if static_batch is None else max(1, self.max_batch // static_batch)
-        return [candidates[i:i + per_call] for i in range(0, self.k, per_call)]
+        return [candidates[i : i + per_call] for i in range(0, self.k, per_call)]
 
-    def _objective_values(self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None,
-                          group: tf.Tensor, functions: Sequence[Objective]) -> list[tf.Tensor]:
-        """Each objective function's value for each candidate in `group` [g, B, 3], as [g, B], from one
-        model call."""
+    def _objective_values(
+        self,
+        model: Model,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        logits_nat: tf.Tensor | None,
+        group: tf.Tensor,
+        functions: Sequence[Objective],
+    ) -> list[tf.Tensor]:
+        """Each objective function's value for each candidate in `group` [g, B, 3], as [g, B], from one model call."""
         g = group.shape[0]
         batch = tf.shape(images)[0]
         moved = transforms.transform_xla(_repeat_batch(images, g), tf.reshape(group, [-1, 3]), self.resampling)
@@ -213,8 +278,12 @@ class WorstOfK(_ObjectiveAdversary):
         return [tf.reshape(function(logits, repeated_labels, nat), [g, batch]) for function in functions]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "k": self.k, "max_batch": self.max_batch,
-                "shared_candidates": self.shared_candidates}
+        return {
+            **super().get_config(),
+            "k": self.k,
+            "max_batch": self.max_batch,
+            "shared_candidates": self.shared_candidates,
+        }
 
 
 class SPGD(_ObjectiveAdversary):
@@ -229,18 +298,26 @@ class SPGD(_ObjectiveAdversary):
 
     name = "spgd"
 
-    def __init__(self, steps: int = 5, objective: str = "ce",
-                 limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                 step_size: Sequence[float] | None = None, restarts: int = 1, random_start: bool = True,
-                 resampling: str = "composed"):
+    def __init__(
+        self,
+        steps: int = 5,
+        objective: str = "ce",
+        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+        step_size: Sequence[float] | None = None,
+        restarts: int = 1,
+        random_start: bool = True,
+        resampling: str = "composed",
+    ):
         super().__init__(objective, limits, resampling)
         if int(steps) < 1:
             raise ValueError(f"S-PGD needs steps >= 1; got steps={steps}")
         if int(restarts) < 1:
             raise ValueError(f"S-PGD needs restarts >= 1; got restarts={restarts}")
         if int(restarts) > 1 and not random_start:
-            raise ValueError(f"S-PGD restarts={restarts} need random_start=True: without a random start every "
-                             "restart ascends from t = 0 and finds the same t")
+            raise ValueError(
+                f"S-PGD restarts={restarts} need random_start=True: without a random start every "
+                "restart ascends from t = 0 and finds the same t"
+            )
         self.steps = int(steps)
         self.restarts = int(restarts)
         self.random_start = bool(random_start)
@@ -250,8 +327,9 @@ class SPGD(_ObjectiveAdversary):
         if len(self.step_size) != 3 or any(s < 0 for s in self.step_size):
             raise ValueError(f"step_size must be 3 values >= 0 (dx, dy, angle); got {step_size!r}")
 
-    def __call__(self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None,
-                 logits_nat: tf.Tensor | None = None) -> tf.Tensor:
+    def __call__(
+        self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None, logits_nat: tf.Tensor | None = None
+    ) -> tf.Tensor:
         images = tf.convert_to_tensor(images, tf.float32)
         batch = tf.shape(images)[0]
         if logits_nat is None and self._needs_nat():
@@ -264,22 +342,27 @@ class SPGD(_ObjectiveAdversary):
         best_params = tf.zeros([batch, 3])
         best_value = tf.fill([batch], float("-inf"))
         for restart_seed in seeds:
-            start = (transforms.sample_uniform(batch, self.limits, restart_seed) if self.random_start
-                     else tf.zeros([batch, 3]))
+            start = (
+                transforms.sample_uniform(batch, self.limits, restart_seed)
+                if self.random_start
+                else tf.zeros([batch, 3])
+            )
             params, value = self._ascend(model, images, labels, logits_nat, start)
             best_params, best_value = _keep_best(params, value, best_params, best_value)
         return tf.stop_gradient(best_params)
 
-    def _value_and_grad(self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None,
-                        params: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _value_and_grad(
+        self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None, params: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(params)
             logits = model(transforms.transform_differentiable(images, params, self.resampling), training=False)
             value = self._objective_fn(logits, labels, logits_nat)
         return value, tape.gradient(value, params)
 
-    def _ascend(self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None,
-                start: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _ascend(
+        self, model: Model, images: tf.Tensor, labels: tf.Tensor, logits_nat: tf.Tensor | None, start: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """One S-PGD run from `start`; returns the best iterate and its objective value."""
         step = tf.constant(self.step_size, tf.float32)
 
@@ -290,20 +373,26 @@ class SPGD(_ObjectiveAdversary):
             return i + 1, params, best_params, best_value
 
         _, params, best_params, best_value = tf.while_loop(
-            lambda i, *_: i < self.steps, body,
-            (tf.constant(0), start, start, tf.fill([tf.shape(start)[0]], float("-inf"))))
+            lambda i, *_: i < self.steps,
+            body,
+            (tf.constant(0), start, start, tf.fill([tf.shape(start)[0]], float("-inf"))),
+        )
         value = self._objective_fn(
-            model(transforms.transform(images, params, self.resampling), training=False), labels, logits_nat)
+            model(transforms.transform(images, params, self.resampling), training=False), labels, logits_nat
+        )
         return _keep_best(params, value, best_params, best_value)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "steps": self.steps, "step_size": list(self.step_size),
-                "restarts": self.restarts, "random_start": self.random_start}
+        return {
+            **super().get_config(),
+            "steps": self.steps,
+            "step_size": list(self.step_size),
+            "restarts": self.restarts,
+            "random_start": self.random_start,
+        }
 
 
-ADVERSARIES: dict[str, type[Adversary]] = {
-    cls.name: cls for cls in (RandomTransform, WorstOfK, SPGD)
-}
+ADVERSARIES: dict[str, type[Adversary]] = {cls.name: cls for cls in (RandomTransform, WorstOfK, SPGD)}
 
 
 def get(name: str, **kwargs) -> Adversary:

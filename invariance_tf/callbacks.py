@@ -6,15 +6,14 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from invariance_tf import evaluation, files, transforms
-
 
 BACKUP_PREFIX = "epoch-"
 _BACKUP_NAME = re.compile(rf"{BACKUP_PREFIX}(\d+)({re.escape(files.PARTIAL)}(-\d+)?)?")
@@ -43,8 +42,9 @@ def finished_epochs(backup_dir: str | Path) -> int:
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' `BackupAndRestore` whose backups are complete or absent: a kill at any moment resumes
-    from the last finished epoch, and nothing finished is lost.
+    """Keras' `BackupAndRestore` whose backups are complete or absent.
+
+    A kill at any moment resumes from the last finished epoch, and nothing finished is lost.
 
     Keras writes the weights and then `training_metadata.json` in place, so a
     kill during either write leaves a backup it cannot read or that disagrees
@@ -144,11 +144,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         if not np.isfinite(loss):
-            saved = (f"the last good checkpoint is {self.last_good_checkpoint}"
-                     if self.last_good_checkpoint.is_file() else "no epoch finished, so there is no checkpoint")
+            saved = (
+                f"the last good checkpoint is {self.last_good_checkpoint}"
+                if self.last_good_checkpoint.is_file()
+                else "no epoch finished, so there is no checkpoint"
+            )
             raise TrainingDivergedError(
                 f"training loss became {loss} at epoch {self._epoch + 1}, batch {batch + 1} "
-                f"(try a smaller --lr); {saved}")
+                f"(try a smaller --lr); {saved}"
+            )
 
 
 class RobustValidation(keras.callbacks.Callback):
@@ -161,9 +165,18 @@ class RobustValidation(keras.callbacks.Callback):
     classified correctly; images are resampled by `resampling` (see `transforms`).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, k: int = 10, every: int = 1,
-                 limits: Sequence[float] = transforms.DEFAULT_LIMITS, seed: int = 0,
-                 batch_size: int | None = None, log_dir: str | Path | None = None, resampling: str = "composed"):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        k: int = 10,
+        every: int = 1,
+        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+        seed: int = 0,
+        batch_size: int | None = None,
+        log_dir: str | Path | None = None,
+        resampling: str = "composed",
+    ):
         super().__init__()
         if every < 1:
             raise ValueError(f"RobustValidation needs every >= 1 epochs; got {every}")
@@ -177,8 +190,15 @@ class RobustValidation(keras.callbacks.Callback):
         if (epoch + 1) % self.every and epoch + 1 != self.params.get("epochs"):
             return
         result = evaluation.worst_of_k_accuracy(
-            self.model, self.images, self.labels, k=self.k, limits=self.limits, seed=(self.seed, 0),
-            batch_size=self.batch_size, resampling=self.resampling)
+            self.model,
+            self.images,
+            self.labels,
+            k=self.k,
+            limits=self.limits,
+            seed=(self.seed, 0),
+            batch_size=self.batch_size,
+            resampling=self.resampling,
+        )
         if logs is not None:
             logs[self.key] = result.accuracy
         if self._writer is not None:

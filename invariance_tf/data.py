@@ -31,8 +31,8 @@ import os
 import socket
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -50,20 +50,118 @@ _DECODE_BATCH = 4096
 _LAYOUT = "<data_dir>/{train,test}/<class>/<image>"
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
-    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
-    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
-    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
-    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
-    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
-    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
-    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
 )
 SVHN_CLASSES = tuple(str(digit) for digit in range(10))
 
@@ -220,14 +318,19 @@ def load_names(
 
 
 def local_dir(dataset: str, data_dir: str | Path | None) -> Path | None:
-    """`data_dir` as an ImageFolder root, or None for TFDS: when it is empty, or names `dataset` in TFDS (e.g.
-    `--data_dir=cifar10`) and no such folder exists. Raises ValueError when it names another TFDS dataset."""
+    """`data_dir` as an ImageFolder root, or None for TFDS.
+
+    None when it is empty, or names `dataset` in TFDS (e.g. `--data_dir=cifar10`) and no such folder exists.
+    Raises ValueError when it names another TFDS dataset.
+    """
     if not data_dir:
         return None
     if str(data_dir) in DATASETS and not Path(data_dir).is_dir():
         if str(data_dir) != dataset:
-            raise ValueError(f"--data_dir={data_dir} names the TFDS dataset {data_dir}, not --dataset={dataset}: "
-                             f"pass --dataset={data_dir}")
+            raise ValueError(
+                f"--data_dir={data_dir} names the TFDS dataset {data_dir}, not --dataset={dataset}: "
+                f"pass --dataset={data_dir}"
+            )
         return None
     return Path(data_dir)
 
@@ -244,8 +347,7 @@ def _checked_source(
 
 
 def _subset(labels: np.ndarray, examples: int | None, seed: int) -> np.ndarray | slice:
-    """Indices of the class-balanced subset `load` keeps (`balanced_subset`), or every example when `examples`
-    is None."""
+    """Indices of the class-balanced subset `load` keeps (`balanced_subset`), or all when `examples` is None."""
     if examples is None:
         return slice(None)
     _check_count("examples", examples, len(labels))
@@ -291,8 +393,10 @@ def balanced_subset(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def at_most(labels: np.ndarray, count: int, seed: int) -> np.ndarray | slice:
-    """Indices of a class-balanced subset of `count` examples (`balanced_subset`), or all of them when
-    `count` is 0 or not smaller than their number: the images an evaluation of at most `count` reads."""
+    """Indices of a class-balanced subset of `count` examples: the images an evaluation of at most `count` reads.
+
+    Every index when `count` is 0 or not smaller than their number; the subset is `balanced_subset`'s.
+    """
     return balanced_subset(labels, count, seed) if 0 < count < len(labels) else slice(None)
 
 
@@ -329,9 +433,7 @@ def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    offsets = tf.random.stateless_uniform(
-        [batch, 2], crop_seed, minval=0, maxval=2 * CROP_PADDING + 1, dtype=tf.int32
-    )
+    offsets = tf.random.stateless_uniform([batch, 2], crop_seed, minval=0, maxval=2 * CROP_PADDING + 1, dtype=tf.int32)
     flip = tf.random.stateless_uniform([batch, 1], flip_seed) < 0.5
     rows = offsets[:, :1] + tf.range(height)[tf.newaxis]
     columns = offsets[:, 1:] + tf.where(flip, tf.range(width - 1, -1, -1), tf.range(width))
@@ -342,8 +444,10 @@ def random_crop_and_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Each image of a batch flipped left-right with probability 1/2, as float32 `[B, H, W, C]`: the reference
-    code's only augmentation. `seed` is a stateless seed, int `[2]`."""
+    """Each image of a batch flipped left-right with probability 1/2, as float32 `[B, H, W, C]`.
+
+    This is the reference code's only augmentation. `seed` is a stateless seed, int `[2]`.
+    """
     images = tf.cast(images, tf.float32)
     flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed) < 0.5
     return tf.where(flip, tf.reverse(images, axis=[2]), images)
@@ -381,13 +485,15 @@ def train_dataset(
     run_key = tf.constant([seed, 0], tf.int64)
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(run_key, epoch), 2))
+        order_key, crop_key = tf.unstack(
+            tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(run_key, epoch), 2)
+        )
         order = tf.random.experimental.stateless_shuffle(tf.range(len(images), dtype=tf.int64), order_key)
         batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
         return batches.enumerate().map(
             lambda step, i: (_batch_images(tf.gather(images_t, i), augment, crop_key, step), tf.gather(labels_t, i)),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
 
     return tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE)
 
@@ -425,8 +531,11 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _prepare_tfds_copy(dataset: str, tfds_data_dir: str | Path | None) -> None:
-    """Makes sure TFDS has a prepared copy: downloads one (TFDS' own download) when the dataset's server is
-    reachable, else raises FileNotFoundError saying how to use local data."""
+    """Makes sure TFDS has a prepared copy, downloading one when the dataset's server is reachable.
+
+    The download is TFDS' own. When the server is not reachable, raises FileNotFoundError saying how to use
+    local data.
+    """
     builder = tfds.builder(dataset, data_dir=tfds_data_dir)
     if builder.is_prepared():
         return
@@ -451,29 +560,28 @@ def _reachable(host: str, timeout: float = 5.0) -> bool:
     return True
 
 
-def _load_tfds(
-    dataset: str, split: str, tfds_data_dir: str | Path | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _load_tfds(dataset: str, split: str, tfds_data_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
     """Reads a prepared TFDS split into uint8 images and int64 labels, without downloading."""
-    examples = tfds.load(
-        dataset, split=split, data_dir=tfds_data_dir, download=False, as_supervised=True
-    )
+    examples = tfds.load(dataset, split=split, data_dir=tfds_data_dir, download=False, as_supervised=True)
     parts = list(tfds.as_numpy(examples.batch(_DECODE_BATCH)))
     images = np.concatenate([x for x, _ in parts]).astype(np.uint8)
     labels = np.concatenate([y for _, y in parts]).astype(np.int64)
     if images.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(
-            f"TFDS {dataset!r} {split} images are {images.shape[1:]}; expected {IMAGE_SHAPE}"
-        )
+        raise ValueError(f"TFDS {dataset!r} {split} images are {images.shape[1:]}; expected {IMAGE_SHAPE}")
     return images, labels
 
 
 def _tfds_names(dataset: str, split: str, tfds_data_dir: str | Path | None) -> tuple[list[str], np.ndarray]:
-    """Each example's name (`load_names`) and int64 label, in the order `_load_tfds` reads them; images are
-    read but not decoded."""
+    """Each example's name (`load_names`) and int64 label, in the order `_load_tfds` reads them.
+
+    The images are read but not decoded.
+    """
     keys = ("id", "label") if "id" in tfds.builder(dataset, data_dir=tfds_data_dir).info.features else ("label",)
     examples = tfds.load(
-        dataset, split=split, data_dir=tfds_data_dir, download=False,
+        dataset,
+        split=split,
+        data_dir=tfds_data_dir,
+        download=False,
         decoders={"image": tfds.decode.SkipDecoding()},
     ).map(lambda example: {key: example[key] for key in keys})
     parts = list(tfds.as_numpy(examples.batch(_DECODE_BATCH)))
@@ -533,14 +641,10 @@ def _list_images(
     paths, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = split_dir / name
-        entries = sorted(
-            (e for e in os.scandir(class_dir) if not e.name.startswith(".")), key=lambda e: e.name
-        )
+        entries = sorted((e for e in os.scandir(class_dir) if not e.name.startswith(".")), key=lambda e: e.name)
         for entry in entries:
             if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
-                raise ValueError(
-                    f"Not an image file: {entry.path!r}; expected suffixes {list(IMAGE_SUFFIXES)}"
-                )
+                raise ValueError(f"Not an image file: {entry.path!r}; expected suffixes {list(IMAGE_SUFFIXES)}")
         if not entries:
             raise ValueError(f"Class folder {str(class_dir)!r} has no images")
         paths += [entry.path for entry in entries[:per_class]]
@@ -588,7 +692,7 @@ def _write_cache(cache_file: Path, images: np.ndarray, labels: np.ndarray) -> No
         with files.atomic_path(cache_file) as partial, open(partial, "wb") as f:
             np.savez(f, images=images, labels=labels)
     except OSError as error:
-        warnings.warn(f"Could not write the decoded-data cache {str(cache_file)!r}: {error}")
+        warnings.warn(f"Could not write the decoded-data cache {str(cache_file)!r}: {error}", stacklevel=2)
 
 
 def _decode(contents: tf.Tensor) -> tf.Tensor:

@@ -42,8 +42,10 @@ def is_chief() -> bool:
 
 
 class MultiWorkerWorkarounds:
-    """Mixin for a `keras.Model` with its own `train_step`: the two fixes it needs to train under
-    `MultiWorkerMirroredStrategy` (keras-team/keras#20585), kept in one place.
+    """Mixin for a `keras.Model` with its own `train_step`: the two fixes multi-worker training needs.
+
+    Both are needed to train under `MultiWorkerMirroredStrategy`
+    (keras-team/keras#20585), and kept in one place:
 
     - `_maybe_symbolic_build` overrides Keras' private hook that `fit` calls
       before training: it builds only the optimizer, in the strategy scope,

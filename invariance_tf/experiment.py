@@ -20,11 +20,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import (adversaries, callbacks, data, distribute, evaluation, files, networks, precision, report,
-                           schedules, semimetrics, transforms)
+from invariance_tf import (
+    adversaries,
+    callbacks,
+    data,
+    distribute,
+    evaluation,
+    files,
+    networks,
+    precision,
+    report,
+    schedules,
+    semimetrics,
+    transforms,
+)
 from invariance_tf.layers.gconv import GROUP_ORDERS
-from invariance_tf.networks import pretrained
 from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel, classifier_network
+from invariance_tf.networks import pretrained
 from invariance_tf.options import check, flag_value, option
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
@@ -41,75 +53,110 @@ class ExperimentConfig:
     data_dir: str = option("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
     network: str = option("resnet", "network architecture (see invariance_tf.networks)")
     resnet_n: int = option(5, "ResNet blocks per stage: depth 6n+2 (5 = paper, 1 = fast CPU)")
-    reference_resnet: bool = option(False, "--network=resnet with the reference code's conv init, batch-norm "
-                                           "epsilon 1e-3 and first-block shortcut (no effect on other networks)")
+    reference_resnet: bool = option(
+        False,
+        "--network=resnet with the reference code's conv init, batch-norm "
+        "epsilon 1e-3 and first-block shortcut (no effect on other networks)",
+    )
     width: int = option(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
     g_depth: int = option(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
-    g_width: int = option(0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's "
-                             "parameter-matched widths)")
+    g_width: int = option(
+        0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's parameter-matched widths)"
+    )
     group: str = option("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
-    init_model: str = option("", "start from this trained classifier (robust fine-tuning) instead of a new "
-                                 "--network: a trainers.fit run folder, a .keras file or a SavedModel folder, "
-                                 "taking raw pixels 0-255 (see invariance_tf.networks.pretrained); empty = a new "
-                                 "network")
+    init_model: str = option(
+        "",
+        "start from this trained classifier (robust fine-tuning) instead of a new "
+        "--network: a trainers.fit run folder, a .keras file or a SavedModel folder, "
+        "taking raw pixels 0-255 (see invariance_tf.networks.pretrained); empty = a new "
+        "network",
+    )
     adversary: str = option("none", "choice of x~: none | random | worst_of_k | spgd")
     k: int = option(10, "candidates of worst_of_k (1 = random)")
     adversary_objective: str = option("ce", "what the adversary maximises: ce | kl | l2")
-    ce_adversary_objective: str = option("same", "what the CE term's x~ maximises: same (the x~ of h) | ce (its "
-                                                 "own worst case w.r.t. CE when --adversary_objective is h: x, "
-                                                 "x~ of h and x~ of CE per step, the reference code's A.T.+KL; "
-                                                 "no effect with --adversary=random, --k=1, "
-                                                 "--adversary_objective=ce or --ce_on=nat)")
-    shared_candidates: bool = option(False, "worst_of_k with two objectives (--ce_adversary_objective=ce): pick "
-                                            "both x~ from the same k draws (one search, cheaper) instead of two "
-                                            "independent searches (the reference code)")
+    ce_adversary_objective: str = option(
+        "same",
+        "what the CE term's x~ maximises: same (the x~ of h) | ce (its "
+        "own worst case w.r.t. CE when --adversary_objective is h: x, "
+        "x~ of h and x~ of CE per step, the reference code's A.T.+KL; "
+        "no effect with --adversary=random, --k=1, "
+        "--adversary_objective=ce or --ce_on=nat)",
+    )
+    shared_candidates: bool = option(
+        False,
+        "worst_of_k with two objectives (--ce_adversary_objective=ce): pick "
+        "both x~ from the same k draws (one search, cheaper) instead of two "
+        "independent searches (the reference code)",
+    )
     spgd_steps: int = option(5, "S-PGD sign-gradient steps")
-    limits: tuple[float, float, float] = option(transforms.DEFAULT_LIMITS,
-                                                "transformation limits dx,dy,angle (pixels, pixels, degrees) of "
-                                                "the adversary and of the evaluation's attacks")
-    adversary_limits: tuple[float, ...] = option((), "the training adversary's limits dx,dy,angle when they "
-                                                     "differ from --limits (empty = --limits), e.g. 4,4,0 for "
-                                                     "the reference's std row: random +-4 px translations")
-    resampling: str = option("composed", "how transformed images are resampled, in training, adversary and "
-                                         "evaluation: composed (one bilinear resampling) | reference (the "
-                                         "reference code's pad to 2x, rotate, translate, crop: two)")
+    limits: tuple[float, float, float] = option(
+        transforms.DEFAULT_LIMITS,
+        "transformation limits dx,dy,angle (pixels, pixels, degrees) of the adversary and of the evaluation's attacks",
+    )
+    adversary_limits: tuple[float, ...] = option(
+        (),
+        "the training adversary's limits dx,dy,angle when they "
+        "differ from --limits (empty = --limits), e.g. 4,4,0 for "
+        "the reference's std row: random +-4 px translations",
+    )
+    resampling: str = option(
+        "composed",
+        "how transformed images are resampled, in training, adversary and "
+        "evaluation: composed (one bilinear resampling) | reference (the "
+        "reference code's pad to 2x, rotate, translate, crop: two)",
+    )
     ce_on: str = option("nat", "cross-entropy on the natural (nat), transformed (rob) or both (mix) batches")
-    reference_half_batch_ce: bool = option(False, "the reference A.T. config's quirk, not the method: with "
-                                                  "--ce_on=rob the CE is on the second half of the batch only")
+    reference_half_batch_ce: bool = option(
+        False,
+        "the reference A.T. config's quirk, not the method: with "
+        "--ce_on=rob the CE is on the second half of the batch only",
+    )
     h: str = option("kl", "invariance semimetric: kl | l2")
     lambda_reg: float = option(0.0, "weight of the invariance penalty h (>= 0; 0 = plain D.A./A.T.)")
     epochs: int = option(100, "training epochs")
     batch_size: int = option(128, "original examples per step (regularised rows add as many transformed)")
     lr: float = option(0.1, "SGD learning rate: the initial one (step) or the peak (onecycle)")
-    lr_schedule: str = option("step", "step: lr / 10 at 50% and 75% of training (the paper) | onecycle: linear "
-                                      "warm-up to lr over --warmup_fraction of training, then linear decay to 0")
+    lr_schedule: str = option(
+        "step",
+        "step: lr / 10 at 50% and 75% of training (the paper) | onecycle: linear "
+        "warm-up to lr over --warmup_fraction of training, then linear decay to 0",
+    )
     warmup_fraction: float = option(0.2, "fraction of training steps spent warming up (--lr_schedule=onecycle)")
     momentum: float = option(0.9, "SGD momentum")
     nesterov: bool = option(False, "Nesterov momentum")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy term, in [0, 1)")
-    precision: str = option("float32", "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 | auto "
-                                       "(mixed_bfloat16 where the hardware computes bfloat16 natively, e.g. "
-                                       "AVX512_BF16 or AMX, float32 otherwise)")
+    precision: str = option(
+        "float32",
+        "Keras dtype policy: float32 | mixed_bfloat16 | mixed_float16 | auto "
+        "(mixed_bfloat16 where the hardware computes bfloat16 natively, e.g. "
+        "AVX512_BF16 or AMX, float32 otherwise)",
+    )
     weight_decay: float = option(2e-4, "coefficient of 1/2 ||w||^2 on every kernel")
-    augment: str = option("auto", "augmentation of the training images before any transformation: auto "
-                                  "(crop+flip on CIFAR, none on SVHN) | on (zero-pad 4, random crop, flip) | "
-                                  "flip (left-right flips only, the reference code's) | off")
+    augment: str = option(
+        "auto",
+        "augmentation of the training images before any transformation: auto "
+        "(crop+flip on CIFAR, none on SVHN) | on (zero-pad 4, random crop, flip) | "
+        "flip (left-right flips only, the reference code's) | off",
+    )
     train_examples: int = option(0, "training examples to use (0 = all minus validation)")
     validation_examples: int = option(0, "examples held out of the training split for validation")
     test_examples: int = option(0, "test examples for the final metrics (0 = all)")
     grid_examples: int = option(0, "test examples for the final grid attack (0 = all test examples)")
     eval_every: int = option(0, "epochs between worst-of-k validation evaluations (0 = never)")
     eval_k: int = option(10, "k of the worst-of-k evaluation")
-    eval_chunk_size: int = option(500, "grid examples per saved chunk of the final evaluation (a killed "
-                                       "evaluation resumes from its saved chunks)")
-    eval_batch_size: int = option(0, "images per model call during evaluation, bounds memory "
-                                     "(0 = auto: 128 on CPU, 1024 on GPU)")
+    eval_chunk_size: int = option(
+        500, "grid examples per saved chunk of the final evaluation (a killed evaluation resumes from its saved chunks)"
+    )
+    eval_batch_size: int = option(
+        0, "images per model call during evaluation, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)"
+    )
     output_dir: str = option("runs/default", "where checkpoints, logs, model.keras and metrics.json go")
     seed: int = option(0, "seed of data order, initialisation and adversary draws")
     deterministic: bool = option(False, "make TF ops deterministic (with --seed: identical reruns; slower)")
     overwrite: bool = option(False, "train again into an --output_dir that holds a finished run")
-    strategy: str = option("auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | "
-                                   "mirrored | multi_worker")
+    strategy: str = option(
+        "auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | mirrored | multi_worker"
+    )
     jit_compile: bool = option(False, "compile the train step with XLA (standard training only)")
     verbose: int = option(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
 
@@ -119,22 +166,37 @@ class ExperimentConfig:
             ("dataset", self.dataset in data.DATASETS, f"valid datasets are {sorted(data.DATASETS)}"),
             ("network", self.network in networks.NETWORKS, f"valid networks are {sorted(networks.NETWORKS)}"),
             ("adversary", self.adversary in ADVERSARY_CHOICES, f"valid adversaries are {list(ADVERSARY_CHOICES)}"),
-            ("adversary_objective", self.adversary_objective in adversaries.OBJECTIVES,
-             f"valid objectives are {list(adversaries.OBJECTIVES)}"),
+            (
+                "adversary_objective",
+                self.adversary_objective in adversaries.OBJECTIVES,
+                f"valid objectives are {list(adversaries.OBJECTIVES)}",
+            ),
             ("h", self.h in semimetrics.SEMIMETRICS, f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}"),
             ("ce_on", self.ce_on in CE_ON, f"valid values are {list(CE_ON)}"),
-            ("ce_adversary_objective", self.ce_adversary_objective in CE_ADVERSARY_OBJECTIVES,
-             f"valid values are {list(CE_ADVERSARY_OBJECTIVES)}"),
+            (
+                "ce_adversary_objective",
+                self.ce_adversary_objective in CE_ADVERSARY_OBJECTIVES,
+                f"valid values are {list(CE_ADVERSARY_OBJECTIVES)}",
+            ),
             ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
             ("strategy", self.strategy in distribute.STRATEGIES, f"valid strategies are {list(distribute.STRATEGIES)}"),
             ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
-            ("limits", len(self.limits) == 3 and all(math.isfinite(v) and v >= 0 for v in self.limits),
-             "must be 3 values >= 0: dx pixels, dy pixels, angle degrees"),
-            ("adversary_limits", len(self.adversary_limits) in (0, 3)
-             and all(math.isfinite(v) and v >= 0 for v in self.adversary_limits),
-             "must be empty (= --limits) or 3 values >= 0: dx pixels, dy pixels, angle degrees"),
-            ("resampling", self.resampling in transforms.RESAMPLINGS,
-             f"valid resamplings are {list(transforms.RESAMPLINGS)}"),
+            (
+                "limits",
+                len(self.limits) == 3 and all(math.isfinite(v) and v >= 0 for v in self.limits),
+                "must be 3 values >= 0: dx pixels, dy pixels, angle degrees",
+            ),
+            (
+                "adversary_limits",
+                len(self.adversary_limits) in (0, 3)
+                and all(math.isfinite(v) and v >= 0 for v in self.adversary_limits),
+                "must be empty (= --limits) or 3 values >= 0: dx pixels, dy pixels, angle degrees",
+            ),
+            (
+                "resampling",
+                self.resampling in transforms.RESAMPLINGS,
+                f"valid resamplings are {list(transforms.RESAMPLINGS)}",
+            ),
             ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
             ("width", self.width >= 1, "must be >= 1"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"valid schedules are {list(LR_SCHEDULES)}"),
@@ -161,17 +223,24 @@ class ExperimentConfig:
         ]
         check(self, checks)
         if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
-            raise ValueError(f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
-                             f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd")
+            raise ValueError(
+                f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
+                f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd"
+            )
         if self.adversary != "none" and self.ce_on == "nat" and self.lambda_reg == 0:
-            raise ValueError(f"--adversary={self.adversary} is never used with --ce_on=nat --lambda_reg=0: use "
-                             "--adversary=none (standard training), --ce_on=rob or mix, or --lambda_reg > 0")
+            raise ValueError(
+                f"--adversary={self.adversary} is never used with --ce_on=nat --lambda_reg=0: use "
+                "--adversary=none (standard training), --ce_on=rob or mix, or --lambda_reg > 0"
+            )
         if self.jit_compile and self.adversary != "none":
-            raise ValueError(f"--jit_compile cannot compile a train step with --adversary={self.adversary}: "
-                             "the transform op has no XLA kernel; drop --jit_compile")
+            raise ValueError(
+                f"--jit_compile cannot compile a train step with --adversary={self.adversary}: "
+                "the transform op has no XLA kernel; drop --jit_compile"
+            )
         if self.reference_half_batch_ce and self.ce_on != "rob":
-            raise ValueError(f"--reference_half_batch_ce needs --ce_on=rob (the reference A.T. config); got "
-                             f"--ce_on={self.ce_on}")
+            raise ValueError(
+                f"--reference_half_batch_ce needs --ce_on=rob (the reference A.T. config); got --ce_on={self.ce_on}"
+            )
         if self.init_model:
             pretrained.resolve(self.init_model)
         if self.eval_every and not self.validation_examples:
@@ -182,10 +251,15 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, values: dict) -> "ExperimentConfig":
+    def from_json(cls, values: dict) -> ExperimentConfig:
         """Inverse of `to_json` (as read back from a run's config.json)."""
-        return cls(**{**values, "limits": tuple(values["limits"]),
-                      "adversary_limits": tuple(values.get("adversary_limits", ()))})
+        return cls(
+            **{
+                **values,
+                "limits": tuple(values["limits"]),
+                "adversary_limits": tuple(values.get("adversary_limits", ())),
+            }
+        )
 
 
 def flag_arguments(config: ExperimentConfig) -> list[str]:
@@ -212,8 +286,7 @@ def build_adversary(config: ExperimentConfig) -> adversaries.Adversary | None:
 
 def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Model:
     """The classifier f named by `--network` (logits), shaped for the dataset's images and classes."""
-    kwargs = {"input_shape": info.image_shape, "num_classes": info.num_classes,
-              "weight_decay": config.weight_decay}
+    kwargs = {"input_shape": info.image_shape, "num_classes": info.num_classes, "weight_decay": config.weight_decay}
     if config.network == "resnet":
         kwargs.update(n=config.resnet_n, reference_details=config.reference_resnet)
     elif config.network == "resnet9":
@@ -225,26 +298,36 @@ def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Mod
     return networks.build(config.network, **kwargs)
 
 
-def learning_rate_schedule(config: ExperimentConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+def learning_rate_schedule(
+    config: ExperimentConfig, steps_per_epoch: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
     """`--lr_schedule`: the paper's steps (`lr`, / 10 at 50% and again at 75% of training) or one cycle."""
     total = config.epochs * steps_per_epoch
     if config.lr_schedule == "onecycle":
         return schedules.OneCycle(config.lr, total, min(round(config.warmup_fraction * total), total - 1))
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100])
+        [max(1, total // 2), max(2, (3 * total) // 4)], [config.lr, config.lr / 10, config.lr / 100]
+    )
 
 
 def initial_network(config: ExperimentConfig, info: data.DatasetInfo, policy: str) -> keras.Model:
-    """The network a run starts from: `--init_model` loaded (and checked against the data) or a new `--network`,
-    its layers computing under the dtype policy `policy`."""
+    """The network a run starts from: `--init_model` loaded (and checked against the data) or a new `--network`.
+
+    Its layers compute under the dtype policy `policy`.
+    """
     if config.init_model:
         return pretrained.load(config.init_model, info.image_shape, info.num_classes, policy)
     with networks.dtype_policy(policy):
         return build_network(config, info)
 
 
-def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoch: int,
-                policy: str | None = None, network: keras.Model | None = None) -> InvarianceModel:
+def build_model(
+    config: ExperimentConfig,
+    info: data.DatasetInfo,
+    steps_per_epoch: int,
+    policy: str | None = None,
+    network: keras.Model | None = None,
+) -> InvarianceModel:
     """The compiled regularised model for `config`: the one place flags become a model.
 
     It trains `network`, by default `initial_network`'s. Layers take `policy`, by default `--precision`
@@ -254,14 +337,22 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, steps_per_epoc
     network = network or initial_network(config, info, policy)
     with networks.dtype_policy(policy):
         model = InvarianceModel(
-            network, adversary=build_adversary(config), ce_on=config.ce_on, h=config.h,
-            lambda_reg=config.lambda_reg, label_smoothing=config.label_smoothing, seed=config.seed,
+            network,
+            adversary=build_adversary(config),
+            ce_on=config.ce_on,
+            h=config.h,
+            lambda_reg=config.lambda_reg,
+            label_smoothing=config.label_smoothing,
+            seed=config.seed,
             ce_adversary_objective=config.ce_adversary_objective,
-            reference_half_batch_ce=config.reference_half_batch_ce)
+            reference_half_batch_ce=config.reference_half_batch_ce,
+        )
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum,
-                                       nesterov=config.nesterov),
-        jit_compile=config.jit_compile)
+        optimizer=keras.optimizers.SGD(
+            learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum, nesterov=config.nesterov
+        ),
+        jit_compile=config.jit_compile,
+    )
     return model
 
 
@@ -276,20 +367,27 @@ class Splits:
 
 
 def load_splits(config: ExperimentConfig) -> Splits:
-    """The run's arrays: `--validation_examples` are held out of a training subset of `--train_examples` plus
-    that many (or of the whole training split when `--train_examples=0`)."""
+    """The run's arrays, with `--validation_examples` held out of the training data.
+
+    They are held out of a training subset of `--train_examples` plus that many, or of the whole training split
+    when `--train_examples=0`.
+    """
     examples = config.train_examples + config.validation_examples if config.train_examples else None
-    images, labels, info = data.load(config.dataset, config.data_dir or None, "train", examples=examples,
-                                     seed=config.seed)
+    images, labels, info = data.load(
+        config.dataset, config.data_dir or None, "train", examples=examples, seed=config.seed
+    )
     if config.validation_examples >= len(images):
-        raise ValueError(f"--validation_examples={config.validation_examples} leaves no training examples: the "
-                         f"training split has {len(images)}")
+        raise ValueError(
+            f"--validation_examples={config.validation_examples} leaves no training examples: the "
+            f"training split has {len(images)}"
+        )
     if config.validation_examples:
         train, validation = data.train_validation_split(images, labels, config.validation_examples, seed=config.seed)
     else:
         train, validation = (images, labels), (images[:0], labels[:0])
-    test_images, test_labels, _ = data.load(config.dataset, config.data_dir or None, "test",
-                                            examples=config.test_examples or None, seed=config.seed)
+    test_images, test_labels, _ = data.load(
+        config.dataset, config.data_dir or None, "test", examples=config.test_examples or None, seed=config.seed
+    )
     return Splits(train, validation, (test_images, test_labels), info)
 
 
@@ -300,11 +398,14 @@ def augmentation(config: ExperimentConfig) -> str:
     return {"on": "crop_flip", "flip": "flip", "off": "off"}[config.augment]
 
 
-def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig,
-                   state_dir: Path | None = None) -> dict:
-    """Clean and worst-of-k accuracy (fractions) on the given test images, grid accuracy on `--grid_examples`
-    of them (a class-balanced subset drawn with the run's seed) or all, with its 95 % Wilson interval, and
-    each grid example's outcome (`grid_correct`, `report.bits`), so runs of one seed compare paired.
+def robust_metrics(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig, state_dir: Path | None = None
+) -> dict:
+    """Clean, worst-of-k and grid accuracy (fractions) on the given test images, and each grid example's outcome.
+
+    The grid runs on `--grid_examples` of them (a class-balanced subset drawn with the run's seed) or all, with
+    its 95 % Wilson interval; each grid example's outcome (`grid_correct`, `report.bits`) lets runs of one seed
+    compare paired.
 
     With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
     evaluation resumes (`evaluation.resumable`).
@@ -313,15 +414,24 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
     grid_images, grid_labels = images[chosen], labels[chosen]
     batch_size = config.eval_batch_size or None
     kwargs = {"limits": config.limits, "batch_size": batch_size, "resampling": config.resampling}
-    grid = evaluation.run_attack("grid", model, grid_images, grid_labels, state_dir=state_dir,
-                                 chunk_size=config.eval_chunk_size,
-                                 model_key=evaluation.fingerprint(classifier_network(model)),
-                                 verbose=bool(config.verbose), method="early_exit", **kwargs)
+    grid = evaluation.run_attack(
+        "grid",
+        model,
+        grid_images,
+        grid_labels,
+        state_dir=state_dir,
+        chunk_size=config.eval_chunk_size,
+        model_key=evaluation.fingerprint(classifier_network(model)),
+        verbose=bool(config.verbose),
+        method="early_exit",
+        **kwargs,
+    )
     return {
         "test_examples": int(len(images)),
         "clean_accuracy": evaluation.run_attack("clean", model, images, labels, batch_size=batch_size).accuracy,
         f"worst_of_{config.eval_k}_accuracy": evaluation.run_attack(
-            "worst_of_k", model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs).accuracy,
+            "worst_of_k", model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs
+        ).accuracy,
         "grid_examples": int(len(grid_images)),
         "grid_accuracy": grid.accuracy,
         "grid_accuracy_ci95": list(report.wilson_interval(int(grid.correct.sum()), len(grid_labels))),
@@ -332,8 +442,17 @@ def robust_metrics(model: keras.Model, images: np.ndarray, labels: np.ndarray, c
 EPOCH_TIMES = "epoch_seconds.json"
 PRECISION_RECORD = "precision.json"
 EVALUATION_STATE = "evaluation_state"
-RUN_ARTEFACTS = ("metrics.json", "model.keras", "evaluation.json", "checkpoints", "backup", "logs", EPOCH_TIMES,
-                 EVALUATION_STATE, PRECISION_RECORD)
+RUN_ARTEFACTS = (
+    "metrics.json",
+    "model.keras",
+    "evaluation.json",
+    "checkpoints",
+    "backup",
+    "logs",
+    EPOCH_TIMES,
+    EVALUATION_STATE,
+    PRECISION_RECORD,
+)
 
 
 def prepare_output_dir(config: ExperimentConfig) -> Path:
@@ -345,8 +464,9 @@ def prepare_output_dir(config: ExperimentConfig) -> Path:
     out = Path(config.output_dir)
     if (out / "metrics.json").is_file():
         if not config.overwrite:
-            raise FileExistsError(f"--output_dir={out} holds a finished run (metrics.json); "
-                                  "pass --overwrite to train again")
+            raise FileExistsError(
+                f"--output_dir={out} holds a finished run (metrics.json); pass --overwrite to train again"
+            )
     if config.overwrite and distribute.is_chief():
         for name in RUN_ARTEFACTS:
             path = out / name
@@ -359,32 +479,54 @@ def prepare_output_dir(config: ExperimentConfig) -> Path:
 
 
 # Fields that change neither the weights nor the optimiser's path: a run resumes under other values of these.
-RESUME_INDEPENDENT = frozenset({"data_dir", "output_dir", "overwrite", "verbose", "strategy", "deterministic",
-                                "jit_compile", "test_examples", "grid_examples", "eval_every", "eval_k",
-                                "eval_chunk_size", "eval_batch_size"})
+RESUME_INDEPENDENT = frozenset(
+    {
+        "data_dir",
+        "output_dir",
+        "overwrite",
+        "verbose",
+        "strategy",
+        "deterministic",
+        "jit_compile",
+        "test_examples",
+        "grid_examples",
+        "eval_every",
+        "eval_k",
+        "eval_chunk_size",
+        "eval_batch_size",
+    }
+)
 
 
 def legacy_values(saved: dict) -> dict:
-    """How a run recorded before a field existed ran, where that differs from the field's default: worst_of_k
-    picked both x~ of a three-fold batch (`--ce_adversary_objective=ce`) from one shared set of candidates."""
+    """How a run recorded before a field existed ran, where that differs from the field's default.
+
+    worst_of_k picked both x~ of a three-fold batch (`--ce_adversary_objective=ce`) from one shared set of
+    candidates.
+    """
     three_fold = saved.get("adversary") == "worst_of_k" and saved.get("ce_adversary_objective") == "ce"
     return {"shared_candidates": True} if three_fold else {}
 
 
 def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> dict:
-    """The keys (flag names) of `current` (JSON-ready) whose value in `saved`, the JSON record of an earlier run
-    or search, differs, apart from `ignored`, sorted, each with its value in `saved`. A config field `saved`
-    lacks (written by an older version) counts as that field's default, which is how the older version ran; a
-    key only `saved` has (a flag since removed) means nothing to the current version and is not compared.
-    Where older versions behaved otherwise than a field's default, it counts as `legacy_values` says."""
+    """The keys (flag names) of `current` (JSON-ready) whose value in `saved` differs, apart from `ignored`.
+
+    `saved` is the JSON record of an earlier run or search; the keys come sorted, each with its value in `saved`.
+    A config field `saved` lacks (written by an older version) counts as that field's default, which is how the
+    older version ran; a key only `saved` has (a flag since removed) means nothing to the current version and is
+    not compared. Where older versions behaved otherwise than a field's default, it counts as `legacy_values`
+    says.
+    """
     defaults = {**json.loads(json.dumps(ExperimentConfig().to_json())), **legacy_values(saved)}
     saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     return {k: saved.get(k) for k in sorted(current.keys() - ignored) if saved.get(k) != current.get(k)}
 
 
 def recorded_changes(config: ExperimentConfig, out: Path, ignored: frozenset[str] = frozenset()) -> dict:
-    """The flags, apart from `ignored`, whose value in the run recorded in `out` (its config.json) differs from
-    `config`'s, each with its recorded value; empty when `out` records no run."""
+    """The flags, apart from `ignored`, whose value in the run recorded in `out` differs from `config`'s.
+
+    Each comes with its recorded value (from `out`'s config.json); empty when `out` records no run.
+    """
     saved_path = out / "config.json"
     if not saved_path.is_file():
         return {}
@@ -392,19 +534,25 @@ def recorded_changes(config: ExperimentConfig, out: Path, ignored: frozenset[str
 
 
 def check_resumable(config: ExperimentConfig, out: Path) -> None:
-    """Refuses to resume the unfinished run in `out` (a backup and its config.json) with other training flags:
-    its weights and optimiser state belong to the flags it was started with."""
+    """Refuses to resume the unfinished run in `out` (a backup and its config.json) with other training flags.
+
+    Its weights and optimiser state belong to the flags it was started with.
+    """
     if callbacks.latest_backup(out / "backup") is None:
         return
     changed = recorded_changes(config, out, RESUME_INDEPENDENT)
     if changed:
-        raise ValueError(f"--output_dir={out} holds an unfinished run started with {flag_list(changed)}: pass the "
-                         "same flags to resume it, or --overwrite to start afresh")
+        raise ValueError(
+            f"--output_dir={out} holds an unfinished run started with {flag_list(changed)}: pass the "
+            "same flags to resume it, or --overwrite to start afresh"
+        )
 
 
 def run_precision(config: ExperimentConfig, out: Path) -> precision.Choice:
-    """The run's dtype policy: `--precision` resolved on this machine when the run starts, then what `out`
-    records, so a run resumed on other hardware keeps the policy it started with."""
+    """The run's dtype policy: `--precision` resolved on this machine when the run starts, then what `out` records.
+
+    A run resumed on other hardware thus keeps the policy it started with.
+    """
     record = out / PRECISION_RECORD
     if record.is_file() and callbacks.latest_backup(out / "backup") is not None:
         return precision.Choice(**json.loads(record.read_text()))
@@ -414,23 +562,37 @@ def run_precision(config: ExperimentConfig, out: Path) -> precision.Choice:
     return choice
 
 
-def training_callbacks(config: ExperimentConfig, out: Path, splits: Splits,
-                       root: Path) -> list[keras.callbacks.Callback]:
-    """Backup for resuming, a stop at the first NaN loss, the last good checkpoint, TensorBoard and
-    robust validation; they write into `root`: `out` on the chief, a scratch folder on other workers."""
+def training_callbacks(
+    config: ExperimentConfig, out: Path, splits: Splits, root: Path
+) -> list[keras.callbacks.Callback]:
+    """Backup for resuming, a stop at the first NaN loss, the last good checkpoint, TensorBoard, robust validation.
+
+    They write into `root`: `out` on the chief, a scratch folder on other workers.
+    """
     chief = distribute.is_chief()
     checkpoint = root / "checkpoints" / "last.keras"
-    result = [callbacks.EpochTimes(root / EPOCH_TIMES),
-              callbacks.AtomicBackupAndRestore(root / "backup", restore_dir=out / "backup"),
-              callbacks.StopOnNonFiniteLoss(checkpoint),
-              callbacks.SaveLastModel(checkpoint)]
+    result = [
+        callbacks.EpochTimes(root / EPOCH_TIMES),
+        callbacks.AtomicBackupAndRestore(root / "backup", restore_dir=out / "backup"),
+        callbacks.StopOnNonFiniteLoss(checkpoint),
+        callbacks.SaveLastModel(checkpoint),
+    ]
     if chief:
         result.append(keras.callbacks.TensorBoard(str(out / "logs")))
     if config.eval_every:
-        result.insert(0, callbacks.RobustValidation(
-            *splits.validation, k=config.eval_k, every=config.eval_every, limits=config.limits,
-            resampling=config.resampling,
-            seed=config.seed, batch_size=config.eval_batch_size or None, log_dir=out / "logs" if chief else None))
+        result.insert(
+            0,
+            callbacks.RobustValidation(
+                *splits.validation,
+                k=config.eval_k,
+                every=config.eval_every,
+                limits=config.limits,
+                resampling=config.resampling,
+                seed=config.seed,
+                batch_size=config.eval_batch_size or None,
+                log_dir=out / "logs" if chief else None,
+            ),
+        )
     return result
 
 
@@ -463,17 +625,31 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         files.write_text(out / "flags.cfg", "\n".join(flag_arguments(config)) + "\n")
     with strategy.scope():
         model = build_model(config, splits.info, steps_per_epoch, compute.policy, network)
-    train_ds = data.train_dataset(train_images, train_labels, config.batch_size, augment=augmentation(config),
-                                  seed=config.seed, first_epoch=callbacks.finished_epochs(out / "backup"))
-    validation_ds = (data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())
-                     if config.validation_examples else None)
+    train_ds = data.train_dataset(
+        train_images,
+        train_labels,
+        config.batch_size,
+        augment=augmentation(config),
+        seed=config.seed,
+        first_epoch=callbacks.finished_epochs(out / "backup"),
+    )
+    validation_ds = (
+        data.eval_dataset(*splits.validation, config.eval_batch_size or evaluation.default_batch_size())
+        if config.validation_examples
+        else None
+    )
     root = out if distribute.is_chief() else Path(tempfile.mkdtemp(prefix=f"worker{distribute.task()[1]}_"))
     start = time.perf_counter()
     try:
-        history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                            validation_data=validation_ds, shuffle=False,
-                            callbacks=training_callbacks(config, out, splits, root) + list(extra_callbacks or []),
-                            verbose=config.verbose)
+        history = model.fit(
+            train_ds,
+            epochs=config.epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_ds,
+            shuffle=False,
+            callbacks=training_callbacks(config, out, splits, root) + list(extra_callbacks or []),
+            verbose=config.verbose,
+        )
     finally:
         if root != out:
             shutil.rmtree(root, ignore_errors=True)
@@ -482,12 +658,18 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         return {}
     callbacks.save_model_atomically(model, out / "model.keras")
     epoch_seconds = callbacks.EpochTimes(out / EPOCH_TIMES).seconds()
-    metrics = {"train_seconds": float(sum(epoch_seconds)), "train_seconds_this_process": seconds_this_process,
-               "epoch_seconds": epoch_seconds, "epochs": config.epochs,
-               "epochs_this_process": len(history.epoch), "replicas_in_sync": strategy.num_replicas_in_sync,
-               "precision": compute.policy, "precision_reason": compute.reason,
-               "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
-               **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE)}
+    metrics = {
+        "train_seconds": float(sum(epoch_seconds)),
+        "train_seconds_this_process": seconds_this_process,
+        "epoch_seconds": epoch_seconds,
+        "epochs": config.epochs,
+        "epochs_this_process": len(history.epoch),
+        "replicas_in_sync": strategy.num_replicas_in_sync,
+        "precision": compute.policy,
+        "precision_reason": compute.reason,
+        "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
+        **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE),
+    }
     files.write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     for finished in ("backup", EVALUATION_STATE):
         shutil.rmtree(out / finished, ignore_errors=True)

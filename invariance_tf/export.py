@@ -29,15 +29,19 @@ def export_for_serving(model: keras.Model, export_dir: str | Path, version: int 
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         tf.debugging.assert_equal(
-            tf.shape(images)[1:], tf.constant([height, width, channels]),
-            message=f"images must be float32 [batch, {height}, {width}, {channels}] raw pixel values (0-255)")
+            tf.shape(images)[1:],
+            tf.constant([height, width, channels]),
+            message=f"images must be float32 [batch, {height}, {width}, {channels}] raw pixel values (0-255)",
+        )
         logits = network(images, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     archive = keras.export.ExportArchive()
     archive.track(network)
     archive.add_endpoint(
-        name="serving_default", fn=serve,
-        input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
+        name="serving_default",
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")],
+    )
     archive.write_out(str(path), verbose=False)
     return path

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PARTIAL = ".partial"
 
@@ -37,10 +37,13 @@ def replace_durably(source: str | Path, target: str | Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
-    """Yields `<path>.partial-<pid><suffix>` to write (a file or a folder); on success it replaces `path`
-    durably, on an error it is removed and `path` is untouched. The name is per process, so processes writing
-    the same file (the workers of a multi-worker run) never take each other's partial: the last rename wins,
-    whole. `suffix` is for writers that insist on an extension, such as `Model.save` on `.keras`."""
+    """Yields `<path>.partial-<pid><suffix>` to write (a file or a folder), which then replaces `path`.
+
+    On success it replaces `path` durably, on an error it is removed and `path` is untouched. The name is per
+    process, so processes writing the same file (the workers of a multi-worker run) never take each other's
+    partial: the last rename wins, whole. `suffix` is for writers that insist on an extension, such as
+    `Model.save` on `.keras`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}{PARTIAL}-{os.getpid()}{suffix}")

@@ -18,8 +18,10 @@ def _unpack_unweighted(data) -> tuple[tf.Tensor, tf.Tensor]:
     """`(x, y)` of a batch; a batch with sample weights (or fit's `class_weight`) is refused."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if sample_weight is not None:
-        raise ValueError("InvarianceModel does not support sample weights or class_weight: the paper's loss "
-                         "weighs every example equally; got a batch (x, y, sample_weight)")
+        raise ValueError(
+            "InvarianceModel does not support sample weights or class_weight: the paper's loss "
+            "weighs every example equally; got a batch (x, y, sample_weight)"
+        )
     return x, y
 
 
@@ -27,8 +29,9 @@ def _mean_ce(labels: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0)
     if not label_smoothing:
         return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
     one_hot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1], dtype=logits.dtype)
-    return tf.reduce_mean(keras.losses.categorical_crossentropy(
-        one_hot, logits, from_logits=True, label_smoothing=label_smoothing))
+    return tf.reduce_mean(
+        keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True, label_smoothing=label_smoothing)
+    )
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
@@ -70,10 +73,19 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             transformed batch only (the first half still passes through batch norm). Off by default.
     """
 
-    def __init__(self, network: keras.Model, adversary: adversaries.Adversary | dict | None = None,
-                 ce_on: str = "nat", h: str = "kl", lambda_reg: float = 0.0, label_smoothing: float = 0.0,
-                 seed: int | None = None, ce_adversary_objective: str = "same",
-                 reference_half_batch_ce: bool = False, **kwargs):
+    def __init__(
+        self,
+        network: keras.Model,
+        adversary: adversaries.Adversary | dict | None = None,
+        ce_on: str = "nat",
+        h: str = "kl",
+        lambda_reg: float = 0.0,
+        label_smoothing: float = 0.0,
+        seed: int | None = None,
+        ce_adversary_objective: str = "same",
+        reference_half_batch_ce: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         # Raw pixels reach the network as given (as in Keras' Functional models): under a mixed policy Keras
         # would round them to the compute dtype first, e.g. a transformed pixel 200.3 to bfloat16 200.
@@ -84,8 +96,10 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         if ce_on not in CE_ON:
             raise ValueError(f"Unknown ce_on={ce_on!r}; valid values are {list(CE_ON)}")
         if ce_adversary_objective not in CE_ADVERSARY_OBJECTIVES:
-            raise ValueError(f"Unknown ce_adversary_objective={ce_adversary_objective!r}; valid values are "
-                             f"{list(CE_ADVERSARY_OBJECTIVES)}")
+            raise ValueError(
+                f"Unknown ce_adversary_objective={ce_adversary_objective!r}; valid values are "
+                f"{list(CE_ADVERSARY_OBJECTIVES)}"
+            )
         if not lambda_reg >= 0:
             raise ValueError(f"lambda_reg must be >= 0; got {lambda_reg}")
         if not 0 <= label_smoothing < 1:
@@ -93,11 +107,15 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         if adversary is None and (ce_on != "nat" or lambda_reg > 0):
             raise ValueError(f"ce_on={ce_on!r} with lambda_reg={lambda_reg} needs an adversary to choose x~")
         if adversary is not None and ce_on == "nat" and lambda_reg == 0:
-            raise ValueError(f"ce_on='nat' with lambda_reg=0 never uses the x~ of {type(adversary).__name__}: pass "
-                             "adversary=None for standard training, ce_on='rob' or 'mix', or lambda_reg > 0")
+            raise ValueError(
+                f"ce_on='nat' with lambda_reg=0 never uses the x~ of {type(adversary).__name__}: pass "
+                "adversary=None for standard training, ce_on='rob' or 'mix', or lambda_reg > 0"
+            )
         if reference_half_batch_ce and ce_on != "rob":
-            raise ValueError(f"reference_half_batch_ce=True is the reference A.T. config's CE on half of the "
-                             f"transformed batch, which needs ce_on='rob'; got ce_on={ce_on!r}")
+            raise ValueError(
+                f"reference_half_batch_ce=True is the reference A.T. config's CE on half of the "
+                f"transformed batch, which needs ce_on='rob'; got ce_on={ce_on!r}"
+            )
         self.network = network
         self.adversary = adversary
         self.reference_half_batch_ce = bool(reference_half_batch_ce)
@@ -122,16 +140,22 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Keras' `compile` for the optimizer and execution options; the loss and metrics are the method's."""
-        refused = {name: value for name, value in
-                   {"loss": loss, "metrics": metrics, **kwargs}.items()
-                   if name in ("loss", "metrics", "loss_weights", "weighted_metrics") and value is not None}
+        refused = {
+            name: value
+            for name, value in {"loss": loss, "metrics": metrics, **kwargs}.items()
+            if name in ("loss", "metrics", "loss_weights", "weighted_metrics") and value is not None
+        }
         if refused:
-            raise ValueError(f"InvarianceModel computes its own loss and metrics; got {refused}. "
-                             "Pass only the optimizer (and e.g. jit_compile) to compile().")
+            raise ValueError(
+                f"InvarianceModel computes its own loss and metrics; got {refused}. "
+                "Pass only the optimizer (and e.g. jit_compile) to compile()."
+            )
         if kwargs.get("jit_compile") is True and self.adversary is not None:
-            raise ValueError("jit_compile=True cannot compile a train step with an adversary: the "
-                             "ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel; "
-                             "use jit_compile=False (or 'auto', which leaves it off)")
+            raise ValueError(
+                "jit_compile=True cannot compile a train step with an adversary: the "
+                "ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel; "
+                "use jit_compile=False (or 'auto', which leaves it off)"
+            )
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config: dict) -> None:
@@ -141,8 +165,10 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def __call__(self, inputs: tf.Tensor | np.ndarray | list, *args, **kwargs) -> tf.Tensor:
-        """Keras' `__call__`, taking NumPy arrays and lists like any Keras model: as float32 tensors, so raw
-        pixels are not rounded to a mixed policy's compute dtype."""
+        """Keras' `__call__`, taking NumPy arrays and lists like any Keras model.
+
+        They become float32 tensors, so raw pixels are not rounded to a mixed policy's compute dtype.
+        """
         if isinstance(inputs, (np.ndarray, list)):
             inputs = tf.convert_to_tensor(inputs, tf.float32)
         return super().__call__(inputs, *args, **kwargs)
@@ -174,8 +200,10 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         return self._logs([self._trackers["ce"], self._accuracy_nat])
 
     def _choose_transformed(self, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor | None]:
-        """(x~ of h, the CE term's own x~): (None, None) for standard training, (x~, None) when one x~
-        serves both terms."""
+        """(x~ of h, the CE term's own x~).
+
+        (None, None) for standard training, (x~, None) when one x~ serves both terms.
+        """
         if self.adversary is None:
             return None, None
         params = self.adversary.choose(self, x, y, self._objectives(), seed=self._step_seed())
@@ -183,28 +211,36 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         return transformed[0], (transformed[1] if len(transformed) > 1 else None)
 
     def _objectives(self) -> list[str | None]:
-        """What the step's x~ maximise: [the adversary's own], or [h's, "ce"] when the CE term needs its own
-        worst case (or ["ce"] when h is not trained)."""
+        """What the step's x~ maximise: [the adversary's own], or [h's, "ce"] for a CE term with its own worst case.
+
+        It is ["ce"] alone when h is not trained.
+        """
         own = getattr(self.adversary, "objective", None)
-        if (self.ce_adversary_objective == "same" or self.ce_on == "nat" or own == "ce"
-                or not self.adversary.uses_objective):
+        if (
+            self.ce_adversary_objective == "same"
+            or self.ce_on == "nat"
+            or own == "ce"
+            or not self.adversary.uses_objective
+        ):
             return [own]
         return [own, "ce"] if self.lambda_reg > 0 else ["ce"]
 
     def _step_seed(self) -> tf.Tensor:
-        """The stateless seed of this step's adversary draws: the model's seed and the optimizer's step
-        count, which backups restore, so a resumed run draws what an uninterrupted one would; with several
-        replicas also the replica's index, so that each replica's examples get their own draws."""
+        """The stateless seed of this step's adversary draws: the model's seed and the optimizer's step count.
+
+        Backups restore the step count, so a resumed run draws what an uninterrupted one would. With several
+        replicas the seed also folds in the replica's index, so that each replica's examples get their own draws.
+        """
         seed = tf.stack([tf.constant(self._draw_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         replica = tf.distribute.get_replica_context()
         if replica is None or replica.num_replicas_in_sync == 1:
             return seed
         return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
 
-    def _forward(self, x: tf.Tensor, x_adv: tf.Tensor | None,
-                 x_adv_ce: tf.Tensor | None) -> tuple[tf.Tensor | None, tf.Tensor | None, tf.Tensor | None]:
-        """Logits (f(x), f(x~), f(x~ of the CE term)) from one training-mode pass; None for what the loss
-        does not use."""
+    def _forward(
+        self, x: tf.Tensor, x_adv: tf.Tensor | None, x_adv_ce: tf.Tensor | None
+    ) -> tuple[tf.Tensor | None, tf.Tensor | None, tf.Tensor | None]:
+        """Logits (f(x), f(x~), f(x~ of the CE term)) from one training-mode pass; None for what the loss skips."""
         if x_adv is None:
             return self(x, training=True), None, None
         inputs = ([x] if self._uses_nat else []) + [x_adv] + ([] if x_adv_ce is None else [x_adv_ce])
@@ -222,8 +258,9 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
             return _mean_ce(y, adv, self.label_smoothing)
         return (_mean_ce(y, nat, self.label_smoothing) + _mean_ce(y, adv, self.label_smoothing)) / 2
 
-    def _update_metrics(self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None,
-                        **values: tf.Tensor | float) -> dict:
+    def _update_metrics(
+        self, y: tf.Tensor, nat: tf.Tensor | None, adv: tf.Tensor | None, **values: tf.Tensor | float
+    ) -> dict:
         for name, value in values.items():
             self._trackers[name].update_state(value)
         if nat is not None:
@@ -254,7 +291,7 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "InvarianceModel":
+    def from_config(cls, config: dict) -> InvarianceModel:
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)

@@ -11,7 +11,8 @@ error names the bad value as the flag that sets it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Sequence, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 

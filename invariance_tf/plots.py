@@ -1,5 +1,7 @@
-"""Figures of spatial robustness: the grid attack's landscape, accuracy per angle, cost against robustness,
-the λ search, and a contact sheet of the worst failures.
+"""Figures of spatial robustness, each written as a PNG.
+
+They are the grid attack's landscape, accuracy per angle, cost against robustness, the λ search, and a contact
+sheet of the worst failures.
 
 Every function takes numpy arrays and an output path and writes a PNG with
 matplotlib's Agg canvas (no display and no pyplot state, so it works on
@@ -11,8 +13,8 @@ order (dx slowest, angle fastest).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -27,39 +29,44 @@ FAILURE_TILE_INCHES = (2.8, 2.0)
 
 
 def grid_axes(
-        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-        granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The dx, dy and angle values of the grid, each sorted ascending."""
     grid = transforms.grid(limits, granularity).reshape(*granularity, 3)
     return grid[:, 0, 0, 0], grid[0, :, 0, 1], grid[0, 0, :, 2]
 
 
-def as_grid(per_transform_accuracy: np.ndarray,
-            granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> np.ndarray:
+def as_grid(
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
+) -> np.ndarray:
     """The per-transform accuracy vector as an array [dx, dy, angle]."""
     values = np.asarray(per_transform_accuracy, np.float64)
     size = int(np.prod(granularity))
     if values.shape != (size,):
-        raise ValueError(f"per_transform_accuracy must be a vector of {size} = {' x '.join(map(str, granularity))} "
-                         f"accuracies in transforms.grid order; got shape {values.shape}")
+        raise ValueError(
+            f"per_transform_accuracy must be a vector of {size} = {' x '.join(map(str, granularity))} "
+            f"accuracies in transforms.grid order; got shape {values.shape}"
+        )
     return values.reshape(*granularity)
 
 
-def per_angle_accuracy(per_transform_accuracy: np.ndarray,
-                       granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> np.ndarray:
+def per_angle_accuracy(
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
+) -> np.ndarray:
     """Accuracy at each angle of the grid, averaged over its translations: [angles]."""
     return as_grid(per_transform_accuracy, granularity).mean(axis=(0, 1))
 
 
-def per_shift_accuracy(per_transform_accuracy: np.ndarray,
-                       granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> np.ndarray:
+def per_shift_accuracy(
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
+) -> np.ndarray:
     """Accuracy at each translation of the grid, averaged over its angles: [dx, dy]."""
     return as_grid(per_transform_accuracy, granularity).mean(axis=2)
 
 
 def angle_translation_maps(
-        per_transform_accuracy: np.ndarray,
-        granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> tuple[np.ndarray, np.ndarray]:
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
+) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy per (dx, angle), averaged over dy, and per (dy, angle), averaged over dx: [dx, angle], [dy, angle]."""
     values = as_grid(per_transform_accuracy, granularity)
     return values.mean(axis=1), values.mean(axis=0)
@@ -77,9 +84,13 @@ def _save(figure: Figure, path: str | Path) -> None:
     figure.savefig(path, dpi=DPI)
 
 
-def robustness_landscape(per_transform_accuracy: np.ndarray, path: str | Path,
-                         limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                         granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY, title: str = "") -> None:
+def robustness_landscape(
+    per_transform_accuracy: np.ndarray,
+    path: str | Path,
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+    granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
+    title: str = "",
+) -> None:
     """Writes heatmaps of accuracy over angle x dx and angle x dy, and the accuracy per angle, side by side.
 
     Shows where on the grid a model fails: a standard model's accuracy falls
@@ -91,8 +102,9 @@ def robustness_landscape(per_transform_accuracy: np.ndarray, path: str | Path,
     panels = figure.subplots(1, 3)
     image = None
     for axes, values, shifts, name in ((panels[0], by_dx, dxs, "dx"), (panels[1], by_dy, dys, "dy")):
-        image = axes.imshow(values, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
-                            extent=_extent(angles, shifts))
+        image = axes.imshow(
+            values, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, extent=_extent(angles, shifts)
+        )
         axes.set_xlabel("angle (degrees, counter-clockwise)")
         axes.set_ylabel(f"{name} (pixels)")
         axes.set_title(f"accuracy over angle x {name} (mean over {'dy' if name == 'dx' else 'dx'})")
@@ -105,27 +117,40 @@ def robustness_landscape(per_transform_accuracy: np.ndarray, path: str | Path,
 
 
 def _extent(columns: np.ndarray, rows: np.ndarray) -> tuple[float, float, float, float]:
-    """imshow extent putting each cell's centre on its grid value."""
+    """The `imshow` extent putting each cell's centre on its grid value."""
+
     def edges(values: np.ndarray) -> tuple[float, float]:
         half = (values[1] - values[0]) / 2 if len(values) > 1 else 0.5
         return float(values[0] - half), float(values[-1] + half)
+
     return (*edges(columns), *edges(rows))
 
 
-def _plot_per_angle(axes: Axes, curves: Mapping[str, np.ndarray], angles: np.ndarray,
-                    granularity: Sequence[int]) -> None:
+def _plot_per_angle(
+    axes: Axes, curves: Mapping[str, np.ndarray], angles: np.ndarray, granularity: Sequence[int]
+) -> None:
     for index, (label, per_transform) in enumerate(curves.items()):
-        axes.plot(angles, per_angle_accuracy(per_transform, granularity), "o-", markersize=3,
-                  color=f"C{index}", label=label or None)
+        axes.plot(
+            angles,
+            per_angle_accuracy(per_transform, granularity),
+            "o-",
+            markersize=3,
+            color=f"C{index}",
+            label=label or None,
+        )
     axes.set_xlabel("angle (degrees, counter-clockwise)")
     axes.set_ylabel("accuracy")
     axes.set_ylim(0.0, 1.0)
     axes.grid(alpha=0.3)
 
 
-def per_angle_curves(curves: Mapping[str, np.ndarray], path: str | Path,
-                     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY, title: str = "") -> None:
+def per_angle_curves(
+    curves: Mapping[str, np.ndarray],
+    path: str | Path,
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+    granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
+    title: str = "",
+) -> None:
     """Writes one curve of accuracy per angle (mean over translations) for each labelled per-transform vector."""
     if not curves:
         raise ValueError("curves is empty; need at least one labelled per_transform_accuracy vector")
@@ -138,15 +163,23 @@ def per_angle_curves(curves: Mapping[str, np.ndarray], path: str | Path,
     _save(figure, path)
 
 
-def cost_vs_robustness(labels: Sequence[str], train_seconds: np.ndarray, grid_accuracy: np.ndarray,
-                       path: str | Path, groups: Sequence[str] | None = None, title: str = "") -> None:
+def cost_vs_robustness(
+    labels: Sequence[str],
+    train_seconds: np.ndarray,
+    grid_accuracy: np.ndarray,
+    path: str | Path,
+    groups: Sequence[str] | None = None,
+    title: str = "",
+) -> None:
     """Writes grid accuracy against training time, one labelled marker per run, one colour per group."""
     seconds = np.asarray(train_seconds, np.float64)
     accuracy = np.asarray(grid_accuracy, np.float64)
     groups = list(labels) if groups is None else list(groups)
     if not len(labels) == len(seconds) == len(accuracy) == len(groups) or not len(labels):
-        raise ValueError(f"labels, train_seconds, grid_accuracy and groups must have one equal, non-zero length; "
-                         f"got {len(labels)}, {len(seconds)}, {len(accuracy)}, {len(groups)}")
+        raise ValueError(
+            f"labels, train_seconds, grid_accuracy and groups must have one equal, non-zero length; "
+            f"got {len(labels)}, {len(seconds)}, {len(accuracy)}, {len(groups)}"
+        )
     figure = _new_figure(7.5, 5)
     axes = figure.add_subplot()
     for index, group in enumerate(dict.fromkeys(groups)):
@@ -164,9 +197,17 @@ def cost_vs_robustness(labels: Sequence[str], train_seconds: np.ndarray, grid_ac
     _save(figure, path)
 
 
-def failure_sheet(originals: np.ndarray, transformed: np.ndarray, params: np.ndarray, true_classes: Sequence[str],
-                  predicted_classes: Sequence[str], margins: np.ndarray, names: Sequence[str], path: str | Path,
-                  title: str = "") -> None:
+def failure_sheet(
+    originals: np.ndarray,
+    transformed: np.ndarray,
+    params: np.ndarray,
+    true_classes: Sequence[str],
+    predicted_classes: Sequence[str],
+    margins: np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> None:
     """Writes a contact sheet of failures, `FAILURE_COLUMNS` tiles a row, each `FAILURE_TILE_INCHES` large.
 
     A tile shows an image (`originals[i]`, pixels 0-255) beside the same
@@ -178,16 +219,20 @@ def failure_sheet(originals: np.ndarray, transformed: np.ndarray, params: np.nda
     count = len(originals)
     lengths = [len(transformed), len(params), len(true_classes), len(predicted_classes), len(margins), len(names)]
     if not count or any(length != count for length in lengths):
-        raise ValueError(f"originals, transformed, params, true_classes, predicted_classes, margins and names must "
-                         f"have one equal, non-zero length; got {[count, *lengths]}")
+        raise ValueError(
+            f"originals, transformed, params, true_classes, predicted_classes, margins and names must "
+            f"have one equal, non-zero length; got {[count, *lengths]}"
+        )
     rows = -(-count // FAILURE_COLUMNS)
     width, height = FAILURE_TILE_INCHES
     figure = _new_figure(FAILURE_COLUMNS * width, rows * height + (0.3 if title else 0.0))
     tiles = np.ravel(figure.subfigures(rows, FAILURE_COLUMNS, squeeze=False))
     for index, tile in enumerate(tiles[:count]):
         dx, dy, angle = params[index]
-        tile.suptitle(f"{names[index]}\n{true_classes[index]} → {predicted_classes[index]}, "
-                      f"margin {margins[index]:.3g}", fontsize="small")
+        tile.suptitle(
+            f"{names[index]}\n{true_classes[index]} → {predicted_classes[index]}, margin {margins[index]:.3g}",
+            fontsize="small",
+        )
         original, moved = tile.subplots(1, 2)
         _show_pixels(original, originals[index], "original")
         _show_pixels(moved, transformed[index], f"dx {dx:+.3g}, dy {dy:+.3g}, {angle:+.3g}°")
@@ -204,8 +249,15 @@ def _show_pixels(axes: Axes, image: np.ndarray, label: str) -> None:
     axes.set_xlabel(label, fontsize="small")
 
 
-def lambda_sweep(lambdas: Sequence[float], objective: Sequence[float], clean_accuracy: Sequence[float],
-                 hs: Sequence[str], path: str | Path, objective_name: str, lambda_min: float) -> None:
+def lambda_sweep(
+    lambdas: Sequence[float],
+    objective: Sequence[float],
+    clean_accuracy: Sequence[float],
+    hs: Sequence[str],
+    path: str | Path,
+    objective_name: str,
+    lambda_min: float,
+) -> None:
     """Writes a search's objective and clean accuracy against λ, one colour per h, one point per trial.
 
     The λ axis is symlog, linear below `lambda_min`, so that λ = 0 (the
@@ -218,8 +270,9 @@ def lambda_sweep(lambdas: Sequence[float], objective: Sequence[float], clean_acc
         points = sorted((lam, value, clean) for lam, value, clean, trial_h in trials if trial_h == h)
         curve_lambdas, curve_objective, curve_clean = zip(*points)
         axes.plot(curve_lambdas, curve_objective, "o-", color=f"C{index}", label=f"h={h}: {objective_name}")
-        axes.plot(curve_lambdas, curve_clean, "s--", color=f"C{index}", alpha=0.6,
-                  label=f"h={h}: clean validation accuracy")
+        axes.plot(
+            curve_lambdas, curve_clean, "s--", color=f"C{index}", alpha=0.6, label=f"h={h}: clean validation accuracy"
+        )
     axes.set_xscale("symlog", linthresh=lambda_min)
     axes.set_xlabel(f"λ (symlog axis, linear below {lambda_min:g}; λ = 0 is the unregularised baseline)")
     axes.set_ylabel("validation accuracy")

@@ -10,8 +10,9 @@ the `bf16` feature; on NVIDIA GPUs compute capability 8.0 (Ampere) or newer.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -31,8 +32,10 @@ class Choice(NamedTuple):
 
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags (lower case, as in /proc/cpuinfo's `flags` or ARM's `Features` line); empty
-    where the file does not exist (macOS, Windows)."""
+    """The CPU's feature flags, lower case, as in /proc/cpuinfo's `flags` or ARM's `Features` line.
+
+    Empty where the file does not exist (macOS, Windows).
+    """
     if not cpuinfo.is_file():
         return frozenset()
     for line in cpuinfo.read_text().splitlines():
@@ -52,8 +55,10 @@ def gpu_capabilities() -> list[tuple[int, int]]:
 
 
 def choose(precision: str, features: Iterable[str], gpus: Iterable[tuple[int, int]] = ()) -> Choice:
-    """The policy for `--precision=precision` on hardware with CPU `features` and GPUs of compute capabilities
-    `gpus`: an explicit policy as given; "auto" bfloat16 where it is native, float32 otherwise."""
+    """The policy for `--precision=precision`, given CPU `features` and the GPUs' compute capabilities `gpus`.
+
+    An explicit policy as given; "auto" is bfloat16 where it is native, float32 otherwise.
+    """
     if precision not in CHOICES:
         raise ValueError(f"--precision={precision} is invalid: valid values are {list(CHOICES)}")
     if precision != AUTO:
@@ -61,14 +66,20 @@ def choose(precision: str, features: Iterable[str], gpus: Iterable[tuple[int, in
     gpus = list(gpus)
     if gpus:
         if all(capability >= MIN_BFLOAT16_GPU_CAPABILITY for capability in gpus):
-            return Choice("mixed_bfloat16", f"auto: every GPU computes bfloat16 natively (compute capability "
-                                            f"{', '.join(f'{major}.{minor}' for major, minor in gpus)})")
+            return Choice(
+                "mixed_bfloat16",
+                f"auto: every GPU computes bfloat16 natively (compute capability "
+                f"{', '.join(f'{major}.{minor}' for major, minor in gpus)})",
+            )
         return Choice("float32", "auto: a GPU older than compute capability 8.0 has no native bfloat16")
     native = sorted(set(features) & set(NATIVE_BFLOAT16_CPU_FEATURES))
     if native:
         return Choice("mixed_bfloat16", f"auto: the CPU computes bfloat16 natively ({', '.join(native)})")
-    return Choice("float32", "auto: the CPU has no native bfloat16 (none of "
-                             f"{', '.join(NATIVE_BFLOAT16_CPU_FEATURES)}), where it is slower than float32")
+    return Choice(
+        "float32",
+        "auto: the CPU has no native bfloat16 (none of "
+        f"{', '.join(NATIVE_BFLOAT16_CPU_FEATURES)}), where it is slower than float32",
+    )
 
 
 def resolve(precision: str) -> Choice:

@@ -11,8 +11,8 @@ import csv
 import fractions
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -27,8 +27,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     at accuracies near 0 or 1, where robust accuracies often are.
     """
     if trials < 1 or not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials and trials >= 1; got successes={successes}, "
-                         f"trials={trials}")
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1; got successes={successes}, trials={trials}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
@@ -53,10 +52,10 @@ def from_bits(text: str) -> np.ndarray:
     return np.frombuffer(text.encode(), np.uint8) == ord("1")
 
 
-def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, confidence: float = 0.95,
-                      resamples: int = 10_000, seed: int = 0) -> dict:
-    """Accuracy of b minus accuracy of a on the same examples, with a paired bootstrap interval and McNemar's
-    exact test.
+def paired_difference(
+    correct_a: np.ndarray, correct_b: np.ndarray, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """Accuracy of b minus that of a on the same examples, with a paired bootstrap interval and McNemar's exact test.
 
     Pairing matters: two models graded on the same images err on many of the
     same ones, so the difference's interval is far tighter than two unpaired
@@ -77,8 +76,14 @@ def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, confidence: 
     means = np.array([delta[rng.integers(0, len(delta), len(delta))].mean() for _ in range(int(resamples))])
     low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
     b_only, a_only = int(np.sum(b & ~a)), int(np.sum(a & ~b))
-    return {"difference": float(delta.mean()), "ci": [float(low), float(high)], "b_only": b_only,
-            "a_only": a_only, "mcnemar_p": _mcnemar_exact(b_only, a_only), "examples": int(len(a))}
+    return {
+        "difference": float(delta.mean()),
+        "ci": [float(low), float(high)],
+        "b_only": b_only,
+        "a_only": a_only,
+        "mcnemar_p": _mcnemar_exact(b_only, a_only),
+        "examples": int(len(a)),
+    }
 
 
 def _mcnemar_exact(b_only: int, a_only: int) -> float:
@@ -87,14 +92,17 @@ def _mcnemar_exact(b_only: int, a_only: int) -> float:
     if n == 0:
         return 1.0
     k = min(b_only, a_only)
-    tail = fractions.Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2 ** n)
+    tail = fractions.Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)
     return float(min(fractions.Fraction(1), 2 * tail))
 
 
-def write_examples_csv(path: str | Path, labels: np.ndarray, results: Mapping[str, RobustResult],
-                       names: Sequence[str]) -> None:
-    """One row per example: its index, its image's name (`data.load_names`) and label, then per attack whether it
-    is correct, its worst (dx, dy, angle) and margin."""
+def write_examples_csv(
+    path: str | Path, labels: np.ndarray, results: Mapping[str, RobustResult], names: Sequence[str]
+) -> None:
+    """One row per example: its index, its image's name (`data.load_names`) and label, then per-attack outcomes.
+
+    Per attack: whether it is correct, its worst (dx, dy, angle) and margin.
+    """
     labels = np.asarray(labels)
     if len(names) != len(labels):
         raise ValueError(f"names has {len(names)} entries; labels has {len(labels)}")
@@ -122,31 +130,41 @@ def worst_failures(correct: np.ndarray, margin: np.ndarray, count: int) -> np.nd
     """
     correct, margin = np.asarray(correct, bool), np.asarray(margin, np.float64)
     if correct.shape != margin.shape or correct.ndim != 1:
-        raise ValueError(f"correct and margin must be equally long vectors; got shapes {correct.shape} and "
-                         f"{margin.shape}")
+        raise ValueError(
+            f"correct and margin must be equally long vectors; got shapes {correct.shape} and {margin.shape}"
+        )
     if count < 1:
         raise ValueError(f"count must be >= 1; got {count}")
     failures = np.flatnonzero(~correct)
     return failures[np.argsort(margin[failures], kind="stable")[:count]]
 
 
-def write_per_angle_csv(path: str | Path, per_transform_accuracy: np.ndarray,
-                        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                        granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> None:
+def write_per_angle_csv(
+    path: str | Path,
+    per_transform_accuracy: np.ndarray,
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+    granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
+) -> None:
     """Accuracy at each grid angle, the mean over the grid's translations: columns angle, accuracy."""
     _, _, angles = plots.grid_axes(limits, granularity)
     accuracy = plots.per_angle_accuracy(per_transform_accuracy, granularity)
     _write_rows(path, ["angle", "accuracy"], zip(angles, accuracy))
 
 
-def write_per_shift_csv(path: str | Path, per_transform_accuracy: np.ndarray,
-                        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                        granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY) -> None:
+def write_per_shift_csv(
+    path: str | Path,
+    per_transform_accuracy: np.ndarray,
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+    granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
+) -> None:
     """Accuracy at each grid translation, the mean over the grid's angles: columns dx, dy, accuracy."""
     dxs, dys, _ = plots.grid_axes(limits, granularity)
     accuracy = plots.per_shift_accuracy(per_transform_accuracy, granularity)
-    _write_rows(path, ["dx", "dy", "accuracy"],
-                ((dx, dy, accuracy[i, j]) for i, dx in enumerate(dxs) for j, dy in enumerate(dys)))
+    _write_rows(
+        path,
+        ["dx", "dy", "accuracy"],
+        ((dx, dy, accuracy[i, j]) for i, dx in enumerate(dxs) for j, dy in enumerate(dys)),
+    )
 
 
 def _write_rows(path: str | Path, header: Sequence[str], rows) -> None:

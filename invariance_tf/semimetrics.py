@@ -6,7 +6,7 @@ a per-example float32 vector [B]. They are >= 0 and zero when `a == b`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 

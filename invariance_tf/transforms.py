@@ -33,7 +33,7 @@ by the `resampling` argument of `transform` and `transform_differentiable`:
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -47,9 +47,7 @@ def validate_limits(limits: Sequence[float]) -> tuple[float, float, float]:
     """Returns `limits` as a float triple, raising ValueError if any is negative or not 3 values."""
     values = tuple(float(v) for v in limits)
     if len(values) != 3:
-        raise ValueError(
-            f"limits must be 3 values (dx pixels, dy pixels, angle degrees); got {tuple(limits)!r}"
-        )
+        raise ValueError(f"limits must be 3 values (dx pixels, dy pixels, angle degrees); got {tuple(limits)!r}")
     if any(not math.isfinite(v) or v < 0 for v in values):
         raise ValueError(f"limits must be finite and >= 0 (dx, dy, angle); got {values!r}")
     return values
@@ -113,8 +111,10 @@ Window = tuple[int, int, int, int]
 
 
 def _project(images: tf.Tensor, maps: tf.Tensor, window: Window | None = None) -> tf.Tensor:
-    """Bilinear resampling of `images` [B, H, W, C] through `maps` [B, 6] with one fused TF op, zero fill;
-    the output is the input's size, or its `window`."""
+    """Bilinear resampling of `images` [B, H, W, C] through `maps` [B, 6] with one fused TF op, zero fill.
+
+    The output is the input's size, or its `window`.
+    """
     projective = tf.concat([maps, tf.zeros_like(maps[:, :2])], axis=-1)
     output = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
@@ -127,12 +127,13 @@ def _project(images: tf.Tensor, maps: tf.Tensor, window: Window | None = None) -
     if window is None:
         return output
     top, left, height, width = window
-    return output[:, top:top + height, left:left + width]
+    return output[:, top : top + height, left : left + width]
 
 
 def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor, window: Window | None = None) -> tf.Tensor:
-    """Bilinear resampling of float32 `images` [B, H, W, C] through `maps` [B, 6], zero fill; the output is the
-    input's size, or only its `window` (the same values, computed for the window's pixels alone).
+    """Bilinear resampling of float32 `images` [B, H, W, C] through `maps` [B, 6], zero fill.
+
+    The output is the input's size, or only its `window` (the same values, computed for the window's pixels alone).
 
     The same result as `_project`, from plain TF ops (gathers and weights), so
     it is differentiable with respect to `maps` and `images` and compiles with XLA.
@@ -140,8 +141,11 @@ def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor, window: Window | None =
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     top, left, out_height, out_width = (0, 0, height, width) if window is None else window
     a0, a1, a2, b0, b1, b2 = tf.unstack(maps[:, :, None, None], axis=1)
-    ys, xs = np.meshgrid(np.arange(top, top + out_height, dtype=np.float32),
-                         np.arange(left, left + out_width, dtype=np.float32), indexing="ij")
+    ys, xs = np.meshgrid(
+        np.arange(top, top + out_height, dtype=np.float32),
+        np.arange(left, left + out_width, dtype=np.float32),
+        indexing="ij",
+    )
     x_in = a0 * xs + a1 * ys + a2
     y_in = b0 * xs + b1 * ys + b2
     x0 = tf.floor(x_in)
@@ -168,9 +172,7 @@ def _sample_bilinear(images: tf.Tensor, maps: tf.Tensor, window: Window | None =
     )
 
 
-def _reference(
-    images: tf.Tensor, params: tf.Tensor, resample: Callable[..., tf.Tensor]
-) -> tf.Tensor:
+def _reference(images: tf.Tensor, params: tf.Tensor, resample: Callable[..., tf.Tensor]) -> tf.Tensor:
     """The reference code's pipeline: zero-pad, rotate, translate, crop the centre.
 
     Pads by `(H//2, W//2)` on each side, rotates about the padded canvas'
@@ -269,7 +271,7 @@ def grid(
     granularity = tuple(int(g) for g in granularity)
     if len(granularity) != 3 or any(g < 1 for g in granularity):
         raise ValueError(f"granularity must be 3 integers >= 1; got {granularity!r}")
-    axes = [np.linspace(-l, l, g) if g > 1 else np.zeros(1) for l, g in zip(limits, granularity)]
+    axes = [np.linspace(-limit, limit, g) if g > 1 else np.zeros(1) for limit, g in zip(limits, granularity)]
     mesh = np.meshgrid(*axes, indexing="ij")
     return np.stack([m.ravel() for m in mesh], axis=-1).astype(np.float32)
 

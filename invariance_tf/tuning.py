@@ -25,8 +25,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import keras_tuner as kt
@@ -60,14 +60,19 @@ class SearchOptions:
     search_dir: str = option("", "keras-tuner's state and the results (empty = <--output_dir>_search)")
     lambda_min: float = option(0.01, "smallest λ > 0 of the log-uniform range")
     lambda_max: float = option(100.0, "largest λ of the log-uniform range")
-    h_choices: tuple[str, ...] = option(("kl", "l2"), f"semimetrics h to try, from "
-                                                      f"{sorted(semimetrics.SEMIMETRICS)}; a semimetric "
-                                                      "--adversary_objective follows h")
-    include_zero: bool = option(True, "run λ = 0 (the unregularised baseline) as the first trial; λ = 0 is a "
-                                      "candidate either way")
-    objective: str = option("worst_of_k", "what to maximise after the last epoch: worst_of_k (validation "
-                                          "worst-of-<--eval_k> accuracy) | grid (validation grid accuracy on "
-                                          "--grid_validation_examples images)")
+    h_choices: tuple[str, ...] = option(
+        ("kl", "l2"),
+        f"semimetrics h to try, from {sorted(semimetrics.SEMIMETRICS)}; a semimetric --adversary_objective follows h",
+    )
+    include_zero: bool = option(
+        True, "run λ = 0 (the unregularised baseline) as the first trial; λ = 0 is a candidate either way"
+    )
+    objective: str = option(
+        "worst_of_k",
+        "what to maximise after the last epoch: worst_of_k (validation "
+        "worst-of-<--eval_k> accuracy) | grid (validation grid accuracy on "
+        "--grid_validation_examples images)",
+    )
     grid_validation_examples: int = option(100, "validation images of the grid objective")
 
     def validate(self) -> None:
@@ -75,12 +80,18 @@ class SearchOptions:
         checks = [
             ("tuner", self.tuner in TUNERS, f"valid tuners are {list(TUNERS)}"),
             ("max_trials", self.max_trials >= 1, "must be >= 1"),
-            ("lambda_min", math.isfinite(self.lambda_min) and self.lambda_min > 0,
-             "must be > 0 (λ = 0 is always a candidate besides the log-uniform range)"),
+            (
+                "lambda_min",
+                math.isfinite(self.lambda_min) and self.lambda_min > 0,
+                "must be > 0 (λ = 0 is always a candidate besides the log-uniform range)",
+            ),
             ("lambda_max", math.isfinite(self.lambda_max), "must be finite"),
             ("lambda_min", self.lambda_min < self.lambda_max, f"must be < --lambda_max={self.lambda_max}"),
-            ("h_choices", bool(self.h_choices) and set(self.h_choices) <= set(semimetrics.SEMIMETRICS),
-             f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}"),
+            (
+                "h_choices",
+                bool(self.h_choices) and set(self.h_choices) <= set(semimetrics.SEMIMETRICS),
+                f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}",
+            ),
             ("h_choices", len(set(self.h_choices)) == len(self.h_choices), "lists a semimetric twice"),
             ("objective", self.objective in OBJECTIVES, f"valid objectives are {list(OBJECTIVES)}"),
             ("grid_validation_examples", self.grid_validation_examples >= 1, "must be >= 1"),
@@ -89,8 +100,10 @@ class SearchOptions:
         if "KERASTUNER_ORACLE_IP" in os.environ:
             missing = [name for name in _ORACLE_ENV if not os.environ.get(name)]
             if missing:
-                raise ValueError(f"KERASTUNER_ORACLE_IP is set but {', '.join(missing)} is not: a distributed "
-                                 f"search needs all of {list(_ORACLE_ENV)}")
+                raise ValueError(
+                    f"KERASTUNER_ORACLE_IP is set but {', '.join(missing)} is not: a distributed "
+                    f"search needs all of {list(_ORACLE_ENV)}"
+                )
 
 
 def search_dir(config: ExperimentConfig, options: SearchOptions) -> Path:
@@ -110,16 +123,17 @@ def apply_hyperparameters(config: ExperimentConfig, values: dict) -> ExperimentC
         return dataclasses.replace(config, lambda_reg=0.0, adversary=adversary)
     h = values["h"]
     adversary_objective = h if config.adversary_objective in semimetrics.SEMIMETRICS else config.adversary_objective
-    return dataclasses.replace(config, lambda_reg=float(values["lambda"]), h=h,
-                               adversary_objective=adversary_objective)
+    return dataclasses.replace(config, lambda_reg=float(values["lambda"]), h=h, adversary_objective=adversary_objective)
 
 
 def validate(config: ExperimentConfig, options: SearchOptions) -> None:
     """Checks the options, and the config at every corner of the search space, before any data is read."""
     options.validate()
     if config.validation_examples < 1:
-        raise ValueError(f"--validation_examples={config.validation_examples} is invalid: tuning needs a held-out "
-                         "validation split (>= 1 examples)")
+        raise ValueError(
+            f"--validation_examples={config.validation_examples} is invalid: tuning needs a held-out "
+            "validation split (>= 1 examples)"
+        )
     config.validate()
     apply_hyperparameters(config, {"regularise": False}).validate()
     for h in options.h_choices:
@@ -135,8 +149,14 @@ class GridValidation(keras.callbacks.Callback):
 
     key = "val_grid_accuracy"
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-                 batch_size: int | None = None, resampling: str = "composed"):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+        batch_size: int | None = None,
+        resampling: str = "composed",
+    ):
         super().__init__()
         self.images, self.labels, self.limits, self.batch_size = images, labels, limits, batch_size
         self.resampling = transforms.validate_resampling(resampling)
@@ -144,8 +164,14 @@ class GridValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 != self.params.get("epochs") or logs is None:
             return
-        logs[self.key] = evaluation.grid_accuracy(self.model, self.images, self.labels, limits=self.limits,
-                                                  batch_size=self.batch_size, resampling=self.resampling).accuracy
+        logs[self.key] = evaluation.grid_accuracy(
+            self.model,
+            self.images,
+            self.labels,
+            limits=self.limits,
+            batch_size=self.batch_size,
+            resampling=self.resampling,
+        ).accuracy
 
 
 def objective_name(config: ExperimentConfig, options: SearchOptions) -> str:
@@ -161,8 +187,9 @@ class InvarianceHyperModel(kt.HyperModel):
         self.config, self.options, self.splits = config, options, splits
         self.steps_per_epoch = len(splits.train[0]) // config.batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(splits.train[0])} "
-                             "training examples")
+            raise ValueError(
+                f"--batch_size={config.batch_size} is larger than the {len(splits.train[0])} training examples"
+            )
 
     def trial_config(self, hp: kt.HyperParameters) -> ExperimentConfig:
         """Declares the search space in `hp` and returns the config of its current values."""
@@ -178,26 +205,37 @@ class InvarianceHyperModel(kt.HyperModel):
         return experiment.build_model(config, self.splits.info, self.steps_per_epoch)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *, callbacks=(), **kwargs) -> dict:
-        """Trains on the training split (a continued Hyperband trial from its `initial_epoch`'s batches);
-        returns the last epoch's logs and the training seconds.
+        """Trains on the training split and returns the last epoch's logs and the training seconds.
 
-        A trial whose loss becomes NaN or infinite fails (no retry).
+        A continued Hyperband trial trains from its `initial_epoch`'s batches. A trial whose loss becomes NaN or
+        infinite fails (no retry).
         """
         config = self.trial_config(hp)
-        train = data.train_dataset(*self.splits.train, config.batch_size,
-                                   augment=experiment.augmentation(config), seed=config.seed,
-                                   first_epoch=kwargs.get("initial_epoch", 0))
-        validation = data.eval_dataset(*self.splits.validation,
-                                       config.eval_batch_size or evaluation.default_batch_size())
+        train = data.train_dataset(
+            *self.splits.train,
+            config.batch_size,
+            augment=experiment.augmentation(config),
+            seed=config.seed,
+            first_epoch=kwargs.get("initial_epoch", 0),
+        )
+        validation = data.eval_dataset(
+            *self.splits.validation, config.eval_batch_size or evaluation.default_batch_size()
+        )
         start = time.perf_counter()
-        history = model.fit(train, steps_per_epoch=self.steps_per_epoch, validation_data=validation, shuffle=False,
-                            callbacks=[keras.callbacks.TerminateOnNaN(), self._objective_callback(config),
-                                       *callbacks], **kwargs)
+        history = model.fit(
+            train,
+            steps_per_epoch=self.steps_per_epoch,
+            validation_data=validation,
+            shuffle=False,
+            callbacks=[keras.callbacks.TerminateOnNaN(), self._objective_callback(config), *callbacks],
+            **kwargs,
+        )
         seconds = time.perf_counter() - start
         logs = {name: float(values[-1]) for name, values in history.history.items()}
         if not math.isfinite(logs["loss"]):
             raise kt.errors.FailedTrialError(
-                f"training loss became {logs['loss']} with --lambda_reg={config.lambda_reg} --h={config.h}")
+                f"training loss became {logs['loss']} with --lambda_reg={config.lambda_reg} --h={config.h}"
+            )
         return {**logs, SECONDS: seconds}
 
     def _objective_callback(self, config: ExperimentConfig) -> keras.callbacks.Callback:
@@ -205,10 +243,23 @@ class InvarianceHyperModel(kt.HyperModel):
         batch_size = config.eval_batch_size or None
         if self.options.objective == "grid":
             chosen = data.at_most(labels, self.options.grid_validation_examples, config.seed)
-            return GridValidation(images[chosen], labels[chosen], limits=config.limits, batch_size=batch_size,
-                                  resampling=config.resampling)
-        return RobustValidation(images, labels, k=config.eval_k, every=1, limits=config.limits, seed=config.seed,
-                                batch_size=batch_size, resampling=config.resampling)
+            return GridValidation(
+                images[chosen],
+                labels[chosen],
+                limits=config.limits,
+                batch_size=batch_size,
+                resampling=config.resampling,
+            )
+        return RobustValidation(
+            images,
+            labels,
+            k=config.eval_k,
+            every=1,
+            limits=config.limits,
+            seed=config.seed,
+            batch_size=batch_size,
+            resampling=config.resampling,
+        )
 
 
 class _BaselineFirst:
@@ -258,26 +309,33 @@ def is_worker() -> bool:
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
 
 
-def make_tuner(config: ExperimentConfig, options: SearchOptions, hypermodel: kt.HyperModel,
-               overwrite: bool = False) -> kt.Tuner:
+def make_tuner(
+    config: ExperimentConfig, options: SearchOptions, hypermodel: kt.HyperModel, overwrite: bool = False
+) -> kt.Tuner:
     """The keras-tuner `Tuner` of `options.tuner`; it resumes the search in the search directory unless `overwrite`.
 
     Hyperband trains up to `--epochs` epochs per trial and runs brackets until `max_trials` trials.
     """
-    common = {"objective": kt.Objective(objective_name(config, options), direction="max"),
-              "max_trials": options.max_trials,
-              # keras-tuner treats seed 0 as "no seed", hence the offset.
-              "seed": config.seed + 1,
-              "baseline": {"regularise": False} if options.include_zero else None}
+    common = {
+        "objective": kt.Objective(objective_name(config, options), direction="max"),
+        "max_trials": options.max_trials,
+        # keras-tuner treats seed 0 as "no seed", hence the offset.
+        "seed": config.seed + 1,
+        "baseline": {"regularise": False} if options.include_zero else None,
+    }
     if options.tuner == "hyperband":
-        oracle = HyperbandOracle(max_epochs=config.epochs, factor=3, hyperband_iterations=options.max_trials,
-                                 **common)
+        oracle = HyperbandOracle(max_epochs=config.epochs, factor=3, hyperband_iterations=options.max_trials, **common)
         tuner_class = _Hyperband
     else:
         oracle = (BayesianOptimizationOracle if options.tuner == "bayesian" else RandomSearchOracle)(**common)
         tuner_class = kt.Tuner
-    return tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(search_dir(config, options)),
-                       project_name=PROJECT_NAME, overwrite=overwrite)
+    return tuner_class(
+        oracle=oracle,
+        hypermodel=hypermodel,
+        directory=str(search_dir(config, options)),
+        project_name=PROJECT_NAME,
+        overwrite=overwrite,
+    )
 
 
 def _description(config: ExperimentConfig, options: SearchOptions) -> dict:
@@ -301,8 +359,10 @@ def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
         saved = json.loads(path.read_text())
         changed = experiment.changed_flags(saved, description)
         if changed:
-            raise ValueError(f"--search_dir={path.parent} holds a search started with {experiment.flag_list(changed)}: "
-                             "use another --search_dir, the same flags to resume, or --overwrite to start afresh")
+            raise ValueError(
+                f"--search_dir={path.parent} holds a search started with {experiment.flag_list(changed)}: "
+                "use another --search_dir, the same flags to resume, or --overwrite to start afresh"
+            )
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(path, json.dumps(description, indent=2) + "\n")
 
@@ -326,10 +386,18 @@ def trial_rows(config: ExperimentConfig, oracle: kt.Oracle) -> list[TrialRow]:
     rows = []
     for trial in sorted(oracle.trials.values(), key=lambda trial: int(trial.trial_id)):
         trial_config = apply_hyperparameters(config, trial.hyperparameters.values)
-        rows.append(TrialRow(
-            trial.trial_id, trial.status, trial_config.lambda_reg, trial_config.h, trial_config.adversary_objective,
-            objective=trial.score if trial.status == "COMPLETED" else None,
-            clean_accuracy=_last_value(trial, CLEAN_ACCURACY), seconds=_last_value(trial, SECONDS)))
+        rows.append(
+            TrialRow(
+                trial.trial_id,
+                trial.status,
+                trial_config.lambda_reg,
+                trial_config.h,
+                trial_config.adversary_objective,
+                objective=trial.score if trial.status == "COMPLETED" else None,
+                clean_accuracy=_last_value(trial, CLEAN_ACCURACY),
+                seconds=_last_value(trial, SECONDS),
+            )
+        )
     return rows
 
 
@@ -350,13 +418,23 @@ def write_csv(rows: list[TrialRow], path: Path) -> None:
 def plot(rows: list[TrialRow], objective: str, lambda_min: float, path: Path) -> None:
     """Objective and clean accuracy of the completed trials against λ (`plots.lambda_sweep`)."""
     completed = [row for row in rows if row.objective is not None]
-    plots.lambda_sweep([row.lambda_reg for row in completed], [row.objective for row in completed],
-                       [row.clean_accuracy for row in completed], [row.h for row in completed], path,
-                       objective_name=objective, lambda_min=lambda_min)
+    plots.lambda_sweep(
+        [row.lambda_reg for row in completed],
+        [row.objective for row in completed],
+        [row.clean_accuracy for row in completed],
+        [row.h for row in completed],
+        path,
+        objective_name=objective,
+        lambda_min=lambda_min,
+    )
 
 
-def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.Oracle,
-                  retrain_command: Callable[[ExperimentConfig], str]) -> dict:
+def write_results(
+    config: ExperimentConfig,
+    options: SearchOptions,
+    oracle: kt.Oracle,
+    retrain_command: Callable[[ExperimentConfig], str],
+) -> dict:
     """Writes best.json, trials.csv and lambda_vs_robustness.png into the search directory; returns best.json.
 
     best.json's `command` is `retrain_command` of the best trial's config, writing to `<search_dir>/best`.
@@ -365,11 +443,13 @@ def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.O
     rows = trial_rows(config, oracle)
     completed = [trial for trial in oracle.get_best_trials(len(rows)) if trial.status == "COMPLETED"]
     if not completed:
-        raise ValueError(f"no trial of the search in {out} completed; see the messages in "
-                         f"{out / PROJECT_NAME}/trial_*/trial.json")
+        raise ValueError(
+            f"no trial of the search in {out} completed; see the messages in {out / PROJECT_NAME}/trial_*/trial.json"
+        )
     best = completed[0]
-    best_config = dataclasses.replace(apply_hyperparameters(config, best.hyperparameters.values),
-                                      output_dir=str(out / "best"))
+    best_config = dataclasses.replace(
+        apply_hyperparameters(config, best.hyperparameters.values), output_dir=str(out / "best")
+    )
     row = next(row for row in rows if row.trial_id == best.trial_id)
     summary = {
         "objective": objective_name(config, options),
@@ -390,8 +470,9 @@ def write_results(config: ExperimentConfig, options: SearchOptions, oracle: kt.O
     return summary
 
 
-def search(config: ExperimentConfig, options: SearchOptions,
-           retrain_command: Callable[[ExperimentConfig], str]) -> dict:
+def search(
+    config: ExperimentConfig, options: SearchOptions, retrain_command: Callable[[ExperimentConfig], str]
+) -> dict:
     """Runs (or resumes) the search; on the chief or a single process, writes the results and returns best.json.
 
     `retrain_command` gives the command line that trains a config (`trainers.flags.command_line`).

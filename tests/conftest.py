@@ -9,8 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
-
 from helpers import REPO_ROOT
+
 from invariance_tf import data
 
 DATA_ROOT = Path(os.environ.get("INVARIANCE_TF_DATA", REPO_ROOT.parent / "shared" / "data"))

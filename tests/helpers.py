@@ -20,8 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def run(command: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`command` run from the repository root, output captured as text; `env` adds to this process's variables."""
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def run_cli(module: str, *args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -35,8 +36,9 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, copies: int, epochs:
     Copy i is transformed with seed [i, 0]; `seed` seeds Keras (initial weights, shuffling).
     """
     images = images.astype(np.float32)
-    moved = [transforms.transform(images, transforms.sample_uniform(len(images), seed=[i, 0])).numpy()
-             for i in range(copies)]
+    moved = [
+        transforms.transform(images, transforms.sample_uniform(len(images), seed=[i, 0])).numpy() for i in range(copies)
+    ]
     keras.utils.set_random_seed(seed)
     model = networks.build("small_cnn")
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))

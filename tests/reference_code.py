@@ -20,8 +20,13 @@ def contrib_transform(images: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
     """tf.contrib.image.transform: output (x, y) reads the input at (a0 x + a1 y + a2, b0 x + b1 y + b2)."""
     matrices = tf.concat([matrices, tf.zeros_like(matrices[:, :2])], axis=1)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=matrices, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+        images=images,
+        transforms=matrices,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
 
 
 def contrib_rotation_matrices(radians, height: int, width: int):

@@ -21,7 +21,10 @@ def smoke_ablation(tmp_path_factory, cifar10_dir):
 def test_a_run_shared_by_factors_trains_once(smoke_ablation):
     out, _ = smoke_ablation
     assert sorted(path.name for path in out.glob("*_seed0")) == [
-        "at__base_seed0", "at_kl__base_seed0", "at_kl__shared_candidates=true_seed0"]
+        "at__base_seed0",
+        "at_kl__base_seed0",
+        "at_kl__shared_candidates=true_seed0",
+    ]
     shared = json.loads((out / "at_kl__shared_candidates=true_seed0" / "config.json").read_text())
     assert shared["shared_candidates"] is True
 

@@ -42,11 +42,14 @@ def test_worst_of_k_beats_its_first_candidate(model, batch, name):
 
 @pytest.mark.parametrize("max_batch", [None, 64])
 def test_worst_of_k_choose_searches_each_objective_with_its_own_draws(model, batch, max_batch):
-    """The reference's two worst-of-k searches: each objective's choice is what a search for it alone gives
-    with its own seed split from the step's, so the two never share candidates."""
+    """The reference's two worst-of-k searches: each objective's choice is what a search for it alone gives.
+
+    Each search has its own seed split from the step's, so the two never share candidates.
+    """
     images, labels = batch
     both = adversaries.WorstOfK(k=5, objective="kl", max_batch=max_batch).choose(
-        model, images, labels, ["kl", "ce"], seed=SEED)
+        model, images, labels, ["kl", "ce"], seed=SEED
+    )
     seeds = tf.random.split(SEED, 2)
     for name, chosen, seed in zip(["kl", "ce"], both, seeds):
         alone = adversaries.WorstOfK(k=5, objective=name)(model, images, labels, seed=seed)
@@ -60,7 +63,8 @@ def test_worst_of_k_shared_candidates_picks_each_objectives_best_of_the_same_can
     """One search for CE and KL gives, per objective, what a search for that objective alone gives."""
     images, labels = batch
     both = adversaries.WorstOfK(k=5, objective="kl", max_batch=max_batch, shared_candidates=True).choose(
-        model, images, labels, ["kl", "ce"], seed=SEED)
+        model, images, labels, ["kl", "ce"], seed=SEED
+    )
     for name, chosen in zip(["kl", "ce"], both):
         alone = adversaries.WorstOfK(k=5, objective=name)(model, images, labels, seed=SEED)
         np.testing.assert_array_equal(chosen, alone)
@@ -73,10 +77,10 @@ def test_spgd_choose_searches_each_objective_with_its_own_draws(model, batch):
     kl, ce = spgd.choose(model, images, labels, ["kl", "ce"], seed=SEED)
     seeds = tf.random.split(SEED, 2)
     np.testing.assert_array_equal(kl, spgd(model, images, labels, seed=seeds[0]))
-    np.testing.assert_array_equal(ce, adversaries.SPGD(steps=2, objective="ce")(model, images, labels,
-                                                                                  seed=seeds[1]))
-    np.testing.assert_array_equal(spgd.choose(model, images, labels, ["kl"], seed=SEED)[0],
-                                  spgd(model, images, labels, seed=SEED))
+    np.testing.assert_array_equal(ce, adversaries.SPGD(steps=2, objective="ce")(model, images, labels, seed=seeds[1]))
+    np.testing.assert_array_equal(
+        spgd.choose(model, images, labels, ["kl"], seed=SEED)[0], spgd(model, images, labels, seed=SEED)
+    )
 
 
 def test_worst_of_k_with_k_1_is_random(model, batch):
@@ -101,8 +105,10 @@ def test_worst_of_k_bounds_model_calls_when_the_batch_size_is_traced_as_unknown(
         calls.append(x.shape[0])
         return model(x, training=training)
 
-    choose = tf.function(lambda x, y: adversaries.WorstOfK(k=5, max_batch=64)(counting_model, x, y, seed=SEED),
-                         input_signature=[tf.TensorSpec([None, 32, 32, 3]), tf.TensorSpec([None], tf.int64)])
+    choose = tf.function(
+        lambda x, y: adversaries.WorstOfK(k=5, max_batch=64)(counting_model, x, y, seed=SEED),
+        input_signature=[tf.TensorSpec([None, 32, 32, 3]), tf.TensorSpec([None], tf.int64)],
+    )
     chosen = choose(images, labels)
     assert len(calls) == 5
     np.testing.assert_array_equal(chosen, adversaries.WorstOfK(k=5)(model, images, labels, seed=SEED))
@@ -114,8 +120,7 @@ def test_spgd_improves_on_its_start_and_stays_in_limits(model, batch, name, rand
     limits = (2.0, 3.0, 20.0)
     attack = adversaries.SPGD(steps=4, objective=name, limits=limits, random_start=random_start)
     params = attack(model, images, labels, seed=SEED).numpy()
-    start = (transforms.sample_uniform(32, limits, tf.random.split(SEED, 1)[0]) if random_start
-             else tf.zeros([32, 3]))
+    start = transforms.sample_uniform(32, limits, tf.random.split(SEED, 1)[0]) if random_start else tf.zeros([32, 3])
     assert np.all(np.abs(params) <= np.array(limits) + 1e-6)
     final, initial = (objective(name, model, images, labels, p) for p in (params, start))
     assert np.all(final >= initial - 1e-4)
@@ -138,21 +143,23 @@ def test_adversaries_run_inside_tf_function(model, batch):
 
 
 def test_serialize_round_trip():
-    attack = adversaries.WorstOfK(k=7, objective="kl", limits=(1, 2, 3), shared_candidates=True,
-                                  resampling="reference")
+    attack = adversaries.WorstOfK(k=7, objective="kl", limits=(1, 2, 3), shared_candidates=True, resampling="reference")
     rebuilt = adversaries.deserialize(adversaries.serialize(attack))
     assert isinstance(rebuilt, adversaries.WorstOfK) and rebuilt.get_config() == attack.get_config()
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(name="fgsm"), r"'fgsm'.*\['random', 'spgd', 'worst_of_k'\]"),
-    (dict(name="worst_of_k", k=0), "k=0"),
-    (dict(name="worst_of_k", objective="js"), r"'js'.*\['ce', 'kl', 'l2'\]"),
-    (dict(name="spgd", steps=0), "steps=0"),
-    (dict(name="random", resampling="nearest"), r"'nearest'; valid resamplings are \['composed', 'reference'\]"),
-    (dict(name="spgd", restarts=3, random_start=False), "restarts=3 need random_start=True"),
-    (dict(name="random", limits=(3, 3, -1)), "limits"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(name="fgsm"), r"'fgsm'.*\['random', 'spgd', 'worst_of_k'\]"),
+        (dict(name="worst_of_k", k=0), "k=0"),
+        (dict(name="worst_of_k", objective="js"), r"'js'.*\['ce', 'kl', 'l2'\]"),
+        (dict(name="spgd", steps=0), "steps=0"),
+        (dict(name="random", resampling="nearest"), r"'nearest'; valid resamplings are \['composed', 'reference'\]"),
+        (dict(name="spgd", restarts=3, random_start=False), "restarts=3 need random_start=True"),
+        (dict(name="random", limits=(3, 3, -1)), "limits"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         adversaries.get(**kwargs)

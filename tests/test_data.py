@@ -11,13 +11,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from helpers import run_cli
 from PIL import Image
 
-from helpers import run_cli
 from invariance_tf import data, experiment
 
 CIFAR10_ORDER = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 
 
@@ -61,9 +70,7 @@ def padded_crops(image: np.ndarray) -> np.ndarray:
     pad = data.CROP_PADDING
     padded = np.pad(image.astype(np.float32), [(pad, pad), (pad, pad), (0, 0)])
     h, w = image.shape[:2]
-    crops = np.stack(
-        [padded[y : y + h, x : x + w] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
-    )
+    crops = np.stack([padded[y : y + h, x : x + w] for y in range(2 * pad + 1) for x in range(2 * pad + 1)])
     return np.concatenate([crops, crops[:, :, ::-1]])
 
 
@@ -88,11 +95,7 @@ def test_cifar10_label_order(cifar10_dir):
 
 def test_decode_matches_pillow(cifar10_dir, cifar10_test_slice):
     images, labels = cifar10_test_slice
-    files = [
-        path
-        for name in CIFAR10_ORDER
-        for path in sorted((cifar10_dir / "test" / name).iterdir())[:10]
-    ]
+    files = [path for name in CIFAR10_ORDER for path in sorted((cifar10_dir / "test" / name).iterdir())[:10]]
     pillow = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
     np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 10))
     np.testing.assert_allclose(images.reshape(-1, 3).mean(0), pillow.reshape(-1, 3).mean(0), atol=0.05)
@@ -216,7 +219,7 @@ def test_train_dataset_augments_each_image_of_the_epoch(cifar10_test_slice):
 def epochs_of(dataset: tf.data.Dataset, steps: int, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
     """The first `count` epochs of an endless training dataset of `steps` batches per epoch."""
     batches = list(dataset.take(steps * count).as_numpy_iterator())
-    return [batches[i:i + steps] for i in range(0, len(batches), steps)]
+    return [batches[i : i + steps] for i in range(0, len(batches), steps)]
 
 
 def test_train_dataset_reshuffles_each_epoch_reproducibly():
@@ -229,7 +232,7 @@ def test_train_dataset_reshuffles_each_epoch_reproducibly():
         epoch_ids = np.concatenate([y for _, y in epoch])
         assert len(set(epoch_ids)) == 96
     assert not np.array_equal(*(np.concatenate([y for _, y in epoch]) for epoch in (first, second)))
-    for (x, y), (x_again, y_again) in zip(first + second, again[0] + again[1]):
+    for (x, y), (_, y_again) in zip(first + second, again[0] + again[1]):
         np.testing.assert_array_equal(y, y_again)
         np.testing.assert_array_equal(x, images[y].astype(np.float32))
         assert x.dtype == np.float32
@@ -475,8 +478,11 @@ def test_the_offline_probe_of_this_machine_answers_in_seconds():
 
 def test_no_tfds_copy_online_downloads_it_with_tfds(monkeypatch, capsys):
     calls = []
-    builder = types.SimpleNamespace(is_prepared=lambda: False, data_dir="/fake/tfds/svhn_cropped/3.1.0",
-                                    download_and_prepare=lambda: calls.append("download_and_prepare"))
+    builder = types.SimpleNamespace(
+        is_prepared=lambda: False,
+        data_dir="/fake/tfds/svhn_cropped/3.1.0",
+        download_and_prepare=lambda: calls.append("download_and_prepare"),
+    )
     monkeypatch.setattr(data, "tfds", types.SimpleNamespace(builder=lambda name, data_dir: builder))
     monkeypatch.setattr(data, "_reachable", lambda host: host == "ufldl.stanford.edu")
     data.validate_source("svhn_cropped", None, splits=("test",))
@@ -493,9 +499,7 @@ def test_tfds_source_is_read_without_download(monkeypatch):
         return tf.data.Dataset.from_tensor_slices((images, np.arange(5)))
 
     prepared = types.SimpleNamespace(is_prepared=lambda: True, data_dir="/fake/svhn_cropped/3.1.0")
-    fake_tfds = types.SimpleNamespace(
-        builder=lambda name, data_dir: prepared, load=fake_load, as_numpy=tfds.as_numpy
-    )
+    fake_tfds = types.SimpleNamespace(builder=lambda name, data_dir: prepared, load=fake_load, as_numpy=tfds.as_numpy)
     monkeypatch.setattr(data, "tfds", fake_tfds)
     loaded, labels, info = data.load("svhn_cropped", split="test")
     assert calls["name"] == "svhn_cropped" and calls["split"] == "test"
@@ -521,10 +525,15 @@ def test_tfds_names_are_the_id_feature_of_each_loaded_example(monkeypatch, tmp_p
 def test_tfds_names_without_an_id_feature_are_split_positions(monkeypatch):
     labels = np.array([0, 0, 1, 1, 1, 2])
     examples = {"image": np.zeros((6, 32, 32, 3), np.uint8), "label": labels}
-    prepared = types.SimpleNamespace(is_prepared=lambda: True, data_dir="/fake/svhn_cropped/3.1.0",
-                                     info=types.SimpleNamespace(features={"image": None, "label": None}))
+    prepared = types.SimpleNamespace(
+        is_prepared=lambda: True,
+        data_dir="/fake/svhn_cropped/3.1.0",
+        info=types.SimpleNamespace(features={"image": None, "label": None}),
+    )
     fake_tfds = types.SimpleNamespace(
-        builder=lambda name, data_dir: prepared, as_numpy=tfds.as_numpy, decode=tfds.decode,
+        builder=lambda name, data_dir: prepared,
+        as_numpy=tfds.as_numpy,
+        decode=tfds.decode,
         load=lambda name, **kwargs: tf.data.Dataset.from_tensor_slices(examples),
     )
     monkeypatch.setattr(data, "tfds", fake_tfds)
@@ -569,8 +578,9 @@ def test_cache_write_failure_only_warns(cifar10_tree, tmp_path):
 @pytest.mark.parametrize("train_examples, expected_train", [(0, 30), (20, 20)])
 def test_validation_is_held_out_of_the_training_split(tmp_path, train_examples, expected_train):
     root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=4)
-    config = experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root), train_examples=train_examples,
-                                         validation_examples=10)
+    config = experiment.ExperimentConfig(
+        dataset="cifar10", data_dir=str(root), train_examples=train_examples, validation_examples=10
+    )
     splits = experiment.load_splits(config)
     assert (len(splits.train[0]), len(splits.validation[0]), len(splits.test[0])) == (expected_train, 10, 40)
     seen = {tuple(image[0, 0]) for image in np.concatenate([splits.train[0], splits.validation[0]])}
@@ -590,8 +600,11 @@ def test_a_tfds_name_as_data_dir_reads_tfds_unless_such_a_folder_exists(tmp_path
     (tmp_path / "cwd" / "cifar10").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "cwd")
     assert data.local_dir("cifar10", "cifar10") == Path("cifar10")
-    with pytest.raises(ValueError, match=r"^--data_dir=svhn_cropped names the TFDS dataset svhn_cropped, not "
-                                         r"--dataset=cifar10: pass --dataset=svhn_cropped$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--data_dir=svhn_cropped names the TFDS dataset svhn_cropped, not "
+        r"--dataset=cifar10: pass --dataset=svhn_cropped$",
+    ):
         data.validate_source("cifar10", "svhn_cropped")
 
 
@@ -599,8 +612,13 @@ def test_trainers_fit_with_a_tfds_name_offline_stops_in_one_line_before_training
     if data._reachable("www.cs.toronto.edu"):
         pytest.skip("this machine reaches www.cs.toronto.edu: the offline path cannot be tested here")
     start = time.perf_counter()
-    result = run_cli("trainers.fit", "--data_dir=cifar10", f"--output_dir={tmp_path / 'run'}", timeout=120,
-                     env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    result = run_cli(
+        "trainers.fit",
+        "--data_dir=cifar10",
+        f"--output_dir={tmp_path / 'run'}",
+        timeout=120,
+        env={"TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: No TFDS copy of 'cifar10' found in ") and "is out of reach" in last

@@ -1,5 +1,7 @@
-"""trainers.evaluate on any classifier: .keras files and exported SavedModels, the report (rows named by their
-images, the failure sheet), resume after SIGKILL."""
+"""trainers.evaluate on any classifier: .keras files and exported SavedModels, the report, resume after SIGKILL.
+
+The report's rows are named by their images, and it includes the failure sheet.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO_ROOT, run_cli, train_small_cnn
 from PIL import Image
 
-from helpers import REPO_ROOT, run_cli, train_small_cnn
 from invariance_tf import data, evaluation, plots, report, transforms
 
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
@@ -47,13 +49,17 @@ def saved_model(run_dir, tmp_path_factory) -> Path:
 def examples(cifar10_test_slice, cifar10_train_slice) -> tuple[np.ndarray, np.ndarray]:
     """40 test and 40 training images: the seen half gives grid survivors."""
     (test_x, test_y), (train_x, train_y) = cifar10_test_slice, cifar10_train_slice
-    return (np.concatenate([test_x[::2][:40], train_x[::15]]).astype(np.float32),
-            np.concatenate([test_y[::2][:40], train_y[::15]]))
+    return (
+        np.concatenate([test_x[::2][:40], train_x[::15]]).astype(np.float32),
+        np.concatenate([test_y[::2][:40], train_y[::15]]),
+    )
 
 
 def test_saved_model_and_keras_file_give_identical_grid_results(run_dir, saved_model, examples):
-    results = [evaluation.grid_accuracy(evaluation.load_classifier(path), *examples, keep_lowest=3)
-               for path in (run_dir / "model.keras", saved_model)]
+    results = [
+        evaluation.grid_accuracy(evaluation.load_classifier(path), *examples, keep_lowest=3)
+        for path in (run_dir / "model.keras", saved_model)
+    ]
     assert 0 < results[0].accuracy < 1
     for field in ("correct", "worst_transform", "lowest_transforms", "margin"):
         np.testing.assert_array_equal(getattr(results[0], field), getattr(results[1], field), err_msg=field)
@@ -65,8 +71,9 @@ def test_input_range_rescales_for_a_model_expecting_0_to_1(examples, tmp_path):
     keras.utils.set_random_seed(3)
     dense = keras.layers.Dense(10, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3))
     keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), dense]).save(tmp_path / "raw.keras")
-    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(255.0), keras.layers.Flatten(),
-                      dense]).save(tmp_path / "unit.keras")
+    keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(255.0), keras.layers.Flatten(), dense]).save(
+        tmp_path / "unit.keras"
+    )
     raw = evaluation.grid_accuracy(evaluation.load_classifier(tmp_path / "raw.keras"), *examples, **MILD)
     unit = evaluation.grid_accuracy(evaluation.load_classifier(tmp_path / "unit.keras", "0-1"), *examples, **MILD)
     wrong = evaluation.grid_accuracy(evaluation.load_classifier(tmp_path / "unit.keras"), *examples, **MILD)
@@ -78,13 +85,22 @@ def test_input_range_rescales_for_a_model_expecting_0_to_1(examples, tmp_path):
 
 def test_cli_on_a_saved_model_writes_the_report(saved_model, cifar10_dir, tmp_path):
     out = tmp_path / "report"
-    result = run_cli("trainers.evaluate", f"--model={saved_model}", f"--data_dir={cifar10_dir}", "--examples=30",
-                     "--attack=clean,grid,refined", "--plot", "--chunk_size=20", f"--output_dir={out}")
+    result = run_cli(
+        "trainers.evaluate",
+        f"--model={saved_model}",
+        f"--data_dir={cifar10_dir}",
+        "--examples=30",
+        "--attack=clean,grid,refined",
+        "--plot",
+        "--chunk_size=20",
+        f"--output_dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "evaluation.json").read_text())
     assert summary["refined"]["accuracy"] <= summary["grid"]["accuracy"] <= summary["clean"]["accuracy"]
     assert summary["refined"]["grid_overestimate"] == pytest.approx(
-        summary["grid"]["accuracy"] - summary["refined"]["accuracy"])
+        summary["grid"]["accuracy"] - summary["refined"]["accuracy"]
+    )
     with open(out / "examples.csv") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 30
@@ -111,8 +127,10 @@ def test_cli_on_a_saved_model_writes_the_report(saved_model, cifar10_dir, tmp_pa
 
 
 def assert_rows_name_their_images(rows: list[dict], data_dir: Path, model) -> None:
-    """The image column comes right after the example index and names, in each row, the file of that example:
-    the test subset `data.load_names` picks, and Pillow's decode of the file has the row's clean margin."""
+    """The image column comes right after the example index and names, in each row, the file of that example.
+
+    The file is in the test subset `data.load_names` picks, and Pillow's decode of it has the row's clean margin.
+    """
     assert list(rows[0])[:3] == ["example", "image", "label"]
     names = [row["image"] for row in rows]
     assert names == data.load_names("cifar10", data_dir, "test", examples=len(rows), seed=0)
@@ -136,16 +154,29 @@ def test_split_only(cifar10_dir, tmp_path) -> Path:
 
 def test_cli_evaluates_a_folder_with_only_a_test_split(run_dir, test_split_only, tmp_path):
     out = tmp_path / "report"
-    result = run_cli("trainers.evaluate", f"--model={run_dir / 'model.keras'}", f"--data_dir={test_split_only}",
-                     "--attack=clean", "--examples=0", f"--output_dir={out}")
+    result = run_cli(
+        "trainers.evaluate",
+        f"--model={run_dir / 'model.keras'}",
+        f"--data_dir={test_split_only}",
+        "--attack=clean",
+        "--examples=0",
+        f"--output_dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "evaluation.json").read_text())["clean"]["examples"] == 20
 
 
 def test_examples_csv_has_clean_columns_that_add_up_to_the_clean_accuracy(run_dir, cifar10_dir, tmp_path):
     out = tmp_path / "report"
-    result = run_cli("trainers.evaluate", f"--model={run_dir / 'model.keras'}", f"--data_dir={cifar10_dir}",
-                     "--examples=30", "--attack=clean,worst_of_k", "--k=2", f"--output_dir={out}")
+    result = run_cli(
+        "trainers.evaluate",
+        f"--model={run_dir / 'model.keras'}",
+        f"--data_dir={cifar10_dir}",
+        "--examples=30",
+        "--attack=clean,worst_of_k",
+        "--k=2",
+        f"--output_dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     clean = json.loads((out / "evaluation.json").read_text())["clean"]
     assert set(clean) == {"accuracy", "examples", "seconds", "ci95"}
@@ -158,26 +189,38 @@ def test_examples_csv_has_clean_columns_that_add_up_to_the_clean_accuracy(run_di
     assert all((float(row["clean_margin"]) > 0) == (row["clean_correct"] == "1") for row in rows)
 
 
-@pytest.mark.parametrize("layers, message", [
-    ([keras.Input((28, 28, 3)), keras.layers.Flatten(), keras.layers.Dense(10)],
-     "error: model input must be [batch, 32, 32, 3] to fit the data; the model declares [None, 28, 28, 3]"),
-    ([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(5)],
-     "error: model output must be float [batch, 10] (one score per class of the data); got float32 [2, 5] for a batch of 2"),
-])
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        (
+            [keras.Input((28, 28, 3)), keras.layers.Flatten(), keras.layers.Dense(10)],
+            "error: model input must be [batch, 32, 32, 3] to fit the data; the model declares [None, 28, 28, 3]",
+        ),
+        (
+            [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(5)],
+            "error: model output must be float [batch, 10] (one score per class of the data); "
+            "got float32 [2, 5] for a batch of 2",
+        ),
+    ],
+)
 def test_cli_refuses_a_model_that_does_not_fit_with_one_line(layers, message, cifar10_dir, tmp_path):
     keras.Sequential(layers).save(tmp_path / "bad.keras")
-    result = run_cli("trainers.evaluate", f"--model={tmp_path / 'bad.keras'}", f"--data_dir={cifar10_dir}",
-                     "--examples=20")
+    result = run_cli(
+        "trainers.evaluate", f"--model={tmp_path / 'bad.keras'}", f"--data_dir={cifar10_dir}", "--examples=20"
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == message
     assert not (tmp_path / "bad_evaluation").exists()
 
 
-@pytest.mark.parametrize("with_model, flag, message", [
-    (False, "--examples=20", "error: give exactly one of --model_dir and --model"),
-    (True, "--spgd_restarts=0", "error: --spgd_restarts=0 is invalid: must be >= 1"),
-    (True, "--failures=0", "error: --failures=0 is invalid: must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "with_model, flag, message",
+    [
+        (False, "--examples=20", "error: give exactly one of --model_dir and --model"),
+        (True, "--spgd_restarts=0", "error: --spgd_restarts=0 is invalid: must be >= 1"),
+        (True, "--failures=0", "error: --failures=0 is invalid: must be >= 1"),
+    ],
+)
 def test_cli_refuses_bad_flags_with_one_line(run_dir, with_model, flag, message):
     result = run_cli("trainers.evaluate", *([f"--model={run_dir / 'model.keras'}"] if with_model else []), flag)
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == message
@@ -185,11 +228,21 @@ def test_cli_refuses_bad_flags_with_one_line(run_dir, with_model, flag, message)
 
 def test_killed_evaluation_resumes_from_saved_chunks(run_dir, cifar10_dir, tmp_path):
     """SIGKILL after the first saved chunk; the rerun reads the saved chunks and matches an uninterrupted run."""
-    args = [f"--model={run_dir / 'model.keras'}", f"--data_dir={cifar10_dir}", "--examples=100",
-            "--attack=grid,refined", "--grid_method=brute", "--chunk_size=10"]
+    args = [
+        f"--model={run_dir / 'model.keras'}",
+        f"--data_dir={cifar10_dir}",
+        "--examples=100",
+        "--attack=grid,refined",
+        "--grid_method=brute",
+        "--chunk_size=10",
+    ]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "trainers.evaluate", *args, f"--output_dir={killed}"],
-                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainers.evaluate", *args, f"--output_dir={killed}"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not list(killed.glob("evaluation_state/grid-*/chunk_000000.npz")):
         assert process.poll() is None and time.monotonic() < deadline, "no chunk was saved"
@@ -233,10 +286,23 @@ app.run(evaluate.main)
 
 def test_an_attack_registered_in_one_entry_runs_through_the_cli(run_dir, cifar10_dir, tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "-c", WITH_SHIFT_RIGHT, f"--model={run_dir / 'model.keras'}",
-                             f"--data_dir={cifar10_dir}", "--examples=20", "--attack=clean,shift_right",
-                             "--chunk_size=10", f"--output_dir={out}"], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WITH_SHIFT_RIGHT,
+            f"--model={run_dir / 'model.keras'}",
+            f"--data_dir={cifar10_dir}",
+            "--examples=20",
+            "--attack=clean,shift_right",
+            "--chunk_size=10",
+            f"--output_dir={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "evaluation.json").read_text())
     assert list(summary) == ["clean", "shift_right"]
@@ -247,16 +313,17 @@ def test_an_attack_registered_in_one_entry_runs_through_the_cli(run_dir, cifar10
     with open(out / "examples.csv") as file:
         rows = list(csv.DictReader(file))
     assert list(rows[0])[8:] == [f"shift_right_{column}" for column in ("correct", "dx", "dy", "angle", "margin")]
-    assert all((row["shift_right_dx"], row["shift_right_dy"], row["shift_right_angle"]) == ("1", "0", "0")
-               for row in rows)
+    assert all(
+        (row["shift_right_dx"], row["shift_right_dy"], row["shift_right_angle"]) == ("1", "0", "0") for row in rows
+    )
     images, labels, _ = data.load("cifar10", cifar10_dir, "test", examples=20, seed=0)
-    moved = transforms.transform_xla(tf.constant(images, tf.float32), tf.constant([[1.0, 0.0, 0.0]] * 20),
-                                     "composed")
+    moved = transforms.transform_xla(tf.constant(images, tf.float32), tf.constant([[1.0, 0.0, 0.0]] * 20), "composed")
     logits = keras.models.load_model(run_dir / "model.keras")(moved, training=False).numpy()
     true = logits[np.arange(20), labels]
     logits[np.arange(20), labels] = -np.inf
-    np.testing.assert_allclose([float(row["shift_right_margin"]) for row in rows], true - logits.max(axis=1),
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        [float(row["shift_right_margin"]) for row in rows], true - logits.max(axis=1), rtol=1e-4, atol=1e-3
+    )
     correct = [row["shift_right_correct"] == "1" for row in rows]
     assert np.mean(correct) == entry["accuracy"] and correct == list(true > logits.max(axis=1))
 

@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from helpers import train_small_cnn
+from reference_code import reference_code_tf
+
 from invariance_tf import data, evaluation, networks, transforms
 from invariance_tf.evaluation import attacks, chunks
-from reference_code import reference_code_tf
 
 TIE = 1e-3  # logit margins this close to 0 may flip between batchings; comparisons skip them
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
@@ -33,8 +33,10 @@ def model(cifar10_train_slice) -> keras.Model:
 def examples(cifar10_test_slice, cifar10_train_slice) -> tuple[np.ndarray, np.ndarray]:
     """50 test and 50 training images (5 per class each); the seen half gives grid survivors."""
     (test_x, test_y), (train_x, train_y) = cifar10_test_slice, cifar10_train_slice
-    return (np.concatenate([test_x[::2], train_x[::12]]).astype(np.float32),
-            np.concatenate([test_y[::2], train_y[::12]]))
+    return (
+        np.concatenate([test_x[::2], train_x[::12]]).astype(np.float32),
+        np.concatenate([test_y[::2], train_y[::12]]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +84,20 @@ def test_every_transform_is_tried(batch_size):
     images = np.zeros((len(params) + 3, 32, 32, 3), np.float32)
     for i, (dx, dy, _) in enumerate(params):
         images[i, TRAP[0] - int(dy), TRAP[1] - int(dx), 0] = 255.0
-    images[len(params):, 2, 2, 0] = 255.0  # far from the trap: correct under every shift
+    images[len(params) :, 2, 2, 0] = 255.0  # far from the trap: correct under every shift
     labels = np.zeros(len(images), np.int64)
     labels[12] = 1  # the identity's dot starts on the trap: right there, wrong under every shift
     expected = np.arange(len(images)) >= len(params)
     for method in evaluation.METHODS:
-        result = evaluation.grid_accuracy(trap_model, images, labels, method=method, batch_size=batch_size,
-                                          limits=(2, 2, 0), granularity=(5, 5, 1))
+        result = evaluation.grid_accuracy(
+            trap_model, images, labels, method=method, batch_size=batch_size, limits=(2, 2, 0), granularity=(5, 5, 1)
+        )
         np.testing.assert_array_equal(result.correct, expected, err_msg=method)
-        np.testing.assert_array_equal(result.worst_transform[:len(params)][np.arange(len(params)) != 12],
-                                      np.delete(params, 12, axis=0), err_msg=method)
+        np.testing.assert_array_equal(
+            result.worst_transform[: len(params)][np.arange(len(params)) != 12],
+            np.delete(params, 12, axis=0),
+            err_msg=method,
+        )
 
 
 def test_early_exit_matches_brute_on_full_grid(model, examples, brute):
@@ -115,14 +121,14 @@ def test_early_exit_matches_brute_on_mild_grid(model, examples):
 
 def test_brute_matches_naive_loop(model, examples):
     images, labels = examples
-    result = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=300,
-                                      granularity=(3, 3, 5))
+    result = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=300, granularity=(3, 3, 5))
     params = transforms.grid(granularity=(3, 3, 5))
     margins = naive_margins(model, images, labels, params)
     assert_correct_matches(result.correct, margins)
     near_ties = (np.abs(margins) <= TIE).sum(axis=1)
-    np.testing.assert_array_less(np.abs(result.per_transform_accuracy - (margins > 0).mean(axis=1)),
-                                 (near_ties + 0.5) / len(labels))
+    np.testing.assert_array_less(
+        np.abs(result.per_transform_accuracy - (margins > 0).mean(axis=1)), (near_ties + 0.5) / len(labels)
+    )
     worst = params[margins.argmin(axis=0)]
     unique = np.sort(margins, axis=0)[1] - margins.min(axis=0) > TIE
     np.testing.assert_allclose(result.worst_transform[unique], worst[unique])
@@ -140,8 +146,10 @@ def test_per_transform_accuracy_spot_check(model, examples, brute):
 
 
 def test_finer_grids_are_never_more_lenient(model, examples, brute):
-    """The 5 x 5 x 31 grid contains the 3 x 3 x 11 grid, which contains the identity: correct under the
-    finer grid implies correct under the coarser one, which implies clean-correct."""
+    """The 5 x 5 x 31 grid contains the 3 x 3 x 11 grid, which contains the identity.
+
+    So correct under the finer grid implies correct under the coarser one, which implies clean-correct.
+    """
     images, labels = examples
     coarse_params = transforms.grid(granularity=(3, 3, 11))
     full_params = {tuple(row) for row in np.round(transforms.grid(), 6)}
@@ -205,18 +213,21 @@ def test_progress_bar(model, examples, capsys):
     assert "pair" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, method="exhaustive"), "'exhaustive'.*brute"),
-    (lambda m, x, y: evaluation.grid_accuracy(m, x, y[:-1]), r"\(99,\)"),
-    (lambda m, x, y: evaluation.grid_accuracy(m, x[0], y), r"\(32, 32, 3\)"),
-    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, batch_size=0), "batch_size.*0"),
-    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, granularity=(5, 0, 31)), "granularity"),
-    (lambda m, x, y: evaluation.grid_accuracy(m, x, y, limits=(3, 3)), "limits"),
-    (lambda m, x, y: evaluation.clean_accuracy(m, x, y.astype(np.float32)), "float32"),
-    (lambda m, x, y: evaluation.worst_of_k_accuracy(m, x, y, k=0), "k.*0"),
-    (lambda m, x, y: evaluation.worst_of_k_accuracy(m, x, y, seed=3), "seed.*3"),
-    (lambda m, x, y: evaluation.spgd_accuracy(m, x, y, steps=0), "steps=0"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, x, y: evaluation.grid_accuracy(m, x, y, method="exhaustive"), "'exhaustive'.*brute"),
+        (lambda m, x, y: evaluation.grid_accuracy(m, x, y[:-1]), r"\(99,\)"),
+        (lambda m, x, y: evaluation.grid_accuracy(m, x[0], y), r"\(32, 32, 3\)"),
+        (lambda m, x, y: evaluation.grid_accuracy(m, x, y, batch_size=0), "batch_size.*0"),
+        (lambda m, x, y: evaluation.grid_accuracy(m, x, y, granularity=(5, 0, 31)), "granularity"),
+        (lambda m, x, y: evaluation.grid_accuracy(m, x, y, limits=(3, 3)), "limits"),
+        (lambda m, x, y: evaluation.clean_accuracy(m, x, y.astype(np.float32)), "float32"),
+        (lambda m, x, y: evaluation.worst_of_k_accuracy(m, x, y, k=0), "k.*0"),
+        (lambda m, x, y: evaluation.worst_of_k_accuracy(m, x, y, seed=3), "seed.*3"),
+        (lambda m, x, y: evaluation.spgd_accuracy(m, x, y, steps=0), "steps=0"),
+    ],
+)
 def test_bad_arguments_raise(model, examples, call, message):
     with pytest.raises(ValueError, match=message):
         call(model, *examples)
@@ -274,8 +285,7 @@ def test_refine_searches_only_grid_survivors(model, examples):
 def test_resumable_matches_one_run_and_resumes(model, examples, tmp_path):
     images, labels = examples
     whole = evaluation.grid_accuracy(model, images, labels, keep_lowest=3, batch_size=64)
-    first = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=3,
-                                 batch_size=64)
+    first = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=3, batch_size=64)
     np.testing.assert_array_equal(first.correct, whole.correct)
     survivors = whole.correct
     np.testing.assert_array_equal(first.lowest_transforms[survivors], whole.lowest_transforms[survivors])
@@ -283,14 +293,12 @@ def test_resumable_matches_one_run_and_resumes(model, examples, tmp_path):
     chunks = sorted(next(tmp_path.iterdir()).glob("chunk_*.npz"))
     assert len(chunks) == 4
     chunks[2].unlink()
-    again = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=3,
-                                 batch_size=64)
+    again = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=3, batch_size=64)
     assert again.resumed_examples == 70
     for field in ("correct", "worst_transform", "margin", "lowest_transforms"):
         np.testing.assert_array_equal(getattr(again, field), getattr(first, field), err_msg=field)
     assert again.evaluations == first.evaluations
-    changed = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=2,
-                                   batch_size=64)
+    changed = evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=30, keep_lowest=2, batch_size=64)
     assert changed.resumed_examples == 0 and len(list(tmp_path.iterdir())) == 2
 
 
@@ -305,11 +313,16 @@ def test_resumable_random_attacks_and_brute_per_transform(model, examples, tmp_p
     assert again.resumed_examples == len(labels)
     np.testing.assert_array_equal(again.worst_transform, first.worst_transform)
     for seed, passed in (((1, 2), {"seed": (1, 2)}), (evaluation.DEFAULT_SEED, {})):
-        chunked = evaluation.resumable("worst_of_k", model, images, labels, tmp_path / "default", k=3,
-                                       chunk_size=40, **passed)
+        chunked = evaluation.resumable(
+            "worst_of_k", model, images, labels, tmp_path / "default", k=3, chunk_size=40, **passed
+        )
         second_chunk = evaluation.worst_of_k_accuracy(
-            model, images[40:80], labels[40:80], k=3,
-            seed=tf.random.experimental.stateless_fold_in(tf.constant(seed, tf.int64), 1).numpy())
+            model,
+            images[40:80],
+            labels[40:80],
+            k=3,
+            seed=tf.random.experimental.stateless_fold_in(tf.constant(seed, tf.int64), 1).numpy(),
+        )
         np.testing.assert_array_equal(chunked.worst_transform[40:80], second_chunk.worst_transform)
         assert not np.array_equal(chunked.worst_transform[:40], chunked.worst_transform[40:80])
     with pytest.raises(ValueError, match=r"needs grid="):
@@ -318,32 +331,62 @@ def test_resumable_random_attacks_and_brute_per_transform(model, examples, tmp_p
 
 def pinned_model() -> keras.Model:
     """A linear classifier of 8 x 8 images with fixed layer names and weights: the same fingerprint in every run."""
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(name="flatten"),
-                              keras.layers.Dense(4, name="logits")], name="pinned")
-    model.set_weights([np.linspace(-1, 1, 8 * 8 * 3 * 4, dtype=np.float32).reshape(192, 4),
-                       np.arange(4, dtype=np.float32) / 10])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(name="flatten"), keras.layers.Dense(4, name="logits")],
+        name="pinned",
+    )
+    model.set_weights(
+        [np.linspace(-1, 1, 8 * 8 * 3 * 4, dtype=np.float32).reshape(192, 4), np.arange(4, dtype=np.float32) / 10]
+    )
     return model
 
 
 def test_state_keys_are_those_saved_before_the_evaluation_package(tmp_path):
-    """The digests below were computed by the single-module `invariance_tf/evaluation.py` (commit c9bc0d9): equal
-    folder names are what lets an evaluation killed before the move resume after it."""
+    """The digests below were computed by the single-module `invariance_tf/evaluation.py` (commit c9bc0d9).
+
+    Equal folder names are what lets an evaluation killed before the move resume after it.
+    """
     model = pinned_model()
     images = (np.arange(6 * 8 * 8 * 3) % 256).astype(np.uint8).reshape(6, 8, 8, 3)
     labels = np.arange(6) % 4
     assert evaluation.fingerprint(model) == "c7a8e95b81e63a7d0c09a81ae2ad896ecb4aecca34258672d31646e13fc3f9f8"
-    evaluation.resumable("grid", model, images, labels, tmp_path, chunk_size=4, method="brute", limits=(1.0, 1.0, 5.0),
-                         granularity=(1, 1, 3), batch_size=8, keep_lowest=2)
-    evaluation.resumable("worst_of_k", model, images, labels, tmp_path, chunk_size=4, k=2, seed=(3, 0),
-                         limits=(1.0, 1.0, 5.0), resampling="reference")
+    evaluation.resumable(
+        "grid",
+        model,
+        images,
+        labels,
+        tmp_path,
+        chunk_size=4,
+        method="brute",
+        limits=(1.0, 1.0, 5.0),
+        granularity=(1, 1, 3),
+        batch_size=8,
+        keep_lowest=2,
+    )
+    evaluation.resumable(
+        "worst_of_k",
+        model,
+        images,
+        labels,
+        tmp_path,
+        chunk_size=4,
+        k=2,
+        seed=(3, 0),
+        limits=(1.0, 1.0, 5.0),
+        resampling="reference",
+    )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["grid-106361d7723259e9", "worst_of_k-6587ea47be96103c"]
-    grid = evaluation.RobustResult(accuracy=0.5, correct=np.arange(6) % 2 == 0,
-                                   worst_transform=np.zeros((6, 3), np.float32),
-                                   margin=np.linspace(-1, 1, 6).astype(np.float32))
+    grid = evaluation.RobustResult(
+        accuracy=0.5,
+        correct=np.arange(6) % 2 == 0,
+        worst_transform=np.zeros((6, 3), np.float32),
+        margin=np.linspace(-1, 1, 6).astype(np.float32),
+    )
     refined = {"grid": grid, "steps": 3, "resampling": "composed", "batch_size": None}
     assert chunks._state_key("refined", model, images, labels, 4, None, refined) == "f4fcb21d890adac3"
-    onnx_like = evaluation.Classifier(lambda x: x, (None, 3, 8, 8), [], layout="nchw", mean=[0.5], std=[0.25],
-                                      digest="ab" * 32)
+    onnx_like = evaluation.Classifier(
+        lambda x: x, (None, 3, 8, 8), [], layout="nchw", mean=[0.5], std=[0.25], digest="ab" * 32
+    )
     assert evaluation.fingerprint(onnx_like) == "284fab151e528196d6fcca18178d13698f7be651d3a948cff9dc90eb23a96c8f"
     normalised = evaluation.Classifier(lambda x: x, (None, 8, 8, 3), model.weights, mean=[1.0, 2.0, 3.0])
     assert evaluation.fingerprint(normalised) == "b2a3eec6ed5e6bf0b30fa83085000373b467ef02e6f7edfdf82f794e87234942"
@@ -372,8 +415,11 @@ def test_attacks_run_after_their_inputs_and_take_the_shared_settings_they_name()
         attacks.with_inputs(["grid", "nope"])
     shared = {"limits": (1.0, 1.0, 5.0), "batch_size": 8, "seed": (0, 0), "verbose": True}
     assert evaluation.ATTACKS["clean"].accepted(shared) == {"batch_size": 8}
-    assert evaluation.ATTACKS["worst_of_k"].accepted(shared) == {"limits": (1.0, 1.0, 5.0), "batch_size": 8,
-                                                                 "seed": (0, 0)}
+    assert evaluation.ATTACKS["worst_of_k"].accepted(shared) == {
+        "limits": (1.0, 1.0, 5.0),
+        "batch_size": 8,
+        "seed": (0, 0),
+    }
     assert evaluation.ATTACKS["grid"].accepted(shared) == {"limits": (1.0, 1.0, 5.0), "batch_size": 8, "verbose": True}
     assert [name for name, attack in evaluation.ATTACKS.items() if attack.gradients] == ["spgd", "refined"]
 
@@ -398,12 +444,15 @@ def test_fingerprint_follows_the_weights(model):
     assert evaluation.fingerprint(clone) != evaluation.fingerprint(model)
 
 
-@pytest.mark.parametrize("bad_model, message", [
-    (lambda x, training=False: x[:, 0, 0, :2], r"float \[batch, 10\].*\[2, 2\]"),
-    (lambda x, training=False: tf.reshape(x, [-1])[:20], r"\[batch, 10\].*\[20\]"),
-    (lambda x, training=False: tf.zeros([2, 10], tf.int32), "int32"),
-    (lambda x, training=False: tf.reshape(x, [2, 28, 28, -1]), "fails on a batch of shape"),
-])
+@pytest.mark.parametrize(
+    "bad_model, message",
+    [
+        (lambda x, training=False: x[:, 0, 0, :2], r"float \[batch, 10\].*\[2, 2\]"),
+        (lambda x, training=False: tf.reshape(x, [-1])[:20], r"\[batch, 10\].*\[20\]"),
+        (lambda x, training=False: tf.zeros([2, 10], tf.int32), "int32"),
+        (lambda x, training=False: tf.reshape(x, [2, 28, 28, -1]), "fails on a batch of shape"),
+    ],
+)
 def test_check_classifier_rejects_a_model_that_does_not_fit(examples, bad_model, message):
     with pytest.raises(ValueError, match=message):
         evaluation.check_classifier(bad_model, examples[0], num_classes=10)
@@ -417,9 +466,11 @@ def test_check_classifier_reads_the_declared_input_shape(model, examples):
 
 @pytest.mark.slow
 def test_reference_resampling_grid_matches_a_grid_over_the_reference_code_on_500_test_images(model, cifar10_dir):
-    """`grid_accuracy(resampling="reference")` against all 775 transformations applied by the reference code's
-    pad-rotate-translate-crop (rebuilt from TF ops in the tests) and plain `model.predict`: identical
-    per-example results on 500 real test images."""
+    """`grid_accuracy(resampling="reference")` matches the reference code on all 775 transformations.
+
+    Against the reference's pad-rotate-translate-crop (rebuilt from TF ops in the tests) and plain `model.predict`:
+    identical per-example results on 500 real test images.
+    """
     images, labels, _ = data.read_image_folder(cifar10_dir, "test", per_class=50)
     images = images.astype(np.float32)
     params = transforms.grid()

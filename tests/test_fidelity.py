@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from absl import flags
-
 from helpers import REPO_ROOT
+
 from invariance_tf import experiment
 from trainers import flags as experiment_flags
 
@@ -31,12 +31,26 @@ TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn_cropped": 73_257}
 DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "svhn": "svhn_cropped"}
 ROWS = ("std", "da", "da_kl", "at", "at_kl", "at_l2", "grn")
 # Row -> the paper's name for it.
-PAPER_ROWS = {"std": "std", "da": "D.A.", "da_kl": "D.A.+KL", "at": "A.T.", "at_kl": "A.T.+KL",
-              "at_l2": "A.T.+L2", "grn": "GRN"}
+PAPER_ROWS = {
+    "std": "std",
+    "da": "D.A.",
+    "da_kl": "D.A.+KL",
+    "at": "A.T.",
+    "at_kl": "A.T.+KL",
+    "at_l2": "A.T.+L2",
+    "grn": "GRN",
+}
 NO_REFERENCE = "no reference config"
 # Row -> the reference code's config it follows, as the flagfile's leading comment must name it.
-REFERENCE_CONFIGS = {"std": "std.json", "da": "std_star.json", "da_kl": NO_REFERENCE, "at": "at_rob_wo_10.json",
-                     "at_kl": "kl_mix_wo_10.json", "at_l2": "l2_mix_wo_10.json", "grn": NO_REFERENCE}
+REFERENCE_CONFIGS = {
+    "std": "std.json",
+    "da": "std_star.json",
+    "da_kl": NO_REFERENCE,
+    "at": "at_rob_wo_10.json",
+    "at_kl": "kl_mix_wo_10.json",
+    "at_l2": "l2_mix_wo_10.json",
+    "grn": NO_REFERENCE,
+}
 
 EVALUATION_LIMITS = (3.0, 3.0, 30.0)
 
@@ -77,14 +91,36 @@ PER_ROW: dict[str, dict[str, Any]] = {
     # No reference config; 2-fold batch, one random x~ for both terms.
     "da_kl": {"adversary": "random", "ce_on": "mix", "h": "kl", "lambda_reg": 8.0},
     # at_rob_wo_10.json, but the CE on all 64 worst-of-10 images (not the reference's second 32).
-    "at": {"adversary": "worst_of_k", "k": 10, "adversary_objective": "ce", "ce_on": "rob", "lambda_reg": 0.0,
-           "reference_half_batch_ce": False},
+    "at": {
+        "adversary": "worst_of_k",
+        "k": 10,
+        "adversary_objective": "ce",
+        "ce_on": "rob",
+        "lambda_reg": 0.0,
+        "reference_half_batch_ce": False,
+    },
     # kl_mix_wo_10.json: two independent worst-of-10 searches (KL for the penalty, CE for the CE term).
-    "at_kl": {"adversary": "worst_of_k", "k": 10, "adversary_objective": "kl", "ce_on": "mix",
-              "ce_adversary_objective": "ce", "h": "kl", "lambda_reg": 8.0, "shared_candidates": False},
+    "at_kl": {
+        "adversary": "worst_of_k",
+        "k": 10,
+        "adversary_objective": "kl",
+        "ce_on": "mix",
+        "ce_adversary_objective": "ce",
+        "h": "kl",
+        "lambda_reg": 8.0,
+        "shared_candidates": False,
+    },
     # l2_mix_wo_10.json: lambda_ 1 on ||.||^2 / 4 = 0.25 on the plain squared distance.
-    "at_l2": {"adversary": "worst_of_k", "k": 10, "adversary_objective": "l2", "ce_on": "mix",
-              "ce_adversary_objective": "ce", "h": "l2", "lambda_reg": 0.25, "shared_candidates": False},
+    "at_l2": {
+        "adversary": "worst_of_k",
+        "k": 10,
+        "adversary_objective": "l2",
+        "ce_on": "mix",
+        "ce_adversary_objective": "ce",
+        "h": "l2",
+        "lambda_reg": 0.25,
+        "shared_candidates": False,
+    },
     "grn": {"adversary": "random", "ce_on": "rob", "lambda_reg": 0.0},
 }
 
@@ -128,8 +164,11 @@ def matches(expected: Any, got: Any) -> bool:
     if isinstance(expected, tuple):
         return as_limits(got) == expected
     if isinstance(expected, float):
-        return isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(
-            got, expected, rel_tol=1e-9, abs_tol=1e-12)
+        return (
+            isinstance(got, (int, float))
+            and not isinstance(got, bool)
+            and math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12)
+        )
     return type(got) is type(expected) and got == expected
 
 
@@ -155,8 +194,11 @@ def test_flagfile_matches_the_fidelity_table(stem: str) -> None:
     """Every flag the table lists for this flagfile has the table's value in the parsed config."""
     path = CONFIGS / f"{stem}.cfg"
     config = parse_flagfile(path)
-    wrong = [f"{path.relative_to(REPO_ROOT)}: --{name} expected {expected!r}, got {getattr(config, name, MISSING)!r}"
-             for name, expected in expected_flags(stem).items() if not matches(expected, getattr(config, name, MISSING))]
+    wrong = [
+        f"{path.relative_to(REPO_ROOT)}: --{name} expected {expected!r}, got {getattr(config, name, MISSING)!r}"
+        for name, expected in expected_flags(stem).items()
+        if not matches(expected, getattr(config, name, MISSING))
+    ]
     if wrong:
         pytest.fail("\n".join(wrong), pytrace=False)
 
@@ -169,8 +211,10 @@ def test_training_adversary_draws_from_the_reference_limits(stem: str) -> None:
     raw = as_limits(getattr(config, "adversary_limits", MISSING))
     effective = raw if raw != () else as_limits(config.limits)
     expected = TRAINING_ADVERSARY_LIMITS[stem.split("_", 1)[1]]
-    assert effective == expected, (f"{path.relative_to(REPO_ROOT)}: training adversary limits expected {expected!r}, "
-                                   f"got {effective!r} (--adversary_limits={raw!r}, --limits={config.limits!r})")
+    assert effective == expected, (
+        f"{path.relative_to(REPO_ROOT)}: training adversary limits expected {expected!r}, "
+        f"got {effective!r} (--adversary_limits={raw!r}, --limits={config.limits!r})"
+    )
 
 
 @pytest.mark.parametrize("stem", FLAGFILES)
@@ -180,11 +224,13 @@ def test_steps_are_the_reference_80k_within_one_percent(stem: str) -> None:
     config = parse_flagfile(path)
     assert config.train_examples == 0 and config.validation_examples == 0, (
         f"{path.relative_to(REPO_ROOT)}: the step count assumes the whole training split, got "
-        f"--train_examples={config.train_examples} --validation_examples={config.validation_examples}")
+        f"--train_examples={config.train_examples} --validation_examples={config.validation_examples}"
+    )
     steps = TRAIN_SIZES[config.dataset] // config.batch_size * config.epochs
     assert abs(steps - REFERENCE_STEPS) <= STEPS_TOLERANCE * REFERENCE_STEPS, (
         f"{path.relative_to(REPO_ROOT)}: {TRAIN_SIZES[config.dataset]:,} // {config.batch_size} x {config.epochs} "
-        f"epochs = {steps:,} steps, not within 1 % of {REFERENCE_STEPS:,}")
+        f"epochs = {steps:,} steps, not within 1 % of {REFERENCE_STEPS:,}"
+    )
 
 
 @pytest.mark.parametrize("dataset", sorted(set(TRAIN_SIZES)))
@@ -201,8 +247,9 @@ def test_flagfile_names_the_reference_config_it_follows(stem: str) -> None:
     path = CONFIGS / f"{stem}.cfg"
     expected = REFERENCE_CONFIGS[stem.split("_", 1)[1]]
     comment = leading_comment(path)
-    assert expected in comment, (f"{path.relative_to(REPO_ROOT)}: leading comment should name {expected!r}, "
-                                 f"got {comment!r}")
+    assert expected in comment, (
+        f"{path.relative_to(REPO_ROOT)}: leading comment should name {expected!r}, got {comment!r}"
+    )
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -219,7 +266,6 @@ def test_every_row_is_documented(row: str) -> None:
 def test_per_dataset_settings_are_documented() -> None:
     """docs/FIDELITY.md gives each dataset's epochs and augmentation, and says why SVHN differs."""
     text = FIDELITY_DOC.read_text()
-    needed = ["--epochs=102", "--epochs=70", "--augment=flip", "--augment=off", "AugmentedSVHNData",
-              "svhn_input.py"]
+    needed = ["--epochs=102", "--epochs=70", "--augment=flip", "--augment=off", "AugmentedSVHNData", "svhn_input.py"]
     missing = [name for name in needed if name not in text]
     assert not missing, f"{FIDELITY_DOC.relative_to(REPO_ROOT)} does not mention {missing}"

@@ -41,10 +41,14 @@ def test_a_suffix_ends_the_partial_name_and_the_partial_is_removed_on_an_error(t
 
 def test_processes_writing_the_same_file_do_not_collide(tmp_path):
     target = tmp_path / "flags.cfg"
-    script = ("import sys\nfrom invariance_tf import files\n"
-              "for i in range(200):\n    files.write_text(sys.argv[1], sys.argv[2] * 1000)\n")
-    writers = [subprocess.Popen([sys.executable, "-c", script, str(target), text], stderr=subprocess.PIPE, text=True)
-               for text in "ab"]
+    script = (
+        "import sys\nfrom invariance_tf import files\n"
+        "for i in range(200):\n    files.write_text(sys.argv[1], sys.argv[2] * 1000)\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", script, str(target), text], stderr=subprocess.PIPE, text=True)
+        for text in "ab"
+    ]
     for writer in writers:
         assert writer.wait(timeout=120) == 0, writer.stderr.read()[-2000:]
     assert target.read_text() in ("a" * 1000, "b" * 1000) and [p.name for p in tmp_path.iterdir()] == ["flags.cfg"]
@@ -59,5 +63,9 @@ def test_a_folder_is_flushed_and_renamed_whole(tmp_path, monkeypatch):
         (partial / "weights.h5").write_bytes(b"w")
         (partial / "meta.json").write_text("{}")
     assert sorted(p.name for p in (tmp_path / "epoch-3").iterdir()) == ["meta.json", "weights.h5"]
-    assert {Path(p).name for p in synced} >= {f"epoch-3.partial-{os.getpid()}", "weights.h5", "meta.json",
-                                              tmp_path.name}
+    assert {Path(p).name for p in synced} >= {
+        f"epoch-3.partial-{os.getpid()}",
+        "weights.h5",
+        "meta.json",
+        tmp_path.name,
+    }

@@ -1,5 +1,8 @@
-"""Robust fine-tuning (`--init_model`): each kind of trained classifier starts a run with its own weights,
-trains, resumes after a kill, and a classifier that does not fit the data is refused in one line."""
+"""Robust fine-tuning (`--init_model`) from each kind of trained classifier, and refusal of one that does not fit.
+
+Each kind starts a run with its own weights, trains and resumes after a kill; a classifier that does not fit the
+data is refused in one line.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
 from helpers import REPO_ROOT, run_cli
+
 from invariance_tf import callbacks, data, evaluation, experiment, export, networks
 from invariance_tf.networks import pretrained
 from invariance_tf.networks.resnet9 import resnet9
@@ -27,22 +30,30 @@ SHIPPED = REPO_ROOT / "models" / "cifar10_std_resnet9_w16.keras"
 
 
 def fit(data_dir: Path, out: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return run_cli("trainers.fit", f"--flagfile={DA_KL}", f"--data_dir={data_dir}", f"--output_dir={out}", *TINY,
-                   *extra, timeout=timeout)
+    return run_cli(
+        "trainers.fit",
+        f"--flagfile={DA_KL}",
+        f"--data_dir={data_dir}",
+        f"--output_dir={out}",
+        *TINY,
+        *extra,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, cifar10_dir) -> dict[str, Path]:
-    """One trained classifier as each kind of `--init_model`: a run folder, a plain .keras network and the
-    SavedModel trainers.export writes."""
+    """One trained classifier as each kind of `--init_model`.
+
+    A run folder, a plain .keras network and the SavedModel trainers.export writes.
+    """
     root = tmp_path_factory.mktemp("sources")
     result = fit(cifar10_dir, root / "run", "--epochs=1", "--network=small_cnn")
     assert result.returncode == 0, result.stderr[-3000:]
     network = export.classifier_network(keras.models.load_model(root / "run" / "model.keras"))
     network.save(root / "network.keras")
     export.export_for_serving(network, root / "exported", version=1)
-    return {"run folder": root / "run", ".keras file": root / "network.keras",
-            "SavedModel": root / "exported" / "1"}
+    return {"run folder": root / "run", ".keras file": root / "network.keras", "SavedModel": root / "exported" / "1"}
 
 
 @pytest.mark.parametrize("kind", ["run folder", ".keras file", "SavedModel"])
@@ -68,20 +79,24 @@ def test_fine_tuning_trains_the_loaded_weights_and_its_run_evaluates(sources, ki
     assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "fine-tuning changed no weight"
     classifier = evaluation.load_classifier(out / "model.keras")
     images = np.zeros((2, 32, 32, 3), np.float32)
-    np.testing.assert_allclose(classifier(images), export.classifier_network(
-        pretrained.load_keras(out / "model.keras"))(images), atol=1e-5)
+    np.testing.assert_allclose(
+        classifier(images), export.classifier_network(pretrained.load_keras(out / "model.keras"))(images), atol=1e-5
+    )
 
 
 def test_a_keras_file_holding_a_saved_model_outside_a_fine_tuned_run_is_refused_in_one_line(sources, tmp_path):
     config = experiment.ExperimentConfig(init_model=str(sources["SavedModel"]))
     model = experiment.build_model(config, CIFAR10, steps_per_epoch=1, policy="float32")
     model.save(tmp_path / "elsewhere.keras")
-    with pytest.raises(ValueError, match=r"holds a keras.layers.TFSMLayer .* keras.config.enable_unsafe_deserialization"):
+    with pytest.raises(
+        ValueError, match=r"holds a keras.layers.TFSMLayer .* keras.config.enable_unsafe_deserialization"
+    ):
         pretrained.load_keras(tmp_path / "elsewhere.keras")
 
 
 def test_a_loaded_network_computes_under_the_runs_policy_and_a_layer_pinned_to_float32_stays_pinned(
-        tmp_path, cifar10_test_slice):
+    tmp_path, cifar10_test_slice
+):
     with networks.dtype_policy("mixed_bfloat16"):
         network = resnet9(width=4)
     network.save(tmp_path / "resnet9.keras")
@@ -95,18 +110,26 @@ def test_a_loaded_network_computes_under_the_runs_policy_and_a_layer_pinned_to_f
     policies = {layer.name: layer.dtype_policy.name for layer in float16.layers}
     assert policies.pop("logits") == "float32"
     assert set(policies.values()) - {"float32"} == {"mixed_float16"}
-    pinned = [[layer.name for layer in model.layers[1:] if layer.dtype_policy.name == "float32"]
-              for model in (network, float16)]
+    pinned = [
+        [layer.name for layer in model.layers[1:] if layer.dtype_policy.name == "float32"]
+        for model in (network, float16)
+    ]
     assert pinned[0] == pinned[1] == ["standardize", "logits"]
 
 
-@pytest.mark.parametrize("network, message", [
-    (lambda: small_cnn(input_shape=(28, 28, 1)),
-     "takes inputs of shape [28, 28, 1] but the data's images are [32, 32, 3]"),
-    (lambda: small_cnn(num_classes=100), "returns [100] scores per image but the data has 10 classes"),
-])
-def test_a_classifier_that_does_not_fit_the_data_is_refused_in_one_line_before_training(network, message,
-                                                                                       cifar10_dir, tmp_path):
+@pytest.mark.parametrize(
+    "network, message",
+    [
+        (
+            lambda: small_cnn(input_shape=(28, 28, 1)),
+            "takes inputs of shape [28, 28, 1] but the data's images are [32, 32, 3]",
+        ),
+        (lambda: small_cnn(num_classes=100), "returns [100] scores per image but the data has 10 classes"),
+    ],
+)
+def test_a_classifier_that_does_not_fit_the_data_is_refused_in_one_line_before_training(
+    network, message, cifar10_dir, tmp_path
+):
     path = tmp_path / "misfit.keras"
     network().save(path)
     result = fit(cifar10_dir, tmp_path / "run", f"--init_model={path}", timeout=120)
@@ -115,10 +138,13 @@ def test_a_classifier_that_does_not_fit_the_data_is_refused_in_one_line_before_t
     assert not (tmp_path / "run" / "config.json").exists(), "refused after the run started"
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda root: root / "missing.keras", "does not exist"),
-    (lambda root: (root / "empty").mkdir() or root / "empty", "is none of the kinds it can be"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda root: root / "missing.keras", "does not exist"),
+        (lambda root: (root / "empty").mkdir() or root / "empty", "is none of the kinds it can be"),
+    ],
+)
 def test_a_path_that_is_no_classifier_is_refused_by_the_config(make, reason, tmp_path):
     path = make(tmp_path)
     with pytest.raises(ValueError, match=rf"^--init_model={path} {reason}: give a trainers.fit run folder"):
@@ -126,8 +152,11 @@ def test_a_path_that_is_no_classifier_is_refused_by_the_config(make, reason, tmp
 
 
 def test_a_saved_model_under_a_mixed_policy_is_refused_in_one_line(sources):
-    with pytest.raises(ValueError, match=r"is a SavedModel, which computes in its own dtype: pass "
-                                         r"--precision=float32"):
+    with pytest.raises(
+        ValueError,
+        match=r"is a SavedModel, which computes in its own dtype: pass "
+        r"--precision=float32",
+    ):
         pretrained.load(sources["SavedModel"], CIFAR10.image_shape, 10, "mixed_bfloat16")
 
 
@@ -135,8 +164,16 @@ def test_a_saved_model_under_a_mixed_policy_is_refused_in_one_line(sources):
 def test_a_killed_fine_tuning_resumes_from_its_backup_not_from_the_init_model(sources, cifar10_dir, tmp_path):
     out = tmp_path / "run"
     flags = ["--epochs=4", "--train_examples=640", "--deterministic", f"--init_model={sources['.keras file']}"]
-    command = [sys.executable, "-m", "trainers.fit", f"--flagfile={DA_KL}", f"--data_dir={cifar10_dir}",
-               f"--output_dir={out}", *TINY, *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "trainers.fit",
+        f"--flagfile={DA_KL}",
+        f"--data_dir={cifar10_dir}",
+        f"--output_dir={out}",
+        *TINY,
+        *flags,
+    ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not callbacks.finished_epochs(out / "backup") and time.time() < deadline and process.poll() is None:
@@ -163,9 +200,18 @@ def test_the_shipped_std_classifier_is_accurate_on_real_test_images(cifar10_test
 
 
 def test_the_readme_quickstart_fine_tunes_the_shipped_classifier(cifar10_dir, tmp_path):
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
-                     f"--data_dir={cifar10_dir}", f"--output_dir={tmp_path / 'run'}", "--train_examples=256",
-                     "--epochs=1", "--lr=0.001", "--test_examples=50", "--grid_examples=10", "--verbose=0")
+    result = run_cli(
+        "trainers.fit",
+        f"--flagfile={REPO_ROOT / 'configs' / 'quickstart.cfg'}",
+        f"--data_dir={cifar10_dir}",
+        f"--output_dir={tmp_path / 'run'}",
+        "--train_examples=256",
+        "--epochs=1",
+        "--lr=0.001",
+        "--test_examples=50",
+        "--grid_examples=10",
+        "--verbose=0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert Path(config["init_model"]).resolve() == SHIPPED

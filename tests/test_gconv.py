@@ -43,14 +43,17 @@ SPATIAL = {
 }
 PERMUTATIONS = {
     "p4": {"rot90": [3, 0, 1, 2], "rot180": [2, 3, 0, 1], "rot270": [1, 2, 3, 0]},
-    "p4m": {"rot90": [3, 0, 1, 2, 5, 6, 7, 4], "rot180": [2, 3, 0, 1, 6, 7, 4, 5],
-            "rot270": [1, 2, 3, 0, 7, 4, 5, 6], "flip_up_down": [4, 5, 6, 7, 0, 1, 2, 3],
-            "flip_left_right": [6, 7, 4, 5, 2, 3, 0, 1]},
+    "p4m": {
+        "rot90": [3, 0, 1, 2, 5, 6, 7, 4],
+        "rot180": [2, 3, 0, 1, 6, 7, 4, 5],
+        "rot270": [1, 2, 3, 0, 7, 4, 5, 6],
+        "flip_up_down": [4, 5, 6, 7, 0, 1, 2, 3],
+        "flip_left_right": [6, 7, 4, 5, 2, 3, 0, 1],
+    },
 }
 GENERATORS = {"p4": ["rot90"], "p4m": ["rot90", "flip_up_down", "flip_left_right"]}
 ROTATIONS = ["rot90", "rot180", "rot270"]
-CONVS = {P4ConvZ2: ("z2", "p4"), P4ConvP4: ("p4", "p4"),
-         P4MConvZ2: ("z2", "p4m"), P4MConvP4M: ("p4m", "p4m")}
+CONVS = {P4ConvZ2: ("z2", "p4"), P4ConvP4: ("p4", "p4"), P4MConvZ2: ("z2", "p4m"), P4MConvP4M: ("p4m", "p4m")}
 # (strides, padding, side): exact cases, even sides only at stride 1.
 GEOMETRIES = [(1, "same", 8), (1, "valid", 8), (2, "same", 9), (2, "valid", 9)]
 
@@ -69,9 +72,13 @@ def assert_equivariant(f, x, in_group: str, out_group: str, transforms, rel: flo
     reference = np.asarray(f(x))
     atol = rel * np.abs(reference).max()
     for transform in transforms:
-        np.testing.assert_allclose(np.asarray(f(act(x, transform, in_group))),
-                                   act(reference, transform, out_group),
-                                   rtol=rel, atol=atol, err_msg=transform)
+        np.testing.assert_allclose(
+            np.asarray(f(act(x, transform, in_group))),
+            act(reference, transform, out_group),
+            rtol=rel,
+            atol=atol,
+            err_msg=transform,
+        )
 
 
 def randomize(weights, rng: np.random.Generator) -> None:
@@ -96,6 +103,7 @@ def built(layer, channels: int, rng: np.random.Generator):
 
 # --- filter expansion -------------------------------------------------------------
 
+
 def d4_action(element: int, plane: np.ndarray) -> np.ndarray:
     """Element t = 4 m + r of D4 on a kernel: r counter-clockwise quarter-turns, then a row flip if m = 1."""
     m, r = divmod(element, 4)
@@ -107,9 +115,15 @@ def d4_table_by_probe() -> tuple[np.ndarray, np.ndarray]:
     """Product table and inverses of D4 found by composing the actions on an asymmetric probe."""
     probe = np.arange(9).reshape(3, 3)
     images = [d4_action(t, probe) for t in range(8)]
-    table = np.array([[next(t for t in range(8) if np.array_equal(d4_action(a, d4_action(b, probe)),
-                                                                   images[t]))
-                       for b in range(8)] for a in range(8)])
+    table = np.array(
+        [
+            [
+                next(t for t in range(8) if np.array_equal(d4_action(a, d4_action(b, probe)), images[t]))
+                for b in range(8)
+            ]
+            for a in range(8)
+        ]
+    )
     return table, np.argmax(table == 0, axis=1)
 
 
@@ -168,6 +182,7 @@ def test_gradients_reach_base_kernel():
 
 
 # --- equivariance ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("strides,padding,side", GEOMETRIES)
 @pytest.mark.parametrize("conv", list(CONVS), ids=lambda c: c.__name__)
@@ -230,13 +245,15 @@ def test_stack_under_tf_function_is_equivariant(group, training):
     x = conv(3, padding="valid")(x)
     model = keras.Model(inputs, x)
     randomize(model.weights, rng)
-    run = tf.function(lambda z: model(z, training=training),
-                      input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    run = tf.function(
+        lambda z: model(z, training=training), input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)]
+    )
     x = rng.normal(size=(3, 11, 11, 3)).astype(np.float32)
     assert_equivariant(run, x, "z2", group, GENERATORS[group])
 
 
 # --- G-ResNet -------------------------------------------------------------------------
+
 
 def tiny_g_resnet(group: str, rng: np.random.Generator) -> keras.Model:
     """Depth-8 G-ResNet with 4/6/8 G-channels, seeded kernels and random biases and BN statistics."""
@@ -247,10 +264,12 @@ def tiny_g_resnet(group: str, rng: np.random.Generator) -> keras.Model:
 
 
 def max_relative_change(model, x, transforms) -> float:
-    """max |logits(T x) - logits(x)| / max |logits(x)| over `transforms`."""
+    """The largest `|logits(T x) - logits(x)| / max |logits(x)|` over `transforms`."""
     logits = np.asarray(model(x, training=False))
-    return max(np.abs(np.asarray(model(act(x, t, "z2"), training=False)) - logits).max()
-               for t in transforms) / np.abs(logits).max()
+    return (
+        max(np.abs(np.asarray(model(act(x, t, "z2"), training=False)) - logits).max() for t in transforms)
+        / np.abs(logits).max()
+    )
 
 
 @pytest.mark.parametrize("group", ["p4", "p4m"])
@@ -260,8 +279,13 @@ def test_g_resnet_logits_are_invariant_at_33(group):
     x = rng.uniform(0, 255, size=(2, 33, 33, 3)).astype(np.float32)
     reference = np.asarray(model(x, training=False))
     for transform in ROTATIONS + GENERATORS[group][1:]:
-        np.testing.assert_allclose(model(act(x, transform, "z2"), training=False), reference,
-                                   rtol=1e-4, atol=1e-4 * np.abs(reference).max(), err_msg=transform)
+        np.testing.assert_allclose(
+            model(act(x, transform, "z2"), training=False),
+            reference,
+            rtol=1e-4,
+            atol=1e-4 * np.abs(reference).max(),
+            err_msg=transform,
+        )
 
 
 def test_g_resnet_is_only_approximately_invariant_at_32(cifar10_test_slice):
@@ -275,8 +299,10 @@ def test_g_resnet_is_only_approximately_invariant_at_32(cifar10_test_slice):
     images = cifar10_test_slice[0][:20].astype(np.float32)
     deviation = max_relative_change(model, images, ROTATIONS)
     exact = max_relative_change(model, np.pad(images, ((0, 0), (0, 1), (0, 1), (0, 0))), ROTATIONS)
-    print(f"\nmax |logits(R^k x) - logits(x)| / max|logits|, depth-8 p4 G-ResNet, 20 CIFAR-10 images: "
-          f"32x32 {deviation:.2e}, 33x33 {exact:.2e}")
+    print(
+        f"\nmax |logits(R^k x) - logits(x)| / max|logits|, depth-8 p4 G-ResNet, 20 CIFAR-10 images: "
+        f"32x32 {deviation:.2e}, 33x33 {exact:.2e}"
+    )
     assert exact < 1e-4
     assert deviation > 1e-3
 
@@ -305,9 +331,17 @@ def test_parameter_counts_match_planar_resnet44():
 
 # --- serialisation and errors ----------------------------------------------------------
 
-@pytest.mark.parametrize("layer", [P4ConvZ2(3, 5, strides=2, padding="valid"), P4MConvP4M(2, use_bias=False),
-                                   GroupPool("p4m", "mean"), GroupBatchNormalization("p4", momentum=0.9)],
-                         ids=lambda layer: type(layer).__name__)
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        P4ConvZ2(3, 5, strides=2, padding="valid"),
+        P4MConvP4M(2, use_bias=False),
+        GroupPool("p4m", "mean"),
+        GroupBatchNormalization("p4", momentum=0.9),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
 def test_config_round_trip(layer):
     config = layer.get_config()
     assert type(layer).from_config(config).get_config() == config
@@ -327,14 +361,17 @@ def test_keras_save_reload_and_export(tmp_path):
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: GroupPool("c4"), "valid groups are"),
-    (lambda: GroupPool("p4", "sum"), "valid modes are"),
-    (lambda: P4ConvP4(2, padding="full"), "valid paddings are"),
-    (lambda: P4MConvZ2(2, kernel_size=4), "must be odd"),
-    (lambda: g_resnet(depth=45), "6n\\+2"),
-    (lambda: g_resnet(group="so2"), "valid groups are"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: GroupPool("c4"), "valid groups are"),
+        (lambda: GroupPool("p4", "sum"), "valid modes are"),
+        (lambda: P4ConvP4(2, padding="full"), "valid paddings are"),
+        (lambda: P4MConvZ2(2, kernel_size=4), "must be odd"),
+        (lambda: g_resnet(depth=45), "6n\\+2"),
+        (lambda: g_resnet(group="so2"), "valid groups are"),
+    ],
+)
 def test_invalid_arguments_name_valid_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
@@ -353,8 +390,14 @@ def test_g_resnet_trains_inside_the_regularised_model_and_exports(tmp_path, cifa
     images, labels = cifar10_train_slice
     x, y = images[:16].astype(np.float32), labels[:16]
     keras.utils.set_random_seed(0)
-    model = InvarianceModel(g_resnet(depth=8, group="p4"), adversary=adversaries.WorstOfK(k=2, objective="kl"),
-                            ce_on="mix", h="kl", lambda_reg=1.0, seed=0)
+    model = InvarianceModel(
+        g_resnet(depth=8, group="p4"),
+        adversary=adversaries.WorstOfK(k=2, objective="kl"),
+        ce_on="mix",
+        h="kl",
+        lambda_reg=1.0,
+        seed=0,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     before = [w.numpy() for w in model.trainable_weights]
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)

@@ -28,6 +28,7 @@ def numpy_kl(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     def log_softmax(z):
         z = z - z.max(1, keepdims=True)
         return z - np.log(np.exp(z).sum(1, keepdims=True))
+
     return (np.exp(log_softmax(a)) * (log_softmax(a) - log_softmax(b))).sum(1)
 
 
@@ -41,8 +42,14 @@ def batch(cifar10_train_slice):
 def test_train_step_loss_equals_hand_computation(batch, ce_on, h, lam):
     images, labels = batch
     keras.utils.set_random_seed(1)
-    model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
-                            adversary=adversaries.RandomTransform(), ce_on=ce_on, h=h, lambda_reg=lam, seed=5)
+    model = InvarianceModel(
+        networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+        adversary=adversaries.RandomTransform(),
+        ce_on=ce_on,
+        h=h,
+        lambda_reg=lam,
+        seed=5,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     seed = model._step_seed().numpy()
     weights = [w.numpy() for w in model.network.weights]
@@ -50,11 +57,13 @@ def test_train_step_loss_equals_hand_computation(batch, ce_on, h, lam):
     transformed = transforms.transform(images, params).numpy()
     nat = model.network(images).numpy()
     adv = model.network(transformed).numpy()
-    ce = {"nat": numpy_ce(nat, labels).mean(), "rob": numpy_ce(adv, labels).mean(),
-          "mix": (numpy_ce(nat, labels).mean() + numpy_ce(adv, labels).mean()) / 2}[ce_on]
+    ce = {
+        "nat": numpy_ce(nat, labels).mean(),
+        "rob": numpy_ce(adv, labels).mean(),
+        "mix": (numpy_ce(nat, labels).mean() + numpy_ce(adv, labels).mean()) / 2,
+    }[ce_on]
     reg = numpy_kl(nat, adv).mean() if h == "kl" else ((nat - adv) ** 2).sum(1).mean()
-    decay = WEIGHT_DECAY / 2 * sum((w ** 2).sum() for w, v in zip(weights, model.network.weights)
-                                   if "kernel" in v.path)
+    decay = WEIGHT_DECAY / 2 * sum((w**2).sum() for w, v in zip(weights, model.network.weights) if "kernel" in v.path)
     logs = model.train_on_batch(images, labels, return_dict=True)
     np.testing.assert_allclose(logs["ce"], ce, rtol=1e-4)
     np.testing.assert_allclose(logs["reg"], reg, rtol=1e-4)
@@ -68,22 +77,30 @@ class LogitAdversary(adversaries.Adversary):
         return tf.tanh(model(images)[:, :3]) * tf.constant(self.limits, tf.float32)
 
 
-@pytest.mark.parametrize("adversary", [adversaries.SPGD(steps=2, objective="kl", random_start=False),
-                                       LogitAdversary()], ids=["spgd", "differentiable_in_the_weights"])
+@pytest.mark.parametrize(
+    "adversary",
+    [adversaries.SPGD(steps=2, objective="kl", random_start=False), LogitAdversary()],
+    ids=["spgd", "differentiable_in_the_weights"],
+)
 def test_update_treats_the_adversarys_choice_as_a_constant(batch, adversary):
-    """The step's update equals plain SGD on the loss with x~ precomputed and held fixed, even for an
-    adversary whose choice the weights' gradient could flow through."""
+    """The step's update equals plain SGD on the loss with x~ precomputed and held fixed.
+
+    This holds even for an adversary whose choice the weights' gradient could flow through.
+    """
     images, labels = batch
     keras.utils.set_random_seed(2)
-    model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY), adversary=adversary,
-                            ce_on="mix", h="kl", lambda_reg=4.0)
+    model = InvarianceModel(
+        networks.build("small_cnn", weight_decay=WEIGHT_DECAY), adversary=adversary, ce_on="mix", h="kl", lambda_reg=4.0
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     fixed = tf.constant(transforms.transform(images, adversary(model.network, images, labels)))
     variables = model.network.trainable_variables
     with tf.GradientTape() as tape:
         nat, adv = model.network(images), model.network(fixed)
-        ce = (tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, nat, from_logits=True))
-              + tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, adv, from_logits=True))) / 2
+        ce = (
+            tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, nat, from_logits=True))
+            + tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, adv, from_logits=True))
+        ) / 2
         loss = ce + 4.0 * tf.reduce_mean(semimetrics.kl(nat, adv)) + tf.add_n(model.network.losses)
     expected = [v.numpy() - 0.5 * g.numpy() for v, g in zip(variables, tape.gradient(loss, variables))]
     logs = model.train_on_batch(images, labels, return_dict=True)
@@ -96,8 +113,9 @@ def worst_of_4_by_ce(model: InvarianceModel, images, labels) -> np.ndarray:
     """Per image, the worst w.r.t. CE of the 4 candidates the model's next step draws, computed in numpy."""
     seed = model._step_seed().numpy()
     candidates = transforms.sample_uniform(4 * len(images), (3, 3, 30), seed).numpy().reshape(4, len(images), 3)
-    ce_per_candidate = np.stack([numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels)
-                                 for c in candidates])
+    ce_per_candidate = np.stack(
+        [numpy_ce(model.network(transforms.transform(images, c)).numpy(), labels) for c in candidates]
+    )
     return candidates[ce_per_candidate.argmax(0), np.arange(len(images))]
 
 
@@ -105,8 +123,13 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
     """The D.A./A.T. rows' branch: loss = CE(f(x~), y) + decay, x~ the worst of k w.r.t. CE."""
     images, labels = batch
     keras.utils.set_random_seed(4)
-    model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
-                            adversary=adversaries.WorstOfK(k=4), ce_on="rob", lambda_reg=0.0, seed=9)
+    model = InvarianceModel(
+        networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+        adversary=adversaries.WorstOfK(k=4),
+        ce_on="rob",
+        lambda_reg=0.0,
+        seed=9,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     chosen = worst_of_4_by_ce(model, images, labels)
     adv = model.network(transforms.transform(images, chosen)).numpy()
@@ -119,18 +142,28 @@ def test_rob_with_lambda_0_is_ce_on_the_chosen_transformations_only(batch):
 
 @pytest.mark.parametrize("ce_on, shared", [("mix", False), ("rob", False), ("mix", True)])
 def test_ce_adversary_objective_ce_gives_the_ce_term_its_own_worst_case(batch, ce_on, shared):
-    """The reference's A.T.+KL: h on (x, worst of k w.r.t. KL), the CE term on the worst of k w.r.t. CE (and on
-    x for mix): k draws of their own (the step's seed split in two), or with shared candidates the same k."""
+    """The reference's A.T.+KL: h on (x, worst of k w.r.t. KL), the CE term on the worst of k w.r.t. CE.
+
+    The CE term is also on x for mix. The searches take k draws of their own (the step's seed split in two), or
+    with shared candidates the same k.
+    """
     images, labels = batch
     keras.utils.set_random_seed(6)
-    model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
-                            adversary=adversaries.WorstOfK(k=4, objective="kl", shared_candidates=shared),
-                            ce_on=ce_on, h="kl", lambda_reg=3.0, seed=11, ce_adversary_objective="ce")
+    model = InvarianceModel(
+        networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+        adversary=adversaries.WorstOfK(k=4, objective="kl", shared_candidates=shared),
+        ce_on=ce_on,
+        h="kl",
+        lambda_reg=3.0,
+        seed=11,
+        ce_adversary_objective="ce",
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     seed = model._step_seed()
     seeds = [seed, seed] if shared else list(tf.random.split(seed, 2))
-    draws = [transforms.sample_uniform(4 * len(images), (3, 3, 30), s).numpy().reshape(4, len(images), 3)
-             for s in seeds]
+    draws = [
+        transforms.sample_uniform(4 * len(images), (3, 3, 30), s).numpy().reshape(4, len(images), 3) for s in seeds
+    ]
     nat = model.network(images).numpy()
     logits = [[model.network(transforms.transform(images, c)).numpy() for c in candidates] for candidates in draws]
     rows = np.arange(len(images))
@@ -151,8 +184,13 @@ def test_reference_half_batch_ce_is_the_ce_of_the_second_half_of_the_worst_cases
     """The reference A.T. config's quirk: CE on the second half of the transformed batch only."""
     images, labels = batch
     keras.utils.set_random_seed(4)
-    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=4), ce_on="rob",
-                            seed=9, reference_half_batch_ce=True)
+    model = InvarianceModel(
+        networks.build("small_cnn"),
+        adversary=adversaries.WorstOfK(k=4),
+        ce_on="rob",
+        seed=9,
+        reference_half_batch_ce=True,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     chosen = worst_of_4_by_ce(model, images, labels)
     per_example = numpy_ce(model.network(transforms.transform(images, chosen)).numpy(), labels)
@@ -169,9 +207,13 @@ def test_ce_adversary_objective_ce_without_a_penalty_is_a_t(batch):
     losses = []
     for objective, ce_adversary_objective in (("kl", "ce"), ("ce", "same")):
         keras.utils.set_random_seed(7)
-        model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
-                                adversary=adversaries.WorstOfK(k=4, objective=objective), ce_on="rob",
-                                seed=12, ce_adversary_objective=ce_adversary_objective)
+        model = InvarianceModel(
+            networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+            adversary=adversaries.WorstOfK(k=4, objective=objective),
+            ce_on="rob",
+            seed=12,
+            ce_adversary_objective=ce_adversary_objective,
+        )
         model.compile(optimizer=keras.optimizers.SGD(0.01))
         losses.append(model.train_on_batch(images, labels, return_dict=True)["loss"])
     assert losses[0] == losses[1]
@@ -183,9 +225,14 @@ def test_ce_adversary_objective_ce_with_an_adversary_that_does_not_search_keeps_
     losses = []
     for ce_adversary_objective in ("ce", "same"):
         keras.utils.set_random_seed(8)
-        model = InvarianceModel(networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
-                                adversary=adversaries.WorstOfK(k=1, objective="kl"), ce_on="mix", lambda_reg=2.0,
-                                seed=13, ce_adversary_objective=ce_adversary_objective)
+        model = InvarianceModel(
+            networks.build("small_cnn", weight_decay=WEIGHT_DECAY),
+            adversary=adversaries.WorstOfK(k=1, objective="kl"),
+            ce_on="mix",
+            lambda_reg=2.0,
+            seed=13,
+            ce_adversary_objective=ce_adversary_objective,
+        )
         assert model._objectives() == ["kl"]
         model.compile(optimizer=keras.optimizers.SGD(0.01))
         losses.append(model.train_on_batch(images, labels, return_dict=True)["loss"])
@@ -197,8 +244,14 @@ def one_sgd_update(batch, policy: str) -> tuple[InvarianceModel, list[np.ndarray
     images, labels = batch
     with networks.dtype_policy(policy):
         keras.utils.set_random_seed(6)
-        model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.RandomTransform(),
-                                ce_on="mix", h="kl", lambda_reg=1.0, seed=1)
+        model = InvarianceModel(
+            networks.build("small_cnn"),
+            adversary=adversaries.RandomTransform(),
+            ce_on="mix",
+            h="kl",
+            lambda_reg=1.0,
+            seed=1,
+        )
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     before = [v.numpy() for v in model.network.trainable_variables]
     logs = model.train_on_batch(images, labels, return_dict=True)
@@ -220,20 +273,22 @@ def test_mixed_precision_step_matches_float32(batch, policy):
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     np.testing.assert_allclose(logs["loss"], reference_logs["loss"], rtol=0.05)
-    norm = np.sqrt(sum((u ** 2).sum() for u in update))
-    reference_norm = np.sqrt(sum((u ** 2).sum() for u in reference))
+    norm = np.sqrt(sum((u**2).sum() for u in update))
+    reference_norm = np.sqrt(sum((u**2).sum() for u in reference))
     assert norm == pytest.approx(reference_norm, rel=0.1)
 
 
 def test_mixed_precision_model_passes_raw_pixels_unrounded(batch):
-    """Under mixed_bfloat16 the wrapper gives the network the pixels as they are (transformed ones are not
-    integers), from a tensor or a NumPy array; the network's own float32 standardisation runs before any
-    bfloat16 layer."""
+    """Under mixed_bfloat16 the wrapper gives the network the pixels as they are, from a tensor or a NumPy array.
+
+    Transformed pixels are not integers. The network's own float32 standardisation runs before any bfloat16 layer.
+    """
     images, _ = batch
     with networks.dtype_policy("mixed_bfloat16"):
         keras.utils.set_random_seed(3)
-        model = InvarianceModel(networks.build("resnet9", width=4), adversary=adversaries.RandomTransform(),
-                                ce_on="mix", lambda_reg=1.0)
+        model = InvarianceModel(
+            networks.build("resnet9", width=4), adversary=adversaries.RandomTransform(), ce_on="mix", lambda_reg=1.0
+        )
         flatten = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(dtype="float32")])
         pixels_out = InvarianceModel(flatten)
     pixels = images[:8] + 0.3
@@ -255,11 +310,20 @@ def test_calling_the_model_on_numpy_matches_a_tensor_and_predict(batch):
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, kwargs", [("small_cnn", {}), ("resnet", {"n": 1}), ("resnet9", {"width": 4}),
-                                          ("g_resnet", {"depth": 8, "widths": (2, 2, 2)})])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("small_cnn", {}),
+        ("resnet", {"n": 1}),
+        ("resnet9", {"width": 4}),
+        ("g_resnet", {"depth": 8, "widths": (2, 2, 2)}),
+    ],
+)
 def test_every_network_standardises_raw_pixels_in_float32_under_mixed_precision(batch, name, kwargs):
-    """Pixels off the integer grid (transformed images) reach the standardisation unrounded, and the
-    logits come out as float32, as Keras' mixed-precision guide asks of a model's outputs."""
+    """Pixels off the integer grid (transformed images) reach the standardisation unrounded.
+
+    The logits come out as float32, as Keras' mixed-precision guide asks of a model's outputs.
+    """
     images, _ = batch
     with networks.dtype_policy("mixed_bfloat16"):
         network = networks.build(name, **kwargs)
@@ -317,8 +381,14 @@ def test_multi_worker_workaround_overrides_a_hook_keras_still_calls(batch):
 
 def test_fit_evaluate_save_and_reload(tmp_path, batch):
     images, labels = batch
-    model = InvarianceModel(networks.build("resnet", n=1), adversary=adversaries.WorstOfK(k=3, objective="l2"),
-                            ce_on="mix", h="l2", lambda_reg=1.0, seed=3)
+    model = InvarianceModel(
+        networks.build("resnet", n=1),
+        adversary=adversaries.WorstOfK(k=3, objective="l2"),
+        ce_on="mix",
+        h="l2",
+        lambda_reg=1.0,
+        seed=3,
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     history = model.fit(images, labels, batch_size=16, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
@@ -338,16 +408,21 @@ def test_a_model_without_seed_records_the_seed_it_drew():
     assert isinstance(model.get_config()["seed"], int) and rebuilt._draw_seed == model._draw_seed
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(ce_on="both"), r"'both'.*\['nat', 'rob', 'mix'\]"),
-    (dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()), "lambda_reg must be >= 0; got -1.0"),
-    (dict(ce_on="rob"), "needs an adversary"),
-    (dict(h="js"), r"'js'.*\['kl', 'l2'\]"),
-    (dict(ce_adversary_objective="kl"), r"ce_adversary_objective='kl'.*\['same', 'ce'\]"),
-    (dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0), "never uses the x~ of WorstOfK"),
-    (dict(adversary=adversaries.WorstOfK(k=2), ce_on="mix", lambda_reg=1.0, reference_half_batch_ce=True),
-     "reference_half_batch_ce=True .* needs ce_on='rob'; got ce_on='mix'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(ce_on="both"), r"'both'.*\['nat', 'rob', 'mix'\]"),
+        (dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()), "lambda_reg must be >= 0; got -1.0"),
+        (dict(ce_on="rob"), "needs an adversary"),
+        (dict(h="js"), r"'js'.*\['kl', 'l2'\]"),
+        (dict(ce_adversary_objective="kl"), r"ce_adversary_objective='kl'.*\['same', 'ce'\]"),
+        (dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0), "never uses the x~ of WorstOfK"),
+        (
+            dict(adversary=adversaries.WorstOfK(k=2), ce_on="mix", lambda_reg=1.0, reference_half_batch_ce=True),
+            "reference_half_batch_ce=True .* needs ce_on='rob'; got ce_on='mix'",
+        ),
+    ],
+)
 def test_bad_configuration_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         InvarianceModel(networks.build("small_cnn"), **kwargs)
@@ -395,8 +470,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
 
 def test_mirrored_strategy_matches_single_device(cifar10_dir):
-    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(cifar10_dir)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(cifar10_dir)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     change = float(result.stdout.split("CHANGE")[1].split()[0])
     diff = float(result.stdout.split("MAXDIFF")[1].split()[0])

@@ -17,22 +17,32 @@ AVX512_WITHOUT_BF16 = AVX2_EPYC | {"avx512f", "avx512bw", "avx512vl", "avx512_vn
 GRAVITON3 = {"fp", "asimd", "sve", "bf16", "i8mm"}
 
 
-@pytest.mark.parametrize("features, policy", [
-    (AVX2_EPYC, "float32"),
-    (AVX512_WITHOUT_BF16, "float32"),
-    (set(), "float32"),
-    (ZEN4_EPYC, "mixed_bfloat16"),
-    (SAPPHIRE_RAPIDS, "mixed_bfloat16"),
-    (GRAVITON3, "mixed_bfloat16"),
-])
+@pytest.mark.parametrize(
+    "features, policy",
+    [
+        (AVX2_EPYC, "float32"),
+        (AVX512_WITHOUT_BF16, "float32"),
+        (set(), "float32"),
+        (ZEN4_EPYC, "mixed_bfloat16"),
+        (SAPPHIRE_RAPIDS, "mixed_bfloat16"),
+        (GRAVITON3, "mixed_bfloat16"),
+    ],
+)
 def test_auto_picks_bfloat16_only_on_cpus_that_compute_it_natively(features, policy):
     choice = precision.choose("auto", features)
     assert choice.policy == policy
     assert choice.reason.startswith("auto: ")
 
 
-@pytest.mark.parametrize("gpus, policy", [([(8, 0)], "mixed_bfloat16"), ([(9, 0), (8, 6)], "mixed_bfloat16"),
-                                          ([(7, 0)], "float32"), ([(8, 0), (7, 5)], "float32")])
+@pytest.mark.parametrize(
+    "gpus, policy",
+    [
+        ([(8, 0)], "mixed_bfloat16"),
+        ([(9, 0), (8, 6)], "mixed_bfloat16"),
+        ([(7, 0)], "float32"),
+        ([(8, 0), (7, 5)], "float32"),
+    ],
+)
 def test_auto_on_gpus_needs_bfloat16_on_every_one_whatever_the_cpu(gpus, policy):
     assert precision.choose("auto", ZEN4_EPYC, gpus).policy == policy
     assert precision.choose("auto", AVX2_EPYC, gpus).policy == policy
@@ -49,11 +59,17 @@ def test_an_unknown_precision_is_refused_with_the_valid_ones():
         precision.choose("bf16", ZEN4_EPYC)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("processor\t: 0\nflags\t\t: fpu sse avx2 AVX512_BF16\nbugs\t\t: none\n", {"fpu", "sse", "avx2", "avx512_bf16"}),
-    ("processor\t: 0\nFeatures\t: fp asimd bf16\n", {"fp", "asimd", "bf16"}),
-    ("processor\t: 0\n", set()),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "processor\t: 0\nflags\t\t: fpu sse avx2 AVX512_BF16\nbugs\t\t: none\n",
+            {"fpu", "sse", "avx2", "avx512_bf16"},
+        ),
+        ("processor\t: 0\nFeatures\t: fp asimd bf16\n", {"fp", "asimd", "bf16"}),
+        ("processor\t: 0\n", set()),
+    ],
+)
 def test_cpu_features_are_read_from_x86_and_arm_cpuinfo(tmp_path, text, expected):
     (tmp_path / "cpuinfo").write_text(text)
     assert precision.cpu_features(tmp_path / "cpuinfo") == expected

@@ -16,8 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
 from helpers import REPO_ROOT, run
+
 from invariance_tf import callbacks, experiment
 from invariance_tf.callbacks import TrainingDivergedError
 
@@ -26,8 +26,16 @@ TINY = ["--train_examples=256", "--test_examples=20", "--grid_examples=10", "--v
 
 
 def fit_command(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "trainers.fit", f"--flagfile={SMALL_RUN}", f"--data_dir={data_dir}",
-            f"--output_dir={out}", *TINY, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "trainers.fit",
+        f"--flagfile={SMALL_RUN}",
+        f"--data_dir={data_dir}",
+        f"--output_dir={out}",
+        *TINY,
+        *extra,
+    ]
 
 
 # Runs a tiny experiment in which the process SIGKILLs itself while Keras' BackupAndRestore writes the
@@ -72,8 +80,17 @@ experiment.run(config)
 @pytest.mark.parametrize("window", ["during_weights", "before_metadata", "before_rename", "after_rename"])
 def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir, tmp_path, window):
     out = tmp_path / "run"
-    flags = ["--network=small_cnn", "--adversary=random", "--ce_on=mix", "--lambda_reg=1", "--epochs=4",
-             "--batch_size=32", "--train_examples=128", "--test_examples=10", "--grid_examples=10"]
+    flags = [
+        "--network=small_cnn",
+        "--adversary=random",
+        "--ce_on=mix",
+        "--lambda_reg=1",
+        "--epochs=4",
+        "--batch_size=32",
+        "--train_examples=128",
+        "--test_examples=10",
+        "--grid_examples=10",
+    ]
     command = fit_command(cifar10_dir, out, *flags)
     killed = run([sys.executable, "-c", KILL_DURING_BACKUP, window, str(SMALL_RUN), *command[4:]])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -119,8 +136,15 @@ app.run(fit.main)
 
 
 def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10_dir, tmp_path):
-    flags = ["--network=small_cnn", "--epochs=1", "--test_examples=40", "--grid_examples=40",
-             "--eval_chunk_size=20", "--deterministic", "--seed=3"]
+    flags = [
+        "--network=small_cnn",
+        "--epochs=1",
+        "--test_examples=40",
+        "--grid_examples=40",
+        "--eval_chunk_size=20",
+        "--deterministic",
+        "--seed=3",
+    ]
     killed_run, reference_run = tmp_path / "killed", tmp_path / "reference"
     killed = run([sys.executable, "-c", KILL_DURING_EVALUATION, *fit_command(cifar10_dir, killed_run, *flags)[3:]])
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -141,7 +165,8 @@ def test_a_field_an_older_run_did_not_record_counts_as_its_default_and_a_removed
     older = {k: v for k, v in current.items() if k != "ce_adversary_objective"}
     assert experiment.changed_flags(older, current) == {}
     assert experiment.changed_flags(older, {**current, "ce_adversary_objective": "ce"}) == {
-        "ce_adversary_objective": "same"}
+        "ce_adversary_objective": "same"
+    }
     assert experiment.changed_flags({**older, "k": 3}, current) == {"k": 3}
     assert experiment.changed_flags({**older, "k": 3}, current, frozenset({"k"})) == {}
     assert experiment.changed_flags({**older, "a_removed_flag": 1}, current) == {}
@@ -150,8 +175,9 @@ def test_a_field_an_older_run_did_not_record_counts_as_its_default_and_a_removed
 def test_a_recorded_run_is_compared_and_its_values_are_written_as_flags(tmp_path):
     config = experiment.ExperimentConfig(lambda_reg=8.0)
     assert experiment.recorded_changes(config, tmp_path) == {}
-    (tmp_path / "config.json").write_text(json.dumps(
-        experiment.ExperimentConfig(lambda_reg=2.0, limits=(2, 2, 20), jit_compile=True).to_json()))
+    (tmp_path / "config.json").write_text(
+        json.dumps(experiment.ExperimentConfig(lambda_reg=2.0, limits=(2, 2, 20), jit_compile=True).to_json())
+    )
     changed = experiment.recorded_changes(config, tmp_path, frozenset({"jit_compile"}))
     assert changed == {"lambda_reg": 2.0, "limits": [2, 2, 20]}
     assert experiment.flag_list(changed) == "--lambda_reg=2.0, --limits=2,2,20"
@@ -173,20 +199,22 @@ def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted
     assert changed.returncode != 0
     assert changed.stderr.strip().splitlines()[-1] == (
         f"error: --output_dir={out} holds an unfinished run started with --lambda_reg=8.0: pass the same flags "
-        "to resume it, or --overwrite to start afresh")
+        "to resume it, or --overwrite to start afresh"
+    )
     assert "--lambda_reg=8.0" in (out / "flags.cfg").read_text().splitlines()
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]
-    epochs_run = [line for line in result.stdout.splitlines() + result.stderr.splitlines()
-                  if line.startswith("Epoch ")]
+    epochs_run = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if line.startswith("Epoch ")]
     assert epochs_run[0] == f"Epoch {done + 1}/6" and epochs_run[-1] == "Epoch 6/6"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 6 and metrics["epochs_this_process"] == 6 - done
     assert {"clean_accuracy", "worst_of_10_accuracy", "grid_accuracy"} <= set(metrics)
     assert not (out / "backup").exists()
     reference = tmp_path / "uninterrupted"
-    assert run(fit_command(cifar10_dir, reference, "--epochs=6", "--train_examples=640",
-                           "--deterministic")).returncode == 0
+    assert (
+        run(fit_command(cifar10_dir, reference, "--epochs=6", "--train_examples=640", "--deterministic")).returncode
+        == 0
+    )
     weights = [keras.models.load_model(path / "model.keras").get_weights() for path in (out, reference)]
     for resumed_weight, reference_weight in zip(*weights):
         np.testing.assert_array_equal(resumed_weight, reference_weight)
@@ -232,9 +260,20 @@ class PoisonWeights(keras.callbacks.Callback):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(cifar10_dir, tmp_path):
     config = dataclasses.replace(
-        experiment.ExperimentConfig(), dataset="cifar10", data_dir=str(cifar10_dir), network="small_cnn",
-        adversary="random", ce_on="mix", lambda_reg=1.0, epochs=3, batch_size=32, train_examples=128,
-        test_examples=10, output_dir=str(tmp_path / "run"), verbose=0)
+        experiment.ExperimentConfig(),
+        dataset="cifar10",
+        data_dir=str(cifar10_dir),
+        network="small_cnn",
+        adversary="random",
+        ce_on="mix",
+        lambda_reg=1.0,
+        epochs=3,
+        batch_size=32,
+        train_examples=128,
+        test_examples=10,
+        output_dir=str(tmp_path / "run"),
+        verbose=0,
+    )
     with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 2, batch 1.*last good checkpoint"):
         experiment.run(config, extra_callbacks=[PoisonWeights(epoch=1)])
     model = keras.models.load_model(tmp_path / "run" / "checkpoints" / "last.keras")
@@ -266,10 +305,20 @@ def test_multi_worker_training_on_loopback(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                     "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(fit_command(cifar10_dir, out, "--epochs=1"), cwd=REPO_ROOT, env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        )
+        processes.append(
+            subprocess.Popen(
+                fit_command(cifar10_dir, out, "--epochs=1"),
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = [p.communicate(timeout=600) for p in processes]
     for process, (_, stderr) in zip(processes, results):
         assert process.returncode == 0, stderr[-3000:]
@@ -282,8 +331,17 @@ def test_multi_worker_training_on_loopback(cifar10_dir, tmp_path):
 def test_grid_attack_on_2000_images_stays_under_4_gb(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     assert run(fit_command(cifar10_dir, out, "--epochs=1", "--network=small_cnn")).returncode == 0
-    result = run([sys.executable, "-m", "trainers.evaluate", f"--model_dir={out}", "--attack=grid",
-                  "--examples=2000", "--batch_size=256"])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "trainers.evaluate",
+            f"--model_dir={out}",
+            "--attack=grid",
+            "--examples=2000",
+            "--batch_size=256",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     assert json.loads((out / "evaluation.json").read_text())["grid"]["examples"] == 2000

@@ -1,5 +1,4 @@
-"""Paired comparisons of two runs on the same examples, the compact per-example record, examples.csv and the
-failure sheet."""
+"""Paired comparisons on the same examples, the compact per-example record, examples.csv and the failure sheet."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ def test_mcnemar_is_the_exact_two_sided_binomial_test_on_discordant_pairs():
     b = np.array([True] * 8 + [False] * 2 + [True] * 30)
     result = report.paired_difference(a, b)
     assert (result["b_only"], result["a_only"], result["examples"]) == (8, 2, 40)
-    expected = 2 * sum(math.comb(10, i) for i in range(3)) / 2 ** 10
+    expected = 2 * sum(math.comb(10, i) for i in range(3)) / 2**10
     assert result["mcnemar_p"] == pytest.approx(expected)
     assert result["difference"] == pytest.approx(6 / 40)
 
@@ -50,15 +49,18 @@ def test_the_paired_interval_is_far_tighter_than_two_unpaired_ones():
     assert result["difference"] == pytest.approx(40 / 2000) and low < result["difference"] < high
     assert low > 0
     unpaired = [report.wilson_interval(int(x.sum()), len(x)) for x in (a, b)]
-    assert high - low < 0.5 * min(h - l for l, h in unpaired)
+    assert high - low < 0.5 * min(upper - lower for lower, upper in unpaired)
     exact = np.sqrt(80 / 2000 - (40 / 2000) ** 2) / np.sqrt(2000) * 1.96
     assert (high - low) / 2 == pytest.approx(exact, rel=0.15)
 
 
-@pytest.mark.parametrize("a, b, message", [
-    (np.ones(3, bool), np.ones(4, bool), "equally long"),
-    (np.ones(0, bool), np.ones(0, bool), "non-empty"),
-])
+@pytest.mark.parametrize(
+    "a, b, message",
+    [
+        (np.ones(3, bool), np.ones(4, bool), "equally long"),
+        (np.ones(0, bool), np.ones(0, bool), "non-empty"),
+    ],
+)
 def test_mismatched_outcomes_are_refused(a, b, message):
     with pytest.raises(ValueError, match=message):
         report.paired_difference(a, b)
@@ -84,15 +86,21 @@ def test_worst_failures_are_the_most_negative_margins_among_failures_only():
 
 
 def test_examples_csv_names_each_row_after_the_example_index(tmp_path):
-    grid = RobustResult(0.5, np.array([True, False]), np.array([[0, 0, 0], [1, -2, 30]], np.float32),
-                        margin=np.array([1.5, -2.25], np.float32))
+    grid = RobustResult(
+        0.5,
+        np.array([True, False]),
+        np.array([[0, 0, 0], [1, -2, 30]], np.float32),
+        margin=np.array([1.5, -2.25], np.float32),
+    )
     names = ["test/cat/0042.png", "test/dog/0007.png"]
     report.write_examples_csv(tmp_path / "examples.csv", np.array([3, 5]), {"grid": grid}, names)
     with open(tmp_path / "examples.csv") as file:
         rows = list(csv.reader(file))
     assert rows[0] == ["example", "image", "label", "grid_correct", "grid_dx", "grid_dy", "grid_angle", "grid_margin"]
-    assert rows[1:] == [["0", "test/cat/0042.png", "3", "1", "0", "0", "0", "1.5"],
-                        ["1", "test/dog/0007.png", "5", "0", "1", "-2", "30", "-2.25"]]
+    assert rows[1:] == [
+        ["0", "test/cat/0042.png", "3", "1", "0", "0", "0", "1.5"],
+        ["1", "test/dog/0007.png", "5", "0", "1", "-2", "30", "-2.25"],
+    ]
     with pytest.raises(ValueError, match="names has 1 entries; labels has 2"):
         report.write_examples_csv(tmp_path / "bad.csv", np.array([3, 5]), {"grid": grid}, names[:1])
 
@@ -103,13 +111,23 @@ def test_failure_sheet_is_a_png_of_four_tiles_a_row(tmp_path):
     params = np.array([[1, -2, 30], [0, 0, -4], [3, 3, 0], [-1.5, 0.75, 12], [0, -3, -30]], np.float32)
     moved = transforms.transform(images.astype(np.float32), params).numpy()
     names = [f"test/cat/{index:04d}.png" for index in range(5)]
-    plots.failure_sheet(images, moved, params, ["cat"] * 5, ["dog"] * 5, -np.arange(1.0, 6.0), names,
-                        tmp_path / "failures.png", title="5 failures")
+    plots.failure_sheet(
+        images,
+        moved,
+        params,
+        ["cat"] * 5,
+        ["dog"] * 5,
+        -np.arange(1.0, 6.0),
+        names,
+        tmp_path / "failures.png",
+        title="5 failures",
+    )
     with Image.open(tmp_path / "failures.png") as sheet:
         sheet.verify()
         assert sheet.format == "PNG"
     with Image.open(tmp_path / "failures.png") as sheet:
         assert sheet.size == (round(4 * 2.8 * 120), round((2 * 2.0 + 0.3) * 120))
     with pytest.raises(ValueError, match=r"one equal, non-zero length; got \[5, 5, 5, 5, 4, 5, 5\]"):
-        plots.failure_sheet(images, moved, params, ["cat"] * 5, ["dog"] * 4, np.zeros(5), ["x"] * 5,
-                            tmp_path / "bad.png")
+        plots.failure_sheet(
+            images, moved, params, ["cat"] * 5, ["dog"] * 4, np.zeros(5), ["x"] * 5, tmp_path / "bad.png"
+        )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run, run_cli
 from PIL import Image
 
 from benchmarks import compare_cost, reproduce
-from helpers import run, run_cli
 from invariance_tf import experiment, plots, transforms
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,6 +31,7 @@ def assert_png(path: Path) -> None:
 
 # Plots, on synthetic per-transform accuracies.
 
+
 def synthetic_accuracy(function) -> np.ndarray:
     """A per-transform accuracy vector in `transforms.grid` order, `function(dx, dy, angle)` at each point."""
     dx, dy, angle = transforms.grid().T
@@ -41,8 +42,7 @@ def test_per_angle_accuracy_is_the_mean_over_translations():
     values = np.random.default_rng(0).random(775)
     np.testing.assert_allclose(plots.per_angle_accuracy(values), values.reshape(5, 5, 31).mean(axis=(0, 1)))
     by_angle = synthetic_accuracy(lambda dx, dy, angle: 1 - np.abs(angle) / 60)
-    np.testing.assert_allclose(plots.per_angle_accuracy(by_angle), 1 - np.abs(np.linspace(-30, 30, 31)) / 60,
-                               atol=1e-6)
+    np.testing.assert_allclose(plots.per_angle_accuracy(by_angle), 1 - np.abs(np.linspace(-30, 30, 31)) / 60, atol=1e-6)
 
 
 def test_angle_translation_maps_average_over_the_other_shift():
@@ -61,10 +61,22 @@ def test_plots_write_valid_pngs(tmp_path):
     values = synthetic_accuracy(lambda dx, dy, angle: 1 - np.abs(angle) / 60 - np.abs(dx) / 20)
     plots.robustness_landscape(values, tmp_path / "landscape.png", title="synthetic")
     plots.per_angle_curves({"a": values, "b": values / 2}, tmp_path / "curves.png")
-    plots.cost_vs_robustness(["A.T. k=1", "A.T. k=10", "S-PGD"], np.array([10.0, 60.0, 40.0]),
-                             np.array([0.2, 0.4, 0.35]), tmp_path / "cost.png", groups=["A.T.", "A.T.", "S-PGD"])
-    plots.lambda_sweep([0.0, 1.0, 0.1, 10.0], [0.3, 0.5, 0.4, 0.45], [0.8, 0.75, 0.78, 0.7], ["kl", "kl", "l2", "l2"],
-                       tmp_path / "lambda.png", objective_name="val_grid_accuracy", lambda_min=0.01)
+    plots.cost_vs_robustness(
+        ["A.T. k=1", "A.T. k=10", "S-PGD"],
+        np.array([10.0, 60.0, 40.0]),
+        np.array([0.2, 0.4, 0.35]),
+        tmp_path / "cost.png",
+        groups=["A.T.", "A.T.", "S-PGD"],
+    )
+    plots.lambda_sweep(
+        [0.0, 1.0, 0.1, 10.0],
+        [0.3, 0.5, 0.4, 0.45],
+        [0.8, 0.75, 0.78, 0.7],
+        ["kl", "kl", "l2", "l2"],
+        tmp_path / "lambda.png",
+        objective_name="val_grid_accuracy",
+        lambda_min=0.01,
+    )
     for name in ("landscape.png", "curves.png", "cost.png", "lambda.png"):
         assert_png(tmp_path / name)
 
@@ -78,11 +90,14 @@ def test_plots_name_a_wrong_vector_length(tmp_path):
 
 # Results and table, from synthetic metrics.
 
+
 def test_row_summary_means_over_seeds_and_keeps_each_seed():
-    summary = reproduce.row_summary({
-        1: {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0, "epochs": 6},
-        0: {"clean_accuracy": 0.5, "grid_accuracy": 0.3, "train_seconds": 50.0, "epochs": 6},
-    })
+    summary = reproduce.row_summary(
+        {
+            1: {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0, "epochs": 6},
+            0: {"clean_accuracy": 0.5, "grid_accuracy": 0.3, "train_seconds": 50.0, "epochs": 6},
+        }
+    )
     assert summary["seed"] == [0, 1] and list(summary["seeds"]) == ["0", "1"]
     assert summary["clean_accuracy"] == pytest.approx(0.55)
     assert summary["grid_accuracy"] == pytest.approx(0.25)
@@ -91,16 +106,30 @@ def test_row_summary_means_over_seeds_and_keeps_each_seed():
 
 
 def test_table_shows_seeds_paper_numbers_and_pending_rows():
-    row = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0},
-                                 1: {"clean_accuracy": 0.7, "grid_accuracy": 0.35, "train_seconds": 60.0}})
-    info = {"dataset": "cifar10", "scale": "mini", "data": "/data", "network": "ResNet-8", "subset": "10 images",
-            "epochs": 6, "test_examples": 1000, "grid_examples": 1000, "note": "",
-            "date": "2019-12-08T00:00:00+00:00", "seeds": {"da": [0, 1], "da_kl": [0, 1], "at": [0]},
-            "measured": {"da_seed0": {"date": "2019-12-08T10:00:00+00:00",
-                                      "machine": {"cpu_cores": 2, "cpu": "Xeon", "gpus": 0}},
-                         "da_seed1": {"date": "2019-12-09T10:00:00+00:00",
-                                      "machine": {"cpu_cores": 8, "cpu": "EPYC", "gpus": 1}},
-                         "da_kl_seed0": None}}
+    row = reproduce.row_summary(
+        {
+            0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0},
+            1: {"clean_accuracy": 0.7, "grid_accuracy": 0.35, "train_seconds": 60.0},
+        }
+    )
+    info = {
+        "dataset": "cifar10",
+        "scale": "mini",
+        "data": "/data",
+        "network": "ResNet-8",
+        "subset": "10 images",
+        "epochs": 6,
+        "test_examples": 1000,
+        "grid_examples": 1000,
+        "note": "",
+        "date": "2019-12-08T00:00:00+00:00",
+        "seeds": {"da": [0, 1], "da_kl": [0, 1], "at": [0]},
+        "measured": {
+            "da_seed0": {"date": "2019-12-08T10:00:00+00:00", "machine": {"cpu_cores": 2, "cpu": "Xeon", "gpus": 0}},
+            "da_seed1": {"date": "2019-12-09T10:00:00+00:00", "machine": {"cpu_cores": 8, "cpu": "EPYC", "gpus": 1}},
+            "da_kl_seed0": None,
+        },
+    }
     da_kl = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0}})
     text = reproduce.table({"rows": {"da": row, "da_kl": da_kl}, "protocol": info}, ["da", "da_kl", "at"])
     da = next(line for line in text.splitlines() if line.startswith("| D.A. |"))
@@ -108,11 +137,14 @@ def test_table_shows_seeds_paper_numbers_and_pending_rows():
     assert "| D.A.+KL | 89.19 | 50.0 (seed 1 pending) | 73.3 | 25.0 | 2.0 min |" in text
     assert "| A.T. | 91.78 | pending | 71.0 | pending | pending |" in text
     assert "| G-ResNet | 93.08 | not run | 71.6 | not run | not run |" in text
-    assert ("Trained on 2 CPU cores (Xeon), 0 GPU(s): da_seed0 2019-12-08; 8 CPU cores (EPYC), 1 GPU(s): "
-            "da_seed1 2019-12-09; a machine not recorded: da_kl_seed0.") in text
+    assert (
+        "Trained on 2 CPU cores (Xeon), 0 GPU(s): da_seed0 2019-12-08; 8 CPU cores (EPYC), 1 GPU(s): "
+        "da_seed1 2019-12-09; a machine not recorded: da_kl_seed0."
+    ) in text
 
 
 # The commands, at smoke scale on real CIFAR-10.
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, cifar10_dir) -> Path:
@@ -168,19 +200,29 @@ def test_reproduce_rerun_skips_finished_runs(smoke_run, cifar10_dir, capsys):
 
 def test_reproduce_rows_chooses_what_trains_and_the_table_keeps_every_row(smoke_run, cifar10_dir, capsys):
     capsys.readouterr()
-    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}",
-                    "--rows=at_kl"])
+    reproduce.main(
+        ["--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}", "--rows=at_kl"]
+    )
     assert capsys.readouterr().out.count("skipping") == 1
     assert list(json.loads((smoke_run / "results.json").read_text())["rows"]) == ["std", "at_kl"]
 
 
 def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
     assert reproduce.table_seeds("cpu", ["at_kl"], [1]) == {
-        "std": [0], "da": [0, 1], "da_kl": [0, 1], "at": [0, 1], "at_kl": [0, 1], "at_l2": [0], "grn": [0]}
+        "std": [0],
+        "da": [0, 1],
+        "da_kl": [0, 1],
+        "at": [0, 1],
+        "at_kl": [0, 1],
+        "at_l2": [0],
+        "grn": [0],
+    }
     assert reproduce.table_seeds("smoke", ["std"], [2]) == {"std": [0, 2], "at_kl": [0]}
     assert reproduce.table_seeds("smoke", ["at"], None) == {"std": [0], "at": [0], "at_kl": [0]}
     assert reproduce.table_seeds("cpu", ["at", "at_kl"], None, only_trained_rows=True) == {
-        "at": [0, 1], "at_kl": [0, 1]}
+        "at": [0, 1],
+        "at_kl": [0, 1],
+    }
 
 
 def copy_with_a_finished_std_seed1(smoke_run: Path, tmp_path: Path) -> Path:
@@ -196,28 +238,33 @@ def copy_with_a_finished_std_seed1(smoke_run: Path, tmp_path: Path) -> Path:
 def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_run, cifar10_dir, tmp_path, capsys):
     out = copy_with_a_finished_std_seed1(smoke_run, tmp_path)
     capsys.readouterr()
-    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
-                    "--rows=std", "--seeds=1"])
+    reproduce.main(
+        ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--rows=std", "--seeds=1"]
+    )
     assert capsys.readouterr().out.count("skipping") == 1
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert list(rows) == ["std", "at_kl"] and list(rows["std"]["seeds"]) == ["0", "1"]
 
 
-@pytest.mark.parametrize("field,value,shown", [("ce_adversary_objective", "same", "same"),
-                                                ("limits", [3.0, 3.0, 20.0], "3,3,20"),
-                                                ("grid_examples", 10, "10")])
-def test_reproduce_refuses_a_finished_run_trained_or_graded_with_other_flags(field, value, shown, smoke_run,
-                                                                            cifar10_dir, tmp_path):
+@pytest.mark.parametrize(
+    "field,value,shown",
+    [("ce_adversary_objective", "same", "same"), ("limits", [3.0, 3.0, 20.0], "3,3,20"), ("grid_examples", 10, "10")],
+)
+def test_reproduce_refuses_a_finished_run_trained_or_graded_with_other_flags(
+    field, value, shown, smoke_run, cifar10_dir, tmp_path
+):
     out = tmp_path / "cifar10_smoke"
     shutil.copytree(smoke_run, out)
     saved = json.loads((out / "at_kl_seed0" / "config.json").read_text())
     (out / "at_kl_seed0" / "config.json").write_text(json.dumps({**saved, field: value}))
     with pytest.raises(SystemExit) as refused:
-        reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
-                        "--rows=std"])
+        reproduce.main(
+            ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--rows=std"]
+        )
     assert str(refused.value) == (
         f"error: {out / 'at_kl_seed0'} is a finished run made with --{field}={shown}, which this "
-        "protocol no longer uses: move it out of --out to train the row anew")
+        "protocol no longer uses: move it out of --out to train the row anew"
+    )
 
 
 def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar10_dir, tmp_path, monkeypatch):
@@ -230,8 +277,9 @@ def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar
         return write_outputs(dataset, scale, out, configs, finished, *args)
 
     monkeypatch.setattr(reproduce, "write_outputs", recording_write_outputs)
-    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}",
-                    "--seeds=0,1", "--rows=std"])
+    reproduce.main(
+        ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--seeds=0,1", "--rows=std"]
+    )
     assert written and all(tables == {"std": [0, 1], "at_kl": [0]} for tables in written)
 
 
@@ -272,8 +320,9 @@ def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one
 @pytest.mark.parametrize("scale", ["cpu", "mini"])
 def test_smaller_scales_inherit_the_faithful_protocol(scale):
     """Equal originals per step for every row, flips only, independent searches, the reference's resampling."""
-    configs = {row: reproduce.scale_config("cifar10", row, scale, 0, Path("out"), None)
-               for row in reproduce.SCALES[scale].rows}
+    configs = {
+        row: reproduce.scale_config("cifar10", row, scale, 0, Path("out"), None) for row in reproduce.SCALES[scale].rows
+    }
     assert len({config.batch_size for config in configs.values()}) == 1
     for row, config in configs.items():
         assert (config.augment, config.shared_candidates, config.resampling) == ("flip", False, "reference"), row
@@ -285,8 +334,20 @@ def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
     configs = {row: reproduce.scale_config("cifar10", row, "cpu", 0, Path("out"), None) for row in reproduce.ROWS}
     for row, config in configs.items():
         paper = reproduce.config_from_flagfile(reproduce.row_flagfile("cifar10", row))
-        method = ("adversary", "k", "adversary_objective", "ce_adversary_objective", "ce_on", "h", "lambda_reg",
-                  "limits", "adversary_limits", "shared_candidates", "resampling", "augment")
+        method = (
+            "adversary",
+            "k",
+            "adversary_objective",
+            "ce_adversary_objective",
+            "ce_on",
+            "h",
+            "lambda_reg",
+            "limits",
+            "adversary_limits",
+            "shared_candidates",
+            "resampling",
+            "augment",
+        )
         assert [getattr(config, name) for name in method] == [getattr(paper, name) for name in method], row
         assert config.batch_size == 2 * paper.batch_size and config.test_examples == 0, row
         assert config.grid_examples == 2000 and config.lr_schedule == "onecycle", row
@@ -309,8 +370,13 @@ def test_evaluate_plot_writes_the_landscape(smoke_run):
 
 def test_reproduce_without_data_reports_no_data(tmp_path):
     out = tmp_path / "svhn"
-    result = run_cli("benchmarks.reproduce", "--dataset=svhn", "--scale=smoke", f"--out={out}",
-                     env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+    result = run_cli(
+        "benchmarks.reproduce",
+        "--dataset=svhn",
+        "--scale=smoke",
+        f"--out={out}",
+        env={"TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no data" in result.stdout.strip().splitlines()[-1]
     results = json.loads((out / "results.json").read_text())
@@ -320,13 +386,16 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
     assert not (out / "per_angle.png").exists() and not list(out.glob("*_seed*"))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--rows=std,gcnn"], "valid rows are ['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']"),
-    (["--seeds=0,x"], "'0,x' is not a comma-separated list of integers"),
-    (["--epochs=0"], "'0': must be >= 1"),
-    (["--publish"], "--publish and --commit are for mini, cpu and full runs"),
-    (["--commit"], "--publish and --commit are for mini, cpu and full runs"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--rows=std,gcnn"], "valid rows are ['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']"),
+        (["--seeds=0,x"], "'0,x' is not a comma-separated list of integers"),
+        (["--epochs=0"], "'0': must be >= 1"),
+        (["--publish"], "--publish and --commit are for mini, cpu and full runs"),
+        (["--commit"], "--publish and --commit are for mini, cpu and full runs"),
+    ],
+)
 def test_reproduce_bad_arguments_name_the_problem(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={tmp_path}", *args])
@@ -342,8 +411,15 @@ def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
         rows = list(csv.DictReader(file))
     assert tuple(rows[0]) == compare_cost.FIELDS
     assert [(row["method"], row["k"]) for row in rows] == [
-        ("A.T.", "1"), ("A.T.", "10"), ("A.T.", "20"), ("A.T.+KL", "1"), ("A.T.+KL", "10"), ("A.T.+KL", "20"),
-        ("S-PGD-5 A.T.", ""), ("S-PGD-5 A.T.+KL", "")]
+        ("A.T.", "1"),
+        ("A.T.", "10"),
+        ("A.T.", "20"),
+        ("A.T.+KL", "1"),
+        ("A.T.+KL", "10"),
+        ("A.T.+KL", "20"),
+        ("S-PGD-5 A.T.", ""),
+        ("S-PGD-5 A.T.+KL", ""),
+    ]
     for row in rows:
         assert 0.0 <= float(row["grid_accuracy"]) <= float(row["clean_accuracy"]) <= 1.0
         assert float(row["train_seconds"]) > 0 and row["seed"] == "0"
@@ -355,8 +431,7 @@ def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
 
 def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carried_backup(tmp_path, monkeypatch):
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
 
     git("init", "-q")
     git("config", "user.email", "t@example.com")
@@ -376,5 +451,6 @@ def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carri
     reproduce.commit_results(out, "cifar10 cpu, std_seed0")
     assert git("log", "-1", "--format=%s").strip() == "Results: cifar10 cpu, std_seed0"
     assert sorted(git("ls-files").split()) == sorted(
-        f"docs/results/cifar10_cpu/{name}" for name in
-        ("table.md", "std_seed0/metrics.json", "std_seed0/config.json", "std_seed0/epoch_seconds.json"))
+        f"docs/results/cifar10_cpu/{name}"
+        for name in ("table.md", "std_seed0/metrics.json", "std_seed0/config.json", "std_seed0/epoch_seconds.json")
+    )

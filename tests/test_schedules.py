@@ -27,8 +27,13 @@ def test_one_cycle_round_trips_through_keras_serialization():
     assert float(restored(0)) == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"peak": 0.0, "total_steps": 10, "warmup_steps": 1}, "peak"),
-                                             ({"peak": 0.1, "total_steps": 10, "warmup_steps": 10}, "warmup")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"peak": 0.0, "total_steps": 10, "warmup_steps": 1}, "peak"),
+        ({"peak": 0.1, "total_steps": 10, "warmup_steps": 10}, "warmup"),
+    ],
+)
 def test_one_cycle_refuses_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OneCycle(**kwargs)
@@ -36,10 +41,13 @@ def test_one_cycle_refuses_bad_arguments(kwargs, message):
 
 @pytest.mark.parametrize("steps_per_epoch", [1, 3, 100])
 def test_experiment_schedules_fit_any_run_length(steps_per_epoch):
-    config = dataclasses.replace(experiment.ExperimentConfig(), epochs=1, lr=0.2, lr_schedule="onecycle",
-                                 warmup_fraction=0.9)
+    config = dataclasses.replace(
+        experiment.ExperimentConfig(), epochs=1, lr=0.2, lr_schedule="onecycle", warmup_fraction=0.9
+    )
     schedule = experiment.learning_rate_schedule(config, steps_per_epoch)
-    assert max(float(schedule(step)) for step in range(steps_per_epoch)) == pytest.approx(0.2, abs=0.2 / steps_per_epoch)
+    assert max(float(schedule(step)) for step in range(steps_per_epoch)) == pytest.approx(
+        0.2, abs=0.2 / steps_per_epoch
+    )
 
 
 def test_step_schedule_divides_by_10_after_half_and_three_quarters_of_training():

@@ -22,8 +22,10 @@ def test_kl_is_zero_on_equal_inputs_and_nonnegative(logits):
 
 def test_kl_matches_numpy(logits):
     a, b = logits
-    p = np.exp(a - a.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
-    q = np.exp(b - b.max(1, keepdims=True)); q /= q.sum(1, keepdims=True)
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    q = np.exp(b - b.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
     np.testing.assert_allclose(semimetrics.kl(a, b), (p * np.log(p / q)).sum(1), rtol=1e-4, atol=1e-5)
 
 

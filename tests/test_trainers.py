@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 from absl import flags
+from helpers import REPO_ROOT, run_cli
 from PIL import Image
 
-from helpers import REPO_ROOT, run_cli
 from invariance_tf import data, experiment, precision, semimetrics, tuning
 from invariance_tf.evaluation.options import EvaluateOptions
 from trainers import flags as experiment_flags
@@ -66,20 +66,29 @@ def test_l2_rows_weigh_the_penalty_as_the_reference_code(dataset):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "svhn"])
 def test_the_std_row_trains_on_random_4_px_shifts_and_is_graded_on_the_papers_grid(dataset):
-    """The reference's std.json: a continuous +-4 px translation per image, CE on it; the grid stays +-3 px, +-30 deg."""
+    """The reference's std.json: a continuous +-4 px shift per image, CE on it; the grid stays +-3 px, +-30 deg."""
     config = parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_std.cfg")
     adversary = experiment.build_adversary(config)
     assert adversary.limits == (4.0, 4.0, 0.0) and adversary.resampling == "reference"
     assert config.limits == (3.0, 3.0, 30.0) and config.ce_on == "rob"
     assert experiment.build_adversary(parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_da.cfg")).limits == (
-        3.0, 3.0, 30.0)
+        3.0,
+        3.0,
+        30.0,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, cifar10_train_slice):
-    config = dataclasses.replace(parse_flagfile(path), data_dir=str(synthetic_roots.get(path.stem.split("_")[0] + (
-        "_cropped" if path.stem.startswith("svhn") else ""), cifar10_dir)))
+    config = dataclasses.replace(
+        parse_flagfile(path),
+        data_dir=str(
+            synthetic_roots.get(
+                path.stem.split("_")[0] + ("_cropped" if path.stem.startswith("svhn") else ""), cifar10_dir
+            )
+        ),
+    )
     config.validate()
     info = data.dataset_info(config.dataset)
     model = experiment.build_model(config, info, steps_per_epoch=1)
@@ -88,21 +97,29 @@ def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, c
     assert np.isfinite(logs["loss"]) and logs["loss"] > 0
 
 
-@pytest.mark.parametrize("flag,message", [
-    ("--lambda_reg=-1", "--lambda_reg=-1.0 is invalid: must be >= 0"),
-    ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
-    ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
-    ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
-    ("--limits=3,-1,30", "--limits=3,-1,30 is invalid: must be 3 values >= 0"),
-    ("--adversary_limits=4,4", "--adversary_limits=4,4 is invalid: must be empty (= --limits) or 3 values"),
-    ("--resampling=nearest", "--resampling=nearest is invalid: valid resamplings are ['composed', 'reference']"),
-    ("--augment=crop", "--augment=crop is invalid: valid values are ['auto', 'on', 'flip', 'off']"),
-    ("--reference_half_batch_ce", "--reference_half_batch_ce needs --ce_on=rob"),
-    ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
-])
+@pytest.mark.parametrize(
+    "flag,message",
+    [
+        ("--lambda_reg=-1", "--lambda_reg=-1.0 is invalid: must be >= 0"),
+        ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
+        ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
+        ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
+        ("--limits=3,-1,30", "--limits=3,-1,30 is invalid: must be 3 values >= 0"),
+        ("--adversary_limits=4,4", "--adversary_limits=4,4 is invalid: must be empty (= --limits) or 3 values"),
+        ("--resampling=nearest", "--resampling=nearest is invalid: valid resamplings are ['composed', 'reference']"),
+        ("--augment=crop", "--augment=crop is invalid: valid values are ['auto', 'on', 'flip', 'off']"),
+        ("--reference_half_batch_ce", "--reference_half_batch_ce needs --ce_on=rob"),
+        ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
+    ],
+)
 def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
-                     f"--output_dir={tmp_path}", flag, timeout=120)
+    result = run_cli(
+        "trainers.fit",
+        f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
+        f"--output_dir={tmp_path}",
+        flag,
+        timeout=120,
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, result.stderr[-2000:]
@@ -125,13 +142,28 @@ def test_command_line_keeps_paths_with_spaces_whole(tmp_path):
     assert experiment_flags.config_from_flags(values) == config
 
 
-@pytest.mark.parametrize("options_type, args, expected", [
-    (tuning.SearchOptions, ["--h_choices=l2", "--lambda_max=5", "--noinclude_zero", "--tuner=random"],
-     tuning.SearchOptions(h_choices=("l2",), lambda_max=5.0, include_zero=False, tuner="random")),
-    (EvaluateOptions, ["--model=m.onnx", "--attack=clean,grid", "--mean=0.5", "--std=0.25,0.5,1",
-                       "--resampling=reference", "--plot"],
-     EvaluateOptions(model="m.onnx", mean=(0.5,), std=(0.25, 0.5, 1.0), resampling="reference", plot=True)),
-])
+@pytest.mark.parametrize(
+    "options_type, args, expected",
+    [
+        (
+            tuning.SearchOptions,
+            ["--h_choices=l2", "--lambda_max=5", "--noinclude_zero", "--tuner=random"],
+            tuning.SearchOptions(h_choices=("l2",), lambda_max=5.0, include_zero=False, tuner="random"),
+        ),
+        (
+            EvaluateOptions,
+            [
+                "--model=m.onnx",
+                "--attack=clean,grid",
+                "--mean=0.5",
+                "--std=0.25,0.5,1",
+                "--resampling=reference",
+                "--plot",
+            ],
+            EvaluateOptions(model="m.onnx", mean=(0.5,), std=(0.25, 0.5, 1.0), resampling="reference", plot=True),
+        ),
+    ],
+)
 def test_options_dataclasses_generate_their_flags(options_type, args, expected):
     """Defaults, help and types come from the fields: tuples, Optional and enum-like (choices) fields."""
     values = flags.FlagValues()
@@ -156,8 +188,12 @@ def test_enum_like_options_list_and_check_their_choices():
 
 def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
-                     f"--output_dir={tmp_path / 'run'}", timeout=120)
+    result = run_cli(
+        "trainers.fit",
+        f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
+        f"--output_dir={tmp_path / 'run'}",
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "--data_dir=" in result.stderr.strip().splitlines()[-1]
 
@@ -165,9 +201,17 @@ def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, cifar10_dir) -> Path:
     out = tmp_path_factory.mktemp("tiny")
-    result = run_cli("trainers.fit", f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
-                     f"--data_dir={cifar10_dir}", f"--output_dir={out}", "--train_examples=256", "--epochs=2",
-                     "--test_examples=50", "--grid_examples=20", "--verbose=2")
+    result = run_cli(
+        "trainers.fit",
+        f"--flagfile={REPO_ROOT / 'configs' / 'cifar10_small.cfg'}",
+        f"--data_dir={cifar10_dir}",
+        f"--output_dir={out}",
+        "--train_examples=256",
+        "--epochs=2",
+        "--test_examples=50",
+        "--grid_examples=20",
+        "--verbose=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -190,16 +234,18 @@ def test_fit_writes_the_output_directory(trained_run):
 
 
 def test_evaluate_writes_json_and_table(trained_run):
-    result = run_cli("trainers.evaluate", f"--model_dir={trained_run}", "--attack=clean,worst_of_k,grid,spgd",
-                     "--examples=20")
+    result = run_cli(
+        "trainers.evaluate", f"--model_dir={trained_run}", "--attack=clean,worst_of_k,grid,spgd", "--examples=20"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((trained_run / "evaluation.json").read_text())
     assert {"clean", "worst_of_k", "grid", "spgd"} <= set(report)
     assert report["grid"]["accuracy"] <= report["clean"]["accuracy"]
     assert "grid" in result.stdout and "accuracy" in result.stdout
     assert report["grid"]["resampling"] == report["spgd"]["resampling"] == "composed"
-    again = run_cli("trainers.evaluate", f"--model_dir={trained_run}", "--attack=grid", "--examples=20",
-                    "--resampling=reference")
+    again = run_cli(
+        "trainers.evaluate", f"--model_dir={trained_run}", "--attack=grid", "--examples=20", "--resampling=reference"
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((trained_run / "evaluation.json").read_text())["grid"]["resampling"] == "reference"
 
@@ -219,23 +265,51 @@ def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path,
         "try:\n"
         "    served(images=tf.zeros([1, 28, 28, 3]))\n"
         "except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:\n"
-        "    print('SHAPE_ERROR', 'images must be float32 [batch, 32, 32, 3] raw pixel values (0-255)' in str(error))\n")
-    served = subprocess.run([sys.executable, "-c", script, str(export_dir / "3"), str(tmp_path / "images.npy"),
-                             str(tmp_path / "logits.npy")], capture_output=True, text=True, timeout=120)
+        "    print('SHAPE_ERROR', 'images must be float32 [batch, 32, 32, 3] raw pixel values (0-255)' in str(error))\n"
+    )
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(export_dir / "3"),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "logits.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert served.returncode == 0, served.stderr[-3000:]
     assert "SHAPE_ERROR True" in served.stdout
     model = keras.models.load_model(trained_run / "model.keras")
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), model.predict(images, verbose=0), atol=1e-5)
-    listing = subprocess.run(["saved_model_cli", "show", "--dir", str(export_dir / "3"), "--all"],
-                             capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        ["saved_model_cli", "show", "--dir", str(export_dir / "3"), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "serving_default" in listing.stdout and "probabilities" in listing.stdout
 
 
 def test_robust_validation_callback_logs_worst_of_k_to_history_and_tensorboard(cifar10_dir, tmp_path):
     config = experiment.ExperimentConfig(
-        dataset="cifar10", data_dir=str(cifar10_dir), network="small_cnn", adversary="random", ce_on="rob",
-        epochs=2, batch_size=32, train_examples=64, validation_examples=40, eval_every=1, eval_k=3,
-        test_examples=10, output_dir=str(tmp_path / "run"), verbose=0)
+        dataset="cifar10",
+        data_dir=str(cifar10_dir),
+        network="small_cnn",
+        adversary="random",
+        ce_on="rob",
+        epochs=2,
+        batch_size=32,
+        train_examples=64,
+        validation_examples=40,
+        eval_every=1,
+        eval_k=3,
+        test_examples=10,
+        output_dir=str(tmp_path / "run"),
+        verbose=0,
+    )
     history = keras.callbacks.History()
     experiment.run(config, extra_callbacks=[history])
     values = history.history["val_worst_of_3_accuracy"]
@@ -245,18 +319,28 @@ def test_robust_validation_callback_logs_worst_of_k_to_history_and_tensorboard(c
 
 
 def test_importing_the_package_registers_every_serializable_class():
-    """`.keras` files name classes like 'invariance_tf>OneCycle'; `import invariance_tf` alone must register
-    all of them (trainers.export once failed to load a one-cycle run)."""
+    """`import invariance_tf` alone registers every class `.keras` files name, like 'invariance_tf>OneCycle'.
+
+    trainers.export once failed to load a one-cycle run.
+    """
     import importlib
     import pkgutil
 
     import invariance_tf
+
     for module in pkgutil.walk_packages(invariance_tf.__path__, "invariance_tf."):
         importlib.import_module(module.name)
     ours = sorted(name for name in keras.saving.get_custom_objects() if name.startswith("invariance_tf>"))
     assert "invariance_tf>OneCycle" in ours and "invariance_tf>InvarianceModel" in ours
     fresh = subprocess.run(
-        [sys.executable, "-c", "import keras, invariance_tf; print(sorted(n for n in keras.saving.get_custom_objects()"
-                               " if n.startswith('invariance_tf>')))"], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import keras, invariance_tf; print(sorted(n for n in keras.saving.get_custom_objects()"
+            " if n.startswith('invariance_tf>')))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert fresh.stdout.strip().splitlines()[-1] == str(ours)

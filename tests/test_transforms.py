@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference_code import contrib_rotation_matrices, reference_code_tf, translation_matrices
 
 from invariance_tf import transforms
-from reference_code import contrib_rotation_matrices, reference_code_tf, translation_matrices
 
 
 def numpy_reference(image: np.ndarray, dx: float, dy: float, angle: float) -> np.ndarray:
@@ -28,7 +28,7 @@ def numpy_reference(image: np.ndarray, dx: float, dy: float, angle: float) -> np
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
     pad = 2
     padded = np.zeros((h + 2 * pad, w + 2 * pad, image.shape[2]))
-    padded[pad:pad + h, pad:pad + w] = image
+    padded[pad : pad + h, pad : pad + w] = image
     out = np.zeros_like(image, dtype=np.float64)
     for y in range(h):
         for x in range(w):
@@ -38,8 +38,12 @@ def numpy_reference(image: np.ndarray, dx: float, dy: float, angle: float) -> np
             if not (0 <= x0 and x0 + 1 < w + 2 * pad and 0 <= y0 and y0 + 1 < h + 2 * pad):
                 continue
             fx, fy = sx - x0, sy - y0
-            out[y, x] = ((1 - fx) * (1 - fy) * padded[y0, x0] + fx * (1 - fy) * padded[y0, x0 + 1]
-                         + (1 - fx) * fy * padded[y0 + 1, x0] + fx * fy * padded[y0 + 1, x0 + 1])
+            out[y, x] = (
+                (1 - fx) * (1 - fy) * padded[y0, x0]
+                + fx * (1 - fy) * padded[y0, x0 + 1]
+                + (1 - fx) * fy * padded[y0 + 1, x0]
+                + fx * fy * padded[y0 + 1, x0 + 1]
+            )
     return out
 
 
@@ -61,8 +65,9 @@ def test_fast_and_differentiable_agree_on_1000_real_images(unit_images):
 def test_identity_returns_input(unit_images, resampling):
     zeros = np.zeros((len(unit_images), 3), np.float32)
     np.testing.assert_allclose(transforms.transform(unit_images, zeros, resampling), unit_images, atol=1e-6)
-    np.testing.assert_allclose(transforms.transform_differentiable(unit_images, zeros, resampling),
-                               unit_images, atol=1e-6)
+    np.testing.assert_allclose(
+        transforms.transform_differentiable(unit_images, zeros, resampling), unit_images, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("resampling", transforms.RESAMPLINGS)
@@ -81,8 +86,9 @@ def test_integer_translation_is_a_shift_with_zero_fill(fn, resampling, unit_imag
     for dx, dy in ((2, 0), (0, -3), (-1, 3)):
         expected = np.zeros_like(images)
         h, w = images.shape[1:3]
-        expected[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-            images[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        expected[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+            :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+        ]
         params = np.tile([[dx, dy, 0.0]], (len(images), 1)).astype(np.float32)
         np.testing.assert_allclose(fn(images, params, resampling), expected, atol=1e-5)
 
@@ -141,8 +147,9 @@ def test_gradient_reaches_images(resampling):
     images = tf.random.uniform((2, 8, 8, 3))
     with tf.GradientTape() as tape:
         tape.watch(images)
-        total = tf.reduce_sum(transforms.transform_differentiable(
-            images, tf.constant([[0.5, 0.2, 10.0]] * 2), resampling))
+        total = tf.reduce_sum(
+            transforms.transform_differentiable(images, tf.constant([[0.5, 0.2, 10.0]] * 2), resampling)
+        )
     grad = tape.gradient(total, images)
     assert grad is not None and float(tf.reduce_sum(grad)) > 0
 
@@ -157,8 +164,12 @@ def numpy_bilinear(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     fx, fy = sx - x0, sy - y0
     batch = np.arange(b)[:, None, None]
     out = np.zeros(images.shape)
-    for xi, yi, weight in ((x0, y0, (1 - fx) * (1 - fy)), (x0 + 1, y0, fx * (1 - fy)),
-                           (x0, y0 + 1, (1 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)):
+    for xi, yi, weight in (
+        (x0, y0, (1 - fx) * (1 - fy)),
+        (x0 + 1, y0, fx * (1 - fy)),
+        (x0, y0 + 1, (1 - fx) * fy),
+        (x0 + 1, y0 + 1, fx * fy),
+    ):
         inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
         out += np.where(inside, weight, 0.0)[..., None] * images[batch, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
     return out
@@ -170,11 +181,11 @@ def reference_code_numpy(images: np.ndarray, params: np.ndarray) -> np.ndarray:
     x = np.pad(np.asarray(images, np.float64), [(0, 0), (h // 2, h // 2), (w // 2, w // 2), (0, 0)])
     x = numpy_bilinear(x, contrib_rotation_matrices(np.deg2rad(params[:, 2].astype(np.float64)), *x.shape[1:3]))
     x = numpy_bilinear(x, translation_matrices(params))
-    return x[:, h // 2:h // 2 + h, w // 2:w // 2 + w]
+    return x[:, h // 2 : h // 2 + h, w // 2 : w // 2 + w]
 
 
 def draws(kind: str, n: int = 100, seed: int = 0) -> np.ndarray:
-    """n transformations: uniform within (3, 3, 30), or only the rotation / translation part of such draws."""
+    """`n` transformations: uniform within (3, 3, 30), or only the rotation / translation part of such draws."""
     rng = np.random.default_rng(seed)
     params = (rng.uniform(-1, 1, (n, 3)) * [3, 3, 30]).astype(np.float32)
     params[0] = [3, -3, 30]
@@ -269,8 +280,9 @@ def test_unknown_resampling_is_refused(fn, bad, unit_images):
 def test_grid_is_the_cartesian_product():
     g = transforms.grid()
     assert g.shape == (775, 3) and g.dtype == np.float32
-    expected = np.array(list(itertools.product(np.linspace(-3, 3, 5), np.linspace(-3, 3, 5),
-                                               np.linspace(-30, 30, 31))), np.float32)
+    expected = np.array(
+        list(itertools.product(np.linspace(-3, 3, 5), np.linspace(-3, 3, 5), np.linspace(-30, 30, 31))), np.float32
+    )
     np.testing.assert_array_equal(g, expected)
     assert np.any(np.all(g == 0, axis=1))
     assert len(np.unique(g, axis=0)) == 775

@@ -16,21 +16,35 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 from absl import flags
-
 from helpers import REPO_ROOT, run_cli
+
 from invariance_tf import data, experiment, tuning
 from trainers import flags as experiment_flags
 
-AT_KL = experiment.ExperimentConfig(adversary="worst_of_k", adversary_objective="kl", ce_on="mix", h="kl",
-                                    lambda_reg=8.0, validation_examples=500)
+AT_KL = experiment.ExperimentConfig(
+    adversary="worst_of_k", adversary_objective="kl", ce_on="mix", h="kl", lambda_reg=8.0, validation_examples=500
+)
 
 
 def tiny_search_args(data_dir: Path, search_dir: Path, *overrides: str) -> list[str]:
     """A search on the A.T.+KL config shrunk to a few seconds per trial."""
-    return ["--flagfile", str(REPO_ROOT / "configs" / "cifar10_at_kl.cfg"), f"--data_dir={data_dir}",
-            "--network=small_cnn", "--k=2", "--train_examples=64", "--batch_size=32", "--epochs=1",
-            "--validation_examples=32", "--test_examples=10", "--verbose=2", "--tuner=random", "--max_trials=3",
-            f"--search_dir={search_dir}", *overrides]
+    return [
+        "--flagfile",
+        str(REPO_ROOT / "configs" / "cifar10_at_kl.cfg"),
+        f"--data_dir={data_dir}",
+        "--network=small_cnn",
+        "--k=2",
+        "--train_examples=64",
+        "--batch_size=32",
+        "--epochs=1",
+        "--validation_examples=32",
+        "--test_examples=10",
+        "--verbose=2",
+        "--tuner=random",
+        "--max_trials=3",
+        f"--search_dir={search_dir}",
+        *overrides,
+    ]
 
 
 def run_search(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -90,10 +104,17 @@ def test_best_command_retrains_the_best_config(finished_search, cifar10_dir):
     assert best["command"].startswith("python -m trainers.fit ")
     retrained = parse_command(best["command"])
     assert (retrained.lambda_reg, retrained.h, retrained.adversary_objective) == (
-        best["lambda_reg"], best["h"], best["adversary_objective"])
+        best["lambda_reg"],
+        best["h"],
+        best["adversary_objective"],
+    )
     assert retrained.output_dir == str(search_dir / "best")
     assert (retrained.network, retrained.k, retrained.train_examples, retrained.data_dir) == (
-        "small_cnn", 2, 64, str(cifar10_dir))
+        "small_cnn",
+        2,
+        64,
+        str(cifar10_dir),
+    )
 
 
 def test_rerun_resumes_without_repeating_trials_and_extends(finished_search):
@@ -121,23 +142,32 @@ def test_resuming_with_other_search_flags_is_refused(tmp_path):
 
 
 def test_bad_search_flag_fails_fast_with_one_line(tmp_path):
-    result = run_search("--flagfile", str(REPO_ROOT / "configs" / "cifar10_at_kl.cfg"),
-                        "--data_dir=/nonexistent/cifar10", "--lambda_min=10", "--lambda_max=1",
-                        f"--search_dir={tmp_path}", timeout=120)
+    result = run_search(
+        "--flagfile",
+        str(REPO_ROOT / "configs" / "cifar10_at_kl.cfg"),
+        "--data_dir=/nonexistent/cifar10",
+        "--lambda_min=10",
+        "--lambda_max=1",
+        f"--search_dir={tmp_path}",
+        timeout=120,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == "error: --lambda_min=10.0 is invalid: must be < --lambda_max=1.0"
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"lambda_min": 10.0, "lambda_max": 1.0}, "--lambda_min=10.0 is invalid: must be < --lambda_max=1.0"),
-    ({"lambda_min": 0.0}, "--lambda_min=0.0 is invalid: must be > 0"),
-    ({"h_choices": ("kl", "js")}, "--h_choices=kl,js is invalid: valid semimetrics are ['kl', 'l2']"),
-    ({"h_choices": ()}, "--h_choices= is invalid: valid semimetrics are"),
-    ({"max_trials": 0}, "--max_trials=0 is invalid: must be >= 1"),
-    ({"tuner": "grid"}, "--tuner=grid is invalid: valid tuners are ['bayesian', 'hyperband', 'random']"),
-    ({"objective": "spgd"}, "--objective=spgd is invalid: valid objectives are ['grid', 'worst_of_k']"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"lambda_min": 10.0, "lambda_max": 1.0}, "--lambda_min=10.0 is invalid: must be < --lambda_max=1.0"),
+        ({"lambda_min": 0.0}, "--lambda_min=0.0 is invalid: must be > 0"),
+        ({"h_choices": ("kl", "js")}, "--h_choices=kl,js is invalid: valid semimetrics are ['kl', 'l2']"),
+        ({"h_choices": ()}, "--h_choices= is invalid: valid semimetrics are"),
+        ({"max_trials": 0}, "--max_trials=0 is invalid: must be >= 1"),
+        ({"tuner": "grid"}, "--tuner=grid is invalid: valid tuners are ['bayesian', 'hyperband', 'random']"),
+        ({"objective": "spgd"}, "--objective=spgd is invalid: valid objectives are ['grid', 'worst_of_k']"),
+    ],
+)
 def test_bad_search_options_name_the_flag(change, message):
     with pytest.raises(ValueError) as error:
         tuning.validate(AT_KL, dataclasses.replace(tuning.SearchOptions(), **change))
@@ -165,11 +195,14 @@ def test_incomplete_distributed_environment_is_refused(monkeypatch):
         tuning.SearchOptions().validate()
 
 
-@pytest.mark.parametrize("values,expected", [
-    ({"regularise": False}, (0.0, "kl", "kl")),
-    ({"regularise": True, "lambda": 3.0, "h": "l2"}, (3.0, "l2", "l2")),
-    ({"regularise": True, "lambda": 0.5, "h": "kl"}, (0.5, "kl", "kl")),
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ({"regularise": False}, (0.0, "kl", "kl")),
+        ({"regularise": True, "lambda": 3.0, "h": "l2"}, (3.0, "l2", "l2")),
+        ({"regularise": True, "lambda": 0.5, "h": "kl"}, (0.5, "kl", "kl")),
+    ],
+)
 def test_semimetric_adversary_objective_follows_h(values, expected):
     config = tuning.apply_hyperparameters(AT_KL, values)
     assert (config.lambda_reg, config.h, config.adversary_objective) == expected
@@ -184,14 +217,16 @@ def test_the_unregularised_trial_of_a_natural_ce_config_is_standard_training(cif
 
 
 def test_cross_entropy_adversary_objective_stays():
-    config = tuning.apply_hyperparameters(dataclasses.replace(AT_KL, adversary_objective="ce"),
-                                          {"regularise": True, "lambda": 3.0, "h": "l2"})
+    config = tuning.apply_hyperparameters(
+        dataclasses.replace(AT_KL, adversary_objective="ce"), {"regularise": True, "lambda": 3.0, "h": "l2"}
+    )
     assert (config.h, config.adversary_objective) == ("l2", "ce")
 
 
 def oracle_with_space(baseline: dict | None, seed: int) -> kt.Oracle:
-    oracle = tuning.RandomSearchOracle(objective=kt.Objective("score", "max"), max_trials=10, seed=seed,
-                                       baseline=baseline)
+    oracle = tuning.RandomSearchOracle(
+        objective=kt.Objective("score", "max"), max_trials=10, seed=seed, baseline=baseline
+    )
     hp = oracle.get_space()
     hp.Boolean("regularise", default=True)
     with hp.conditional_scope("regularise", [True]):
@@ -230,10 +265,17 @@ def free_port() -> int:
 def test_distributed_search_chief_and_two_workers(cifar10_dir, tmp_path):
     args = tiny_search_args(cifar10_dir, tmp_path, "--max_trials=4")
     base = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
-    processes = {name: subprocess.Popen([sys.executable, "-m", "tuning.search", *args], cwd=REPO_ROOT,
-                                        env={**base, "KERASTUNER_TUNER_ID": name}, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-                 for name in ("chief", "tuner0", "tuner1")}
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "tuning.search", *args],
+            cwd=REPO_ROOT,
+            env={**base, "KERASTUNER_TUNER_ID": name},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("chief", "tuner0", "tuner1")
+    }
     try:
         outputs = {name: process.communicate(timeout=170)[0] for name, process in processes.items()}
     finally:
@@ -252,8 +294,17 @@ def test_distributed_search_chief_and_two_workers(cifar10_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("tuner,objective", [("bayesian", "grid"), ("hyperband", "worst_of_k")])
 def test_each_tuner_and_objective(cifar10_dir, tmp_path, tuner, objective):
-    result = run_search(*tiny_search_args(cifar10_dir, tmp_path, f"--tuner={tuner}", f"--objective={objective}",
-                                          "--grid_validation_examples=8", "--epochs=2", "--h_choices=l2"))
+    result = run_search(
+        *tiny_search_args(
+            cifar10_dir,
+            tmp_path,
+            f"--tuner={tuner}",
+            f"--objective={objective}",
+            "--grid_validation_examples=8",
+            "--epochs=2",
+            "--h_choices=l2",
+        )
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     best = json.loads((tmp_path / "best.json").read_text())
     rows = read_trials(tmp_path)

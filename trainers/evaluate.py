@@ -67,34 +67,68 @@ def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tup
         output_dir, resampling = model_path.parent / f"{model_path.stem}_evaluation", "composed"
     if data_dir in data.DATASETS and not Path(data_dir).is_dir():
         dataset, data_dir = data_dir, None
-    return (model_path, dataset, data_dir, limits, options.resampling or resampling,
-            Path(options.output_dir or output_dir))
+    return (
+        model_path,
+        dataset,
+        data_dir,
+        limits,
+        options.resampling or resampling,
+        Path(options.output_dir or output_dir),
+    )
 
 
-def run_attacks(model: evaluation.Model, images: np.ndarray, labels: np.ndarray, options: EvaluateOptions, limits,
-                state_dir: Path, model_key: str, resampling: str = "composed") -> dict:
-    """Every attack of --attack and the attacks whose results they take (`evaluation.Attack.inputs`: the grid for
-    refined), in `evaluation.ATTACKS` order, as {name: (result, seconds)}; the resumable ones in chunks saved in
-    `state_dir`."""
-    shared = {"limits": limits, "batch_size": options.batch_size or None, "resampling": resampling,
-              "seed": (options.seed, 0)}
+def run_attacks(
+    model: evaluation.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    options: EvaluateOptions,
+    limits,
+    state_dir: Path,
+    model_key: str,
+    resampling: str = "composed",
+) -> dict:
+    """Every attack of --attack and the attacks whose results they take, as {name: (result, seconds)}.
+
+    The inputs are `evaluation.Attack.inputs` (the grid for refined); the attacks run in `evaluation.ATTACKS` order,
+    the resumable ones in chunks saved in `state_dir`.
+    """
+    shared = {
+        "limits": limits,
+        "batch_size": options.batch_size or None,
+        "resampling": resampling,
+        "seed": (options.seed, 0),
+    }
     results = {}
     for name in evaluation.attacks.with_inputs(options.attack):
         attack = evaluation.ATTACKS[name]
-        arguments = {**attack.accepted(shared),
-                     **{argument: getattr(options, field) for argument, field in attack.flags.items()},
-                     **{argument: results[source][0] for argument, source in attack.inputs.items()},
-                     **(grid_arguments(options) if name == "grid" else {})}
+        arguments = {
+            **attack.accepted(shared),
+            **{argument: getattr(options, field) for argument, field in attack.flags.items()},
+            **{argument: results[source][0] for argument, source in attack.inputs.items()},
+            **(grid_arguments(options) if name == "grid" else {}),
+        }
         start = time.perf_counter()
-        result = evaluation.run_attack(name, model, images, labels, state_dir=state_dir,
-                                       chunk_size=options.chunk_size, model_key=model_key, verbose=True, **arguments)
+        result = evaluation.run_attack(
+            name,
+            model,
+            images,
+            labels,
+            state_dir=state_dir,
+            chunk_size=options.chunk_size,
+            model_key=model_key,
+            verbose=True,
+            **arguments,
+        )
         results[name] = (result, time.perf_counter() - start)
     return results
 
 
 def grid_arguments(options: EvaluateOptions) -> dict:
-    """What other flags ask of the grid: the brute method for --plot (the landscape needs the accuracy per
-    transformation), and with refined in --attack each survivor's --refine_starts lowest-margin points."""
+    """What other flags ask of the grid.
+
+    The brute method for --plot (the landscape needs the accuracy per transformation), and with refined in
+    --attack each survivor's --refine_starts lowest-margin points.
+    """
     arguments = {"method": "brute"} if options.plot else {}
     if "refined" in options.attack:
         arguments["keep_lowest"] = options.refine_starts
@@ -102,9 +136,11 @@ def grid_arguments(options: EvaluateOptions) -> dict:
 
 
 def summarise(results: dict, examples: int, subset: bool, resampling: str = "composed") -> dict:
-    """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain,
-    and for the resumable attacks (not clean: one pass, never resumed) evaluations, resumed examples and the
-    resampling of their transformed images."""
+    """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain.
+
+    For the resumable attacks (not clean: one pass, never resumed) also evaluations, resumed examples and the
+    resampling of their transformed images.
+    """
     summary = {}
     for name, (result, seconds) in results.items():
         correct = int(result.correct.sum())
@@ -112,23 +148,40 @@ def summarise(results: dict, examples: int, subset: bool, resampling: str = "com
         if subset:
             entry["ci95"] = list(report.wilson_interval(correct, examples))
         if evaluation.ATTACKS[name].resumable:
-            entry.update(evaluations=int(result.evaluations), resumed_examples=int(result.resumed_examples),
-                         resampling=resampling)
+            entry.update(
+                evaluations=int(result.evaluations),
+                resumed_examples=int(result.resumed_examples),
+                resampling=resampling,
+            )
         summary[name] = entry
     if "refined" in results:
         grid, refined = results["grid"][0], results["refined"][0]
         summary["refined"].update(
-            grid_accuracy=grid.accuracy, grid_overestimate=grid.accuracy - refined.accuracy,
+            grid_accuracy=grid.accuracy,
+            grid_overestimate=grid.accuracy - refined.accuracy,
             broken_beyond_grid=int((grid.correct & ~refined.correct).sum()),
-            seconds_with_grid=results["grid"][1] + results["refined"][1])
+            seconds_with_grid=results["grid"][1] + results["refined"][1],
+        )
     return summary
 
 
-def write_report(output_dir: Path, results: dict, images: np.ndarray, labels: np.ndarray, names: list[str], limits,
-                 title: str, model: evaluation.Model, class_names: tuple[str, ...], options: EvaluateOptions,
-                 resampling: str = "composed") -> list[Path]:
-    """examples.csv (rows named by `names`), and with the brute grid the per-angle and per-shift tables and
-    (--plot) the landscape and the sheet of the --failures worst failures."""
+def write_report(
+    output_dir: Path,
+    results: dict,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    limits,
+    title: str,
+    model: evaluation.Model,
+    class_names: tuple[str, ...],
+    options: EvaluateOptions,
+    resampling: str = "composed",
+) -> list[Path]:
+    """examples.csv (rows named by `names`), and with the brute grid the per-angle and per-shift tables.
+
+    With --plot also the landscape and the sheet of the --failures worst failures.
+    """
     outcomes = {name: result for name, (result, _) in results.items()}
     written = []
     if outcomes:
@@ -142,29 +195,57 @@ def write_report(output_dir: Path, results: dict, images: np.ndarray, labels: np
     if options.plot:
         written.append(output_dir / "robustness_landscape.png")
         plots.robustness_landscape(per_transform, written[-1], limits=limits, title=title)
-        written += write_failures(output_dir / "failures.png", outcomes["grid"], model, images, labels, names,
-                                  class_names, resampling, options.failures)
+        written += write_failures(
+            output_dir / "failures.png",
+            outcomes["grid"],
+            model,
+            images,
+            labels,
+            names,
+            class_names,
+            resampling,
+            options.failures,
+        )
     return written
 
 
-def write_failures(path: Path, grid: evaluation.RobustResult, model: evaluation.Model, images: np.ndarray,
-                   labels: np.ndarray, names: list[str], class_names: tuple[str, ...], resampling: str,
-                   count: int) -> list[Path]:
-    """failures.png, the `count` grid failures with the most negative margins, each original beside its worst
-    transformation and the class predicted there (one model call): [path], or [] when nothing fails the grid
-    (a stale sheet is removed)."""
+def write_failures(
+    path: Path,
+    grid: evaluation.RobustResult,
+    model: evaluation.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    names: list[str],
+    class_names: tuple[str, ...],
+    resampling: str,
+    count: int,
+) -> list[Path]:
+    """failures.png, the `count` grid failures with the most negative margins: [path], or [] when none fails.
+
+    Each original is beside its worst transformation and the class predicted there (one model call). When nothing
+    fails the grid, a stale sheet is removed.
+    """
     chosen = report.worst_failures(grid.correct, grid.margin, count)
     if not len(chosen):
         path.unlink(missing_ok=True)
         return []
     params = grid.worst_transform[chosen]
-    moved = transforms.transform_xla(tf.constant(images[chosen], tf.float32), tf.constant(params, tf.float32),
-                                    resampling).numpy()
+    moved = transforms.transform_xla(
+        tf.constant(images[chosen], tf.float32), tf.constant(params, tf.float32), resampling
+    ).numpy()
     predicted = np.asarray(model(moved, training=False), np.float32).argmax(axis=-1)
-    plots.failure_sheet(images[chosen], moved, params, [class_names[i] for i in labels[chosen]],
-                        [class_names[i] for i in predicted], grid.margin[chosen], [names[i] for i in chosen], path,
-                        title=f"{len(chosen)} of the {int((~grid.correct).sum())} grid failures, most negative "
-                              f"margin first (true → predicted at the worst transformation)")
+    plots.failure_sheet(
+        images[chosen],
+        moved,
+        params,
+        [class_names[i] for i in labels[chosen]],
+        [class_names[i] for i in predicted],
+        grid.margin[chosen],
+        [names[i] for i in chosen],
+        path,
+        title=f"{len(chosen)} of the {int((~grid.correct).sum())} grid failures, most negative "
+        f"margin first (true → predicted at the worst transformation)",
+    )
     return [path]
 
 
@@ -178,8 +259,10 @@ def print_table(summary: dict, names: list[str]) -> None:
     if "refined" in summary:
         row = summary["refined"]
         survivors = round(row["grid_accuracy"] * row["examples"])
-        print(f"\nrefined: {row['broken_beyond_grid']} of the {survivors} grid survivors break in the continuous "
-              f"box; grid accuracy overestimates robustness by {100 * row['grid_overestimate']:.2f} points")
+        print(
+            f"\nrefined: {row['broken_beyond_grid']} of the {survivors} grid survivors break in the continuous "
+            f"box; grid accuracy overestimates robustness by {100 * row['grid_overestimate']:.2f} points"
+        )
 
 
 def run(options: EvaluateOptions) -> None:
@@ -191,28 +274,41 @@ def run(options: EvaluateOptions) -> None:
     image_shape = data.dataset_info(dataset).image_shape
     options.validate_channels(image_shape[-1])
     data.validate_source(dataset, data_dir, splits=("test",))
-    model = evaluation.load_classifier(model_path, options.input_range, options.mean, options.std,
-                                       options.input_layout, image_shape)
+    model = evaluation.load_classifier(
+        model_path, options.input_range, options.mean, options.std, options.input_layout, image_shape
+    )
     examples = options.examples or None
     images, labels, info = data.load(dataset, data_dir, "test", examples=examples, seed=options.seed)
     names = data.load_names(dataset, data_dir, "test", examples=examples, seed=options.seed)
     evaluation.check_classifier(model, images, info.num_classes)
     output_dir.mkdir(parents=True, exist_ok=True)
     model_key = f"{evaluation.fingerprint(model)}-{options.input_range}"
-    results = run_attacks(model, images, labels, options, limits, output_dir / "evaluation_state", model_key,
-                          resampling)
+    results = run_attacks(
+        model, images, labels, options, limits, output_dir / "evaluation_state", model_key, resampling
+    )
     summary = summarise(results, len(images), subset=options.examples > 0, resampling=resampling)
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
     files.write_text(report_path, json.dumps({**merged, **summary}, indent=2))
-    written = write_report(output_dir, results, images, labels, names, limits,
-                           title=f"{model_path.name}: grid accuracy on {len(images)} test images", model=model,
-                           class_names=info.class_names, options=options, resampling=resampling)
+    written = write_report(
+        output_dir,
+        results,
+        images,
+        labels,
+        names,
+        limits,
+        title=f"{model_path.name}: grid accuracy on {len(images)} test images",
+        model=model,
+        class_names=info.class_names,
+        options=options,
+        resampling=resampling,
+    )
     print_table(summary, list(results))
     print(f"\nwritten to {report_path}" + "".join(f", {path.name}" for path in written))
 
 
 def main(argv: list[str]) -> None:
+    """The command: evaluates under --attack and writes the report; an error exits with one line."""
     try:
         options = cli_flags.from_flags(EvaluateOptions)
         options.validate()

@@ -17,13 +17,15 @@ from invariance_tf import export
 from invariance_tf.networks import pretrained
 
 flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (holds model.keras)", required=True)
-flags.DEFINE_string("export_dir", None, "TF Serving model base path; the SavedModel goes to <export_dir>/<version>",
-                    required=True)
+flags.DEFINE_string(
+    "export_dir", None, "TF Serving model base path; the SavedModel goes to <export_dir>/<version>", required=True
+)
 flags.DEFINE_integer("version", 1, "model version number (TF Serving serves the highest)")
 FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
+    """The command: exports --model_dir's model.keras; an error exits with one line."""
     model_path = Path(FLAGS.model_dir) / "model.keras"
     if not model_path.is_file():
         sys.exit(f"error: --model_dir={FLAGS.model_dir} has no model.keras (is it a finished trainers.fit run?)")

@@ -12,15 +12,16 @@ import sys
 
 from absl import app, flags
 
-from trainers import flags as cli_flags
 from invariance_tf import experiment
 from invariance_tf.callbacks import TrainingDivergedError
+from trainers import flags as cli_flags
 
 cli_flags.define_flags(experiment.ExperimentConfig)
 flags.adopt_module_key_flags(cli_flags)
 
 
 def main(argv: list[str]) -> None:
+    """The command: trains the run the flags describe; an error exits with one line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:

@@ -34,9 +34,11 @@ def _flag_types(options_type: type) -> dict[str, tuple[type, type | None]]:
         origin = typing.get_origin(annotation) or annotation
         item = typing.get_args(annotation)[0] if origin in (tuple, list) else None
         if origin not in (*_SCALARS, tuple, list) or item not in (None, *_ITEMS):
-            raise TypeError(f"{options_type.__name__}.{field.name} has no flag type: {annotation}; valid types are "
-                            f"{[t.__name__ for t in _SCALARS]}, a tuple or list of {[t.__name__ for t in _ITEMS]}, "
-                            "each optional")
+            raise TypeError(
+                f"{options_type.__name__}.{field.name} has no flag type: {annotation}; valid types are "
+                f"{[t.__name__ for t in _SCALARS]}, a tuple or list of {[t.__name__ for t in _ITEMS]}, "
+                "each optional"
+            )
         result[field.name] = origin, item
     return result
 

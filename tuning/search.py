@@ -30,11 +30,13 @@ flags.FLAGS.set_default("validation_examples", tuning.DEFAULT_VALIDATION_EXAMPLE
 
 
 def main(argv: list[str]) -> None:
+    """The command: runs the search the flags describe; an error exits with one line."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        best = tuning.search(cli_flags.from_flags(ExperimentConfig), cli_flags.from_flags(tuning.SearchOptions),
-                             cli_flags.command_line)
+        best = tuning.search(
+            cli_flags.from_flags(ExperimentConfig), cli_flags.from_flags(tuning.SearchOptions), cli_flags.command_line
+        )
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     if best:

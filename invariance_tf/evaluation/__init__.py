@@ -24,8 +24,15 @@ One concept per module:
 
 from invariance_tf.evaluation.attacks import ATTACKS, Attack
 from invariance_tf.evaluation.chunks import resumable, run_attack
-from invariance_tf.evaluation.classifiers import (INPUT_RANGES, LAYOUTS, Classifier, check_classifier, detect_layout,
-                                                  fingerprint, load_classifier)
+from invariance_tf.evaluation.classifiers import (
+    INPUT_RANGES,
+    LAYOUTS,
+    Classifier,
+    check_classifier,
+    detect_layout,
+    fingerprint,
+    load_classifier,
+)
 from invariance_tf.evaluation.clean import clean_accuracy, clean_result
 from invariance_tf.evaluation.grid import METHODS, grid_accuracy
 from invariance_tf.evaluation.pairs import DEFAULT_SEED, default_batch_size
@@ -35,7 +42,26 @@ from invariance_tf.evaluation.spgd import spgd_accuracy
 from invariance_tf.evaluation.worst_of_k import worst_of_k_accuracy
 
 __all__ = [
-    "ATTACKS", "Attack", "Classifier", "DEFAULT_SEED", "INPUT_RANGES", "LAYOUTS", "METHODS", "Model", "RobustResult",
-    "check_classifier", "clean_accuracy", "clean_result", "default_batch_size", "detect_layout", "fingerprint",
-    "grid_accuracy", "load_classifier", "refine", "resumable", "run_attack", "spgd_accuracy", "worst_of_k_accuracy",
+    "ATTACKS",
+    "Attack",
+    "Classifier",
+    "DEFAULT_SEED",
+    "INPUT_RANGES",
+    "LAYOUTS",
+    "METHODS",
+    "Model",
+    "RobustResult",
+    "check_classifier",
+    "clean_accuracy",
+    "clean_result",
+    "default_batch_size",
+    "detect_layout",
+    "fingerprint",
+    "grid_accuracy",
+    "load_classifier",
+    "refine",
+    "resumable",
+    "run_attack",
+    "spgd_accuracy",
+    "worst_of_k_accuracy",
 ]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from invariance_tf.evaluation.clean import clean_result
 from invariance_tf.evaluation.grid import grid_accuracy
@@ -74,8 +75,10 @@ def get(name: str) -> Attack:
 
 
 def with_inputs(names: Iterable[str]) -> list[str]:
-    """`names` and, recursively, the attacks whose results they take (`Attack.inputs`), in `ATTACKS` order: an
-    attack comes after its inputs, which are registered before it."""
+    """`names` and, recursively, the attacks whose results they take (`Attack.inputs`), in `ATTACKS` order.
+
+    An attack comes after its inputs, which are registered before it.
+    """
     needed = set(names)
     if needed - set(ATTACKS):
         raise ValueError(f"Unknown attacks {sorted(needed - set(ATTACKS))}; valid attacks are {list(ATTACKS)}")

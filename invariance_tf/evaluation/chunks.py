@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -36,9 +37,11 @@ def run_attack(
     verbose: bool = False,
     **arguments: Any,
 ) -> RobustResult:
-    """`attacks.ATTACKS[attack]` on the examples, `arguments` going to it: with `state_dir` and a resumable
-    attack, chunk by chunk saved there (`resumable`, which `chunk_size` and `model_key` are for); else in one
-    pass. `verbose` reaches an attack that takes it (the grid's progress bar)."""
+    """`attacks.ATTACKS[attack]` on the examples, `arguments` going to it.
+
+    With `state_dir` and a resumable attack, chunk by chunk saved there (`resumable`, which `chunk_size` and
+    `model_key` are for); else in one pass. `verbose` reaches an attack that takes it (the grid's progress bar).
+    """
     spec = attacks.get(attack)
     if state_dir is not None and spec.resumable:
         return resumable(attack, model, images, labels, state_dir, chunk_size, model_key, verbose, **arguments)
@@ -80,8 +83,9 @@ def resumable(
         raise ValueError(f"chunk_size must be an integer >= 1; got {chunk_size!r}")
     for name, source in spec.inputs.items():
         if not isinstance(kwargs.get(name), RobustResult):
-            raise ValueError(f"resumable({attack!r}, ...) needs {name}=<the {source}'s RobustResult on the same "
-                             "examples>")
+            raise ValueError(
+                f"resumable({attack!r}, ...) needs {name}=<the {source}'s RobustResult on the same examples>"
+            )
     images, labels, _ = check_inputs(images, labels, kwargs.get("batch_size"))
     folder = Path(state_dir) / f"{attack}-{_state_key(attack, model, images, labels, chunk_size, model_key, kwargs)}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,29 +98,49 @@ def resumable(
             chunks.append(_read_chunk(path))
             resumed += len(chunks[-1].correct)
             continue
-        chunks.append(_run_chunk(spec, model, images[start:stop], labels[start:stop], index, start, stop,
-                                 verbose, kwargs))
+        chunks.append(
+            _run_chunk(spec, model, images[start:stop], labels[start:stop], index, start, stop, verbose, kwargs)
+        )
         _write_chunk(path, chunks[-1])
     if verbose and resumed:
         print(f"{attack}: resumed {resumed} of {len(images)} examples from {folder}")
     return dataclasses.replace(_concatenate(chunks), resumed_examples=resumed)
 
 
-def _state_key(attack: str, model: Model, images: np.ndarray, labels: np.ndarray, chunk_size: int,
-               model_key: str | None, kwargs: Mapping[str, Any]) -> str:
+def _state_key(
+    attack: str,
+    model: Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    chunk_size: int,
+    model_key: str | None,
+    kwargs: Mapping[str, Any],
+) -> str:
     """A 16-hex-digit digest naming the state folder of one (model, data, attack, arguments, chunking).
 
     Arguments added since states were first saved are left out at their defaults
     (`_ADDED_ARGUMENT_DEFAULTS`), so a state saved before they existed still resumes.
     """
-    kwargs = {name: value for name, value in kwargs.items()
-              if not (name in _ADDED_ARGUMENT_DEFAULTS and value == _ADDED_ARGUMENT_DEFAULTS[name])}
-    arguments = {name: _digest_arrays(*(a for a in (value.correct, value.worst_transform, value.margin,
-                                                     value.lowest_transforms) if a is not None))
-                 if isinstance(value, RobustResult) else np.asarray(value).tolist()
-                 for name, value in sorted(kwargs.items())}
-    key = {"attack": attack, "model": model_key or fingerprint(model), "data": _digest_arrays(images, labels),
-           "chunk_size": int(chunk_size), "arguments": arguments}
+    kwargs = {
+        name: value
+        for name, value in kwargs.items()
+        if not (name in _ADDED_ARGUMENT_DEFAULTS and value == _ADDED_ARGUMENT_DEFAULTS[name])
+    }
+    arguments = {
+        name: _digest_arrays(
+            *(a for a in (value.correct, value.worst_transform, value.margin, value.lowest_transforms) if a is not None)
+        )
+        if isinstance(value, RobustResult)
+        else np.asarray(value).tolist()
+        for name, value in sorted(kwargs.items())
+    }
+    key = {
+        "attack": attack,
+        "model": model_key or fingerprint(model),
+        "data": _digest_arrays(images, labels),
+        "chunk_size": int(chunk_size),
+        "arguments": arguments,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -130,10 +154,21 @@ def _digest_arrays(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _run_chunk(spec: attacks.Attack, model: Model, images: np.ndarray, labels: np.ndarray, index: int, start: int,
-               stop: int, verbose: bool, kwargs: dict) -> RobustResult:
-    """One chunk of `resumable`: the attack on images[start:stop], its seed folded with the chunk index and its
-    inputs (`Attack.inputs`) cut to the chunk."""
+def _run_chunk(
+    spec: attacks.Attack,
+    model: Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    index: int,
+    start: int,
+    stop: int,
+    verbose: bool,
+    kwargs: dict,
+) -> RobustResult:
+    """One chunk of `resumable`: the attack on images[start:stop].
+
+    Its seed is folded with the chunk index, and its inputs (`Attack.inputs`) are cut to the chunk.
+    """
     kwargs = dict(kwargs)
     if spec.takes("seed"):
         seed = check_seed(kwargs.get("seed", DEFAULT_SEED))
@@ -145,8 +180,9 @@ def _run_chunk(spec: attacks.Attack, model: Model, images: np.ndarray, labels: n
 
 def _slice(result: RobustResult, start: int, stop: int) -> RobustResult:
     """The per-example fields of `result` for examples [start, stop) (evaluations and per-transform dropped)."""
-    fields = {name: getattr(result, name)[start:stop] for name in _ARRAY_FIELDS[:4]
-              if getattr(result, name) is not None}
+    fields = {
+        name: getattr(result, name)[start:stop] for name in _ARRAY_FIELDS[:4] if getattr(result, name) is not None
+    }
     return RobustResult(accuracy=float(fields["correct"].mean()), **fields)
 
 
@@ -168,10 +204,17 @@ def _read_chunk(path: Path) -> RobustResult:
 def _concatenate(chunks: Sequence[RobustResult]) -> RobustResult:
     """One result from the results of consecutive chunks of examples."""
     sizes = np.asarray([len(chunk.correct) for chunk in chunks])
-    fields = {name: np.concatenate([getattr(chunk, name) for chunk in chunks])
-              for name in _ARRAY_FIELDS[:4] if getattr(chunks[0], name) is not None}
+    fields = {
+        name: np.concatenate([getattr(chunk, name) for chunk in chunks])
+        for name in _ARRAY_FIELDS[:4]
+        if getattr(chunks[0], name) is not None
+    }
     per_transform = None
     if chunks[0].per_transform_accuracy is not None:
         per_transform = sum(chunk.per_transform_accuracy * size for chunk, size in zip(chunks, sizes)) / sizes.sum()
-    return RobustResult(accuracy=float(fields["correct"].mean()), per_transform_accuracy=per_transform,
-                        evaluations=sum(chunk.evaluations for chunk in chunks), **fields)
+    return RobustResult(
+        accuracy=float(fields["correct"].mean()),
+        per_transform_accuracy=per_transform,
+        evaluations=sum(chunk.evaluations for chunk in chunks),
+        **fields,
+    )

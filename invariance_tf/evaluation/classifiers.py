@@ -1,12 +1,15 @@
-"""Classifiers from disk (Keras, SavedModel, ONNX) as evaluable models, the checks that they fit the data, and
-`fingerprint`, the identity of a model's weights that names its resumable state."""
+"""Classifiers from disk (Keras, SavedModel, ONNX): loading, checks that they fit the data, `fingerprint`.
+
+They load as evaluable models; `fingerprint` is the identity of a model's weights that names its resumable state.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -39,9 +42,17 @@ class Classifier:
         digest: a hex digest of the model's file for `fingerprint` when it has no variables (ONNX), else None.
     """
 
-    def __init__(self, fn: Callable[[tf.Tensor], tf.Tensor], input_shape: tuple, variables: Sequence[tf.Variable],
-                 input_range: str = "0-255", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, layout: str = "nhwc", digest: str | None = None):
+    def __init__(
+        self,
+        fn: Callable[[tf.Tensor], tf.Tensor],
+        input_shape: tuple,
+        variables: Sequence[tf.Variable],
+        input_range: str = "0-255",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        layout: str = "nhwc",
+        digest: str | None = None,
+    ):
         if input_range not in INPUT_RANGES:
             raise ValueError(f"Unknown input_range {input_range!r}; valid ranges are {list(INPUT_RANGES)}")
         if layout not in LAYOUTS[1:]:
@@ -84,11 +95,18 @@ def _per_channel(name: str, values: Sequence[float] | None) -> tuple[float, ...]
     return tuple(float(value) for value in array)
 
 
-def load_classifier(path: str | Path, input_range: str = "0-255", mean: Sequence[float] | None = None,
-                    std: Sequence[float] | None = None, layout: str = "auto",
-                    image_shape: Sequence[int] | None = None) -> Classifier:
-    """Loads a Keras `.keras` file, a SavedModel folder (its `serving_default` signature) or an `.onnx` file
-    as a `Classifier` with the given `input_range`, `mean` and `std` (see `Classifier`).
+def load_classifier(
+    path: str | Path,
+    input_range: str = "0-255",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    layout: str = "auto",
+    image_shape: Sequence[int] | None = None,
+) -> Classifier:
+    """Loads a Keras `.keras` file, a SavedModel folder or an `.onnx` file as a `Classifier`.
+
+    The classifier takes the given `input_range`, `mean` and `std` (see `Classifier`); a SavedModel is called
+    through its `serving_default` signature.
 
     A SavedModel signature or an ONNX graph must take one image tensor; of
     its outputs it uses `logits` if present, else its only output. Keras and
@@ -104,16 +122,18 @@ def load_classifier(path: str | Path, input_range: str = "0-255", mean: Sequence
     if path.is_file() and path.suffix == ".onnx":
         return _onnx_classifier(path, layout, image_shape, **preprocessing)
     if layout == "nchw":
-        raise ValueError(f"layout 'nchw' is for ONNX models; {path} is a Keras or SavedModel classifier, "
-                         "which takes nhwc images")
+        raise ValueError(
+            f"layout 'nchw' is for ONNX models; {path} is a Keras or SavedModel classifier, which takes nhwc images"
+        )
     if path.is_file() and path.suffix == ".keras":
         model = pretrained.load_keras(path)
         network = classifier_network(model)
         return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, **preprocessing)
     if (path / "saved_model.pb").is_file():
         return _saved_model_classifier(path, **preprocessing)
-    raise ValueError(f"model path {path} is neither a .keras file, a SavedModel folder (with saved_model.pb) "
-                     "nor an .onnx file")
+    raise ValueError(
+        f"model path {path} is neither a .keras file, a SavedModel folder (with saved_model.pb) nor an .onnx file"
+    )
 
 
 def _saved_model_classifier(path: Path, **preprocessing: Any) -> Classifier:
@@ -127,49 +147,64 @@ def _saved_model_classifier(path: Path, **preprocessing: Any) -> Classifier:
     if len(inputs) != 1:
         raise ValueError(f"SavedModel {path}: serving_default must take one image input; it takes {sorted(inputs)}")
     if "logits" not in outputs and len(outputs) != 1:
-        raise ValueError(f"SavedModel {path}: serving_default has no 'logits' output and more than one output "
-                         f"({sorted(outputs)}); cannot tell which are the class scores")
-    (input_name, spec), = inputs.items()
+        raise ValueError(
+            f"SavedModel {path}: serving_default has no 'logits' output and more than one output "
+            f"({sorted(outputs)}); cannot tell which are the class scores"
+        )
+    ((input_name, spec),) = inputs.items()
     output_name = "logits" if "logits" in outputs else next(iter(outputs))
-    return Classifier(lambda x: signature(**{input_name: x})[output_name], spec.shape.as_list(),
-                      loaded.variables, **preprocessing)
+    return Classifier(
+        lambda x: signature(**{input_name: x})[output_name], spec.shape.as_list(), loaded.variables, **preprocessing
+    )
 
 
 def _onnx_classifier(path: Path, layout: str, image_shape: Sequence[int] | None, **preprocessing: Any) -> Classifier:
-    """An ONNX model run by onnxruntime on CPU, called from tf.function through `tf.numpy_function` (so without
-    gradients); `fingerprint` digests the file's bytes. `preprocessing` are `Classifier`'s input_range, mean, std."""
+    """An ONNX model run by onnxruntime on CPU, called from tf.function through `tf.numpy_function`.
+
+    It therefore has no gradients; `fingerprint` digests the file's bytes. `preprocessing` are `Classifier`'s
+    input_range, mean, std.
+    """
     session, errors = _onnx_session(path)
     inputs, outputs = session.get_inputs(), [output.name for output in session.get_outputs()]
     if len(inputs) != 1:
         raise ValueError(f"ONNX model {path} must take one image input; it takes {[i.name for i in inputs]}")
     if "logits" not in outputs and len(outputs) != 1:
-        raise ValueError(f"ONNX model {path} has no 'logits' output and more than one output ({outputs}); "
-                         "cannot tell which are the class scores")
+        raise ValueError(
+            f"ONNX model {path} has no 'logits' output and more than one output ({outputs}); "
+            "cannot tell which are the class scores"
+        )
     (image_input,) = inputs
     if image_input.type != "tensor(float)":
-        raise ValueError(f"ONNX model {path} takes {image_input.type} images; only float32 ones (tensor(float)) "
-                         "are supported")
+        raise ValueError(
+            f"ONNX model {path} takes {image_input.type} images; only float32 ones (tensor(float)) are supported"
+        )
     declared = [dim if isinstance(dim, int) else None for dim in image_input.shape]
     if layout == "auto":
         if image_shape is None:
-            raise ValueError(f"detecting the layout of the ONNX model {path} needs image_shape, the data's "
-                             "(height, width, channels); or give layout='nhwc' or 'nchw'")
+            raise ValueError(
+                f"detecting the layout of the ONNX model {path} needs image_shape, the data's "
+                "(height, width, channels); or give layout='nhwc' or 'nchw'"
+            )
         layout = detect_layout(declared, image_shape)
     output_name = "logits" if "logits" in outputs else outputs[0]
     output_shape = session.get_outputs()[outputs.index(output_name)].shape
     output_dims = [dim if isinstance(dim, int) else None for dim in output_shape[1:]]
 
     def run(images: np.ndarray) -> np.ndarray:
-        """The logits of `images`, in slices of the model's batch size if it declares one (the last zero-padded):
-        an export traced on one example (PyTorch's default) takes batches of exactly that size."""
+        """The logits of `images`, in slices of the model's batch size if it declares one (the last zero-padded).
+
+        An export traced on one example (PyTorch's default) takes batches of exactly that size.
+        """
         size = declared[0] or len(images)
         padded = np.concatenate([images, np.zeros((-len(images) % size, *images.shape[1:]), images.dtype)])
         try:
-            scores = [session.run([output_name], {image_input.name: padded[start:start + size]})[0]
-                      for start in range(0, len(padded), size)]
+            scores = [
+                session.run([output_name], {image_input.name: padded[start : start + size]})[0]
+                for start in range(0, len(padded), size)
+            ]
         except errors as error:
             raise ValueError(f"onnxruntime fails on {path}: {str(error).strip().splitlines()[0]}") from None
-        return np.concatenate(scores)[:len(images)].astype(np.float32, copy=False)
+        return np.concatenate(scores)[: len(images)].astype(np.float32, copy=False)
 
     def logits(images: tf.Tensor) -> tf.Tensor:
         scores = tf.numpy_function(run, [images], tf.float32, stateful=False)
@@ -181,15 +216,20 @@ def _onnx_classifier(path: Path, layout: str, image_shape: Sequence[int] | None,
 
 
 def _onnx_session(path: Path) -> tuple[Any, tuple[type[Exception], ...]]:
-    """An onnxruntime CPU session of the ONNX file `path` (warnings silenced), and onnxruntime's exception types
-    (they share no base class below Exception)."""
+    """An onnxruntime CPU session of the ONNX file `path` (warnings silenced), and onnxruntime's exception types.
+
+    The exception types share no base class below Exception.
+    """
     try:
         import onnxruntime
         from onnxruntime.capi import onnxruntime_pybind11_state
     except ImportError:
-        raise ImportError(f"reading the ONNX model {path} needs onnxruntime: pip install -e \".[onnx]\"") from None
-    errors = tuple(value for value in vars(onnxruntime_pybind11_state).values()
-                   if isinstance(value, type) and issubclass(value, Exception))
+        raise ImportError(f'reading the ONNX model {path} needs onnxruntime: pip install -e ".[onnx]"') from None
+    errors = tuple(
+        value
+        for value in vars(onnxruntime_pybind11_state).values()
+        if isinstance(value, type) and issubclass(value, Exception)
+    )
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     try:
@@ -210,18 +250,25 @@ def _fits(declared: Sequence[int | None], dims: Sequence[int]) -> bool:
 
 
 def detect_layout(declared: Sequence[int | None], image_shape: Sequence[int]) -> str:
-    """"nhwc" or "nchw": the axis order in which a model's declared input shape [batch, ...] (None: any size)
-    takes images of `image_shape` (height, width, channels), i.e. where its channel axis is; raises ValueError
-    (one line) when both orders fit (e.g. every size unknown) or neither does."""
+    """The axis order, "nhwc" or "nchw", in which a model's declared input shape takes images of `image_shape`.
+
+    The declared shape is [batch, ...] (None: any size) and `image_shape` is (height, width, channels), so the
+    order says where the model's channel axis is. Raises ValueError (one line) when both orders fit (e.g. every
+    size unknown) or neither does.
+    """
     fitting = [layout for layout in LAYOUTS[1:] if _fits(declared, _input_dims(image_shape, layout))]
     if len(fitting) == 1:
         return fitting[0]
     nhwc, nchw = (", ".join(map(str, _input_dims(image_shape, layout))) for layout in LAYOUTS[1:])
     if fitting:
-        raise ValueError(f"cannot tell the layout of the model input {list(declared)}: both [batch, {nhwc}] (nhwc) "
-                         f"and [batch, {nchw}] (nchw) fit; give --input_layout=nhwc or --input_layout=nchw")
-    raise ValueError(f"model input must be [batch, {nhwc}] (nhwc) or [batch, {nchw}] (nchw) to fit the data; "
-                     f"the model declares {list(declared)}")
+        raise ValueError(
+            f"cannot tell the layout of the model input {list(declared)}: both [batch, {nhwc}] (nhwc) "
+            f"and [batch, {nchw}] (nchw) fit; give --input_layout=nhwc or --input_layout=nchw"
+        )
+    raise ValueError(
+        f"model input must be [batch, {nhwc}] (nhwc) or [batch, {nchw}] (nchw) to fit the data; "
+        f"the model declares {list(declared)}"
+    )
 
 
 def check_classifier(model: Model, images, num_classes: int) -> None:
@@ -238,23 +285,30 @@ def check_classifier(model: Model, images, num_classes: int) -> None:
     declared = getattr(model, "input_shape", None)
     if declared is not None and not _fits(declared, expected):
         named = " (nchw)" if layout == "nchw" else ""
-        raise ValueError(f"model input must be [batch, {', '.join(map(str, expected))}]{named} to fit the data; "
-                         f"the model declares {list(declared)}")
+        raise ValueError(
+            f"model input must be [batch, {', '.join(map(str, expected))}]{named} to fit the data; "
+            f"the model declares {list(declared)}"
+        )
     for name in ("mean", "std"):
         values = getattr(model, name, None)
         if values is not None and len(values) not in (1, images.shape[-1]):
-            raise ValueError(f"{name} {list(values)} has {len(values)} values; give 1 or {images.shape[-1]} "
-                             "(one per channel of the images)")
+            raise ValueError(
+                f"{name} {list(values)} has {len(values)} values; give 1 or {images.shape[-1]} "
+                "(one per channel of the images)"
+            )
     sample = images[:2].astype(np.float32)
     try:
         logits = model(tf.constant(sample), training=False)
     except (ValueError, TypeError, tf.errors.OpError) as error:
-        raise ValueError(f"model fails on a batch of shape {list(sample.shape)}: "
-                         f"{str(error).strip().splitlines()[0]}") from None
+        raise ValueError(
+            f"model fails on a batch of shape {list(sample.shape)}: {str(error).strip().splitlines()[0]}"
+        ) from None
     shape = tuple(logits.shape)
     if shape != (len(sample), num_classes) or not logits.dtype.is_floating:
-        raise ValueError(f"model output must be float [batch, {num_classes}] (one score per class of the data); "
-                         f"got {logits.dtype.name} {list(shape)} for a batch of {len(sample)}")
+        raise ValueError(
+            f"model output must be float [batch, {num_classes}] (one score per class of the data); "
+            f"got {logits.dtype.name} {list(shape)} for a batch of {len(sample)}"
+        )
 
 
 def fingerprint(model: Model) -> str:

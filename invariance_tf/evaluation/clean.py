@@ -9,8 +9,10 @@ from invariance_tf.evaluation.result import Model, RobustResult
 
 
 def clean_result(model: Model, images, labels, batch_size: int | None = None) -> RobustResult:
-    """Per-example outcome on the untransformed images: `worst_transform` is the identity (0, 0, 0), `margin`
-    its margin."""
+    """Per-example outcome on the untransformed images.
+
+    `worst_transform` is the identity (0, 0, 0), `margin` its margin.
+    """
     images, labels, batch_size = check_inputs(images, labels, batch_size)
     evaluator = PairEvaluator(model, images, labels, np.zeros((1, 3), np.float32), batch_size)
     evaluator(np.arange(len(images)), np.zeros(len(images), np.int64))

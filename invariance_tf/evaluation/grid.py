@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -45,8 +45,7 @@ def grid_accuracy(
     params = transforms.grid(limits, granularity)
     if int(keep_lowest) != keep_lowest or not 1 <= keep_lowest <= len(params):
         raise ValueError(f"keep_lowest must be an integer in [1, {len(params)}]; got {keep_lowest!r}")
-    evaluator = PairEvaluator(model, images, labels, params, batch_size, keep=int(keep_lowest),
-                               resampling=resampling)
+    evaluator = PairEvaluator(model, images, labels, params, batch_size, keep=int(keep_lowest), resampling=resampling)
     progbar = keras.utils.Progbar(len(images) * len(params), verbose=int(bool(verbose)), unit_name="pair")
     if method == "brute":
         return _brute(evaluator, progbar)
@@ -106,8 +105,9 @@ def _fair_share(position: np.ndarray, num_params: int, budget: int) -> np.ndarra
     return share
 
 
-def _early_exit(evaluator: PairEvaluator, limits: tuple[float, float, float],
-                progbar: keras.utils.Progbar) -> RobustResult:
+def _early_exit(
+    evaluator: PairEvaluator, limits: tuple[float, float, float], progbar: keras.utils.Progbar
+) -> RobustResult:
     """Classifies each example until its first mistake.
 
     All examples follow `_spread_order`, the identity first. Each batch holds

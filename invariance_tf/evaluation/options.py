@@ -22,23 +22,34 @@ class EvaluateOptions:
     """An evaluation of one classifier under attacks; field names equal the `trainers.evaluate` flag names."""
 
     model_dir: str | None = option(None, "output directory of trainers.fit (model.keras, config.json)")
-    model: str | None = option(None, "a Keras .keras file, a SavedModel folder (serving_default signature) or an "
-                                     ".onnx file (run by onnxruntime)")
+    model: str | None = option(
+        None,
+        "a Keras .keras file, a SavedModel folder (serving_default signature) or an .onnx file (run by onnxruntime)",
+    )
     attack: tuple[str, ...] = option(("clean", "grid"), f"comma-separated attacks among {list(ATTACKS)}")
     examples: int = option(1000, "test examples to evaluate, a class-balanced subset (0 = the whole test split)")
-    data_dir: str | None = option(None, "ImageFolder root <dir>/test/<class>/<image>, or a TFDS name "
-                                        f"({', '.join(data.DATASETS)}); with --model_dir, default the run's")
+    data_dir: str | None = option(
+        None,
+        "ImageFolder root <dir>/test/<class>/<image>, or a TFDS name "
+        f"({', '.join(data.DATASETS)}); with --model_dir, default the run's",
+    )
     dataset: str = option("cifar10", f"with --model: which dataset an ImageFolder holds {list(data.DATASETS)}")
     input_range: str = option("0-255", "pixel scale the model expects", choices=INPUT_RANGES)
-    mean: tuple[float, ...] | None = option(None, "per-channel mean the model expects subtracted, in the "
-                                                  "--input_range scale: 1 value or one per channel; model input = "
-                                                  "(pixels_in_range - mean) / std")
-    std: tuple[float, ...] | None = option(None, "per-channel standard deviation the model expects pixels divided "
-                                                 "by (after --mean): 1 value or one per channel, each > 0")
-    input_layout: str = option("auto", "axis order an ONNX model takes: auto (detected from its input shape) | "
-                                       "nhwc | nchw", choices=LAYOUTS)
-    output_dir: str | None = option(None, "report folder (default: --model_dir, or <model>_evaluation beside "
-                                          "--model)")
+    mean: tuple[float, ...] | None = option(
+        None,
+        "per-channel mean the model expects subtracted, in the "
+        "--input_range scale: 1 value or one per channel; model input = "
+        "(pixels_in_range - mean) / std",
+    )
+    std: tuple[float, ...] | None = option(
+        None,
+        "per-channel standard deviation the model expects pixels divided "
+        "by (after --mean): 1 value or one per channel, each > 0",
+    )
+    input_layout: str = option(
+        "auto", "axis order an ONNX model takes: auto (detected from its input shape) | nhwc | nchw", choices=LAYOUTS
+    )
+    output_dir: str | None = option(None, "report folder (default: --model_dir, or <model>_evaluation beside --model)")
     batch_size: int = option(0, "images per model call, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)")
     k: int = option(10, "k of the worst_of_k attack")
     spgd_steps: int = option(5, "steps of the spgd attack")
@@ -47,14 +58,18 @@ class EvaluateOptions:
     refine_starts: int = option(3, "refined attack: searches per grid survivor, from its lowest-margin points")
     refine_steps: int = option(10, "refined attack: sign-gradient steps per search")
     chunk_size: int = option(500, "examples per saved chunk (resume granularity)")
-    plot: bool = option(False, "with grid in --attack: run the brute grid and write robustness_landscape.png and "
-                               "failures.png")
+    plot: bool = option(
+        False, "with grid in --attack: run the brute grid and write robustness_landscape.png and failures.png"
+    )
     failures: int = option(16, "with --plot: grid failures shown in failures.png, the most negative margins")
     seed: int = option(0, "seed of the random attacks and of the test subset")
-    resampling: str | None = option(None, "how transformed images are resampled: composed (one bilinear "
-                                          "resampling) | reference (the reference code's pad, rotate, translate, "
-                                          "crop); default: the run's (--model_dir), else composed",
-                                    choices=transforms.RESAMPLINGS)
+    resampling: str | None = option(
+        None,
+        "how transformed images are resampled: composed (one bilinear "
+        "resampling) | reference (the reference code's pad, rotate, translate, "
+        "crop); default: the run's (--model_dir), else composed",
+        choices=transforms.RESAMPLINGS,
+    )
 
     @property
     def onnx(self) -> bool:
@@ -72,35 +87,47 @@ class EvaluateOptions:
             raise ValueError(f"--model={self.model} does not exist")
         unknown = [name for name in self.attack if name not in ATTACKS]
         if unknown:
-            raise ValueError(f"--attack={flag_value(self.attack)}: unknown {unknown}; valid attacks are "
-                             f"{list(ATTACKS)}")
+            raise ValueError(
+                f"--attack={flag_value(self.attack)}: unknown {unknown}; valid attacks are {list(ATTACKS)}"
+            )
         not_finite = [value for value in self.mean or () if not math.isfinite(value)]
         not_positive = [value for value in self.std or () if not (math.isfinite(value) and value > 0)]
-        check(self, [
-            ("dataset", self.dataset in data.DATASETS, f"valid datasets are {list(data.DATASETS)}"),
-            ("examples", self.examples >= 0, "must be >= 0"),
-            ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
-            ("k", self.k >= 1, "must be >= 1"),
-            ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
-            ("spgd_restarts", self.spgd_restarts >= 1, "must be >= 1"),
-            ("refine_starts", 1 <= self.refine_starts <= GRID_SIZE, f"must be in [1, {GRID_SIZE}] (the grid's size)"),
-            ("refine_steps", self.refine_steps >= 1, "must be >= 1"),
-            ("chunk_size", self.chunk_size >= 1, "must be >= 1"),
-            ("failures", self.failures >= 1, "must be >= 1"),
-            ("mean", not not_finite, f"{flag_value(not_finite[:1])} is not a finite number"),
-            ("std", not not_positive, f"{flag_value(not_positive[:1])} is not a number > 0"),
-        ])
+        check(
+            self,
+            [
+                ("dataset", self.dataset in data.DATASETS, f"valid datasets are {list(data.DATASETS)}"),
+                ("examples", self.examples >= 0, "must be >= 0"),
+                ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
+                ("k", self.k >= 1, "must be >= 1"),
+                ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
+                ("spgd_restarts", self.spgd_restarts >= 1, "must be >= 1"),
+                (
+                    "refine_starts",
+                    1 <= self.refine_starts <= GRID_SIZE,
+                    f"must be in [1, {GRID_SIZE}] (the grid's size)",
+                ),
+                ("refine_steps", self.refine_steps >= 1, "must be >= 1"),
+                ("chunk_size", self.chunk_size >= 1, "must be >= 1"),
+                ("failures", self.failures >= 1, "must be >= 1"),
+                ("mean", not not_finite, f"{flag_value(not_finite[:1])} is not a finite number"),
+                ("std", not not_positive, f"{flag_value(not_positive[:1])} is not a number > 0"),
+            ],
+        )
         if self.plot and "grid" not in self.attack:
             raise ValueError(f"--plot needs grid in --attack={flag_value(self.attack)}")
         gradient = [name for name in self.attack if ATTACKS[name].gradients]
         if self.onnx and gradient:
             gradient_free = [name for name, attack in ATTACKS.items() if not attack.gradients]
-            raise ValueError(f"--attack={flag_value(self.attack)}: gradient-based {gradient} cannot run on the ONNX "
-                             f"model --model={self.model} (onnxruntime gives no gradients); valid attacks for it "
-                             f"are {gradient_free}")
+            raise ValueError(
+                f"--attack={flag_value(self.attack)}: gradient-based {gradient} cannot run on the ONNX "
+                f"model --model={self.model} (onnxruntime gives no gradients); valid attacks for it "
+                f"are {gradient_free}"
+            )
         if self.input_layout == "nchw" and not self.onnx:
-            raise ValueError("--input_layout=nchw is for ONNX models (--model=<file>.onnx); Keras and SavedModel "
-                             "classifiers take nhwc images")
+            raise ValueError(
+                "--input_layout=nchw is for ONNX models (--model=<file>.onnx); Keras and SavedModel "
+                "classifiers take nhwc images"
+            )
 
     def validate_channels(self, channels: int) -> None:
         """Raises ValueError unless --mean and --std, where given, are 1 value or one per channel of the images.
@@ -108,6 +135,14 @@ class EvaluateOptions:
         `channels`, the images' number of channels, is known once the data source is.
         """
         given = {name: getattr(self, name) for name in ("mean", "std") if getattr(self, name) is not None}
-        check(self, [(name, len(values) in (1, channels),
-                      f"give 1 value or {channels} (one per channel of the images); got {len(values)}")
-                     for name, values in given.items()])
+        check(
+            self,
+            [
+                (
+                    name,
+                    len(values) in (1, channels),
+                    f"give 1 value or {channels} (one per channel of the images); got {len(values)}",
+                )
+                for name, values in given.items()
+            ],
+        )

@@ -9,7 +9,7 @@ that all attacks share (images, labels, batch size, seed).
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -74,12 +74,14 @@ def traced(build: Callable[[Model], Callable]) -> Callable[[Model], Callable]:
 
 
 def in_fixed_batches(fn: Callable[..., Sequence[tf.Tensor]], batch_size: int, *columns: np.ndarray) -> list[np.ndarray]:
-    """`fn` on fixed-size batches of the rows of `columns` (the last batch zero-padded, so a tf.function
-    traces once); each of its outputs concatenated over the batches, padding removed."""
+    """`fn` on fixed-size batches of the rows of `columns`, each output concatenated over the batches.
+
+    The last batch is zero-padded, so a tf.function traces once; the padding is removed from the outputs.
+    """
     size = len(columns[0])
     padded = -(-size // batch_size) * batch_size
     columns = [np.concatenate([c, np.zeros((padded - size, *c.shape[1:]), c.dtype)]) for c in columns]
-    outputs = [fn(*(c[start:start + batch_size] for c in columns)) for start in range(0, padded, batch_size)]
+    outputs = [fn(*(c[start : start + batch_size] for c in columns)) for start in range(0, padded, batch_size)]
     return [np.concatenate([o[i].numpy() for o in outputs])[:size] for i in range(len(outputs[0]))]
 
 
@@ -89,8 +91,9 @@ def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor
 
     @tf.function(reduce_retracing=True)
     def classify(images, labels, params, image_index, param_index, resampling):
-        moved = transforms.transform_xla(tf.cast(tf.gather(images, image_index), tf.float32),
-                                         tf.gather(params, param_index), resampling)
+        moved = transforms.transform_xla(
+            tf.cast(tf.gather(images, image_index), tf.float32), tf.gather(params, param_index), resampling
+        )
         return correct_and_margin(model(moved, training=False), tf.gather(labels, image_index))
 
     return classify
@@ -106,8 +109,16 @@ class PairEvaluator:
     `resampling` is `transforms`' resampling of the transformed images.
     """
 
-    def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray, params: np.ndarray,
-                 batch_size: int, keep: int = 1, resampling: str = "composed"):
+    def __init__(
+        self,
+        model: Model,
+        images: np.ndarray,
+        labels: np.ndarray,
+        params: np.ndarray,
+        batch_size: int,
+        keep: int = 1,
+        resampling: str = "composed",
+    ):
         self.images = tf.convert_to_tensor(images)
         self.labels = tf.convert_to_tensor(labels, tf.int32)
         self.params = tf.convert_to_tensor(params, tf.float32)
@@ -124,9 +135,13 @@ class PairEvaluator:
     def __call__(self, image_index: np.ndarray, param_index: np.ndarray) -> np.ndarray:
         """Classifies the pairs (image_index[p], param_index[p]) and returns whether each is correct."""
         correct, margin = in_fixed_batches(
-            lambda images, params: self._classify(self.images, self.labels, self.params, images, params,
-                                                  self.resampling),
-            self.batch_size, np.asarray(image_index, np.int32), np.asarray(param_index, np.int32))
+            lambda images, params: self._classify(
+                self.images, self.labels, self.params, images, params, self.resampling
+            ),
+            self.batch_size,
+            np.asarray(image_index, np.int32),
+            np.asarray(param_index, np.int32),
+        )
         self._tally(np.asarray(image_index), np.asarray(param_index), correct, margin)
         return correct
 

@@ -6,7 +6,7 @@ examples the grid calls robust.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -62,8 +62,10 @@ def refine(
     """
     images, labels, batch_size = check_inputs(images, labels, batch_size)
     if len(grid.correct) != len(images):
-        raise ValueError(f"grid must be a grid_accuracy result on these {len(images)} images; "
-                         f"got one on {len(grid.correct)} examples")
+        raise ValueError(
+            f"grid must be a grid_accuracy result on these {len(images)} images; "
+            f"got one on {len(grid.correct)} examples"
+        )
     if grid.margin is None:
         raise ValueError("grid must be a grid_accuracy result with per-example margins; this one has none")
     if int(steps) != steps or steps < 1:
@@ -85,20 +87,25 @@ def refine(
         if not active.size:
             break
         pair_correct, pair_margin, gradient = in_fixed_batches(
-            lambda index, points: search(images_t, labels_t, index, tf.constant(points), resampling), batch_size,
-            image_index[active].astype(np.int32), params[active].astype(np.float32))
+            lambda index, points: search(images_t, labels_t, index, tf.constant(points), resampling),
+            batch_size,
+            image_index[active].astype(np.int32),
+            params[active].astype(np.float32),
+        )
         evaluations += active.size
         _keep_lowest_margin(image_index[active], params[active], pair_correct, pair_margin, correct, margin, worst)
         params[active] = np.clip(params[active] - step * np.sign(gradient), -np.asarray(limits), limits)
-    return RobustResult(accuracy=float(correct.mean()), correct=correct, worst_transform=worst,
-                        evaluations=evaluations, margin=margin)
+    return RobustResult(
+        accuracy=float(correct.mean()), correct=correct, worst_transform=worst, evaluations=evaluations, margin=margin
+    )
 
 
-def _refine_step_size(step_size: Sequence[float] | None, limits: tuple[float, float, float],
-                      granularity: Sequence[int]) -> np.ndarray:
+def _refine_step_size(
+    step_size: Sequence[float] | None, limits: tuple[float, float, float], granularity: Sequence[int]
+) -> np.ndarray:
     """`step_size` as float32 [3], by default a quarter of the grid spacing (the limit where an axis has 1 point)."""
     if step_size is None:
-        spacing = [2 * l / (g - 1) if g > 1 else l for l, g in zip(limits, granularity)]
+        spacing = [2 * limit / (g - 1) if g > 1 else limit for limit, g in zip(limits, granularity)]
         return np.asarray(spacing, np.float32) / 4
     step = np.asarray(step_size, np.float32)
     if step.shape != (3,) or np.any(step < 0):

@@ -9,7 +9,7 @@ most damaging transformation of an example is the one with the lowest margin.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

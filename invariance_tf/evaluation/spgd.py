@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,15 +31,20 @@ def spgd_accuracy(
     split from the stateless `seed` (two integers).
     """
     images, labels, batch_size = check_inputs(images, labels, batch_size)
-    adversary = SPGD(steps=steps, objective="ce", limits=limits, restarts=restarts,
-                     random_start=random_start, resampling=resampling)
+    adversary = SPGD(
+        steps=steps, objective="ce", limits=limits, restarts=restarts, random_start=random_start, resampling=resampling
+    )
     attack = tf.function(lambda x, y, s: adversary(model, x, y, seed=s), reduce_retracing=True)
     starts = range(0, len(images), batch_size)
     seeds = tf.random.split(check_seed(seed), len(starts))
-    params = np.concatenate([
-        attack(tf.cast(images[start:start + batch_size], tf.float32), labels[start:start + batch_size],
-               seeds[i]).numpy()
-        for i, start in enumerate(starts)])
+    params = np.concatenate(
+        [
+            attack(
+                tf.cast(images[start : start + batch_size], tf.float32), labels[start : start + batch_size], seeds[i]
+            ).numpy()
+            for i, start in enumerate(starts)
+        ]
+    )
     evaluator = PairEvaluator(model, images, labels, params, batch_size, resampling=resampling)
     evaluator(np.arange(len(images)), np.arange(len(images)))
     return evaluator.result()

@@ -41,8 +41,9 @@ def _d4_matrices() -> np.ndarray:
     """The eight 2x2 integer matrices M^m R^r of D4, indexed by t = 4 m + r."""
     rotation = np.array([[0, -1], [1, 0]])
     mirror = np.array([[-1, 0], [0, 1]])
-    return np.stack([np.linalg.matrix_power(mirror, m) @ np.linalg.matrix_power(rotation, r)
-                     for m in range(2) for r in range(4)])
+    return np.stack(
+        [np.linalg.matrix_power(mirror, m) @ np.linalg.matrix_power(rotation, r) for m in range(2) for r in range(4)]
+    )
 
 
 def _d4_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -135,8 +136,7 @@ class _GroupConv2D(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd so that rotations fix the kernel centre; "
-                             f"got {kernel_size}")
+            raise ValueError(f"kernel_size must be odd so that rotations fix the kernel centre; got {kernel_size}")
         if padding.lower() not in PADDINGS:
             raise ValueError(f"Unknown padding {padding!r}; valid paddings are {list(PADDINGS)}")
         self.filters = int(filters)
@@ -155,8 +155,10 @@ class _GroupConv2D(keras.layers.Layer):
     def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if channels is None or channels % self.input_order:
-            raise ValueError(f"{type(self).__name__} needs input channels divisible by "
-                             f"{self.input_order}; got input shape {input_shape}")
+            raise ValueError(
+                f"{type(self).__name__} needs input channels divisible by "
+                f"{self.input_order}; got input shape {input_shape}"
+            )
         self.input_channels = channels // self.input_order
         group_axis = () if self.lifting else (self.input_order,)
         self.kernel = self.add_weight(
@@ -166,9 +168,9 @@ class _GroupConv2D(keras.layers.Layer):
             regularizer=self.kernel_regularizer,
         )
         if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(self.filters,),
-                                        initializer=self.bias_initializer,
-                                        regularizer=self.bias_regularizer)
+            self.bias = self.add_weight(
+                name="bias", shape=(self.filters,), initializer=self.bias_initializer, regularizer=self.bias_regularizer
+            )
 
     @property
     def expanded_kernel(self) -> tf.Tensor:
@@ -176,13 +178,14 @@ class _GroupConv2D(keras.layers.Layer):
         k, cin, gi, go = self.kernel_size, self.input_channels, self.input_order, self.group_order
         base = ops.reshape(self.kernel, (k, k, cin, gi, self.filters))
         base = ops.reshape(ops.transpose(base, (0, 1, 3, 2, 4)), (k * k * gi, cin, self.filters))
-        bank = ops.take(base, self.indices, axis=0)          # (go, k, k, gi, cin, filters)
-        bank = ops.transpose(bank, (1, 2, 4, 3, 5, 0))       # (k, k, cin, gi, filters, go)
+        bank = ops.take(base, self.indices, axis=0)  # (go, k, k, gi, cin, filters)
+        bank = ops.transpose(bank, (1, 2, 4, 3, 5, 0))  # (k, k, cin, gi, filters, go)
         return ops.reshape(bank, (k, k, cin * gi, self.filters * go))
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        outputs = ops.conv(inputs, self.expanded_kernel, strides=self.strides,
-                           padding=self.padding, data_format="channels_last")
+        outputs = ops.conv(
+            inputs, self.expanded_kernel, strides=self.strides, padding=self.padding, data_format="channels_last"
+        )
         if self.use_bias:
             outputs = outputs + ops.repeat(self.bias, self.group_order)
         return outputs
@@ -220,7 +223,10 @@ class P4ConvP4(_GroupConv2D):
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
 class P4MConvZ2(_GroupConv2D):
-    """Lifting conv from planar images to p4m: output plane 4 m + r uses the base kernel turned r times, then row-flipped if m = 1."""
+    """Lifting conv from planar images to p4m.
+
+    Output plane 4 m + r uses the base kernel turned r times, then row-flipped if m = 1.
+    """
 
     group = "p4m"
     lifting = True
@@ -277,8 +283,10 @@ class GroupBatchNormalization(keras.layers.BatchNormalization):
     def build(self, input_shape: tuple) -> None:
         channels = input_shape[-1]
         if channels is None or channels % self.group_order:
-            raise ValueError(f"GroupBatchNormalization needs input channels divisible by "
-                             f"{self.group_order}; got input shape {input_shape}")
+            raise ValueError(
+                f"GroupBatchNormalization needs input channels divisible by "
+                f"{self.group_order}; got input shape {input_shape}"
+            )
         super().build((*input_shape[:-1], channels // self.group_order, self.group_order))
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 

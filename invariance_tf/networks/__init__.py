@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import keras
 
@@ -13,7 +13,11 @@ from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
 
 NETWORKS: dict[str, Callable[..., keras.Model]] = {
-    "g_resnet": g_resnet, "resnet": resnet, "resnet9": resnet9, "small_cnn": small_cnn}
+    "g_resnet": g_resnet,
+    "resnet": resnet,
+    "resnet9": resnet9,
+    "small_cnn": small_cnn,
+}
 
 
 def build(name: str, **kwargs) -> keras.Model:
@@ -25,8 +29,10 @@ def build(name: str, **kwargs) -> keras.Model:
 
 @contextlib.contextmanager
 def dtype_policy(name: str) -> Iterator[None]:
-    """Layers built inside take `name` ("float32", "mixed_bfloat16", ...) as their dtype policy; the previous
-    global policy is restored on exit, so one run's precision never leaks into the next."""
+    """Layers built inside take `name` ("float32", "mixed_bfloat16", ...) as their dtype policy.
+
+    The previous global policy is restored on exit, so one run's precision never leaks into the next.
+    """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:

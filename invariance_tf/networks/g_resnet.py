@@ -24,7 +24,8 @@ network and commutes with rotations and flips.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
 
@@ -76,9 +77,15 @@ def _block(x: keras.KerasTensor, family: _Family, filters: int, strides: int, na
     return keras.layers.Add(name=f"{name}_add")([x, shortcut])
 
 
-def _resnet(family: _Family, depth: int, widths: tuple[int, int, int],
-            input_shape: tuple[int | None, int | None, int], num_classes: int,
-            reg: keras.regularizers.Regularizer | None, name: str) -> keras.Model:
+def _resnet(
+    family: _Family,
+    depth: int,
+    widths: tuple[int, int, int],
+    input_shape: tuple[int | None, int | None, int],
+    num_classes: int,
+    reg: keras.regularizers.Regularizer | None,
+    name: str,
+) -> keras.Model:
     n = _blocks_per_stage(depth)
     inputs = keras.Input(input_shape)
     x = PerImageStandardization(dtype="float32", name="standardize")(inputs)
@@ -122,8 +129,9 @@ def g_resnet(
         norm=functools.partial(GroupBatchNormalization, group),
         pool=functools.partial(GroupPool, group, group_pool),
     )
-    return _resnet(family, depth, widths or GROUP_WIDTHS[group], input_shape, num_classes, reg,
-                   name or f"{group}_resnet{depth}")
+    return _resnet(
+        family, depth, widths or GROUP_WIDTHS[group], input_shape, num_classes, reg, name or f"{group}_resnet{depth}"
+    )
 
 
 def planar_counterpart(
@@ -140,7 +148,8 @@ def planar_counterpart(
     are matched to (2,639,434 parameters for depth 44).
     """
     reg = weight_decay_regularizer(weight_decay)
-    conv = functools.partial(keras.layers.Conv2D, padding="same", kernel_initializer="he_normal",
-                             kernel_regularizer=reg)
+    conv = functools.partial(
+        keras.layers.Conv2D, padding="same", kernel_initializer="he_normal", kernel_regularizer=reg
+    )
     family = _Family(stem=conv, conv=conv, norm=keras.layers.BatchNormalization, pool=None)
     return _resnet(family, depth, widths, input_shape, num_classes, reg, name or f"z2_resnet{depth}")

@@ -29,21 +29,42 @@ def _bn_relu(x: keras.KerasTensor, name: str, reference: bool) -> keras.KerasTen
     return keras.layers.LeakyReLU(negative_slope=0.1, name=f"{name}_relu")(x)
 
 
-def _block(x: keras.KerasTensor, filters: int, stride: int, reg: keras.regularizers.Regularizer | None,
-           name: str, reference: bool, activate_before_residual: bool = False) -> keras.KerasTensor:
+def _block(
+    x: keras.KerasTensor,
+    filters: int,
+    stride: int,
+    reg: keras.regularizers.Regularizer | None,
+    name: str,
+    reference: bool,
+    activate_before_residual: bool = False,
+) -> keras.KerasTensor:
     """A pre-activation block; with `activate_before_residual` the shortcut starts after the first BN-ReLU."""
     shortcut = x
     x = _bn_relu(x, f"{name}_pre", reference)
     if activate_before_residual:
         shortcut = x
-    x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=reg,
-                            kernel_initializer=_conv_initializer(filters, reference), name=f"{name}_conv1")(x)
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=reg,
+        kernel_initializer=_conv_initializer(filters, reference),
+        name=f"{name}_conv1",
+    )(x)
     x = _bn_relu(x, f"{name}_mid", reference)
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
-                            kernel_initializer=_conv_initializer(filters, reference), name=f"{name}_conv2")(x)
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=reg,
+        kernel_initializer=_conv_initializer(filters, reference),
+        name=f"{name}_conv2",
+    )(x)
     if stride != 1:
-        shortcut = keras.layers.AveragePooling2D(stride, stride, padding="valid",
-                                                 name=f"{name}_pool")(shortcut)
+        shortcut = keras.layers.AveragePooling2D(stride, stride, padding="valid", name=f"{name}_pool")(shortcut)
     extra = filters - shortcut.shape[-1]
     if extra:
         shortcut = ZeroPadChannels(extra, name=f"{name}_pad")(shortcut)
@@ -74,16 +95,34 @@ def resnet(
     reference = bool(reference_details)
     inputs = keras.Input(input_shape)
     x = PerImageStandardization(dtype="float32", name="standardize")(inputs)
-    x = keras.layers.Conv2D(WIDTHS[0], 3, padding="same", use_bias=False, kernel_regularizer=reg,
-                            kernel_initializer=_conv_initializer(WIDTHS[0], reference), name="stem")(x)
+    x = keras.layers.Conv2D(
+        WIDTHS[0],
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_regularizer=reg,
+        kernel_initializer=_conv_initializer(WIDTHS[0], reference),
+        name="stem",
+    )(x)
     for stage, (filters, stride) in enumerate(zip(WIDTHS[1:], (1, 2, 2)), start=1):
         for block in range(n):
-            x = _block(x, filters, stride if block == 0 else 1, reg, f"stage{stage}_block{block}", reference,
-                       activate_before_residual=reference and stage == 1 and block == 0)
+            x = _block(
+                x,
+                filters,
+                stride if block == 0 else 1,
+                reg,
+                f"stage{stage}_block{block}",
+                reference,
+                activate_before_residual=reference and stage == 1 and block == 0,
+            )
     x = _bn_relu(x, "head", reference)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    dense_init = (keras.initializers.VarianceScaling(1.0, mode="fan_in", distribution="uniform") if reference
-                  else "glorot_uniform")
-    outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, kernel_initializer=dense_init,
-                                 dtype="float32", name="logits")(x)
+    dense_init = (
+        keras.initializers.VarianceScaling(1.0, mode="fan_in", distribution="uniform")
+        if reference
+        else "glorot_uniform"
+    )
+    outputs = keras.layers.Dense(
+        num_classes, kernel_regularizer=reg, kernel_initializer=dense_init, dtype="float32", name="logits"
+    )(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{6 * n + 2}")

@@ -19,16 +19,17 @@ from invariance_tf.networks.layers import PerImageStandardization, weight_decay_
 LOGIT_SCALE = 0.125
 
 
-def _conv_bn_relu(x: keras.KerasTensor, filters: int, reg: keras.regularizers.Regularizer | None,
-                  name: str) -> keras.KerasTensor:
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
-                            name=f"{name}_conv")(x)
+def _conv_bn_relu(
+    x: keras.KerasTensor, filters: int, reg: keras.regularizers.Regularizer | None, name: str
+) -> keras.KerasTensor:
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _stage(x: keras.KerasTensor, filters: int, residual: bool, reg: keras.regularizers.Regularizer | None,
-           name: str) -> keras.KerasTensor:
+def _stage(
+    x: keras.KerasTensor, filters: int, residual: bool, reg: keras.regularizers.Regularizer | None, name: str
+) -> keras.KerasTensor:
     x = _conv_bn_relu(x, filters, reg, name)
     x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     if not residual:

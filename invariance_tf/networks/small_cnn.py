@@ -23,8 +23,9 @@ def small_cnn(
     inputs = keras.Input(input_shape)
     x = PerImageStandardization(dtype="float32")(inputs)
     for i, filters in enumerate((width, 2 * width, 4 * width)):
-        x = keras.layers.Conv2D(filters, 3, strides=1 if i == 0 else 2, padding="same",
-                                activation="relu", kernel_regularizer=reg)(x)
+        x = keras.layers.Conv2D(
+            filters, 3, strides=1 if i == 0 else 2, padding="same", activation="relu", kernel_regularizer=reg
+        )(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(num_classes, kernel_regularizer=reg, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -36,6 +36,7 @@ FINETUNES: dict[str, tuple[str, int]] = {
     "at_l2_e2": ("at_l2", 2),
     "da_kl_e4": ("da_kl", 4),
     "at_kl_e2": ("at_kl", 2),
+    "at_l2_e4": ("at_l2", 4),
 }
 ROW_NAMES = {"std": "std", "da_kl": "D.A.+KL", "at_kl": "A.T.+KL", "at_l2": "A.T.+L2", "da": "D.A.", "at": "A.T."}
 FIELDS = (

@@ -216,3 +216,16 @@ def test_the_readme_quickstart_fine_tunes_the_shipped_classifier(cifar10_dir, tm
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert Path(config["init_model"]).resolve() == SHIPPED
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["clean_accuracy"] >= 0.6
+
+
+def test_the_finetune_benchmark_counts_pre_training_and_checks_the_target_on_quiet_machine_minutes():
+    from benchmarks import finetune
+
+    std = {"epoch_seconds": [60.0, 120.0], "clean_accuracy": 0.83, "grid_accuracy": 0.08}
+    tuned = {"epoch_seconds": [300.0, 600.0], "clean_accuracy": 0.81, "grid_accuracy": 0.56}
+    entry = finetune.row("at_l2_e2", "A.T.+L2 fine-tuned", 2, tuned, before=finetune.minutes(std))
+    assert finetune.minutes(std) == (3.0, 2.0)
+    assert (entry["train_minutes"], entry["total_minutes"], entry["fastest_total_minutes"]) == (15.0, 18.0, 12.0)
+    assert finetune.meets_target(entry, 12.0) and not finetune.meets_target(entry, 11.9)
+    assert not finetune.meets_target({**entry, "grid_accuracy": 0.549}, 60.0)
+    assert finetune.budget({"cpu": "Intel(R) Xeon(R) Processor"}) == 30 and finetune.budget({"cpu": "AMD EPYC"}) == 60

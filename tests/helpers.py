@@ -6,14 +6,16 @@ Test files import it as `helpers`: pytest puts this folder (it has no `__init__.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from invariance_tf import networks, transforms
+from invariance_tf import callbacks, networks, transforms
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +46,14 @@ def train_small_cnn(images: np.ndarray, labels: np.ndarray, copies: int, epochs:
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(np.concatenate([images, *moved]), np.tile(labels, copies + 1), batch_size=32, epochs=epochs, verbose=0)
     return model
+
+
+def kill_after_first_backup(command: list[str], out: Path, timeout: float = 300) -> int:
+    """SIGKILLs the training run `command` (into `out`) once it has backed up an epoch; returns its epochs."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not callbacks.finished_epochs(out / "backup") and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return callbacks.finished_epochs(out / "backup")

@@ -7,18 +7,16 @@ data is refused in one line.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from helpers import REPO_ROOT, run_cli
+from helpers import REPO_ROOT, kill_after_first_backup, run_cli
 
-from invariance_tf import callbacks, data, evaluation, experiment, export, networks
+from invariance_tf import data, evaluation, experiment, export, networks
 from invariance_tf.networks import pretrained
 from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
@@ -174,13 +172,7 @@ def test_a_killed_fine_tuning_resumes_from_its_backup_not_from_the_init_model(so
         *TINY,
         *flags,
     ]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not callbacks.finished_epochs(out / "backup") and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done = callbacks.finished_epochs(out / "backup")
+    done = kill_after_first_backup(command, out)
     assert 1 <= done < 4, "the run must be killed between its first backup and its end"
     result = fit(cifar10_dir, out, *flags)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,13 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from helpers import REPO_ROOT, run
+from helpers import REPO_ROOT, kill_after_first_backup, run
 
 from invariance_tf import callbacks, experiment
 from invariance_tf.callbacks import TrainingDivergedError
@@ -187,13 +186,7 @@ def test_a_recorded_run_is_compared_and_its_values_are_written_as_flags(tmp_path
 def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640", "--deterministic")
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not callbacks.finished_epochs(out / "backup") and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done = callbacks.finished_epochs(out / "backup")
+    done = kill_after_first_backup(command, out)
     assert 1 <= done < 6, "the run must be killed between its first backup and its end"
     changed = run([*command, "--lambda_reg=2", "--verbose=0"])
     assert changed.returncode != 0

@@ -28,50 +28,6 @@ FAILURE_COLUMNS = 4
 FAILURE_TILE_INCHES = (2.8, 2.0)
 
 
-def grid_axes(
-    limits: Sequence[float] = transforms.DEFAULT_LIMITS, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The dx, dy and angle values of the grid, each sorted ascending."""
-    grid = transforms.grid(limits, granularity).reshape(*granularity, 3)
-    return grid[:, 0, 0, 0], grid[0, :, 0, 1], grid[0, 0, :, 2]
-
-
-def as_grid(
-    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
-) -> np.ndarray:
-    """The per-transform accuracy vector as an array [dx, dy, angle]."""
-    values = np.asarray(per_transform_accuracy, np.float64)
-    size = int(np.prod(granularity))
-    if values.shape != (size,):
-        raise ValueError(
-            f"per_transform_accuracy must be a vector of {size} = {' x '.join(map(str, granularity))} "
-            f"accuracies in transforms.grid order; got shape {values.shape}"
-        )
-    return values.reshape(*granularity)
-
-
-def per_angle_accuracy(
-    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
-) -> np.ndarray:
-    """Accuracy at each angle of the grid, averaged over its translations: [angles]."""
-    return as_grid(per_transform_accuracy, granularity).mean(axis=(0, 1))
-
-
-def per_shift_accuracy(
-    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
-) -> np.ndarray:
-    """Accuracy at each translation of the grid, averaged over its angles: [dx, dy]."""
-    return as_grid(per_transform_accuracy, granularity).mean(axis=2)
-
-
-def angle_translation_maps(
-    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY
-) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy per (dx, angle), averaged over dy, and per (dy, angle), averaged over dx: [dx, angle], [dy, angle]."""
-    values = as_grid(per_transform_accuracy, granularity)
-    return values.mean(axis=1), values.mean(axis=0)
-
-
 def _new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
@@ -96,8 +52,8 @@ def robustness_landscape(
     Shows where on the grid a model fails: a standard model's accuracy falls
     off towards the corners, a robust model's stays flat.
     """
-    dxs, dys, angles = grid_axes(limits, granularity)
-    by_dx, by_dy = angle_translation_maps(per_transform_accuracy, granularity)
+    dxs, dys, angles = transforms.grid_axes(limits, granularity)
+    by_dx, by_dy = transforms.angle_translation_maps(per_transform_accuracy, granularity)
     figure = _new_figure(14, 3.8)
     panels = figure.subplots(1, 3)
     image = None
@@ -132,7 +88,7 @@ def _plot_per_angle(
     for index, (label, per_transform) in enumerate(curves.items()):
         axes.plot(
             angles,
-            per_angle_accuracy(per_transform, granularity),
+            transforms.per_angle_accuracy(per_transform, granularity),
             "o-",
             markersize=3,
             color=f"C{index}",
@@ -154,7 +110,7 @@ def per_angle_curves(
     """Writes one curve of accuracy per angle (mean over translations) for each labelled per-transform vector."""
     if not curves:
         raise ValueError("curves is empty; need at least one labelled per_transform_accuracy vector")
-    _, _, angles = grid_axes(limits, granularity)
+    _, _, angles = transforms.grid_axes(limits, granularity)
     figure = _new_figure(7.5, 4.5)
     axes = figure.add_subplot()
     _plot_per_angle(axes, curves, angles, granularity)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invariance_tf import files, plots, transforms
+from invariance_tf import files, transforms
 from invariance_tf.evaluation import RobustResult
 
 
@@ -146,8 +146,8 @@ def write_per_angle_csv(
     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
 ) -> None:
     """Accuracy at each grid angle, the mean over the grid's translations: columns angle, accuracy."""
-    _, _, angles = plots.grid_axes(limits, granularity)
-    accuracy = plots.per_angle_accuracy(per_transform_accuracy, granularity)
+    _, _, angles = transforms.grid_axes(limits, granularity)
+    accuracy = transforms.per_angle_accuracy(per_transform_accuracy, granularity)
     _write_rows(path, ["angle", "accuracy"], zip(angles, accuracy))
 
 
@@ -158,8 +158,8 @@ def write_per_shift_csv(
     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
 ) -> None:
     """Accuracy at each grid translation, the mean over the grid's angles: columns dx, dy, accuracy."""
-    dxs, dys, _ = plots.grid_axes(limits, granularity)
-    accuracy = plots.per_shift_accuracy(per_transform_accuracy, granularity)
+    dxs, dys, _ = transforms.grid_axes(limits, granularity)
+    accuracy = transforms.per_shift_accuracy(per_transform_accuracy, granularity)
     _write_rows(
         path,
         ["dx", "dy", "accuracy"],

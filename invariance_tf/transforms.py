@@ -276,6 +276,48 @@ def grid(
     return np.stack([m.ravel() for m in mesh], axis=-1).astype(np.float32)
 
 
+def grid_axes(
+    limits: Sequence[float] = DEFAULT_LIMITS, granularity: Sequence[int] = DEFAULT_GRANULARITY
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dx, dy and angle values of the grid, each sorted ascending."""
+    points = grid(limits, granularity).reshape(*granularity, 3)
+    return points[:, 0, 0, 0], points[0, :, 0, 1], points[0, 0, :, 2]
+
+
+def as_grid(per_transform_accuracy: np.ndarray, granularity: Sequence[int] = DEFAULT_GRANULARITY) -> np.ndarray:
+    """The per-transform accuracy vector as an array [dx, dy, angle]."""
+    values = np.asarray(per_transform_accuracy, np.float64)
+    size = int(np.prod(granularity))
+    if values.shape != (size,):
+        raise ValueError(
+            f"per_transform_accuracy must be a vector of {size} = {' x '.join(map(str, granularity))} "
+            f"accuracies in transforms.grid order; got shape {values.shape}"
+        )
+    return values.reshape(*granularity)
+
+
+def per_angle_accuracy(
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = DEFAULT_GRANULARITY
+) -> np.ndarray:
+    """Accuracy at each angle of the grid, averaged over its translations: [angles]."""
+    return as_grid(per_transform_accuracy, granularity).mean(axis=(0, 1))
+
+
+def per_shift_accuracy(
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = DEFAULT_GRANULARITY
+) -> np.ndarray:
+    """Accuracy at each translation of the grid, averaged over its angles: [dx, dy]."""
+    return as_grid(per_transform_accuracy, granularity).mean(axis=2)
+
+
+def angle_translation_maps(
+    per_transform_accuracy: np.ndarray, granularity: Sequence[int] = DEFAULT_GRANULARITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy per (dx, angle), averaged over dy, and per (dy, angle), averaged over dx: [dx, angle], [dy, angle]."""
+    values = as_grid(per_transform_accuracy, granularity)
+    return values.mean(axis=1), values.mean(axis=0)
+
+
 def sample_uniform(
     n: int | tf.Tensor, limits: Sequence[float] = DEFAULT_LIMITS, seed: tf.Tensor | Sequence[int] | None = None
 ) -> tf.Tensor:

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from invariance_tf import adversaries, networks, semimetrics, transforms
+from invariance_tf.layers import PerImageStandardization
 from invariance_tf.model import InvarianceModel
-from invariance_tf.networks.layers import PerImageStandardization
 
 WEIGHT_DECAY = 1e-3
 

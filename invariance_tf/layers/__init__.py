@@ -1,4 +1,4 @@
-"""Group-equivariant layers (p4 and p4m G-convs, group pooling, group batch norm)."""
+"""Custom Keras layers of the networks: input standardization, shortcut padding and group-equivariant layers."""
 
 from invariance_tf.layers.gconv import (
     GROUP_ORDERS,
@@ -9,6 +9,8 @@ from invariance_tf.layers.gconv import (
     P4MConvP4M,
     P4MConvZ2,
 )
+from invariance_tf.layers.padding import ZeroPadChannels
+from invariance_tf.layers.standardization import PerImageStandardization
 
 __all__ = [
     "GROUP_ORDERS",
@@ -18,4 +20,6 @@ __all__ = [
     "P4ConvZ2",
     "P4MConvP4M",
     "P4MConvZ2",
+    "PerImageStandardization",
+    "ZeroPadChannels",
 ]

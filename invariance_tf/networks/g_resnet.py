@@ -36,8 +36,9 @@ from invariance_tf.layers import (
     P4ConvZ2,
     P4MConvP4M,
     P4MConvZ2,
+    PerImageStandardization,
 )
-from invariance_tf.networks.layers import PerImageStandardization, weight_decay_regularizer
+from invariance_tf.networks.regularizers import weight_decay_regularizer
 
 PLANAR_WIDTHS = (32, 64, 128)
 GROUP_WIDTHS = {"p4": (16, 32, 64), "p4m": (11, 23, 45)}

@@ -13,7 +13,8 @@ import math
 
 import keras
 
-from invariance_tf.networks.layers import PerImageStandardization, ZeroPadChannels, weight_decay_regularizer
+from invariance_tf.layers import PerImageStandardization, ZeroPadChannels
+from invariance_tf.networks.regularizers import weight_decay_regularizer
 
 WIDTHS = (16, 16, 32, 64)
 

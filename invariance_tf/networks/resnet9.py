@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import keras
 
-from invariance_tf.networks.layers import PerImageStandardization, weight_decay_regularizer
+from invariance_tf.layers import PerImageStandardization
+from invariance_tf.networks.regularizers import weight_decay_regularizer
 
 LOGIT_SCALE = 0.125
 

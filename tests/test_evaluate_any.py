@@ -351,4 +351,4 @@ def test_per_shift_table_averages_over_angles(tmp_path):
         dx, dy = float(row["dx"]), float(row["dy"])
         at = (params[:, 0] == dx) & (params[:, 1] == dy)
         assert float(row["accuracy"]) == pytest.approx(per_transform[at].mean(), rel=1e-5)
-    assert plots.per_shift_accuracy(per_transform).shape == (5, 5)
+    assert transforms.per_shift_accuracy(per_transform).shape == (5, 5)

@@ -40,19 +40,21 @@ def synthetic_accuracy(function) -> np.ndarray:
 
 def test_per_angle_accuracy_is_the_mean_over_translations():
     values = np.random.default_rng(0).random(775)
-    np.testing.assert_allclose(plots.per_angle_accuracy(values), values.reshape(5, 5, 31).mean(axis=(0, 1)))
+    np.testing.assert_allclose(transforms.per_angle_accuracy(values), values.reshape(5, 5, 31).mean(axis=(0, 1)))
     by_angle = synthetic_accuracy(lambda dx, dy, angle: 1 - np.abs(angle) / 60)
-    np.testing.assert_allclose(plots.per_angle_accuracy(by_angle), 1 - np.abs(np.linspace(-30, 30, 31)) / 60, atol=1e-6)
+    np.testing.assert_allclose(
+        transforms.per_angle_accuracy(by_angle), 1 - np.abs(np.linspace(-30, 30, 31)) / 60, atol=1e-6
+    )
 
 
 def test_angle_translation_maps_average_over_the_other_shift():
     values = synthetic_accuracy(lambda dx, dy, angle: (dx + 3) / 6 * (1 - np.abs(angle) / 60))
-    by_dx, by_dy = plots.angle_translation_maps(values)
+    by_dx, by_dy = transforms.angle_translation_maps(values)
     assert by_dx.shape == (5, 31) and by_dy.shape == (5, 31)
     expected = (np.linspace(-3, 3, 5)[:, None] + 3) / 6 * (1 - np.abs(np.linspace(-30, 30, 31)) / 60)
     np.testing.assert_allclose(by_dx, expected, atol=1e-6)
     np.testing.assert_allclose(by_dy, np.broadcast_to(expected.mean(axis=0), (5, 31)), atol=1e-6)
-    dxs, dys, angles = plots.grid_axes()
+    dxs, dys, angles = transforms.grid_axes()
     np.testing.assert_allclose(dxs, np.linspace(-3, 3, 5))
     np.testing.assert_allclose(angles, np.linspace(-30, 30, 31))
 

@@ -19,7 +19,8 @@ Two sources:
 Images are uint8 `[N, 32, 32, 3]` RGB; labels are int64 `[N]`. The pipelines
 yield float32 raw pixel values in [0, 255]; models normalise them.
 `load_names` names the images `load` returns (ImageFolder paths, TFDS ids),
-so that reports can point at each one.
+so that reports can point at each one; `load_with_names` returns images,
+labels and names from one listing of an ImageFolder.
 """
 
 from __future__ import annotations
@@ -277,15 +278,29 @@ def load(
     images are converted to RGB. JPEGs use libjpeg's accurate integer IDCT,
     which matches Pillow.
     """
-    data_dir = local_dir(dataset, data_dir)
-    info = _checked_source(dataset, data_dir, split, tfds_data_dir)
-    if data_dir is None:
-        images, labels = _load_tfds(dataset, split, tfds_data_dir)
-    else:
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        images, labels = _load_image_folder_cached(Path(data_dir), split, info, cache)
+    images, labels, _, info = _read_split(dataset, data_dir, split, tfds_data_dir, cache_dir)
     keep = _subset(labels, examples, seed)
     return images[keep], labels[keep], info
+
+
+def load_with_names(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    split: str = "train",
+    examples: int | None = None,
+    seed: int = 0,
+    tfds_data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str], DatasetInfo]:
+    """`load`'s images, labels and info with the name of each image (`load_names`): `(images, labels, names, info)`.
+
+    An ImageFolder is listed once for both: each name is that of the very file decoded (or cached) at its place.
+    """
+    images, labels, names, info = _read_split(dataset, data_dir, split, tfds_data_dir, cache_dir)
+    if names is None:
+        names, _ = _tfds_names(dataset, split, tfds_data_dir)
+    keep = _subset(labels, examples, seed)
+    return images[keep], labels[keep], np.asarray(names, dtype=object)[keep].tolist(), info
 
 
 def load_names(
@@ -312,27 +327,33 @@ def load_names(
     if data_dir is None:
         names, labels = _tfds_names(dataset, split, tfds_data_dir)
     else:
-        paths, labels = _list_images(Path(data_dir) / split, info.class_names)
-        names = [Path(path).relative_to(data_dir).as_posix() for path in paths]
+        paths, labels = _list_images(data_dir / split, info.class_names)
+        names = _relative_names(data_dir, paths)
     return np.asarray(names, dtype=object)[_subset(labels, examples, seed)].tolist()
 
 
-def local_dir(dataset: str, data_dir: str | Path | None) -> Path | None:
-    """`data_dir` as an ImageFolder root, or None for TFDS.
+def tfds_name(data_dir: str | Path | None) -> str | None:
+    """The TFDS dataset `data_dir` names instead of a folder, or None.
 
-    None when it is empty, or names `dataset` in TFDS (e.g. `--data_dir=cifar10`) and no such folder exists.
+    A `data_dir` that is a name of `DATASETS` (e.g. `--data_dir=cifar10`) and not an existing folder means that
+    dataset from TFDS.
+    """
+    if data_dir and str(data_dir) in DATASETS and not Path(data_dir).is_dir():
+        return str(data_dir)
+    return None
+
+
+def local_dir(dataset: str, data_dir: str | Path | None) -> Path | None:
+    """`data_dir` as an ImageFolder root, or None for TFDS: when it is empty or names `dataset` (`tfds_name`).
+
     Raises ValueError when it names another TFDS dataset.
     """
-    if not data_dir:
-        return None
-    if str(data_dir) in DATASETS and not Path(data_dir).is_dir():
-        if str(data_dir) != dataset:
-            raise ValueError(
-                f"--data_dir={data_dir} names the TFDS dataset {data_dir}, not --dataset={dataset}: "
-                f"pass --dataset={data_dir}"
-            )
-        return None
-    return Path(data_dir)
+    named = tfds_name(data_dir)
+    if named is not None and named != dataset:
+        raise ValueError(
+            f"--data_dir={data_dir} names the TFDS dataset {named}, not --dataset={dataset}: pass --dataset={named}"
+        )
+    return Path(data_dir) if data_dir and named is None else None
 
 
 def _checked_source(
@@ -344,6 +365,30 @@ def _checked_source(
         raise ValueError(f"Unknown split {split!r}; expected one of {list(SPLITS)}")
     validate_source(dataset, data_dir, tfds_data_dir, splits=(split,))
     return info
+
+
+def _read_split(
+    dataset: str,
+    data_dir: str | Path | None,
+    split: str,
+    tfds_data_dir: str | Path | None,
+    cache_dir: str | Path | None,
+) -> tuple[np.ndarray, np.ndarray, list[str] | None, DatasetInfo]:
+    """A whole split as `load` reads it: images, labels, each ImageFolder image's name (None from TFDS) and info."""
+    data_dir = local_dir(dataset, data_dir)
+    info = _checked_source(dataset, data_dir, split, tfds_data_dir)
+    if data_dir is None:
+        images, labels = _load_tfds(dataset, split, tfds_data_dir)
+        return images, labels, None, info
+    paths, labels = _list_images(data_dir / split, info.class_names)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    images, labels = _load_image_folder_cached(data_dir / split, paths, labels, f"{info.name}-{split}", cache)
+    return images, labels, _relative_names(data_dir, paths), info
+
+
+def _relative_names(root: Path, paths: Sequence[str]) -> list[str]:
+    """The paths of ImageFolder files relative to its root, with `/` separators (`test/cat/0042.png`)."""
+    return [Path(path).relative_to(root).as_posix() for path in paths]
 
 
 def _subset(labels: np.ndarray, examples: int | None, seed: int) -> np.ndarray | slice:
@@ -653,12 +698,13 @@ def _list_images(
 
 
 def _load_image_folder_cached(
-    root: Path, split: str, info: DatasetInfo, cache_dir: Path
+    split_dir: Path, paths: Sequence[str], labels: np.ndarray, cache_name: str, cache_dir: Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes `root/split` once and reuses the result while its files are unchanged."""
-    split_dir = root / split
-    paths, labels = _list_images(split_dir, info.class_names)
-    cache_file = cache_dir / f"{info.name}-{split}-{_fingerprint(split_dir, paths)}.npz"
+    """Decodes the files `_list_images` listed in `split_dir` once and reuses the result while they are unchanged.
+
+    The cache is `<cache_dir>/<cache_name>-<fingerprint of the files>.npz`.
+    """
+    cache_file = cache_dir / f"{cache_name}-{_fingerprint(split_dir, paths)}.npz"
     cached = _read_cache(cache_file)
     if cached is not None and np.array_equal(cached[1], labels):
         return cached

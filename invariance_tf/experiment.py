@@ -31,11 +31,10 @@ from invariance_tf import (
     precision,
     report,
     schedules,
-    semimetrics,
     transforms,
 )
 from invariance_tf.layers.gconv import GROUP_ORDERS
-from invariance_tf.model import CE_ADVERSARY_OBJECTIVES, CE_ON, InvarianceModel, classifier_network
+from invariance_tf.model import CHECKED_ARGUMENTS, InvarianceModel, check_arguments, classifier_network
 from invariance_tf.networks import pretrained
 from invariance_tf.options import check, flag_value, option
 
@@ -161,7 +160,10 @@ class ExperimentConfig:
     verbose: int = option(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
 
     def validate(self) -> None:
-        """Raises ValueError naming the first bad field as its flag, before any expensive work."""
+        """Raises ValueError naming the first bad field as its flag, before any expensive work.
+
+        The fields that are `InvarianceModel` arguments follow its rules, `model.check_arguments`.
+        """
         checks = [
             ("dataset", self.dataset in data.DATASETS, f"valid datasets are {sorted(data.DATASETS)}"),
             ("network", self.network in networks.NETWORKS, f"valid networks are {sorted(networks.NETWORKS)}"),
@@ -171,16 +173,8 @@ class ExperimentConfig:
                 self.adversary_objective in adversaries.OBJECTIVES,
                 f"valid objectives are {list(adversaries.OBJECTIVES)}",
             ),
-            ("h", self.h in semimetrics.SEMIMETRICS, f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}"),
-            ("ce_on", self.ce_on in CE_ON, f"valid values are {list(CE_ON)}"),
-            (
-                "ce_adversary_objective",
-                self.ce_adversary_objective in CE_ADVERSARY_OBJECTIVES,
-                f"valid values are {list(CE_ADVERSARY_OBJECTIVES)}",
-            ),
             ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
             ("strategy", self.strategy in distribute.STRATEGIES, f"valid strategies are {list(distribute.STRATEGIES)}"),
-            ("lambda_reg", math.isfinite(self.lambda_reg) and self.lambda_reg >= 0, "must be >= 0"),
             (
                 "limits",
                 len(self.limits) == 3 and all(math.isfinite(v) and v >= 0 for v in self.limits),
@@ -201,7 +195,6 @@ class ExperimentConfig:
             ("width", self.width >= 1, "must be >= 1"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"valid schedules are {list(LR_SCHEDULES)}"),
             ("warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"),
             ("precision", self.precision in precision.CHOICES, f"valid values are {list(precision.CHOICES)}"),
             ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
             ("g_width", self.g_width >= 0, "must be >= 0 (0 = the paper's widths)"),
@@ -222,25 +215,8 @@ class ExperimentConfig:
             ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0 (0 = auto)"),
         ]
         check(self, checks)
-        if self.adversary == "none" and (self.ce_on != "nat" or self.lambda_reg > 0):
-            raise ValueError(
-                f"--adversary=none cannot give x~ for --ce_on={self.ce_on} "
-                f"--lambda_reg={self.lambda_reg}: choose random, worst_of_k or spgd"
-            )
-        if self.adversary != "none" and self.ce_on == "nat" and self.lambda_reg == 0:
-            raise ValueError(
-                f"--adversary={self.adversary} is never used with --ce_on=nat --lambda_reg=0: use "
-                "--adversary=none (standard training), --ce_on=rob or mix, or --lambda_reg > 0"
-            )
-        if self.jit_compile and self.adversary != "none":
-            raise ValueError(
-                f"--jit_compile cannot compile a train step with --adversary={self.adversary}: "
-                "the transform op has no XLA kernel; drop --jit_compile"
-            )
-        if self.reference_half_batch_ce and self.ce_on != "rob":
-            raise ValueError(
-                f"--reference_half_batch_ce needs --ce_on=rob (the reference A.T. config); got --ce_on={self.ce_on}"
-            )
+        arguments = {name: getattr(self, name) for name in CHECKED_ARGUMENTS}
+        check_arguments({**arguments, "adversary": None if self.adversary == "none" else self.adversary}, flags=True)
         if self.init_model:
             pretrained.resolve(self.init_model)
         if self.eval_every and not self.validation_examples:
@@ -478,7 +454,6 @@ def prepare_output_dir(config: ExperimentConfig) -> Path:
     return out
 
 
-# Fields that change neither the weights nor the optimiser's path: a run resumes under other values of these.
 RESUME_INDEPENDENT = frozenset(
     {
         "data_dir",
@@ -496,6 +471,16 @@ RESUME_INDEPENDENT = frozenset(
         "eval_batch_size",
     }
 )
+"""Fields that change neither the weights nor the optimiser's path: an unfinished run resumes under other values."""
+
+EVALUATION_INDEPENDENT = RESUME_INDEPENDENT - {"test_examples", "grid_examples"}
+"""Fields that change neither a finished run's weights nor what its metrics.json measured (its test images).
+
+A finished run recorded with other values of these still stands for the current flags (`benchmarks.reproduce`).
+"""
+
+SEARCH_INDEPENDENT = frozenset({"output_dir", "overwrite", "verbose"})
+"""Fields a hyper-parameter search resumes under other values of (`tuning.check_resumable`): no trial changes."""
 
 
 def legacy_values(saved: dict) -> dict:

@@ -2,16 +2,82 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from invariance_tf import adversaries, distribute, semimetrics, transforms
+from invariance_tf.options import Naming
 
 CE_ON = ("nat", "rob", "mix")
 CE_ADVERSARY_OBJECTIVES = ("same", "ce")
+CHECKED_ARGUMENTS = (
+    "adversary",
+    "ce_on",
+    "ce_adversary_objective",
+    "h",
+    "lambda_reg",
+    "label_smoothing",
+    "reference_half_batch_ce",
+    "jit_compile",
+)
+"""What `check_arguments` rules on: `InvarianceModel`'s arguments and `compile`'s `jit_compile`, each also a flag."""
+
+
+def check_arguments(arguments: Mapping[str, Any], flags: bool = False) -> None:
+    """Raises ValueError with the one-line error of the first rule on the model's `arguments` they break.
+
+    The one statement of these rules, for `InvarianceModel` and `trainers.fit` (`ExperimentConfig.validate`) alike.
+    `arguments` maps each of `CHECKED_ARGUMENTS` to its value, the adversary by its name (None for standard
+    training). The error names values as arguments (`lambda_reg=-1.0 is invalid: must be >= 0`) or, with `flags`,
+    as the flags that set them (`--lambda_reg=-1.0 is invalid: must be >= 0`).
+    """
+    named = Naming(arguments, flags)
+    adversary, ce_on, lambda_reg = arguments["adversary"], arguments["ce_on"], arguments["lambda_reg"]
+    label_smoothing = arguments["label_smoothing"]
+    uses_transformed = ce_on != "nat" or lambda_reg > 0
+    rules = [
+        (ce_on in CE_ON, named.invalid("ce_on", f"valid values are {named.choices(CE_ON)}")),
+        (
+            arguments["ce_adversary_objective"] in CE_ADVERSARY_OBJECTIVES,
+            named.invalid("ce_adversary_objective", f"valid values are {named.choices(CE_ADVERSARY_OBJECTIVES)}"),
+        ),
+        (
+            arguments["h"] in semimetrics.SEMIMETRICS,
+            named.invalid("h", f"valid semimetrics are {named.choices(sorted(semimetrics.SEMIMETRICS))}"),
+        ),
+        (math.isfinite(lambda_reg) and lambda_reg >= 0, named.invalid("lambda_reg", "must be >= 0")),
+        (0 <= label_smoothing < 1, named.invalid("label_smoothing", "must be in [0, 1)")),
+        (
+            adversary is not None or not uses_transformed,
+            f"{named('adversary')} cannot give x~ for {named('ce_on')} {named('lambda_reg')}: choose random, "
+            "worst_of_k or spgd",
+        ),
+        (
+            adversary is None or uses_transformed,
+            f"{named('adversary')} is never used with {named('ce_on')} {named('lambda_reg', 0)}: use "
+            f"{named('adversary', None)} (standard training), {named('ce_on', 'rob')} or {named.value('mix')}, or "
+            f"{named.name('lambda_reg')} > 0",
+        ),
+        (
+            not arguments["reference_half_batch_ce"] or ce_on == "rob",
+            f"{named('reference_half_batch_ce')} needs {named('ce_on', 'rob')} (the reference A.T. config, its CE "
+            f"on half of the transformed batch); got {named('ce_on')}",
+        ),
+        (
+            arguments["jit_compile"] is not True or adversary is None,
+            f"{named('jit_compile')} cannot compile a train step with {named('adversary')}: the "
+            f"ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel; use {named('jit_compile', False)}",
+        ),
+    ]
+    for ok, error in rules:
+        if not ok:
+            raise ValueError(error)
 
 
 def _unpack_unweighted(data) -> tuple[tf.Tensor, tf.Tensor]:
@@ -93,38 +159,16 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self._convert_input_args = False
         if isinstance(adversary, dict):
             adversary = adversaries.deserialize(adversary)
-        if ce_on not in CE_ON:
-            raise ValueError(f"Unknown ce_on={ce_on!r}; valid values are {list(CE_ON)}")
-        if ce_adversary_objective not in CE_ADVERSARY_OBJECTIVES:
-            raise ValueError(
-                f"Unknown ce_adversary_objective={ce_adversary_objective!r}; valid values are "
-                f"{list(CE_ADVERSARY_OBJECTIVES)}"
-            )
-        if not lambda_reg >= 0:
-            raise ValueError(f"lambda_reg must be >= 0; got {lambda_reg}")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}")
-        if adversary is None and (ce_on != "nat" or lambda_reg > 0):
-            raise ValueError(f"ce_on={ce_on!r} with lambda_reg={lambda_reg} needs an adversary to choose x~")
-        if adversary is not None and ce_on == "nat" and lambda_reg == 0:
-            raise ValueError(
-                f"ce_on='nat' with lambda_reg=0 never uses the x~ of {type(adversary).__name__}: pass "
-                "adversary=None for standard training, ce_on='rob' or 'mix', or lambda_reg > 0"
-            )
-        if reference_half_batch_ce and ce_on != "rob":
-            raise ValueError(
-                f"reference_half_batch_ce=True is the reference A.T. config's CE on half of the "
-                f"transformed batch, which needs ce_on='rob'; got ce_on={ce_on!r}"
-            )
         self.network = network
         self.adversary = adversary
         self.reference_half_batch_ce = bool(reference_half_batch_ce)
         self.ce_on = ce_on
         self.ce_adversary_objective = ce_adversary_objective
         self.h = h
-        self._h = semimetrics.get(h)
         self.lambda_reg = float(lambda_reg)
         self.label_smoothing = float(label_smoothing)
+        self._check_arguments()
+        self._h = semimetrics.get(h)
         self.seed = seed
         self._draw_seed = seed if seed is not None else random.randrange(2**31)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "ce", "reg")}
@@ -150,13 +194,19 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
                 f"InvarianceModel computes its own loss and metrics; got {refused}. "
                 "Pass only the optimizer (and e.g. jit_compile) to compile()."
             )
-        if kwargs.get("jit_compile") is True and self.adversary is not None:
-            raise ValueError(
-                "jit_compile=True cannot compile a train step with an adversary: the "
-                "ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel; "
-                "use jit_compile=False (or 'auto', which leaves it off)"
-            )
+        self._check_arguments(kwargs.get("jit_compile", "auto"))
         super().compile(optimizer=optimizer, **kwargs)
+
+    def _check_arguments(self, jit_compile: bool | str = "auto") -> None:
+        """`check_arguments` on the model's arguments and `compile`'s `jit_compile`; an adversary by its name."""
+        adversary = None if self.adversary is None else self.adversary.name or type(self.adversary).__name__
+        check_arguments(
+            {
+                **{name: getattr(self, name) for name in CHECKED_ARGUMENTS if name not in ("adversary", "jit_compile")},
+                "adversary": adversary,
+                "jit_compile": jit_compile,
+            }
+        )
 
     def compile_from_config(self, config: dict) -> None:
         """Recompiles a loaded model with its saved optimizer (Keras skips this for a custom `compile`)."""

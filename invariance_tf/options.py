@@ -5,13 +5,15 @@
 `option`: its default, its flag's help and, for an enum-like field, its
 choices. `trainers.flags` generates the absl flags from these fields; each
 dataclass's `validate` passes its table of rules to `check`, whose one-line
-error names the bad value as the flag that sets it.
+error names the bad value as the flag that sets it. `Naming` writes a value
+as a flag or as a Python argument, so that one table of rules (the model's,
+`model.check_arguments`) gives the library's errors and the command lines'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -38,15 +40,53 @@ def flag_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+class Naming:
+    """How an error names values: as the flags that set them (`--ce_on=rob`) or as Python arguments (`ce_on='rob'`).
+
+    A flag is written as on a command line (`flag_value`), a true boolean as `--name` and None as `none`; an argument
+    as `name=repr(value)`. Values not given are those of `values`, the mapping of names to values being checked.
+    """
+
+    def __init__(self, values: Mapping[str, Any], flags: bool):
+        self.values = values
+        self.flags = flags
+
+    def __call__(self, name: str, value: Any = dataclasses.MISSING) -> str:
+        """`name` with `value` (by default its value in `values`): `--name=value` or `name=value`."""
+        value = self.values[name] if value is dataclasses.MISSING else value
+        if self.flags and value is True:
+            return f"--{name}"
+        return f"{self.name(name)}={self.value(value)}"
+
+    def name(self, name: str) -> str:
+        """`--name` or `name`."""
+        return f"--{name}" if self.flags else name
+
+    def value(self, value: Any) -> str:
+        """A value as a flag writes it or as its repr."""
+        if not self.flags:
+            return repr(value)
+        return "none" if value is None else flag_value(value)
+
+    def choices(self, values: Iterable) -> str:
+        """Valid values as a list: `[None, 'random']` as arguments, `['none', 'random']` as flags."""
+        return str([self.value(v) for v in values] if self.flags else list(values))
+
+    def invalid(self, name: str, rule: str) -> str:
+        """The error of a value that breaks `rule`: `<name and value> is invalid: <rule>`."""
+        return f"{self(name)} is invalid: {rule}"
+
+
 def check(options: Any, rules: Iterable[tuple[str, bool, str]]) -> None:
     """Raises ValueError `--<name>=<value> is invalid: <rule>` naming the first bad field of `options`.
 
     Fields outside their choices come first, then the first `(name, ok, rule)` of `rules` that is not ok.
     """
+    named = Naming({field.name: getattr(options, field.name) for field in dataclasses.fields(options)}, flags=True)
     for field in dataclasses.fields(options):
-        choices, value = field.metadata.get("choices"), getattr(options, field.name)
+        choices, value = field.metadata.get("choices"), named.values[field.name]
         if choices is not None and value not in choices and not (value is None and field.default is None):
-            raise ValueError(f"--{field.name}={flag_value(value)} is invalid: valid values are {list(choices)}")
+            raise ValueError(named.invalid(field.name, f"valid values are {list(choices)}"))
     for name, ok, rule in rules:
         if not ok:
-            raise ValueError(f"--{name}={flag_value(getattr(options, name))} is invalid: {rule}")
+            raise ValueError(named.invalid(name, rule))

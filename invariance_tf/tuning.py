@@ -46,8 +46,8 @@ DEFAULT_VALIDATION_EXAMPLES = 500
 CLEAN_ACCURACY = "val_acc_nat"
 SECONDS = "seconds"
 RESULT_FILES = ("best.json", "trials.csv", "lambda_vs_robustness.png")
-# Flags that may change when a search is resumed: they do not change what a trial means.
-RESUMABLE_CHANGES = ("max_trials", "search_dir", "verbose", "overwrite", "output_dir")
+SEARCH_INDEPENDENT_OPTIONS = frozenset({"max_trials", "search_dir"})
+"""`SearchOptions` fields a search resumes under other values of, as it does `experiment.SEARCH_INDEPENDENT`."""
 _ORACLE_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
@@ -339,9 +339,12 @@ def make_tuner(
 
 
 def _description(config: ExperimentConfig, options: SearchOptions) -> dict:
-    """The flags that define a search (all but `RESUMABLE_CHANGES`), JSON-ready."""
-    values = {**config.to_json(), **dataclasses.asdict(options)}
-    return json.loads(json.dumps({k: v for k, v in values.items() if k not in RESUMABLE_CHANGES}))
+    """The flags that define a search, JSON-ready: all but the search-independent ones."""
+    values = {
+        **{k: v for k, v in config.to_json().items() if k not in experiment.SEARCH_INDEPENDENT},
+        **{k: v for k, v in dataclasses.asdict(options).items() if k not in SEARCH_INDEPENDENT_OPTIONS},
+    }
+    return json.loads(json.dumps(values))
 
 
 def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:

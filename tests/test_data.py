@@ -157,6 +157,25 @@ def test_names_follow_files_swapped_after_caching(tmp_path):
     assert images[names.index("test/bird/0000.png"), 0, 0, 1] == 1
 
 
+def test_images_and_their_names_come_from_one_listing_of_the_folder(tmp_path, monkeypatch):
+    """`load_with_names` is `load` beside `load_names`, listing the ImageFolder once."""
+    root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=3, splits=("test",))
+    images, labels, info = data.load("cifar10", root, "test", examples=20, seed=1)
+    names = data.load_names("cifar10", root, "test", examples=20, seed=1)
+    listings, list_images = [], data._list_images
+
+    def listed(*args):
+        listings.append(args)
+        return list_images(*args)
+
+    monkeypatch.setattr(data, "_list_images", listed)
+    loaded = data.load_with_names("cifar10", root, "test", examples=20, seed=1)
+    assert len(listings) == 1
+    np.testing.assert_array_equal(loaded[0], images)
+    np.testing.assert_array_equal(loaded[1], labels)
+    assert loaded[2:] == (names, info)
+
+
 @pytest.mark.parametrize("examples", [0, -5, 10_001, True, 2.5])
 def test_examples_out_of_range(cifar10_dir, examples):
     with pytest.raises(ValueError, match=r"examples must be an integer in \[1, 10000\]; got"):
@@ -595,11 +614,13 @@ def test_validation_as_large_as_the_training_split_is_refused(tmp_path):
 
 
 def test_a_tfds_name_as_data_dir_reads_tfds_unless_such_a_folder_exists(tmp_path, monkeypatch, cifar10_tree):
+    assert data.tfds_name("svhn_cropped") == "svhn_cropped" and data.tfds_name(cifar10_tree) is None
+    assert data.tfds_name("") is None and data.tfds_name(None) is None
     assert data.local_dir("cifar10", "cifar10") is None and data.local_dir("cifar10", "") is None
     assert data.local_dir("cifar10", cifar10_tree) == Path(cifar10_tree)
     (tmp_path / "cwd" / "cifar10").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "cwd")
-    assert data.local_dir("cifar10", "cifar10") == Path("cifar10")
+    assert data.local_dir("cifar10", "cifar10") == Path("cifar10") and data.tfds_name("cifar10") is None
     with pytest.raises(
         ValueError,
         match=r"^--data_dir=svhn_cropped names the TFDS dataset svhn_cropped, not "

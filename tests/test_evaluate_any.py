@@ -284,6 +284,32 @@ app.run(evaluate.main)
 """
 
 
+RESOLVE_SOURCE = """
+import sys
+from invariance_tf.evaluation.options import EvaluateOptions
+from trainers import evaluate
+
+for data_dir in sys.argv[2:]:
+    _, dataset, source, *_ = evaluate.resolve_source(EvaluateOptions(model=sys.argv[1], data_dir=data_dir))
+    print(dataset, source)
+"""
+
+
+def test_a_tfds_name_as_data_dir_evaluates_that_dataset_unless_such_a_folder_exists(tmp_path):
+    """trainers.evaluate takes the TFDS dataset --data_dir names for --dataset (trainers.fit refuses a mismatch)."""
+    (tmp_path / "cifar100").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", RESOLVE_SOURCE, "model.keras", "svhn_cropped", "cifar100", "../cifar10"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["svhn_cropped None", "cifar10 cifar100", "cifar10 ../cifar10"]
+
+
 def test_an_attack_registered_in_one_entry_runs_through_the_cli(run_dir, cifar10_dir, tmp_path):
     out = tmp_path / "report"
     result = subprocess.run(

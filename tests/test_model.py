@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from invariance_tf import adversaries, networks, semimetrics, transforms
+from invariance_tf.experiment import ExperimentConfig
 from invariance_tf.layers import PerImageStandardization
 from invariance_tf.model import InvarianceModel
 
@@ -362,6 +363,18 @@ def test_jit_compile_with_an_adversary_is_refused():
     assert standard.jit_compile
 
 
+def test_the_model_and_its_flags_state_one_rule_in_their_own_names():
+    model = InvarianceModel(networks.build("small_cnn"), adversary=adversaries.WorstOfK(k=2), ce_on="rob")
+    with pytest.raises(ValueError) as library:
+        model.compile(optimizer="sgd", jit_compile=True)
+    with pytest.raises(ValueError) as command_line:
+        ExperimentConfig(adversary="worst_of_k", ce_on="rob", jit_compile=True).validate()
+    rule = "cannot compile a train step with {}: the ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel"
+    library_rule = rule.format("adversary='worst_of_k'")
+    assert str(library.value) == f"jit_compile=True {library_rule}; use jit_compile=False"
+    assert str(command_line.value) == f"--jit_compile {rule.format('--adversary=worst_of_k')}; use --jit_compile=false"
+
+
 def test_multi_worker_workaround_overrides_a_hook_keras_still_calls(batch):
     """keras-team/keras#20585: fit must still call the private `_maybe_symbolic_build` the mixin overrides."""
     images, labels = batch
@@ -411,15 +424,22 @@ def test_a_model_without_seed_records_the_seed_it_drew():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(ce_on="both"), r"'both'.*\['nat', 'rob', 'mix'\]"),
-        (dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()), "lambda_reg must be >= 0; got -1.0"),
-        (dict(ce_on="rob"), "needs an adversary"),
-        (dict(h="js"), r"'js'.*\['kl', 'l2'\]"),
-        (dict(ce_adversary_objective="kl"), r"ce_adversary_objective='kl'.*\['same', 'ce'\]"),
-        (dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0), "never uses the x~ of WorstOfK"),
+        (dict(ce_on="both"), r"^ce_on='both' is invalid: valid values are \['nat', 'rob', 'mix'\]$"),
+        (
+            dict(lambda_reg=-1.0, adversary=adversaries.RandomTransform()),
+            r"^lambda_reg=-1.0 is invalid: must be >= 0$",
+        ),
+        (dict(label_smoothing=1.0), r"^label_smoothing=1.0 is invalid: must be in \[0, 1\)$"),
+        (dict(ce_on="rob"), r"^adversary=None cannot give x~ for ce_on='rob' lambda_reg=0.0: "),
+        (dict(h="js"), r"^h='js' is invalid: valid semimetrics are \['kl', 'l2'\]$"),
+        (dict(ce_adversary_objective="kl"), r"^ce_adversary_objective='kl' is invalid: .*\['same', 'ce'\]$"),
+        (
+            dict(adversary=adversaries.WorstOfK(k=2), ce_on="nat", lambda_reg=0.0),
+            r"^adversary='worst_of_k' is never used with ce_on='nat' lambda_reg=0: use adversary=None ",
+        ),
         (
             dict(adversary=adversaries.WorstOfK(k=2), ce_on="mix", lambda_reg=1.0, reference_half_batch_ce=True),
-            "reference_half_batch_ce=True .* needs ce_on='rob'; got ce_on='mix'",
+            r"^reference_half_batch_ce=True needs ce_on='rob' .*; got ce_on='mix'$",
         ),
     ],
 )

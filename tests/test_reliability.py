@@ -183,6 +183,13 @@ def test_a_recorded_run_is_compared_and_its_values_are_written_as_flags(tmp_path
     assert experiment.flag_value(True) == "true" and experiment.flag_value((3.0, -0.5)) == "3,-0.5"
 
 
+def test_the_flag_sets_a_recorded_run_may_differ_in_are_frozensets_of_config_fields():
+    fields = {field.name for field in dataclasses.fields(experiment.ExperimentConfig)}
+    independent = [experiment.RESUME_INDEPENDENT, experiment.EVALUATION_INDEPENDENT, experiment.SEARCH_INDEPENDENT]
+    assert all(isinstance(names, frozenset) and names <= fields for names in independent)
+    assert experiment.EVALUATION_INDEPENDENT < experiment.RESUME_INDEPENDENT
+
+
 def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     command = fit_command(cifar10_dir, out, "--epochs=6", "--train_examples=640", "--deterministic")

@@ -54,7 +54,8 @@ flags.adopt_module_key_flags(cli_flags)
 def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tuple[float, float, float], str, Path]:
     """What `options` evaluate and where the report goes; with --model_dir, the run's unless a flag says otherwise.
 
-    Returns (model path, dataset, ImageFolder root or None for TFDS, limits, resampling, output folder).
+    A --data_dir that names a TFDS dataset (`data.tfds_name`) evaluates that dataset. Returns (model path, dataset,
+    ImageFolder root or None for TFDS, limits, resampling, output folder).
     """
     if options.model_dir is not None:
         model_dir = Path(options.model_dir)
@@ -65,8 +66,9 @@ def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tup
         model_path = Path(options.model)
         dataset, data_dir, limits = options.dataset, options.data_dir, transforms.DEFAULT_LIMITS
         output_dir, resampling = model_path.parent / f"{model_path.stem}_evaluation", "composed"
-    if data_dir in data.DATASETS and not Path(data_dir).is_dir():
-        dataset, data_dir = data_dir, None
+    named = data.tfds_name(data_dir)
+    if named is not None:
+        dataset, data_dir = named, None
     return (
         model_path,
         dataset,
@@ -277,9 +279,9 @@ def run(options: EvaluateOptions) -> None:
     model = evaluation.load_classifier(
         model_path, options.input_range, options.mean, options.std, options.input_layout, image_shape
     )
-    examples = options.examples or None
-    images, labels, info = data.load(dataset, data_dir, "test", examples=examples, seed=options.seed)
-    names = data.load_names(dataset, data_dir, "test", examples=examples, seed=options.seed)
+    images, labels, names, info = data.load_with_names(
+        dataset, data_dir, "test", examples=options.examples or None, seed=options.seed
+    )
     evaluation.check_classifier(model, images, info.num_classes)
     output_dir.mkdir(parents=True, exist_ok=True)
     model_key = f"{evaluation.fingerprint(model)}-{options.input_range}"

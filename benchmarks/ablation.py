@@ -5,8 +5,8 @@
 
 Every factor is a pair, A.T. and A.T.+KL, trained from the paper flagfiles
 (`configs/cifar10_at.cfg`, `configs/cifar10_at_kl.cfg`) with the scale's flags
-of `benchmarks.reproduce` and the factor's own flags appended to one or both
-rows (`FACTORS`). A run's folder is named by its flags, so a run that several
+of `benchmarks.reproduce` (`benchmarks.common.protocols`) and the factor's own
+flags appended to one or both rows (`FACTORS`). A run's folder is named by its flags, so a run that several
 factors share (the baseline A.T. of every factor that changes A.T.+KL only)
 trains once. Runs are resumable and skipped once finished, as in `reproduce`;
 with `--commit` each finished run's small records and the table are committed.
@@ -27,15 +27,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import reproduce
+from benchmarks.common import cli, protocols, publishing, runs
 from invariance_tf import files, report
 from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.options import check, option
 
 ROWS = ("at", "at_kl")
 # name -> (what it tests, flags appended to A.T., flags appended to A.T.+KL)
@@ -95,6 +96,30 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class AblationOptions:
+    """The flags of `benchmarks.ablation`."""
+
+    scale: str = option("mini", "protocol size", choices=("mini", "cpu", "smoke"))
+    out: str | None = option(None, "folder of the runs and the table (required)")
+    data_dir: str | None = option(None, "local CIFAR-10 ImageFolder copy; default: TFDS")
+    factors: tuple[str, ...] = option(tuple(FACTORS), f"comma-separated factors among {list(FACTORS)}")
+    seeds: tuple[int, ...] = option((0,), "comma-separated seeds")
+    commit: bool = option(False, "git-commit each finished run's records and the table")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        cli.check_required(self, "out")
+        check(
+            self,
+            [
+                cli.names_rule("factors", self.factors, list(FACTORS)),
+                cli.seeds_rule(self.seeds),
+                publishing.commit_rule(self.commit, self.out),
+            ],
+        )
+
+
 def run_name(row: str, flags: Sequence[str]) -> str:
     """A run folder's name: the row and its extra flags, e.g. `at_kl__lambda_reg=2`, or `at__base`."""
     suffix = "__".join(flag.lstrip("-").replace("/", "_") for flag in flags) or "base"
@@ -105,8 +130,8 @@ def run_config(
     row: str, flags: Sequence[str], scale: str, seed: int, out: Path, data_dir: str | None
 ) -> ExperimentConfig:
     """One run: the row's flagfile, the scale's flags, then the factor's."""
-    protocol = reproduce.SCALES[scale]
-    return reproduce.run_config(
+    protocol = protocols.SCALES[scale]
+    return protocols.run_config(
         "cifar10",
         row,
         (*protocol.overrides, *flags),
@@ -186,57 +211,42 @@ def ablation(
         for seed in seeds
         for factor in factors
     }
-    reproduce.check_finished_runs_match([config for pair in configs.values() for config in pair.values()])
+    runs.check_finished_runs_match([config for pair in configs.values() for config in pair.values()])
     results = {"scale": scale, "factors": {factor: {str(seed): None for seed in seeds} for factor in factors}}
     for (factor, seed), pair in configs.items():
         metrics = {}
         for row, config in pair.items():
-            was_finished = reproduce.is_finished(config)
-            metrics[row] = reproduce.train_or_load(config)
+            was_finished = runs.is_finished(config)
+            metrics[row] = runs.train_or_load(config)
             if not was_finished and commit:
                 write_outputs(out, results)
-                reproduce.commit_results(
+                publishing.commit_results(
                     out, f"ablation {scale}, {Path(config.output_dir).name}", tables=("ablation.md", "ablation.json")
                 )
         results["factors"][factor][str(seed)] = compare(metrics["at"], metrics["at_kl"])
         write_outputs(out, results)
     if commit:
-        reproduce.commit_results(out, f"ablation {scale}", tables=("ablation.md", "ablation.json"))
+        publishing.commit_results(out, f"ablation {scale}", tables=("ablation.md", "ablation.json"))
     return results
 
 
 def write_outputs(out: Path, results: dict) -> None:
+    """ablation.json and ablation.md of the pairs finished so far."""
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "ablation.json", json.dumps(results, indent=2) + "\n")
     files.write_text(out / "ablation.md", table(results))
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", default="mini", choices=["mini", "cpu", "smoke"], help="protocol size")
-    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and the table")
-    parser.add_argument("--data_dir", default=None, help="local CIFAR-10 ImageFolder copy; default: TFDS")
-    parser.add_argument("--factors", default=",".join(FACTORS), help=f"comma-separated factors among {list(FACTORS)}")
-    parser.add_argument("--seeds", type=reproduce.parse_seeds, default=[0], help="comma-separated seeds")
-    parser.add_argument("--commit", action="store_true", help="git-commit each finished run's records and the table")
-    args = parser.parse_args(argv)
-    unknown = [name for name in args.factors.split(",") if name not in FACTORS]
-    if unknown:
-        parser.error(f"--factors={args.factors}: unknown {unknown}; valid factors are {list(FACTORS)}")
-    if args.commit and not args.out.resolve().is_relative_to(reproduce.REPO_ROOT):
-        parser.error(f"--commit needs --out inside the checkout {reproduce.REPO_ROOT}; got --out={args.out}")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+def main(options: AblationOptions) -> None:
+    """The command: trains (or reads) the pairs the flags ask for and prints the table; an error exits with one line."""
+    out = Path(options.out)
+    data_dir = str(Path(options.data_dir).resolve()) if options.data_dir else None
     try:
-        ablation(args.scale, args.out, data_dir, args.factors.split(","), args.seeds, args.commit)
+        ablation(options.scale, out, data_dir, options.factors, options.seeds, options.commit)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
-    print((args.out / "ablation.md").read_text())
+    print((out / "ablation.md").read_text())
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(AblationOptions, main)

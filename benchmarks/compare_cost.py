@@ -39,8 +39,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
-import csv
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -48,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import reproduce
-from invariance_tf import files, plots
+from benchmarks.common import cli, protocols, runs, tables
+from invariance_tf import plots
 from invariance_tf.callbacks import TrainingDivergedError
+from invariance_tf.options import check, option
 
 KS = (1, 10, 20)
 SPGD_STEPS = 5
@@ -63,7 +62,7 @@ SCALES = {
         "--grid_examples=0",
         "--verbose=2",
     ),
-    "smoke": reproduce.SCALES["smoke"].overrides,
+    "smoke": protocols.SCALES["smoke"].overrides,
 }
 FIELDS = ("method", "k", "train_seconds", "clean_accuracy", "grid_accuracy", "seed")
 
@@ -94,6 +93,27 @@ METHODS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class CompareCostOptions:
+    """The flags of `benchmarks.compare_cost`."""
+
+    dataset: str | None = option(None, "whose paper flagfiles to start from (required)", choices=protocols.DATASETS)
+    scale: str = option("mini", "protocol size (see above)", choices=SCALES)
+    out: str | None = option(None, "folder of the runs and results (required)")
+    data_dir: str | None = option(None, "local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
+    seeds: tuple[int, ...] = option((0,), "seeds of every method, e.g. 0,1")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        cli.check_required(self, "dataset", "out")
+        check(
+            self,
+            [
+                cli.seeds_rule(self.seeds),
+            ],
+        )
+
+
 def compare(
     dataset: str, scale: str, out: Path, data_dir: str | None = None, seeds: Sequence[int] = (0,)
 ) -> list[dict]:
@@ -101,7 +121,7 @@ def compare(
     rows = []
     for method in METHODS:
         for seed in seeds:
-            config = reproduce.run_config(
+            config = protocols.run_config(
                 dataset,
                 method.row,
                 (*SCALES[scale], *method.overrides),
@@ -109,7 +129,7 @@ def compare(
                 out / f"{method.run_name}_seed{seed}",
                 data_dir,
             )
-            metrics = reproduce.train_or_load(config)
+            metrics = runs.train_or_load(config)
             rows.append(
                 {
                     "method": method.name,
@@ -122,44 +142,24 @@ def compare(
                 }
             )
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out / "cost.csv")
+    tables.write_csv(out / "cost.csv", FIELDS, rows)
     plots.cost_vs_robustness(
         [row["label"] for row in rows],
         np.array([row["train_seconds"] for row in rows]),
         np.array([row["grid_accuracy"] for row in rows]),
         out / "cost_vs_robustness.png",
         groups=[row["method"] for row in rows],
-        title=f"{reproduce.DATASETS[dataset]}, {scale} scale: robustness against training cost",
+        title=f"{protocols.DATASETS[dataset]}, {scale} scale: robustness against training cost",
     )
     return rows
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with files.atomic_path(path) as partial, partial.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--dataset", required=True, choices=list(reproduce.DATASETS), help="whose paper flagfiles to start from"
-    )
-    parser.add_argument("--scale", default="mini", choices=list(SCALES), help="protocol size (see above)")
-    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and results")
-    parser.add_argument(
-        "--data_dir", default=None, help="local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS"
-    )
-    parser.add_argument("--seeds", type=reproduce.parse_seeds, default=[0], help="seeds of every method, e.g. 0,1")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+def main(options: CompareCostOptions) -> None:
+    """The command: trains (or reads) every method, prints the comparison; an error exits with one line."""
+    out = Path(options.out)
+    data_dir = str(Path(options.data_dir).resolve()) if options.data_dir else None
     try:
-        rows = compare(args.dataset, args.scale, args.out, data_dir, args.seeds)
+        rows = compare(options.dataset, options.scale, out, data_dir, options.seeds)
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     print(f"\n{'method':<22}{'k':>4}{'seed':>6}{'train s':>10}{'clean':>8}{'grid':>8}")
@@ -168,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{row['method']:<22}{row['k']!s:>4}{row['seed']:>6}{row['train_seconds']:>10.1f}"
             f"{row['clean_accuracy']:>8.3f}{row['grid_accuracy']:>8.3f}"
         )
-    print(f"\nwritten to {args.out / 'cost.csv'} and {args.out / 'cost_vs_robustness.png'}")
+    print(f"\nwritten to {out / 'cost.csv'} and {out / 'cost_vs_robustness.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(CompareCostOptions, main)

@@ -27,18 +27,17 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
-import csv
+import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 
-from benchmarks import gresnet_throughput, reproduce
-from invariance_tf import files, networks, precision
+from benchmarks.common import cli, protocols, runs, tables, timing
+from invariance_tf import networks, precision
+from invariance_tf.options import check, option
 
-STD_FLAGFILE = reproduce.CONFIGS / "cifar10_std.cfg"
+STD_FLAGFILE = protocols.CONFIGS / "cifar10_std.cfg"
 COMMON = ("--test_examples=0", "--grid_examples=1000", "--verbose=2")
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "resnet8_step_e10": ("--resnet_n=1", "--epochs=10"),
@@ -50,9 +49,9 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
         "--nesterov",
         "--label_smoothing=0.1",
     ),
-    "resnet9_w16_e8": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=8"),
-    "resnet9_w16_e12": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=12"),
-    "resnet9_w16_e12_float32": (*reproduce.CPU_RECIPE, "--batch_size=256", "--epochs=12", "--precision=float32"),
+    "resnet9_w16_e8": (*protocols.CPU_RECIPE, "--batch_size=256", "--epochs=8"),
+    "resnet9_w16_e12": (*protocols.CPU_RECIPE, "--batch_size=256", "--epochs=12"),
+    "resnet9_w16_e12_float32": (*protocols.CPU_RECIPE, "--batch_size=256", "--epochs=12", "--precision=float32"),
 }
 FIELDS = (
     "candidate",
@@ -65,13 +64,36 @@ FIELDS = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuRecipeOptions:
+    """The flags of `benchmarks.cpu_recipe`."""
+
+    data_dir: str | None = option(None, "CIFAR-10 ImageFolder copy (recipe runs)")
+    out: str | None = option(None, "folder of the runs and recipes.csv (recipe runs)")
+    throughput: bool = option(False, "time the candidate networks instead")
+    steps: int = option(8, "timed steps per network (--throughput)")
+    candidates: tuple[str, ...] = option(tuple(CANDIDATES), f"comma-separated candidates among {list(CANDIDATES)}")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag: recipe runs need --data_dir and --out."""
+        if not self.throughput and (self.data_dir is None or self.out is None):
+            raise ValueError("recipe runs need --data_dir and --out (or pass --throughput)")
+        check(
+            self,
+            [
+                ("steps", self.steps >= 1, "must be >= 1"),
+                cli.names_rule("candidates", self.candidates, list(CANDIDATES)),
+            ],
+        )
+
+
 def run_candidate(name: str, out: Path, data_dir: str) -> dict:
     """Trains (or reads back) one candidate; returns its CSV row."""
-    config = reproduce.config_from_flagfile(
+    config = protocols.config_from_flagfile(
         STD_FLAGFILE, *CANDIDATES[name], *COMMON, f"--data_dir={data_dir}", f"--output_dir={out / name}"
     )
     keras.backend.clear_session()
-    metrics = reproduce.train_or_load(config)
+    metrics = runs.train_or_load(config)
     return {
         "candidate": name,
         "flags": " ".join(CANDIDATES[name]),
@@ -103,7 +125,7 @@ def images_per_second(network: str, policy: str, batch_size: int, steps: int, wa
     name, kwargs = NETWORKS[network]
     with networks.dtype_policy(policy):
         model = networks.build(name, **kwargs)
-    return gresnet_throughput.throughput(model, batch_size, steps, warmup)
+    return timing.training_throughput(model, batch_size, steps, warmup)
 
 
 def throughput(steps: int, batch_size: int = 256) -> None:
@@ -123,42 +145,17 @@ def throughput(steps: int, batch_size: int = 256) -> None:
         print(f"{network:<16}{policy:<16}{value:>10.0f}{value / reference:>16.2f}{speedup:>13.2f}")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line; refuses missing folders, bad --steps and unknown candidates with one line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", help="CIFAR-10 ImageFolder copy (recipe runs)")
-    parser.add_argument("--out", type=Path, help="folder of the runs and recipes.csv (recipe runs)")
-    parser.add_argument("--throughput", action="store_true", help="time the candidate networks instead")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per network (--throughput)")
-    parser.add_argument(
-        "--candidates", default=",".join(CANDIDATES), help=f"comma-separated candidates among {list(CANDIDATES)}"
-    )
-    args = parser.parse_args(argv)
-    if not args.throughput and (args.data_dir is None or args.out is None):
-        parser.error("recipe runs need --data_dir and --out (or pass --throughput)")
-    if args.steps < 1:
-        parser.error(f"--steps={args.steps} is invalid: must be >= 1")
-    unknown = [name for name in args.candidates.split(",") if name not in CANDIDATES]
-    if unknown:
-        parser.error(f"--candidates={args.candidates}: unknown {unknown}; valid candidates are {list(CANDIDATES)}")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Runs the candidates (or times the networks) and writes recipes.csv."""
-    args = parse_args(argv)
-    if args.throughput:
-        throughput(args.steps)
+def main(options: CpuRecipeOptions) -> None:
+    """The command: runs the candidates and writes recipes.csv, or times the networks."""
+    if options.throughput:
+        throughput(options.steps)
         return
-    data_dir = str(Path(args.data_dir).resolve())
-    rows = [run_candidate(name, args.out, data_dir) for name in args.candidates.split(",")]
-    with files.atomic_path(args.out / "recipes.csv") as partial, partial.open("w", newline="") as file:
-        writer = csv.DictWriter(file, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    out, data_dir = Path(options.out), str(Path(options.data_dir).resolve())
+    rows = [run_candidate(name, out, data_dir) for name in options.candidates]
+    tables.write_csv(out / "recipes.csv", FIELDS, rows)
     for row in rows:
         print(json.dumps(row))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(CpuRecipeOptions, main)

@@ -20,15 +20,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
-import csv
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import reproduce
+from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import files, plots
 from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.options import check, option
 
 # name -> (row, fine-tuning epochs); `--lr` is the peak of each one's one-cycle schedule.
 FINETUNES: dict[str, tuple[str, int]] = {
@@ -53,9 +53,36 @@ TARGET = {"clean_accuracy": 0.80, "grid_accuracy": 0.55}
 TABLES = ("finetune.md", "finetune.csv", "finetune.png")
 
 
+@dataclasses.dataclass(frozen=True)
+class FinetuneOptions:
+    """The flags of `benchmarks.finetune`."""
+
+    out: str | None = option(None, "folder of the runs and the table (required)")
+    data_dir: str | None = option(None, "local CIFAR-10 ImageFolder copy; default: TFDS")
+    runs: tuple[str, ...] = option(tuple(FINETUNES), f"comma-separated among {list(FINETUNES)}")
+    seed: int = option(0, "seed of every run")
+    lr: float = option(0.1, "peak learning rate of the fine-tuning one-cycle")
+    scratch: str = option(
+        str(protocols.REPO_ROOT / "docs/results/cifar10_cpu/results.json"),
+        "a reproduce results.json whose rows are drawn beside (from scratch)",
+    )
+    commit: bool = option(False, "git-commit each finished run's records and the table")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        cli.check_required(self, "out")
+        check(
+            self,
+            [
+                cli.names_rule("runs", self.runs, list(FINETUNES)),
+                ("lr", self.lr > 0, "must be > 0"),
+            ],
+        )
+
+
 def std_config(out: Path, data_dir: str | None, seed: int) -> ExperimentConfig:
     """The pre-training run: the CPU scale's std row."""
-    return reproduce.scale_config("cifar10", "std", "cpu", seed, out, data_dir)
+    return protocols.scale_config("cifar10", "std", "cpu", seed, out, data_dir)
 
 
 def finetune_config(
@@ -64,13 +91,13 @@ def finetune_config(
     """Fine-tuning `std`'s classifier with `FINETUNES[name]`: the row at CPU scale, its epochs and peak lr."""
     row, epochs = FINETUNES[name]
     overrides = (
-        *reproduce.SCALES["cpu"].overrides,
+        *protocols.SCALES["cpu"].overrides,
         f"--epochs={epochs}",
         f"--lr={lr:g}",
         f"--init_model={std.output_dir}",
     )
-    return reproduce.run_config(
-        "cifar10", row, overrides, seed, out / f"{name}_seed{seed}", data_dir, reproduce.SCALES["cpu"].batch_multiplier
+    return protocols.run_config(
+        "cifar10", row, overrides, seed, out / f"{name}_seed{seed}", data_dir, protocols.SCALES["cpu"].batch_multiplier
     )
 
 
@@ -104,7 +131,7 @@ def scratch_rows(path: Path | None) -> list[dict]:
         {
             "run": f"{name} (from scratch)",
             "method": ROW_NAMES.get(name, name),
-            "epochs": reproduce.CPU_EPOCHS,
+            "epochs": protocols.CPU_EPOCHS,
             "clean_accuracy": values["clean_accuracy"],
             "grid_accuracy": values["grid_accuracy"],
             "train_minutes": values["train_seconds"] / 60,
@@ -163,11 +190,11 @@ def finetune(
     """Trains (or reads back) std and each fine-tuning run; writes the table, CSV and figure."""
     std = std_config(out, data_dir, seed)
     configs = [std, *(finetune_config(name, std, out, data_dir, seed, lr) for name in names)]
-    reproduce.check_finished_runs_match(configs)
+    runs.check_finished_runs_match(configs)
     rows = []
     for name, config in zip(["std", *names], configs):
-        was_finished = reproduce.is_finished(config)
-        metrics = reproduce.train_or_load(config)
+        was_finished = runs.is_finished(config)
+        metrics = runs.train_or_load(config)
         if name == "std":
             before = minutes(metrics)
             rows.append(row("std (pre-training)", "std", config.epochs, metrics))
@@ -175,17 +202,15 @@ def finetune(
             rows.append(row(name, ROW_NAMES[FINETUNES[name][0]] + " fine-tuned", config.epochs, metrics, before))
         write_outputs(out, rows + scratch_rows(scratch))
         if commit and not was_finished:
-            reproduce.commit_results(out, f"fine-tuning, {Path(config.output_dir).name}", TABLES)
+            publishing.commit_results(out, f"fine-tuning, {Path(config.output_dir).name}", TABLES)
     return rows
 
 
 def write_outputs(out: Path, rows: Sequence[dict]) -> None:
-    machine = reproduce.machine()
+    """finetune.md, finetune.csv and finetune.png of the runs so far."""
+    machine = runs.machine()
     files.write_text(out / "finetune.md", table(rows, budget(machine), machine.get("cpu", "unknown CPU")))
-    with open(out / "finetune.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    tables.write_csv(out / "finetune.csv", FIELDS, rows)
     plots.cost_vs_robustness(
         [entry["run"] for entry in rows],
         [60 * entry["total_minutes"] for entry in rows],
@@ -196,35 +221,15 @@ def write_outputs(out: Path, rows: Sequence[dict]) -> None:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="folder of the runs and the table")
-    parser.add_argument("--data_dir", default=None, help="local CIFAR-10 ImageFolder copy; default: TFDS")
-    parser.add_argument("--runs", default=",".join(FINETUNES), help=f"comma-separated among {list(FINETUNES)}")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every run")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the fine-tuning one-cycle")
-    parser.add_argument(
-        "--scratch",
-        type=Path,
-        default=reproduce.REPO_ROOT / "docs/results/cifar10_cpu/results.json",
-        help="a reproduce results.json whose rows are drawn beside (from scratch)",
+def main(options: FinetuneOptions) -> None:
+    """The command: trains (or reads) std and the fine-tuning runs and prints the table."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = finetune(
+        out, options.data_dir, options.runs, options.seed, options.lr, Path(options.scratch), options.commit
     )
-    parser.add_argument("--commit", action="store_true", help="git-commit each finished run's records and the table")
-    args = parser.parse_args(argv)
-    unknown = [name for name in args.runs.split(",") if name not in FINETUNES]
-    if unknown:
-        parser.error(f"--runs={args.runs}: unknown {unknown}; valid runs are {list(FINETUNES)}")
-    if not args.lr > 0:
-        parser.error(f"--lr={args.lr} is invalid: must be > 0")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows = finetune(args.out, args.data_dir, args.runs.split(","), args.seed, args.lr, args.scratch, args.commit)
-    print(table(rows, budget(reproduce.machine()), reproduce.machine().get("cpu", "unknown CPU")))
+    print(table(rows, budget(runs.machine()), runs.machine().get("cpu", "unknown CPU")))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(FinetuneOptions, main)

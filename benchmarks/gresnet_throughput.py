@@ -7,30 +7,42 @@ G-channels). Each trains on one fixed batch of random raw pixels with SGD
 (momentum 0.9) through `train_on_batch`; the first `--warmup` steps (tracing
 included) are not timed.
 
-    python benchmarks/gresnet_throughput.py [--batch-size 128] [--steps 3] [--warmup 2]
+    python -m benchmarks.gresnet_throughput [--batch_size 128] [--steps 3] [--warmup 2]
 """
 
 from __future__ import annotations
 
-import argparse
-import time
+import dataclasses
 
 import keras
-import numpy as np
 
+from benchmarks.common import cli, timing
 from invariance_tf import networks
 from invariance_tf.networks.g_resnet import g_resnet, planar_counterpart
+from invariance_tf.options import check, option
 
 BASELINE = "resnet44 16-16-32-64"
 COUNTERPART = "z2 resnet44 32/64/128"
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps per model")
-    return parser.parse_args()
+@dataclasses.dataclass(frozen=True)
+class GResNetThroughputOptions:
+    """The flags of `benchmarks.gresnet_throughput`."""
+
+    batch_size: int = option(128, "images per training step")
+    steps: int = option(3, "timed training steps per model")
+    warmup: int = option(2, "untimed training steps per model")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        check(
+            self,
+            [
+                ("batch_size", self.batch_size >= 1, "must be >= 1"),
+                ("steps", self.steps >= 1, "must be >= 1"),
+                ("warmup", self.warmup >= 0, "must be >= 0"),
+            ],
+        )
 
 
 def build_models() -> dict[str, keras.Model]:
@@ -41,34 +53,17 @@ def build_models() -> dict[str, keras.Model]:
     }
 
 
-def throughput(model: keras.Model, batch_size: int, steps: int, warmup: int) -> float:
-    """Images per second of `train_on_batch` after `warmup` untimed steps."""
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, size=(batch_size, *model.input_shape[1:])).astype(np.float32)
-    labels = rng.integers(0, 10, size=batch_size)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    for _ in range(warmup):
-        model.train_on_batch(images, labels)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(images, labels)
-    return steps * batch_size / (time.perf_counter() - start)
-
-
-def main() -> None:
-    args = parse_args()
+def main(options: GResNetThroughputOptions) -> None:
     rates = {}
     print(
-        f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps, backend {keras.backend.backend()}"
+        f"batch {options.batch_size}, {options.warmup} warm-up + {options.steps} timed steps, "
+        f"backend {keras.backend.backend()}"
     )
     for name, model in build_models().items():
-        rates[name] = throughput(model, args.batch_size, args.steps, args.warmup)
+        rates[name] = timing.training_throughput(model, options.batch_size, options.steps, options.warmup)
         print(
             f"{name:26s} {model.count_params():>10,d} params  {rates[name]:9.1f} images/s  "
-            f"{args.batch_size / rates[name] * 1e3:8.0f} ms/step",
+            f"{options.batch_size / rates[name] * 1e3:8.0f} ms/step",
             flush=True,
         )
     print(f"{'throughput ratio':26s} {'/ ' + BASELINE:>26s} {'/ ' + COUNTERPART:>26s}")
@@ -77,4 +72,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(GResNetThroughputOptions, main)

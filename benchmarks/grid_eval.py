@@ -23,59 +23,38 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
-import time
-from pathlib import Path
+import dataclasses
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import DATA_DIR
-from invariance_tf import data, evaluation, networks
+from benchmarks.common import cli, timing
+from invariance_tf import data, evaluation
+from invariance_tf.options import check, option
 
 FORWARD_BATCH_SIZES = (50, 100, 250, 500)
 
 
-class Clock:
-    """Wall and process CPU seconds since creation."""
+@dataclasses.dataclass(frozen=True)
+class GridEvalOptions:
+    """The flags of `benchmarks.grid_eval`."""
 
-    def __init__(self):
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-    def elapsed(self) -> tuple[float, float]:
-        return time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
-class StopAfter(keras.callbacks.Callback):
-    """Stops training once `seconds` of wall time have passed."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds = seconds
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.model.stop_training = time.perf_counter() - self.start > self.seconds
-
-
-def train(data_dir: Path, seconds: float) -> keras.Model:
-    images, labels, _ = data.read_image_folder(data_dir, "train", per_class=2000)
-    keras.utils.set_random_seed(0)
-    model = networks.build("resnet", n=1)
-    model.compile(
-        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    train_seconds: float = option(60.0, "wall seconds of ResNet-8 training before the timings")
+    batch_size: int = option(
+        0, "(image, transformation) pairs per model call in the grid evaluation (0 = auto: 128 on CPU, 1024 on GPU)"
     )
-    history = model.fit(
-        images.astype(np.float32), labels, batch_size=128, epochs=1000, verbose=0, callbacks=[StopAfter(seconds)]
-    )
-    print(
-        f"trained ResNet-8 for {len(history.epoch)} epochs of {len(images)} images "
-        f"(train accuracy {history.history['accuracy'][-1]:.3f})"
-    )
-    return model
+    data_dir: str = option(str(timing.DATA_DIR), "CIFAR-10 ImageFolder root")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        check(
+            self,
+            [
+                ("train_seconds", self.train_seconds > 0, "must be > 0"),
+                ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
+            ],
+        )
 
 
 def fastest_forward(model: keras.Model, images: tf.Tensor, repeats: int = 5) -> tuple[float, float, str]:
@@ -86,13 +65,11 @@ def fastest_forward(model: keras.Model, images: tf.Tensor, repeats: int = 5) -> 
         for batch_size in FORWARD_BATCH_SIZES:
             batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
             forward(batches[0])
-            runs = []
-            for _ in range(repeats):
-                clock = Clock()
-                for batch in batches:
-                    forward(batch).numpy()
-                runs.append(clock.elapsed())
-            timings[f"batch {batch_size}{' XLA' if jit else ''}"] = tuple(np.median(runs, axis=0))
+            timings[f"batch {batch_size}{' XLA' if jit else ''}"] = timing.median_times(
+                lambda forward=forward, batches=batches: [forward(batch).numpy() for batch in batches],
+                repeats,
+                warmup=0,
+            )
     print(
         f"  forward pass over {len(images)} images, median of {repeats} (wall s):",
         ", ".join(f"{name}: {wall:.4f}" for name, (wall, _) in timings.items()),
@@ -101,41 +78,32 @@ def fastest_forward(model: keras.Model, images: tf.Tensor, repeats: int = 5) -> 
     return (*timings[name], name)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train_seconds", type=float, default=60.0)
-    parser.add_argument(
-        "--batch_size",
-        type=int,
-        default=evaluation.default_batch_size(),
-        help="(image, transformation) pairs per model call in the grid evaluation",
-    )
-    parser.add_argument("--data_dir", type=Path, default=DATA_DIR, help="CIFAR-10 ImageFolder root")
-    args = parser.parse_args()
-    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-
-    model = train(args.data_dir, args.train_seconds)
-    images, labels, _ = data.read_image_folder(args.data_dir, "test", per_class=50)
+def main(options: GridEvalOptions) -> None:
+    print(f"load average at start: {timing.load_average()}")
+    batch_size = options.batch_size or evaluation.default_batch_size()
+    train_images, train_labels, _ = data.read_image_folder(options.data_dir, "train", per_class=2000)
+    model = timing.train_resnet8(train_images, train_labels, options.train_seconds)
+    images, labels, _ = data.read_image_folder(options.data_dir, "test", per_class=50)
     images_tensor = tf.constant(images.astype(np.float32))
     print(f"clean accuracy on {len(images)} test images: {evaluation.clean_accuracy(model, images, labels):.3f}")
 
     before = fastest_forward(model, images_tensor)
-    clock = Clock()
-    brute = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=args.batch_size)
+    clock = timing.Clock()
+    brute = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=batch_size)
     brute_wall, brute_cpu = clock.elapsed()
     after = fastest_forward(model, images_tensor)
     forward_wall, forward_cpu, forward_name = min(before, after)
     num_transforms = len(brute.per_transform_accuracy)
 
-    clock = Clock()
-    early = evaluation.grid_accuracy(model, images, labels, method="early_exit", batch_size=args.batch_size)
+    clock = timing.Clock()
+    early = evaluation.grid_accuracy(model, images, labels, method="early_exit", batch_size=batch_size)
     early_wall, early_cpu = clock.elapsed()
     assert np.array_equal(early.correct, brute.correct), "early_exit and brute disagree"
 
     print(f"grid accuracy {brute.accuracy:.3f} (early_exit {early.accuracy:.3f}, identical per example)")
     print(f"forward pass, 500 images, fastest ({forward_name}): {forward_wall:.4f} s wall, {forward_cpu:.4f} s CPU")
     print(
-        f"brute grid ({num_transforms} transformations, batch {args.batch_size}): "
+        f"brute grid ({num_transforms} transformations, batch {batch_size}): "
         f"{brute_wall:.2f} s wall, {brute_cpu:.2f} s CPU"
     )
     print(
@@ -149,8 +117,8 @@ def main() -> None:
     print(
         f"(b) early_exit / brute = {early_wall / brute_wall:.3f} wall, {early_cpu / brute_cpu:.3f} CPU   (goal <= 0.35)"
     )
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"load average at end: {timing.load_average()}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(GridEvalOptions, main)

@@ -23,41 +23,52 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
-import statistics
+import dataclasses
 import time
-from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import DATA_DIR
-from benchmarks.train_throughput import median_step
+from benchmarks.common import cli, timing
 from invariance_tf import adversaries, data, evaluation, networks, precision, transforms
 from invariance_tf.model import InvarianceModel
+from invariance_tf.options import check, option
 
 K = 10
 INFERENCE_BATCH_MULTIPLES = (1, 2, 5, 10)
 
 
-def build_network(args: argparse.Namespace) -> keras.Model:
+@dataclasses.dataclass(frozen=True)
+class StepLimitsOptions:
+    """The flags of `benchmarks.step_limits`."""
+
+    network: str = option(
+        "resnet9", "the CPU scale's ResNet-9 (width 16) or the paper family's ResNet", choices=("resnet9", "resnet")
+    )
+    resnet_n: int = option(1, "with --network=resnet: ResNet-(6n+2)")
+    batch_size: int = option(128, "originals per training step")
+    steps: int = option(10, "timed steps per measurement")
+    precision: str = option("auto", "dtype policy of the networks", choices=precision.CHOICES)
+    grid_examples: int = option(200, "test images of the grid timings")
+    data_dir: str = option(str(timing.DATA_DIR), "CIFAR-10 ImageFolder root")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        check(
+            self,
+            [
+                (name, getattr(self, name) >= 1, "must be >= 1")
+                for name in ("resnet_n", "batch_size", "steps", "grid_examples")
+            ],
+        )
+
+
+def build_network(options: StepLimitsOptions) -> keras.Model:
     """The benchmark's network under its dtype policy."""
-    kwargs = {"width": 16} if args.network == "resnet9" else {"n": args.resnet_n}
-    with networks.dtype_policy(precision.resolve(args.precision).policy):
-        return networks.build(args.network, weight_decay=5e-4, **kwargs)
-
-
-def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
-    """Median wall time of `fn()` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    kwargs = {"width": 16} if options.network == "resnet9" else {"n": options.resnet_n}
+    with networks.dtype_policy(precision.resolve(options.precision).policy):
+        return networks.build(options.network, weight_decay=5e-4, **kwargs)
 
 
 def inference_seconds_per_image(network: keras.Model, images: np.ndarray, batch_size: int) -> float:
@@ -67,27 +78,23 @@ def inference_seconds_per_image(network: keras.Model, images: np.ndarray, batch_
         size = batch_size * multiple
         batch = tf.constant(np.resize(images, (size, *images.shape[1:])), tf.float32)
         forward = tf.function(lambda x: network(x, training=False))
-        best = min(best, median_seconds(lambda forward=forward, batch=batch: forward(batch).numpy()) / size)
+        best = min(best, timing.median_times(lambda forward=forward, batch=batch: forward(batch).numpy())[0] / size)
     return best
 
 
 def plain_train_step_seconds(
-    args: argparse.Namespace, images: np.ndarray, labels: np.ndarray, batch_size: int
+    options: StepLimitsOptions, images: np.ndarray, labels: np.ndarray, batch_size: int
 ) -> float:
     """Median plain `keras.Model.fit` step on `batch_size` images."""
-    network = build_network(args)
-    network.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    return median_step(network, images, labels, batch_size, args.steps)
+    network = timing.compile_plain(build_network(options))
+    return timing.median_step(network, images, labels, batch_size, options.steps)
 
 
-def method_step_seconds(args: argparse.Namespace, images: np.ndarray, labels: np.ndarray, **kwargs) -> float:
+def method_step_seconds(options: StepLimitsOptions, images: np.ndarray, labels: np.ndarray, **kwargs) -> float:
     """Median `InvarianceModel` step with `kwargs` (adversary, ce_on, ...)."""
-    model = InvarianceModel(build_network(args), seed=0, **kwargs)
+    model = InvarianceModel(build_network(options), seed=0, **kwargs)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    return median_step(model, images, labels, args.batch_size, args.steps)
+    return timing.median_step(model, images, labels, options.batch_size, options.steps)
 
 
 def grid_seconds(network: keras.Model, images: np.ndarray, labels: np.ndarray, resampling: str) -> float:
@@ -98,30 +105,15 @@ def grid_seconds(network: keras.Model, images: np.ndarray, labels: np.ndarray, r
     return time.perf_counter() - start
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--network", default="resnet9", choices=["resnet9", "resnet"])
-    parser.add_argument("--resnet_n", type=int, default=1)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--precision", default="auto", choices=list(precision.CHOICES))
-    parser.add_argument("--grid_examples", type=int, default=200)
-    parser.add_argument("--data_dir", default=str(DATA_DIR))
-    args = parser.parse_args(argv)
-    for name in ("resnet_n", "batch_size", "steps", "grid_examples"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name}={getattr(args, name)} is invalid: must be >= 1")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    images, labels, _ = data.read_image_folder(args.data_dir, "train", per_class=64)
+def main(options: StepLimitsOptions) -> None:
+    images, labels, _ = data.read_image_folder(options.data_dir, "train", per_class=64)
     images = images.astype(np.float32)
-    b = args.batch_size
-    per_image = inference_seconds_per_image(build_network(args), images, b)
-    train = {n: plain_train_step_seconds(args, images, labels, n * b) for n in (1, 3)}
-    print(f"{args.network}, batch {b}, {precision.resolve(args.precision).policy}, {precision.describe_machine()}")
+    b = options.batch_size
+    per_image = inference_seconds_per_image(build_network(options), images, b)
+    train = {n: plain_train_step_seconds(options, images, labels, n * b) for n in (1, 3)}
+    print(
+        f"{options.network}, batch {b}, {precision.resolve(options.precision).policy}, {precision.describe_machine()}"
+    )
     print(
         f"inference {per_image * 1e3:.3f} ms per image at the best batch; plain train step on {b}: "
         f"{train[1] * 1e3:.0f} ms, on {3 * b}: {train[3] * 1e3:.0f} ms"
@@ -157,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         measured = {}
         for name, (kwargs, limit) in cases.items():
             keras.backend.clear_session()
-            measured[name] = method_step_seconds(args, images, labels, **kwargs)
+            measured[name] = method_step_seconds(options, images, labels, **kwargs)
             print(
                 f"{name + ', ' + resampling:<52}{measured[name] * 1e3:>8.0f}ms{limit * 1e3:>8.0f}ms"
                 f"{measured[name] / limit:>8.2f}"
@@ -166,17 +158,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"  shared candidates / independent searches ({resampling}): "
             f"{measured['A.T.+KL, shared candidates'] / measured['A.T.+KL, independent searches (the reference)']:.2f}"
         )
-    test_images, test_labels, _ = data.read_image_folder(args.data_dir, "test", per_class=-(-args.grid_examples // 10))
-    network = build_network(args)
+    test_images, test_labels, _ = data.read_image_folder(
+        options.data_dir, "test", per_class=-(-options.grid_examples // 10)
+    )
+    network = build_network(options)
     grid = {
-        r: grid_seconds(network, test_images[: args.grid_examples], test_labels[: args.grid_examples], r)
+        r: grid_seconds(network, test_images[: options.grid_examples], test_labels[: options.grid_examples], r)
         for r in transforms.RESAMPLINGS
     }
     print(
-        f"brute grid on {args.grid_examples} test images: composed {grid['composed']:.1f} s, reference "
+        f"brute grid on {options.grid_examples} test images: composed {grid['composed']:.1f} s, reference "
         f"{grid['reference']:.1f} s, reference / composed {grid['reference'] / grid['composed']:.2f}"
     )
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(StepLimitsOptions, main)

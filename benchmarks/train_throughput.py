@@ -17,48 +17,33 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
+import dataclasses
 import functools
-import statistics
-import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from benchmarks import DATA_DIR
+from benchmarks.common import cli, timing
 from invariance_tf import adversaries, data, networks
 from invariance_tf.model import InvarianceModel
+from invariance_tf.options import check, option
 
 
-class StepTimer(keras.callbacks.Callback):
-    """Records the wall time of every training batch."""
+@dataclasses.dataclass(frozen=True)
+class TrainThroughputOptions:
+    """The flags of `benchmarks.train_throughput`."""
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = time.perf_counter()
+    resnet_n: int = option(1, "the paper family's ResNet-(6n+2)")
+    steps: int = option(20, "timed steps per measurement")
+    data_dir: str = option(str(timing.DATA_DIR), "CIFAR-10 ImageFolder root")
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-
-def median_step(model: keras.Model, images, labels, batch_size: int, steps: int, warmup: int = 3) -> float:
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch_size, drop_remainder=True)
-    timer = StepTimer()
-    model.fit(ds.prefetch(2), steps_per_epoch=steps + warmup, epochs=1, verbose=0, callbacks=[timer])
-    return statistics.median(timer.times[warmup:])
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        check(self, [("resnet_n", self.resnet_n >= 1, "must be >= 1"), ("steps", self.steps >= 1, "must be >= 1")])
 
 
 def plain_keras(n: int, jit: bool) -> keras.Model:
-    net = networks.build("resnet", n=n, weight_decay=2e-4)
-    net.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit,
-    )
-    return net
+    return timing.compile_plain(networks.build("resnet", n=n, weight_decay=2e-4), jit_compile=jit)
 
 
 def regularised(n: int, jit: bool, **kwargs) -> keras.Model:
@@ -67,15 +52,10 @@ def regularised(n: int, jit: bool, **kwargs) -> keras.Model:
     return model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resnet_n", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--data_dir", default=str(DATA_DIR))
-    args = parser.parse_args()
-    images, labels, _ = data.read_image_folder(args.data_dir, "train", per_class=128)
+def main(options: TrainThroughputOptions) -> None:
+    images, labels, _ = data.read_image_folder(options.data_dir, "train", per_class=128)
     images = images.astype(np.float32)
-    n = args.resnet_n
+    n = options.resnet_n
     at = dict(adversary=adversaries.WorstOfK(k=10, objective="ce"), ce_on="rob")
     at_kl = dict(
         adversary=adversaries.WorstOfK(k=10, objective="kl"),
@@ -96,11 +76,11 @@ def main() -> None:
         }
         for name, (build, batch_size) in cases.items():
             try:
-                rows[name + suffix] = median_step(build(), images, labels, batch_size, args.steps)
+                rows[name + suffix] = timing.median_step(build(), images, labels, batch_size, options.steps)
             except Exception as error:  # XLA may not compile an op on this platform: report, do not stop.
                 rows[name + suffix] = float("nan")
                 print(f"{name + suffix}: failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
-    print(f"\nResNet-{6 * n + 2}, median step time over {args.steps} steps, {os.cpu_count()} CPU cores")
+    print(f"\nResNet-{6 * n + 2}, median step time over {options.steps} steps, {os.cpu_count()} CPU cores")
     for name, seconds in rows.items():
         print(f"  {name:<60} {seconds * 1000:8.1f} ms")
     for suffix in ("", " +XLA"):
@@ -120,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(TrainThroughputOptions, main)

@@ -38,20 +38,47 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import argparse
+import dataclasses
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import DATA_DIR
-from benchmarks.grid_eval import Clock, StopAfter
-from invariance_tf import data, evaluation, networks, transforms
+from benchmarks.common import cli, timing
+from invariance_tf import data, evaluation, transforms
+from invariance_tf.options import check, option
 
 FOOLBOX_HINT = 'install it with: pip install -e ".[peers]" (foolbox 3.3.x)'
+
+
+@dataclasses.dataclass(frozen=True)
+class VsPeersOptions:
+    """The flags of `benchmarks.vs_peers`."""
+
+    model: str | None = option(None, "a .keras file or SavedModel folder; default: train a ResNet-8")
+    input_range: str = option("0-255", "pixel scale the model expects", choices=evaluation.INPUT_RANGES)
+    data_dir: str = option(str(timing.DATA_DIR), "CIFAR-10 ImageFolder root")
+    examples: int = option(500, "test images (class-balanced)")
+    train_seconds: float = option(60.0, "wall seconds of ResNet-8 training without --model")
+    batch_size: int = option(
+        0, "ours: pairs per model call; foolbox: images per attack call (0 = auto: 128 on CPU, 1024 on GPU)"
+    )
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad flag."""
+        check(
+            self,
+            [
+                (
+                    "examples",
+                    self.examples >= 10 and self.examples % 10 == 0,
+                    "must be a multiple of 10 (classes), >= 10",
+                ),
+                ("train_seconds", self.train_seconds > 0, "must be > 0"),
+                ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
+            ],
+        )
 
 
 def import_foolbox():
@@ -65,26 +92,12 @@ def import_foolbox():
     return foolbox
 
 
-def train(data_dir: Path, seconds: float) -> keras.Model:
+def train(data_dir: str, seconds: float) -> keras.Model:
     """ResNet-8 trained on 20,000 images: 10,000 training images and one random grid-box transform of each."""
     images, labels, _ = data.read_image_folder(data_dir, "train", per_class=1000)
     images = images.astype(np.float32)
     moved = transforms.transform(images, transforms.sample_uniform(len(images), seed=[0, 0])).numpy()
-    keras.utils.set_random_seed(0)
-    model = networks.build("resnet", n=1)
-    model.compile(
-        keras.optimizers.Adam(2e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
-    )
-    history = model.fit(
-        np.concatenate([images, moved]),
-        np.tile(labels, 2),
-        batch_size=128,
-        epochs=1000,
-        verbose=0,
-        callbacks=[StopAfter(seconds)],
-    )
-    print(f"trained ResNet-8 for {len(history.epoch)} epochs (train accuracy {history.history['accuracy'][-1]:.3f})")
-    return model
+    return timing.train_resnet8(np.concatenate([images, moved]), np.tile(labels, 2), seconds)
 
 
 def foolbox_grid(foolbox, model, images: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
@@ -105,35 +118,21 @@ def foolbox_grid(foolbox, model, images: np.ndarray, labels: np.ndarray, batch_s
     return ~np.concatenate(broken)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(options: VsPeersOptions) -> None:
     """Times both evaluators on one model and one set of test images; prints the table of the docstring."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="a .keras file or SavedModel folder; default: train a ResNet-8")
-    parser.add_argument("--input_range", default="0-255", choices=list(evaluation.INPUT_RANGES))
-    parser.add_argument("--data_dir", type=Path, default=DATA_DIR, help="CIFAR-10 ImageFolder root")
-    parser.add_argument("--examples", type=int, default=500, help="test images (class-balanced)")
-    parser.add_argument("--train_seconds", type=float, default=60.0)
-    parser.add_argument(
-        "--batch_size",
-        type=int,
-        default=evaluation.default_batch_size(),
-        help="ours: pairs per model call; foolbox: images per attack call",
-    )
-    args = parser.parse_args(argv)
     foolbox = import_foolbox()
-    if args.examples < 10 or args.examples % 10:
-        sys.exit(f"error: --examples={args.examples} is invalid: must be a multiple of 10 (classes), >= 10")
+    batch_size = options.batch_size or evaluation.default_batch_size()
     print(
         f"foolbox {foolbox.__version__}, TensorFlow {tf.__version__}, NumPy {np.__version__}; "
-        f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+        f"load average at start: {timing.load_average()}"
     )
 
     model = (
-        evaluation.load_classifier(args.model, args.input_range)
-        if args.model
-        else train(args.data_dir, args.train_seconds)
+        evaluation.load_classifier(options.model, options.input_range)
+        if options.model
+        else train(options.data_dir, options.train_seconds)
     )
-    images, labels, _ = data.read_image_folder(args.data_dir, "test", per_class=args.examples // 10)
+    images, labels, _ = data.read_image_folder(options.data_dir, "test", per_class=options.examples // 10)
     images = images.astype(np.float32)
     evaluation.check_classifier(model, images, num_classes=10)
     print(f"clean accuracy on {len(images)} test images: {evaluation.clean_accuracy(model, images, labels):.3f}")
@@ -143,19 +142,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         model,
         images[warm],
         labels[warm],
-        evaluation.grid_accuracy(model, images[warm], labels[warm], keep_lowest=3, batch_size=args.batch_size),
-        batch_size=args.batch_size,
+        evaluation.grid_accuracy(model, images[warm], labels[warm], keep_lowest=3, batch_size=batch_size),
+        batch_size=batch_size,
     )
-    foolbox_grid(foolbox, model, images[warm], labels[warm], args.batch_size)
+    foolbox_grid(foolbox, model, images[warm], labels[warm], batch_size)
 
-    clock = Clock()
-    grid = evaluation.grid_accuracy(model, images, labels, keep_lowest=3, batch_size=args.batch_size)
+    clock = timing.Clock()
+    grid = evaluation.grid_accuracy(model, images, labels, keep_lowest=3, batch_size=batch_size)
     grid_wall, grid_cpu = clock.elapsed()
-    clock = Clock()
-    refined = evaluation.refine(model, images, labels, grid, batch_size=args.batch_size)
+    clock = timing.Clock()
+    refined = evaluation.refine(model, images, labels, grid, batch_size=batch_size)
     refine_wall, refine_cpu = clock.elapsed()
-    clock = Clock()
-    foolbox_robust = foolbox_grid(foolbox, model, images, labels, args.batch_size)
+    clock = timing.Clock()
+    foolbox_robust = foolbox_grid(foolbox, model, images, labels, batch_size)
     foolbox_wall, foolbox_cpu = clock.elapsed()
 
     print(
@@ -181,8 +180,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{100 * (grid.accuracy - refined.accuracy):.2f} points "
         f"({(grid.correct & ~refined.correct).sum()} of {grid.correct.sum()} grid survivors broken)"
     )
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    print(f"load average at end: {timing.load_average()}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(VsPeersOptions, main)

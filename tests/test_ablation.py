@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import ablation
+from benchmarks.common import cli
 from invariance_tf import report
 
 
@@ -52,5 +53,8 @@ def test_a_rerun_reads_the_finished_runs(smoke_ablation, capsys, cifar10_dir):
 
 
 def test_an_unknown_factor_is_refused_with_the_valid_ones(tmp_path):
-    with pytest.raises(SystemExit):
-        ablation.parse_args(["--out", str(tmp_path), "--factors", "base,lambda_99"])
+    with pytest.raises(SystemExit) as refused:
+        cli.parse(ablation.AblationOptions, ["--out", str(tmp_path), "--factors", "base,lambda_99"])
+    assert str(refused.value) == (
+        f"error: --factors=base,lambda_99 is invalid: unknown ['lambda_99']; valid factors are {list(ablation.FACTORS)}"
+    )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import reproduce
+from benchmarks.common import protocols, tables
 from invariance_tf import experiment, precision
 
 # Feature sets of the machine kinds seen here (abridged /proc/cpuinfo flags).
@@ -81,7 +81,7 @@ def test_no_cpuinfo_means_no_features(tmp_path):
 
 def test_the_cpu_recipe_trains_in_float32_on_an_avx2_only_cpu_without_being_told(tmp_path):
     for row in ("std", "at", "at_kl"):
-        config = reproduce.scale_config("cifar10", row, "cpu", 0, tmp_path, None)
+        config = protocols.scale_config("cifar10", row, "cpu", 0, tmp_path, None)
         assert config.precision == "auto"
         assert precision.choose(config.precision, AVX2_EPYC).policy == "float32"
         assert precision.choose(config.precision, ZEN4_EPYC).policy == "mixed_bfloat16"
@@ -95,7 +95,7 @@ def test_the_config_accepts_auto_and_names_the_choices_when_wrong(cifar10_dir):
 
 def test_a_table_footer_shows_each_runs_precision():
     by_run = {"std_seed0": "float32", "at_seed0": "mixed_bfloat16", "at_kl_seed0": "float32"}
-    assert reproduce._precisions(by_run) == "float32: std_seed0, at_kl_seed0; mixed_bfloat16: at_seed0"
+    assert tables._precisions(by_run) == "float32: std_seed0, at_kl_seed0; mixed_bfloat16: at_seed0"
 
 
 def test_this_machine_is_described_with_its_precision_features():

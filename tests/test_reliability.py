@@ -43,11 +43,11 @@ KILL_DURING_BACKUP = """
 import os, signal, sys
 from pathlib import Path
 import keras
-from benchmarks import reproduce
+from benchmarks.common import protocols
 from invariance_tf import experiment
 
 window, flagfile, flags = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
-config = reproduce.config_from_flagfile(flagfile, *flags)
+config = protocols.config_from_flagfile(flagfile, *flags)
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import json
 import shutil
 import subprocess
@@ -16,9 +17,15 @@ from helpers import run, run_cli
 from PIL import Image
 
 from benchmarks import compare_cost, reproduce
+from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import experiment, plots, transforms
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run_reproduce(*flags: str) -> None:
+    """`python -m benchmarks.reproduce <flags>`, in this process."""
+    reproduce.main(cli.parse(reproduce.ReproduceOptions, flags))
 
 
 def assert_png(path: Path) -> None:
@@ -94,7 +101,7 @@ def test_plots_name_a_wrong_vector_length(tmp_path):
 
 
 def test_row_summary_means_over_seeds_and_keeps_each_seed():
-    summary = reproduce.row_summary(
+    summary = tables.row_summary(
         {
             1: {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0, "epochs": 6},
             0: {"clean_accuracy": 0.5, "grid_accuracy": 0.3, "train_seconds": 50.0, "epochs": 6},
@@ -108,7 +115,7 @@ def test_row_summary_means_over_seeds_and_keeps_each_seed():
 
 
 def test_table_shows_seeds_paper_numbers_and_pending_rows():
-    row = reproduce.row_summary(
+    row = tables.row_summary(
         {
             0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0},
             1: {"clean_accuracy": 0.7, "grid_accuracy": 0.35, "train_seconds": 60.0},
@@ -132,8 +139,8 @@ def test_table_shows_seeds_paper_numbers_and_pending_rows():
             "da_kl_seed0": None,
         },
     }
-    da_kl = reproduce.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0}})
-    text = reproduce.table({"rows": {"da": row, "da_kl": da_kl}, "protocol": info}, ["da", "da_kl", "at"])
+    da_kl = tables.row_summary({0: {"clean_accuracy": 0.5, "grid_accuracy": 0.25, "train_seconds": 120.0}})
+    text = tables.paper_table({"rows": {"da": row, "da_kl": da_kl}, "protocol": info}, ["da", "da_kl", "at"])
     da = next(line for line in text.splitlines() if line.startswith("| D.A. |"))
     assert da == "| D.A. | 89.93 | 60.0 (50.0 / 70.0) | 58.3 | 30.0 (25.0 / 35.0) | 1.5 min (2.0 min / 60 s) |"
     assert "| D.A.+KL | 89.19 | 50.0 (seed 1 pending) | 73.3 | 25.0 | 2.0 min |" in text
@@ -151,14 +158,14 @@ def test_table_shows_seeds_paper_numbers_and_pending_rows():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, cifar10_dir) -> Path:
     out = tmp_path_factory.mktemp("reproduce") / "cifar10_smoke"
-    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"])
+    run_reproduce("--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}")
     return out
 
 
 def test_reproduce_smoke_writes_consistent_results_and_table(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
     rows = results["rows"]
-    assert list(rows) == list(reproduce.SCALES["smoke"].rows) == ["std", "at_kl"]
+    assert list(rows) == list(protocols.SCALES["smoke"].rows) == ["std", "at_kl"]
     for name, row in rows.items():
         assert set(row) >= {"clean_accuracy", "grid_accuracy", "train_seconds", "seed", "seeds"}
         assert row["seed"] == [0] and list(row["seeds"]) == ["0"]
@@ -173,7 +180,7 @@ def test_reproduce_smoke_writes_consistent_results_and_table(smoke_run):
     assert protocol["network"] == "ResNet-8 (--resnet_n=1)" and protocol["grid_examples"] == 20
     assert {"date", "subset"} <= set(protocol)
     for name in rows:
-        assert protocol["measured"][f"{name}_seed0"]["machine"] == reproduce.machine()
+        assert protocol["measured"][f"{name}_seed0"]["machine"] == runs.machine()
     table = (smoke_run / "table.md").read_text()
     for name, label in (("std", "std"), ("at_kl", "A.T.+KL")):
         line = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
@@ -194,7 +201,7 @@ def test_reproduce_smoke_writes_plots(smoke_run):
 def test_reproduce_rerun_skips_finished_runs(smoke_run, cifar10_dir, capsys):
     finished = {path: path.stat().st_mtime_ns for path in smoke_run.glob("*_seed0/*.json")}
     capsys.readouterr()
-    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}"])
+    run_reproduce("--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}")
     output = capsys.readouterr().out
     assert output.count("skipping") == 2 and f"training {smoke_run}" not in output and "landscape of" not in output
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
@@ -202,15 +209,15 @@ def test_reproduce_rerun_skips_finished_runs(smoke_run, cifar10_dir, capsys):
 
 def test_reproduce_rows_chooses_what_trains_and_the_table_keeps_every_row(smoke_run, cifar10_dir, capsys):
     capsys.readouterr()
-    reproduce.main(
-        ["--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}", "--rows=at_kl"]
+    run_reproduce(
+        "--dataset=cifar10", "--scale=smoke", f"--out={smoke_run}", f"--data_dir={cifar10_dir}", "--rows=at_kl"
     )
     assert capsys.readouterr().out.count("skipping") == 1
     assert list(json.loads((smoke_run / "results.json").read_text())["rows"]) == ["std", "at_kl"]
 
 
 def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
-    assert reproduce.table_seeds("cpu", ["at_kl"], [1]) == {
+    assert protocols.table_seeds("cpu", ["at_kl"], [1]) == {
         "std": [0],
         "da": [0, 1],
         "da_kl": [0, 1],
@@ -219,9 +226,9 @@ def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
         "at_l2": [0],
         "grn": [0],
     }
-    assert reproduce.table_seeds("smoke", ["std"], [2]) == {"std": [0, 2], "at_kl": [0]}
-    assert reproduce.table_seeds("smoke", ["at"], None) == {"std": [0], "at": [0], "at_kl": [0]}
-    assert reproduce.table_seeds("cpu", ["at", "at_kl"], None, only_trained_rows=True) == {
+    assert protocols.table_seeds("smoke", ["std"], [2]) == {"std": [0, 2], "at_kl": [0]}
+    assert protocols.table_seeds("smoke", ["at"], None) == {"std": [0], "at": [0], "at_kl": [0]}
+    assert protocols.table_seeds("cpu", ["at", "at_kl"], None, only_trained_rows=True) == {
         "at": [0, 1],
         "at_kl": [0, 1],
     }
@@ -240,8 +247,8 @@ def copy_with_a_finished_std_seed1(smoke_run: Path, tmp_path: Path) -> Path:
 def test_reproduce_one_seed_of_a_row_keeps_its_other_seeds_in_the_table(smoke_run, cifar10_dir, tmp_path, capsys):
     out = copy_with_a_finished_std_seed1(smoke_run, tmp_path)
     capsys.readouterr()
-    reproduce.main(
-        ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--rows=std", "--seeds=1"]
+    run_reproduce(
+        "--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--rows=std", "--seeds=1"
     )
     assert capsys.readouterr().out.count("skipping") == 1
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -260,9 +267,7 @@ def test_reproduce_refuses_a_finished_run_trained_or_graded_with_other_flags(
     saved = json.loads((out / "at_kl_seed0" / "config.json").read_text())
     (out / "at_kl_seed0" / "config.json").write_text(json.dumps({**saved, field: value}))
     with pytest.raises(SystemExit) as refused:
-        reproduce.main(
-            ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--rows=std"]
-        )
+        run_reproduce("--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--rows=std")
     assert str(refused.value) == (
         f"error: {out / 'at_kl_seed0'} is a finished run made with --{field}={shown}, which this "
         "protocol no longer uses: move it out of --out to train the row anew"
@@ -279,8 +284,8 @@ def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar
         return write_outputs(dataset, scale, out, configs, finished, *args)
 
     monkeypatch.setattr(reproduce, "write_outputs", recording_write_outputs)
-    reproduce.main(
-        ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--seeds=0,1", "--rows=std"]
+    run_reproduce(
+        "--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--seeds=0,1", "--rows=std"
     )
     assert written and all(tables == {"std": [0, 1], "at_kl": [0]} for tables in written)
 
@@ -289,6 +294,7 @@ def test_reproduce_every_table_written_shows_every_finished_run(smoke_run, cifar
 KILL_AT_AT_KL_EVALUATION = """
 import os, signal, sys
 from benchmarks import reproduce
+from benchmarks.common import cli
 from invariance_tf import experiment
 
 evaluate = experiment.robust_metrics
@@ -299,7 +305,8 @@ def killing_robust_metrics(model, images, labels, config, **kwargs):
     return evaluate(model, images, labels, config, **kwargs)
 
 experiment.robust_metrics = killing_robust_metrics
-reproduce.main(["--dataset=cifar10", "--scale=smoke", "--out=" + sys.argv[1], "--data_dir=" + sys.argv[2]])
+flags = ["--dataset=cifar10", "--scale=smoke", "--out=" + sys.argv[1], "--data_dir=" + sys.argv[2]]
+reproduce.main(cli.parse(reproduce.ReproduceOptions, flags))
 """
 
 
@@ -310,7 +317,7 @@ def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one
     assert list(json.loads((out / "results.json").read_text())["rows"]) == ["std"]
     assert (out / "at_kl_seed0" / "backup").is_dir() and not (out / "at_kl_seed0" / "metrics.json").exists()
     std_metrics = (out / "std_seed0" / "metrics.json").read_text()
-    reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"])
+    run_reproduce("--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}")
     output = capsys.readouterr().out
     assert f"skipping {out / 'std_seed0'}" in output and f"training {out / 'at_kl_seed0'}" in output
     assert (out / "std_seed0" / "metrics.json").read_text() == std_metrics
@@ -323,7 +330,7 @@ def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one
 def test_smaller_scales_inherit_the_faithful_protocol(scale):
     """Equal originals per step for every row, flips only, independent searches, the reference's resampling."""
     configs = {
-        row: reproduce.scale_config("cifar10", row, scale, 0, Path("out"), None) for row in reproduce.SCALES[scale].rows
+        row: protocols.scale_config("cifar10", row, scale, 0, Path("out"), None) for row in protocols.SCALES[scale].rows
     }
     assert len({config.batch_size for config in configs.values()}) == 1
     for row, config in configs.items():
@@ -333,9 +340,9 @@ def test_smaller_scales_inherit_the_faithful_protocol(scale):
 
 
 def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
-    configs = {row: reproduce.scale_config("cifar10", row, "cpu", 0, Path("out"), None) for row in reproduce.ROWS}
+    configs = {row: protocols.scale_config("cifar10", row, "cpu", 0, Path("out"), None) for row in protocols.ROWS}
     for row, config in configs.items():
-        paper = reproduce.config_from_flagfile(reproduce.row_flagfile("cifar10", row))
+        paper = protocols.config_from_flagfile(protocols.row_flagfile("cifar10", row))
         method = (
             "adversary",
             "k",
@@ -355,7 +362,7 @@ def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
         assert config.grid_examples == 2000 and config.lr_schedule == "onecycle", row
     assert configs["std"].network == "resnet9" and configs["grn"].network == "g_resnet"
     assert (configs["at_kl"].batch_size, configs["at"].batch_size) == (128, 128)
-    longer = reproduce.scale_config("cifar10", "at_kl", "cpu", 0, Path("out"), None, epochs=24)
+    longer = protocols.scale_config("cifar10", "at_kl", "cpu", 0, Path("out"), None, epochs=24)
     assert longer == dataclasses.replace(configs["at_kl"], epochs=24) and configs["at_kl"].epochs == 12
 
 
@@ -391,24 +398,42 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--rows=std,gcnn"], "valid rows are ['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']"),
-        (["--seeds=0,x"], "'0,x' is not a comma-separated list of integers"),
-        (["--epochs=0"], "'0': must be >= 1"),
-        (["--publish"], "--publish and --commit are for mini, cpu and full runs"),
-        (["--commit"], "--publish and --commit are for mini, cpu and full runs"),
+        (
+            ["--rows=std,gcnn"],
+            "--rows=std,gcnn is invalid: unknown ['gcnn']; valid rows are "
+            "['std', 'da', 'da_kl', 'at', 'at_kl', 'at_l2', 'grn']",
+        ),
+        (["--rows=std,std"], "--rows=std,std is invalid: repeats ['std']"),
+        (["--seeds=0,x"], "--seeds=0,x is invalid: expected numbers"),
+        (["--seeds=1,1"], "--seeds=1,1 is invalid: must be distinct integers >= 0"),
+        (["--epochs=0"], "--epochs=0 is invalid: must be >= 1"),
+        (["--publish"], "--publish is invalid: smoke results are never published"),
+        (["--commit"], "--commit is invalid: smoke results are never committed"),
+        (["--scale=huge"], "flag --scale=huge: value should be one of <mini|smoke|cpu|full>"),
     ],
 )
-def test_reproduce_bad_arguments_name_the_problem(args, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        reproduce.main(["--dataset=cifar10", "--scale=smoke", f"--out={tmp_path}", *args])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+def test_reproduce_bad_flags_exit_with_one_line_naming_the_value(args, message, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        run_reproduce("--dataset=cifar10", "--scale=smoke", f"--out={tmp_path}", *args)
+    assert str(refused.value) == f"error: {message}"
+
+
+def test_reproduce_names_a_missing_flag_and_refuses_commit_outside_the_checkout(tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        cli.parse(reproduce.ReproduceOptions, [f"--out={tmp_path}"])
+    assert str(refused.value) == "error: --dataset is required: valid values are ['cifar10', 'cifar100', 'svhn']"
+    with pytest.raises(SystemExit) as refused:
+        run_reproduce("--dataset=cifar10", "--scale=mini", f"--out={tmp_path}", "--commit")
+    assert str(refused.value) == (
+        f"error: --commit is invalid: needs --out inside the checkout {protocols.REPO_ROOT}; got --out={tmp_path}"
+    )
 
 
 @pytest.mark.slow
 def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
     out = tmp_path / "cost"
-    compare_cost.main(["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"])
+    flags = ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}"]
+    compare_cost.main(cli.parse(compare_cost.CompareCostOptions, flags))
     with (out / "cost.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert tuple(rows[0]) == compare_cost.FIELDS
@@ -449,10 +474,32 @@ def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carri
         (run_dir / name).write_text("{}")
     (out / "table.md").write_text("table")
     (tmp_path / "unrelated.txt").write_text("not mine")
-    monkeypatch.setattr(reproduce, "REPO_ROOT", tmp_path)
-    reproduce.commit_results(out, "cifar10 cpu, std_seed0")
+    monkeypatch.setattr(publishing, "REPO_ROOT", tmp_path)
+    publishing.commit_results(out, "cifar10 cpu, std_seed0")
     assert git("log", "-1", "--format=%s").strip() == "Results: cifar10 cpu, std_seed0"
     assert sorted(git("ls-files").split()) == sorted(
         f"docs/results/cifar10_cpu/{name}"
         for name in ("table.md", "std_seed0/metrics.json", "std_seed0/config.json", "std_seed0/epoch_seconds.json")
     )
+
+
+@pytest.mark.parametrize(
+    "module,flags",
+    [
+        ("ablation", ["--out=out", "--factors", "base,crop_flip", "--seeds", "0,1"]),
+        ("compare_cost", ["--dataset=cifar10", "--out=out"]),
+        ("cpu_recipe", ["--throughput", "--steps=2"]),
+        ("finetune", ["--out=out", "--runs=da_kl_e2"]),
+        ("gresnet_throughput", ["--batch_size=64"]),
+        ("grid_eval", []),
+        ("reproduce", ["--dataset=cifar10", "--out=out", "--rows=std,at"]),
+        ("step_limits", ["--network=resnet"]),
+        ("train_throughput", []),
+        ("vs_peers", []),
+    ],
+)
+def test_every_benchmark_reads_its_flags_into_its_options(module, flags):
+    benchmark = importlib.import_module(f"benchmarks.{module}")
+    (options_type,) = (value for name, value in vars(benchmark).items() if name.endswith("Options"))
+    assert dataclasses.is_dataclass(options_type)
+    assert isinstance(cli.parse(options_type, flags), options_type)

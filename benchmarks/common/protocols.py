@@ -1,0 +1,233 @@
+"""What each benchmark run trains: the paper's rows, the scales' flags, and the config of every run.
+
+A run is a paper row's flagfile `configs/<dataset>_<row>.cfg` with a scale's flags appended, exactly as
+`trainers.fit --flagfile=<cfg> <overrides>` would run it. `describe` records a protocol in results.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from absl import flags
+
+from benchmarks.common import runs
+from invariance_tf.experiment import ExperimentConfig
+from trainers import flags as experiment_flags
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = REPO_ROOT / "configs"
+DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+ROWS = {
+    "std": "std",
+    "da": "D.A.",
+    "da_kl": "D.A.+KL",
+    "at": "A.T.",
+    "at_kl": "A.T.+KL",
+    "at_l2": "A.T.+L2",
+    "grn": "G-ResNet",
+}
+FLAGFILE_RECIPE = (
+    "the flagfiles' reference protocol (64 originals per step for every row, step schedule, flips "
+    "only, independent searches, the reference's resampling)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A protocol size: flags appended to every row's flagfile, and its default rows and seeds.
+
+    `row_overrides` are appended after `overrides` for the rows they name;
+    `batch_multiplier` scales each flagfile's batch size (the same for every row, as in the reference code).
+    """
+
+    overrides: tuple[str, ...]
+    rows: tuple[str, ...]
+    second_seed_rows: tuple[str, ...]
+    landscape_examples: int
+    note: str = ""
+    row_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    batch_multiplier: int = 1
+    recipe: str = FLAGFILE_RECIPE
+
+
+# The CPU recipe (benchmarks/cpu_recipe.py measures it): a narrow ResNet-9, one-cycle learning rate,
+# label smoothing, Nesterov momentum, bfloat16 compute where the hardware computes it natively
+# (`--precision=auto`, `invariance_tf.precision`); 128 originals per step (the flagfiles' 64, doubled).
+CPU_RECIPE = (
+    "--network=resnet9",
+    "--width=16",
+    "--lr_schedule=onecycle",
+    "--lr=0.4",
+    "--warmup_fraction=0.2",
+    "--weight_decay=5e-4",
+    "--nesterov",
+    "--label_smoothing=0.2",
+    "--precision=auto",
+)
+CPU_EPOCHS = 12
+# The G-ResNet row at about the planar network's training cost (benchmarks.cpu_recipe --throughput measures it).
+CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=3", "--precision=float32")
+
+
+SCALES = {
+    "mini": Scale(
+        (
+            "--resnet_n=1",
+            "--train_examples=10000",
+            "--epochs=6",
+            "--test_examples=1000",
+            "--grid_examples=0",
+            "--verbose=2",
+        ),
+        ("std", "da", "da_kl", "at", "at_kl", "at_l2"),
+        ("da", "da_kl", "at", "at_kl"),
+        200,
+        "G-ResNet44 is not part of the mini scale: on CPU it trains about 25x slower than ResNet-8.",
+    ),
+    "smoke": Scale(
+        (
+            "--resnet_n=1",
+            "--train_examples=128",
+            "--epochs=1",
+            "--test_examples=20",
+            "--grid_examples=0",
+            "--verbose=0",
+        ),
+        ("std", "at_kl"),
+        (),
+        20,
+    ),
+    "cpu": Scale(
+        (*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000", "--verbose=2"),
+        tuple(ROWS),
+        ("da", "da_kl", "at", "at_kl"),
+        200,
+        "The G-ResNet row is a p4 G-ResNet-8 (G-widths 3/6/12, float32) with the CPU recipe, trained on "
+        "random transformations as its flagfile; its measured training time is in the table.",
+        row_overrides={"grn": CPU_GRN},
+        batch_multiplier=2,
+        recipe="one-cycle learning rate (peak 0.4), label smoothing 0.2, Nesterov momentum, weight decay "
+        "5e-4, bfloat16 compute where native (--precision=auto), 128 originals per step for every "
+        "row (+ 128 transformed for the regularised rows, and 128 more, an independent worst case "
+        "w.r.t. CE, for the CE term of A.T.+KL and A.T.+L2), flips only, the reference's "
+        "resampling",
+    ),
+    "full": Scale((), tuple(ROWS), (), 1000),
+}
+
+
+def config_from_flagfile(path: Path, *overrides: str) -> ExperimentConfig:
+    """The config `trainers.fit --flagfile=path overrides...` would run."""
+    values = flags.FlagValues()
+    experiment_flags.define_experiment_flags(values)
+    values(["reproduce", f"--flagfile={path}", *overrides])
+    return experiment_flags.config_from_flags(values)
+
+
+def row_flagfile(dataset: str, row: str) -> Path:
+    """The paper row's flagfile, `configs/<dataset>_<row>.cfg`."""
+    return CONFIGS / f"{dataset}_{row}.cfg"
+
+
+def run_config(
+    dataset: str,
+    row: str,
+    overrides: Sequence[str],
+    seed: int,
+    output_dir: Path,
+    data_dir: str | None,
+    batch_multiplier: int = 1,
+) -> ExperimentConfig:
+    """The config of one run: the row's flagfile, then `overrides`, the seed, the data and the output folder.
+
+    The flagfile's batch size is multiplied by `batch_multiplier`.
+    """
+    config = config_from_flagfile(
+        row_flagfile(dataset, row),
+        *overrides,
+        f"--seed={seed}",
+        f"--data_dir={data_dir or ''}",
+        f"--output_dir={output_dir}",
+    )
+    return dataclasses.replace(config, batch_size=config.batch_size * batch_multiplier)
+
+
+def scale_config(
+    dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None, epochs: int | None = None
+) -> ExperimentConfig:
+    """The config of one run of the protocol `scale`, in `out/<row>_seed<seed>`.
+
+    `epochs`, if given, replaces the scale's number of epochs.
+    """
+    protocol = SCALES[scale]
+    overrides = (*protocol.overrides, *protocol.row_overrides.get(row, ()), *([f"--epochs={epochs}"] if epochs else []))
+    return run_config(dataset, row, overrides, seed, out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
+
+
+def default_seeds(scale: str, row: str) -> tuple[int, ...]:
+    """Seed 0, and seed 1 too for the scale's `second_seed_rows`."""
+    return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
+
+
+def table_seeds(
+    scale: str, train_rows: Sequence[str], seeds: Sequence[int] | None, only_trained_rows: bool = False
+) -> dict[str, list[int]]:
+    """The table's rows and each one's seeds.
+
+    The rows are the scale's and any other row being trained (with `only_trained_rows` the latter only); the seeds
+    are the scale's default seeds, and `seeds` too for the rows being trained (so training one seed keeps the
+    others shown).
+    """
+    table_rows = [row for row in ROWS if row in train_rows or (row in SCALES[scale].rows and not only_trained_rows)]
+    return {
+        row: sorted({*default_seeds(scale, row), *(seeds if seeds and row in train_rows else ())}) for row in table_rows
+    }
+
+
+def network_name(config: ExperimentConfig) -> str:
+    """The network a config trains, e.g. "ResNet-8 (--resnet_n=1)"."""
+    if config.network == "resnet":
+        return f"ResNet-{6 * config.resnet_n + 2} (--resnet_n={config.resnet_n})"
+    if config.network == "resnet9":
+        return f"ResNet-9 (--width={config.width})"
+    if config.network == "g_resnet":
+        widths = f", G-widths {config.g_width}/{2 * config.g_width}/{4 * config.g_width}" if config.g_width else ""
+        return f"G-ResNet{config.g_depth} {config.group}{widths}"
+    return config.network
+
+
+def describe(
+    dataset: str, scale: str, configs: dict[str, ExperimentConfig], seeds: dict[str, list[int]], no_data: str | None
+) -> dict:
+    """What was run, results.json's "protocol": scale, subset, epochs, networks, test and grid examples, seeds, date.
+
+    `configs` holds each row's first run; `no_data`, if given, says why the dataset cannot be read.
+    """
+    first = next(iter(configs.values()))
+    test = first.test_examples or "all"
+    return {
+        "dataset": dataset,
+        "scale": scale,
+        "network": "; ".join(dict.fromkeys(network_name(config) for config in configs.values())),
+        "train_examples": first.train_examples or "all",
+        "subset": (
+            f"{first.train_examples} class-balanced training images drawn with each run's seed"
+            if first.train_examples
+            else "the whole training split"
+        ),
+        "epochs": first.epochs,
+        "test_examples": test,
+        "grid_examples": first.grid_examples or test,
+        "landscape_examples": SCALES[scale].landscape_examples,
+        "seeds": seeds,
+        "flagfiles": {row: str(row_flagfile(dataset, row).relative_to(REPO_ROOT)) for row in configs},
+        "overrides": list(SCALES[scale].overrides),
+        "row_overrides": {row: list(flags) for row, flags in SCALES[scale].row_overrides.items()},
+        "batch_multiplier": SCALES[scale].batch_multiplier,
+        "recipe": SCALES[scale].recipe,
+        "note": SCALES[scale].note,
+        "data": f"{runs.NO_DATA}: {no_data}" if no_data else first.data_dir or "TFDS",
+        "date": runs.now(),
+    }

@@ -1,0 +1,67 @@
+"""Keeping benchmark results: git commits of each finished run's small records (`--commit`), copies in docs/results.
+
+A commit takes the tables and each run's records, never models, backups or logs, so that finished rows are kept
+whenever a sitting ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.common.protocols import REPO_ROOT
+
+PUBLISH_DIR = REPO_ROOT / "docs" / "results"
+# Each run's small records, committed by --commit (models, backups and logs stay out of git).
+COMMITTED_RUN_FILES = ("metrics.json", "config.json", "epoch_seconds.json", "landscape.json", "measured.json")
+
+
+def commit_rule(commit: bool, out: str | None) -> tuple[str, bool, str]:
+    """The `invariance_tf.options.check` rule of a `--commit` flag: `--out` inside this checkout, to be committed."""
+    inside = out is not None and Path(out).resolve().is_relative_to(REPO_ROOT)
+    return "commit", not commit or inside, f"needs --out inside the checkout {REPO_ROOT}; got --out={out}"
+
+
+def publish_results(out: Path, dataset: str, scale: str) -> None:
+    """Copies results.json, table.md and per_angle.png to docs/results/<dataset>_<scale>*."""
+    PUBLISH_DIR.mkdir(parents=True, exist_ok=True)
+    for name, suffix in (("results.json", ".json"), ("table.md", "_table.md"), ("per_angle.png", "_per_angle.png")):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, PUBLISH_DIR / f"{dataset}_{scale}{suffix}")
+
+
+def commit_results(
+    out: Path, message: str, tables: Sequence[str] = ("results.json", "table.md", "per_angle.png")
+) -> None:
+    """Commits `out`'s `tables` and each run's small records (metrics, config, epoch times, landscape).
+
+    It also commits the removal of tracked files gone from `out` (a backup committed to carry an unfinished run
+    between sittings, removed when the run finished); nothing else of the checkout. A failed commit is reported,
+    not raised, so the protocol goes on (the next commit includes what this one missed).
+    """
+    names = [*tables, *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
+    paths = sorted(str(path) for name in names for path in out.glob(name))
+    git = ["git", "-C", str(REPO_ROOT)]
+    tracked = subprocess.run(
+        [*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True, text=True
+    ).stdout.split()
+    paths += [str(REPO_ROOT / path) for path in tracked if not (REPO_ROOT / path).exists()]
+    error = ""
+    for attempt in range(5):
+        added = subprocess.run([*git, "add", "--", *paths], capture_output=True, text=True)
+        if added.returncode == 0:
+            if subprocess.run([*git, "diff", "--cached", "--quiet", "--", *paths]).returncode == 0:
+                return
+            done = subprocess.run(
+                [*git, "commit", "--quiet", "-m", f"Results: {message}", "--", *paths], capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                return
+            error = done.stderr
+        else:
+            error = added.stderr
+        time.sleep(2 + 3 * attempt)
+    print(f"warning: could not commit the results of {message}: {error.strip()}", flush=True)

@@ -1,0 +1,142 @@
+"""The benchmarks' tables: the paper's table (results.json's rows and table.md) and CSV files.
+
+results.json's "rows" hold per paper row the mean over its finished seeds and each seed's values
+(`row_summary`); `paper_table` sets them beside the paper's full-scale numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import protocols, runs
+from invariance_tf import files
+
+PENDING = "pending"
+MISSING = "–"
+# The paper's standard and grid accuracy (%) at full scale; "–" in the table where it reports none.
+PAPER_STD_ACCURACY = {
+    "svhn": {"std": 95.48, "da": 93.97, "da_kl": 96.16, "at": 96.03, "at_kl": 96.14, "at_l2": 96.53, "grn": 95.0},
+    "cifar10": {"std": 92.11, "da": 89.93, "da_kl": 89.19, "at": 91.78, "at_kl": 89.82, "at_l2": 90.53, "grn": 93.08},
+    "cifar100": {"std": 70.23, "da": 66.62, "da_kl": 68.69, "at": 68.79, "at_kl": 69.99, "at_l2": 67.11},
+}
+PAPER_GRID_ACCURACY = {
+    "cifar10": {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6},
+}
+
+
+def seed_summary(metrics: dict) -> dict:
+    """The accuracies (fractions) and training seconds of one run's metrics.json."""
+    return {
+        name: float(value) for name, value in metrics.items() if name.endswith("_accuracy") or name == "train_seconds"
+    }
+
+
+def row_summary(metrics_by_seed: dict[int, dict]) -> dict:
+    """Mean over seeds of each value, the seeds averaged, and each seed's values."""
+    per_seed = {seed: seed_summary(metrics) for seed, metrics in sorted(metrics_by_seed.items())}
+    names = next(iter(per_seed.values()))
+    means = {name: float(np.mean([values[name] for values in per_seed.values()])) for name in names}
+    return {**means, "seed": list(per_seed), "seeds": {str(seed): values for seed, values in per_seed.items()}}
+
+
+def _percent(row: dict, name: str) -> str:
+    mean = f"{100 * row[name]:.1f}"
+    if len(row["seeds"]) < 2:
+        return mean
+    return f"{mean} ({' / '.join(f'{100 * values[name]:.1f}' for values in row['seeds'].values())})"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _train_time(row: dict) -> str:
+    mean = _duration(row["train_seconds"])
+    if len(row["seeds"]) < 2:
+        return mean
+    return f"{mean} ({' / '.join(_duration(values['train_seconds']) for values in row['seeds'].values())})"
+
+
+def paper_table(results: dict, requested: Sequence[str]) -> str:
+    """table.md: one line per paper row, the paper's full-scale numbers beside ours."""
+    info, rows = results["protocol"], results["rows"]
+    dataset = info["dataset"]
+    paper = PAPER_GRID_ACCURACY.get(dataset, {})
+    paper_std = PAPER_STD_ACCURACY.get(dataset, {})
+    lines = [f"# {protocols.DATASETS[dataset]}: the paper's table at {info['scale']} scale", ""]
+    if info["data"].startswith(runs.NO_DATA):
+        lines += [f"**{info['data']}**", ""]
+    lines += [
+        "| method | std acc, paper (%) | std acc, ours (%) | grid acc, paper (%) | grid acc, ours (%) "
+        "| train time, ours |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row, label in protocols.ROWS.items():
+        paper_grid = f"{paper[row]:.1f}" if row in paper else MISSING
+        paper_clean = f"{paper_std[row]:.2f}" if row in paper_std else MISSING
+        if row in rows:
+            ours = [_percent(rows[row], "clean_accuracy"), _percent(rows[row], "grid_accuracy"), _train_time(rows[row])]
+            left = [seed for seed in info.get("seeds", {}).get(row, []) if str(seed) not in rows[row]["seeds"]]
+            if left:
+                ours[0] += f" (seed {', '.join(map(str, left))} pending)"
+        elif row in requested:
+            ours = [runs.NO_DATA if info["data"].startswith(runs.NO_DATA) else PENDING] * 3
+        else:
+            ours = ["not run"] * 3
+        lines.append(f"| {label} | {paper_clean} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
+    several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())
+    lines += [
+        "",
+        f"Ours: {info['network']}, {info['subset']}, {_count(info['epochs'], 'epoch')}, "
+        f"{info.get('recipe', protocols.FLAGFILE_RECIPE)}; standard accuracy on {info['test_examples']} test images, "
+        f"grid accuracy (correct under all 775 = 5 dx x 5 dy x 31 angle transformations) "
+        f"on {info['grid_examples']} of them. "
+        f"{'With several seeds: mean (each seed, in order). ' if several_seeds else ''}"
+        f"Train time: the wall time of the training epochs (summed over resumed sittings; evaluation "
+        f"excluded). Trained on {_where_measured(info.get('measured', {}))}. "
+        f"Precision: {_precisions(info.get('precision', {}))}.",
+        "",
+        "Paper: ResNet-32 (G-ResNet44 for its row), the whole training set, 100 epochs, the whole test set; "
+        f"{MISSING} = not recorded here.",
+    ]
+    if info["note"]:
+        lines += ["", info["note"]]
+    return "\n".join(lines) + "\n"
+
+
+def _where_measured(records: dict[str, dict | None]) -> str:
+    """Each machine the finished runs trained on, with their names and dates."""
+    by_machine: dict[str, list[str]] = {}
+    for run, record in records.items():
+        if record is None:
+            by_machine.setdefault("a machine not recorded", []).append(run)
+        else:
+            where = record["machine"]
+            by_machine.setdefault(
+                f"{where['cpu_cores']} CPU cores ({where['cpu']}), {where['gpus']} GPU(s)", []
+            ).append(f"{run} {record['date'][:10]}")
+    return "; ".join(f"{where}: {', '.join(names)}" for where, names in by_machine.items()) or "nothing yet"
+
+
+def _precisions(by_run: dict[str, str]) -> str:
+    """Each dtype policy the finished runs trained in, with their names."""
+    runs_of: dict[str, list[str]] = {}
+    for run, policy in by_run.items():
+        runs_of.setdefault(policy, []).append(run)
+    return "; ".join(f"{policy}: {', '.join(names)}" for policy, names in runs_of.items()) or "nothing yet"
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Mapping]) -> None:
+    """Writes `rows` as a CSV file of the columns `fields` (other keys left out), atomically."""
+    with files.atomic_path(path) as partial, partial.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

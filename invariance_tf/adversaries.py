@@ -9,16 +9,21 @@ Adversaries call the network in inference mode (`training=False`), so the
 search neither uses nor updates batch-norm batch statistics. They are plain
 callables built from TF ops, meant to run inside a `tf.function` (a Keras
 `train_step`); the result carries no gradient.
+
+`check_arguments` states the rules on the adversaries' arguments once, for
+their constructors and for the flags of `trainers.fit` that set them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
 
 from invariance_tf import semimetrics, transforms
+from invariance_tf.options import Naming, Rule, check_values
 
 Model = Callable[..., tf.Tensor]
 Seed = tf.Tensor | Sequence[int] | None
@@ -26,16 +31,57 @@ OBJECTIVES = ("ce", *sorted(semimetrics.SEMIMETRICS))
 Objective = Callable[[tf.Tensor, tf.Tensor, tf.Tensor | None], tf.Tensor]
 
 
+def _at_least_one(value: Any) -> bool:
+    """Whether `value` as an int is >= 1: a count of candidates, steps or restarts."""
+    return int(value) >= 1
+
+
+RULES: tuple[Rule, ...] = (
+    transforms.LIMITS_RULE,
+    transforms.RESAMPLING_RULE,
+    ("objective", lambda objective: objective in OBJECTIVES, f"valid objectives are {list(OBJECTIVES)}"),
+    ("k", _at_least_one, "must be >= 1"),
+    ("max_batch", lambda max_batch: max_batch is None or _at_least_one(max_batch), "must be >= 1 or None"),
+    ("steps", _at_least_one, "must be >= 1"),
+    ("restarts", _at_least_one, "must be >= 1"),
+    (
+        "step_size",
+        lambda step_size: step_size is None or transforms.are_limits(step_size),
+        f"must be None or {transforms.VALID_LIMITS}",
+    ),
+)
+"""The rules on the adversaries' arguments, one per argument, in the order `check_arguments` applies them."""
+
+
+def check_arguments(
+    arguments: Mapping[str, Any], flags: bool = False, flag_names: Mapping[str, str] | None = None
+) -> None:
+    """Raises ValueError with the one-line error of the first rule on adversaries' `arguments` they break.
+
+    The one statement of these rules, for the adversaries' constructors and `trainers.fit`
+    (`ExperimentConfig.validate`) alike: `RULES`, then that S-PGD restarts need a random start. `arguments` maps
+    any of the constructors' arguments to their values; rules on the others are skipped. The error names values
+    as arguments (`k=0 is invalid: must be >= 1`) or, with `flags`, as the flags that set them, `flag_names`
+    mapping an argument to its flag when their names differ (`{"steps": "spgd_steps"}`: `--spgd_steps=0 ...`).
+    """
+    named = Naming(arguments, flags, flag_names)
+    check_values(named, RULES)
+    if int(arguments.get("restarts", 1)) > 1 and not arguments.get("random_start", True):
+        raise ValueError(
+            f"{named('restarts')} need {named('random_start', True)}: without a random start every restart ascends "
+            "from t = 0 and finds the same t"
+        )
+
+
 def objective_fn(name: str) -> Objective:
-    """Per-example objective `(logits_adv, labels, logits_nat) -> [B]` named `name`."""
+    """Per-example objective `(logits_adv, labels, logits_nat) -> [B]` named `name`, one of `OBJECTIVES`."""
+    check_arguments({"objective": name})
     if name == "ce":
         return lambda logits_adv, labels, logits_nat: keras.losses.sparse_categorical_crossentropy(
             labels, logits_adv, from_logits=True
         )
-    if name in semimetrics.SEMIMETRICS:
-        h = semimetrics.get(name)
-        return lambda logits_adv, labels, logits_nat: h(logits_nat, logits_adv)
-    raise ValueError(f"Unknown adversary objective {name!r}; valid objectives are {list(OBJECTIVES)}")
+    h = semimetrics.get(name)
+    return lambda logits_adv, labels, logits_nat: h(logits_nat, logits_adv)
 
 
 def _keep_best(
@@ -63,8 +109,9 @@ class Adversary:
     """Whether the choice depends on the objective (a search), so that two objectives need two x~."""
 
     def __init__(self, limits: Sequence[float] = transforms.DEFAULT_LIMITS, resampling: str = "composed"):
-        self.limits = transforms.validate_limits(limits)
-        self.resampling = transforms.validate_resampling(resampling)
+        check_arguments({"limits": limits, "resampling": resampling})
+        self.limits = tuple(float(limit) for limit in limits)
+        self.resampling = resampling
 
     def __call__(
         self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None, logits_nat: tf.Tensor | None = None
@@ -174,10 +221,7 @@ class WorstOfK(_ObjectiveAdversary):
         resampling: str = "composed",
     ):
         super().__init__(objective, limits, resampling)
-        if int(k) < 1:
-            raise ValueError(f"worst-of-k needs k >= 1; got k={k}")
-        if max_batch is not None and int(max_batch) < 1:
-            raise ValueError(f"max_batch must be >= 1 or None; got {max_batch}")
+        check_arguments({"k": k, "max_batch": max_batch})
         self.k = int(k)
         self.max_batch = None if max_batch is None else int(max_batch)
         self.shared_candidates = bool(shared_candidates)
@@ -309,23 +353,13 @@ class SPGD(_ObjectiveAdversary):
         resampling: str = "composed",
     ):
         super().__init__(objective, limits, resampling)
-        if int(steps) < 1:
-            raise ValueError(f"S-PGD needs steps >= 1; got steps={steps}")
-        if int(restarts) < 1:
-            raise ValueError(f"S-PGD needs restarts >= 1; got restarts={restarts}")
-        if int(restarts) > 1 and not random_start:
-            raise ValueError(
-                f"S-PGD restarts={restarts} need random_start=True: without a random start every "
-                "restart ascends from t = 0 and finds the same t"
-            )
+        check_arguments({"steps": steps, "restarts": restarts, "random_start": random_start, "step_size": step_size})
         self.steps = int(steps)
         self.restarts = int(restarts)
         self.random_start = bool(random_start)
         if step_size is None:
             step_size = [2.5 * limit / self.steps for limit in self.limits]
         self.step_size = tuple(float(s) for s in step_size)
-        if len(self.step_size) != 3 or any(s < 0 for s in self.step_size):
-            raise ValueError(f"step_size must be 3 values >= 0 (dx, dy, angle); got {step_size!r}")
 
     def __call__(
         self, model: Model, images: tf.Tensor, labels: tf.Tensor, seed: Seed = None, logits_nat: tf.Tensor | None = None

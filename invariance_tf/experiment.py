@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -162,34 +161,19 @@ class ExperimentConfig:
     def validate(self) -> None:
         """Raises ValueError naming the first bad field as its flag, before any expensive work.
 
-        The fields that are `InvarianceModel` arguments follow its rules, `model.check_arguments`.
+        The fields that are the adversary's arguments follow its rules, `adversaries.check_arguments`, whatever the
+        adversary; those that are `InvarianceModel` arguments follow the model's, `model.check_arguments`.
         """
         checks = [
             ("dataset", self.dataset in data.DATASETS, f"valid datasets are {sorted(data.DATASETS)}"),
             ("network", self.network in networks.NETWORKS, f"valid networks are {sorted(networks.NETWORKS)}"),
             ("adversary", self.adversary in ADVERSARY_CHOICES, f"valid adversaries are {list(ADVERSARY_CHOICES)}"),
-            (
-                "adversary_objective",
-                self.adversary_objective in adversaries.OBJECTIVES,
-                f"valid objectives are {list(adversaries.OBJECTIVES)}",
-            ),
             ("augment", self.augment in AUGMENT_CHOICES, f"valid values are {list(AUGMENT_CHOICES)}"),
             ("strategy", self.strategy in distribute.STRATEGIES, f"valid strategies are {list(distribute.STRATEGIES)}"),
             (
-                "limits",
-                len(self.limits) == 3 and all(math.isfinite(v) and v >= 0 for v in self.limits),
-                "must be 3 values >= 0: dx pixels, dy pixels, angle degrees",
-            ),
-            (
                 "adversary_limits",
-                len(self.adversary_limits) in (0, 3)
-                and all(math.isfinite(v) and v >= 0 for v in self.adversary_limits),
-                "must be empty (= --limits) or 3 values >= 0: dx pixels, dy pixels, angle degrees",
-            ),
-            (
-                "resampling",
-                self.resampling in transforms.RESAMPLINGS,
-                f"valid resamplings are {list(transforms.RESAMPLINGS)}",
+                not self.adversary_limits or transforms.are_limits(self.adversary_limits),
+                f"must be empty (= --limits) or {transforms.VALID_LIMITS}",
             ),
             ("resnet_n", self.resnet_n >= 1, "must be >= 1"),
             ("width", self.width >= 1, "must be >= 1"),
@@ -199,8 +183,6 @@ class ExperimentConfig:
             ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
             ("g_width", self.g_width >= 0, "must be >= 0 (0 = the paper's widths)"),
             ("group", self.group in GROUPS, f"valid groups are {list(GROUPS)}"),
-            ("k", self.k >= 1, "must be >= 1"),
-            ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("lr", self.lr > 0, "must be > 0"),
@@ -215,6 +197,17 @@ class ExperimentConfig:
             ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0 (0 = auto)"),
         ]
         check(self, checks)
+        adversaries.check_arguments(
+            {
+                "limits": self.limits,
+                "resampling": self.resampling,
+                "objective": self.adversary_objective,
+                "k": self.k,
+                "steps": self.spgd_steps,
+            },
+            flags=True,
+            flag_names={"objective": "adversary_objective", "steps": "spgd_steps"},
+        )
         arguments = {name: getattr(self, name) for name in CHECKED_ARGUMENTS}
         check_arguments({**arguments, "adversary": None if self.adversary == "none" else self.adversary}, flags=True)
         if self.init_model:

@@ -7,13 +7,14 @@ choices. `trainers.flags` generates the absl flags from these fields; each
 dataclass's `validate` passes its table of rules to `check`, whose one-line
 error names the bad value as the flag that sets it. `Naming` writes a value
 as a flag or as a Python argument, so that one table of rules (the model's,
-`model.check_arguments`) gives the library's errors and the command lines'.
+`model.check_arguments`; the adversaries', `adversaries.check_arguments`)
+gives the library's errors and the command lines'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -45,22 +46,24 @@ class Naming:
 
     A flag is written as on a command line (`flag_value`), a true boolean as `--name` and None as `none`; an argument
     as `name=repr(value)`. Values not given are those of `values`, the mapping of names to values being checked.
+    `flag_names` maps the names whose flags are named otherwise to those flags (`{"steps": "spgd_steps"}`).
     """
 
-    def __init__(self, values: Mapping[str, Any], flags: bool):
+    def __init__(self, values: Mapping[str, Any], flags: bool = False, flag_names: Mapping[str, str] | None = None):
         self.values = values
         self.flags = flags
+        self.flag_names = dict(flag_names or {})
 
     def __call__(self, name: str, value: Any = dataclasses.MISSING) -> str:
         """`name` with `value` (by default its value in `values`): `--name=value` or `name=value`."""
         value = self.values[name] if value is dataclasses.MISSING else value
         if self.flags and value is True:
-            return f"--{name}"
+            return self.name(name)
         return f"{self.name(name)}={self.value(value)}"
 
     def name(self, name: str) -> str:
-        """`--name` or `name`."""
-        return f"--{name}" if self.flags else name
+        """`--flag` (the flag that sets `name`) or `name`."""
+        return f"--{self.flag_names.get(name, name)}" if self.flags else name
 
     def value(self, value: Any) -> str:
         """A value as a flag writes it or as its repr."""
@@ -75,6 +78,20 @@ class Naming:
     def invalid(self, name: str, rule: str) -> str:
         """The error of a value that breaks `rule`: `<name and value> is invalid: <rule>`."""
         return f"{self(name)} is invalid: {rule}"
+
+
+Rule = tuple[str, Callable[[Any], bool], str]
+"""`(name, ok, rule)`: the value named `name` is valid if `ok(value)`; its error states `rule` ("must be >= 1")."""
+
+
+def check_values(named: Naming, rules: Iterable[Rule]) -> None:
+    """Raises ValueError `<name and value> is invalid: <rule>` for the first of `rules` that a value of `named` breaks.
+
+    Rules on names without a value in `named.values` are skipped: a table of rules serves any subset of its names.
+    """
+    for name, ok, rule in rules:
+        if name in named.values and not ok(named.values[name]):
+            raise ValueError(named.invalid(name, rule))
 
 
 def check(options: Any, rules: Iterable[tuple[str, bool, str]]) -> None:

@@ -34,27 +34,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from invariance_tf.options import Naming, Rule, check_values
+
 DEFAULT_LIMITS = (3.0, 3.0, 30.0)
 DEFAULT_GRANULARITY = (5, 5, 31)
 RESAMPLINGS = ("composed", "reference")
+VALID_LIMITS = "3 values >= 0: dx pixels, dy pixels, angle degrees"
+"""What `are_limits` accepts, as errors state it."""
+
+
+def are_limits(limits: Any) -> bool:
+    """Whether `limits` are 3 finite numbers >= 0: the largest |dx| and |dy| (pixels) and |angle| (degrees)."""
+    try:
+        values = [float(v) for v in limits]
+    except (TypeError, ValueError):
+        return False
+    return len(values) == 3 and all(math.isfinite(v) and v >= 0 for v in values)
+
+
+LIMITS_RULE: Rule = ("limits", are_limits, f"must be {VALID_LIMITS}")
+"""The one rule on `limits`: `validate_limits` and the adversaries' (`adversaries.check_arguments`)."""
+
+RESAMPLING_RULE: Rule = ("resampling", lambda name: name in RESAMPLINGS, f"valid resamplings are {list(RESAMPLINGS)}")
+"""The one rule on `resampling`: `validate_resampling` and the adversaries' (`adversaries.check_arguments`)."""
 
 
 def validate_limits(limits: Sequence[float]) -> tuple[float, float, float]:
-    """Returns `limits` as a float triple, raising ValueError if any is negative or not 3 values."""
-    values = tuple(float(v) for v in limits)
-    if len(values) != 3:
-        raise ValueError(f"limits must be 3 values (dx pixels, dy pixels, angle degrees); got {tuple(limits)!r}")
-    if any(not math.isfinite(v) or v < 0 for v in values):
-        raise ValueError(f"limits must be finite and >= 0 (dx, dy, angle); got {values!r}")
-    return values
+    """Returns `limits` as a float triple, raising ValueError unless they are 3 finite values >= 0 (`LIMITS_RULE`)."""
+    check_values(Naming({"limits": limits}), [LIMITS_RULE])
+    return tuple(float(v) for v in limits)
 
 
 def validate_resampling(name: str) -> str:
-    """Returns `name` if it is one of `RESAMPLINGS`, raising ValueError otherwise.
+    """Returns `name` if it is one of `RESAMPLINGS`, raising ValueError otherwise (`RESAMPLING_RULE`).
 
     Args:
         name: `"composed"` or `"reference"`, see the module docstring.
@@ -62,8 +79,7 @@ def validate_resampling(name: str) -> str:
     Returns:
         `name`, unchanged.
     """
-    if not isinstance(name, str) or name not in RESAMPLINGS:
-        raise ValueError(f"Unknown resampling {name!r}; valid resamplings are {list(RESAMPLINGS)}")
+    check_values(Naming({"resampling": name}), [RESAMPLING_RULE])
     return name
 
 

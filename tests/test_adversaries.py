@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from invariance_tf import adversaries, networks, transforms
+from invariance_tf.experiment import ExperimentConfig
 
 SEED = tf.constant([3, 14], tf.int64)
 
@@ -152,17 +153,67 @@ def test_serialize_round_trip():
     "kwargs,message",
     [
         (dict(name="fgsm"), r"'fgsm'.*\['random', 'spgd', 'worst_of_k'\]"),
-        (dict(name="worst_of_k", k=0), "k=0"),
-        (dict(name="worst_of_k", objective="js"), r"'js'.*\['ce', 'kl', 'l2'\]"),
-        (dict(name="spgd", steps=0), "steps=0"),
-        (dict(name="random", resampling="nearest"), r"'nearest'; valid resamplings are \['composed', 'reference'\]"),
-        (dict(name="spgd", restarts=3, random_start=False), "restarts=3 need random_start=True"),
-        (dict(name="random", limits=(3, 3, -1)), "limits"),
+        (dict(name="worst_of_k", k=0), r"^k=0 is invalid: must be >= 1$"),
+        (dict(name="worst_of_k", max_batch=0), r"^max_batch=0 is invalid: must be >= 1 or None$"),
+        (
+            dict(name="worst_of_k", objective="js"),
+            r"^objective='js' is invalid: valid objectives are \['ce', 'kl', 'l2'\]$",
+        ),
+        (dict(name="spgd", steps=0), r"^steps=0 is invalid: must be >= 1$"),
+        (dict(name="spgd", restarts=0), r"^restarts=0 is invalid: must be >= 1$"),
+        (dict(name="spgd", step_size=(1, -1, 1)), r"^step_size=\(1, -1, 1\) is invalid: must be None or 3 values >= 0"),
+        (
+            dict(name="random", resampling="nearest"),
+            r"^resampling='nearest' is invalid: valid resamplings are \['composed', 'reference'\]$",
+        ),
+        (dict(name="spgd", restarts=3, random_start=False), "^restarts=3 need random_start=True: "),
+        (dict(name="random", limits=(3, 3, -1)), r"^limits=\(3, 3, -1\) is invalid: must be 3 values >= 0: dx pixels"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         adversaries.get(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,flags,named",
+    [
+        (dict(name="worst_of_k", k=0), dict(adversary="worst_of_k", k=0), ("k=0", "--k=0")),
+        (dict(name="spgd", steps=0), dict(adversary="spgd", spgd_steps=0), ("steps=0", "--spgd_steps=0")),
+        (
+            dict(name="spgd", objective="js"),
+            dict(adversary="spgd", adversary_objective="js"),
+            ("objective='js'", "--adversary_objective=js"),
+        ),
+        (
+            dict(name="random", limits=(3.0, -1.0, 30.0)),
+            dict(adversary="random", limits=(3.0, -1.0, 30.0)),
+            ("limits=(3.0, -1.0, 30.0)", "--limits=3,-1,30"),
+        ),
+        (
+            dict(name="random", resampling="nearest"),
+            dict(adversary="random", resampling="nearest"),
+            ("resampling='nearest'", "--resampling=nearest"),
+        ),
+    ],
+)
+def test_the_adversaries_and_their_flags_state_one_rule_in_their_own_names(kwargs, flags, named):
+    with pytest.raises(ValueError) as library:
+        adversaries.get(**kwargs)
+    with pytest.raises(ValueError) as command_line:
+        ExperimentConfig(ce_on="rob", **flags).validate()
+    library_name, flag = named
+    assert str(library.value).startswith(f"{library_name} is invalid: ")
+    assert str(command_line.value) == str(library.value).replace(library_name, flag, 1)
+
+
+def test_a_custom_adversary_takes_the_rules_on_limits_and_resampling():
+    class Custom(adversaries.Adversary):
+        pass
+
+    assert Custom(limits=(1, 2, 3)).get_config() == {"limits": [1.0, 2.0, 3.0], "resampling": "composed"}
+    with pytest.raises(ValueError, match=r"^resampling='nearest' is invalid: "):
+        Custom(resampling="nearest")
 
 
 def test_only_a_search_uses_its_objective():

@@ -269,7 +269,7 @@ def test_reference_is_blurrier_than_composed_for_combined_draws(fn, pixel_images
 @pytest.mark.parametrize("bad", ["bilinear", "Reference", "", None])
 @pytest.mark.parametrize("fn", [transforms.transform, transforms.transform_differentiable])
 def test_unknown_resampling_is_refused(fn, bad, unit_images):
-    message = f"Unknown resampling {bad!r}; valid resamplings are ['composed', 'reference']"
+    message = f"resampling={bad!r} is invalid: valid resamplings are ['composed', 'reference']"
     with pytest.raises(ValueError, match=re.escape(message)):
         fn(unit_images[:2], np.zeros((2, 3), np.float32), bad)
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -302,7 +302,10 @@ def test_sample_uniform_is_reproducible_and_within_limits():
     np.testing.assert_allclose(np.abs(a).mean(axis=0), [1.5, 1.0, 15.0], rtol=0.05)
 
 
-@pytest.mark.parametrize("bad", [(3, 3), (3, -1, 30), (3, 3, float("nan"))])
+@pytest.mark.parametrize("bad", [(3, 3), (3, -1, 30), (3, 3, float("nan")), 3.0, ("a", "b", "c")])
 def test_bad_limits_raise(bad):
-    with pytest.raises(ValueError, match="limits"):
+    message = f"limits={bad!r} is invalid: must be 3 values >= 0: dx pixels, dy pixels, angle degrees"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         transforms.grid(bad)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        transforms.validate_limits(bad)

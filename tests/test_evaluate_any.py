@@ -378,3 +378,15 @@ def test_per_shift_table_averages_over_angles(tmp_path):
         at = (params[:, 0] == dx) & (params[:, 1] == dy)
         assert float(row["accuracy"]) == pytest.approx(per_transform[at].mean(), rel=1e-5)
     assert transforms.per_shift_accuracy(per_transform).shape == (5, 5)
+
+
+@pytest.mark.parametrize(
+    "field, flag",
+    [("k", "k"), ("spgd_steps", "spgd_steps"), ("spgd_restarts", "spgd_restarts"), ("refine_steps", "refine_steps")],
+)
+def test_the_attack_flags_follow_the_adversaries_rules(field, flag):
+    """--k, --spgd_steps, --spgd_restarts (the adversaries' rules) and --refine_steps each refused at 0, by name."""
+    from invariance_tf.evaluation.options import EvaluateOptions
+
+    with pytest.raises(ValueError, match=rf"^--{flag}=0 is invalid: must be >= 1$"):
+        EvaluateOptions(model=str(REPO_ROOT / "models" / "cifar10_std_resnet9_w16.keras"), **{field: 0}).validate()

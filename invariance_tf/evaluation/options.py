@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invariance_tf import data, transforms
+from invariance_tf import adversaries, data, transforms
 from invariance_tf.evaluation.attacks import ATTACKS
 from invariance_tf.evaluation.classifiers import INPUT_RANGES, LAYOUTS
 from invariance_tf.evaluation.grid import METHODS
@@ -98,9 +98,6 @@ class EvaluateOptions:
                 ("dataset", self.dataset in data.DATASETS, f"valid datasets are {list(data.DATASETS)}"),
                 ("examples", self.examples >= 0, "must be >= 0"),
                 ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
-                ("k", self.k >= 1, "must be >= 1"),
-                ("spgd_steps", self.spgd_steps >= 1, "must be >= 1"),
-                ("spgd_restarts", self.spgd_restarts >= 1, "must be >= 1"),
                 (
                     "refine_starts",
                     1 <= self.refine_starts <= GRID_SIZE,
@@ -113,6 +110,13 @@ class EvaluateOptions:
                 ("std", not not_positive, f"{flag_value(not_positive[:1])} is not a number > 0"),
             ],
         )
+        for attack in ("worst_of_k", "spgd"):
+            attack_flags = ATTACKS[attack].flags
+            adversaries.check_arguments(
+                {argument: getattr(self, flag) for argument, flag in attack_flags.items()},
+                flags=True,
+                flag_names=attack_flags,
+            )
         if self.plot and "grid" not in self.attack:
             raise ValueError(f"--plot needs grid in --attack={flag_value(self.attack)}")
         gradient = [name for name in self.attack if ATTACKS[name].gradients]

@@ -122,6 +122,25 @@ class EpochTimes(keras.callbacks.Callback):
         files.write_text(self.path, json.dumps(self.seconds()[:epoch] + [time.perf_counter() - self._start]))
 
 
+class EpochLogs(keras.callbacks.Callback):
+    """Keeps the training logs of the last finished epoch in `path` (JSON object), across resumed runs.
+
+    So that a run resumed after its last epoch (when `fit` trains no epoch and its history is empty) still
+    reports them.
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def last(self) -> dict[str, float]:
+        """The logs of the last finished epoch; empty before the first."""
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        files.write_text(self.path, json.dumps({name: float(value) for name, value in (logs or {}).items()}))
+
+
 class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 

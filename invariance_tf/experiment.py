@@ -409,6 +409,7 @@ def robust_metrics(
 
 
 EPOCH_TIMES = "epoch_seconds.json"
+EPOCH_LOGS = "epoch_logs.json"
 PRECISION_RECORD = "precision.json"
 EVALUATION_STATE = "evaluation_state"
 RUN_ARTEFACTS = (
@@ -419,6 +420,7 @@ RUN_ARTEFACTS = (
     "backup",
     "logs",
     EPOCH_TIMES,
+    EPOCH_LOGS,
     EVALUATION_STATE,
     PRECISION_RECORD,
 )
@@ -551,6 +553,7 @@ def training_callbacks(
     checkpoint = root / "checkpoints" / "last.keras"
     result = [
         callbacks.EpochTimes(root / EPOCH_TIMES),
+        callbacks.EpochLogs(root / EPOCH_LOGS),
         callbacks.AtomicBackupAndRestore(root / "backup", restore_dir=out / "backup"),
         callbacks.StopOnNonFiniteLoss(checkpoint),
         callbacks.SaveLastModel(checkpoint),
@@ -645,7 +648,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         "replicas_in_sync": strategy.num_replicas_in_sync,
         "precision": compute.policy,
         "precision_reason": compute.reason,
-        "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
+        "final_train_logs": callbacks.EpochLogs(out / EPOCH_LOGS).last(),
         **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE),
     }
     files.write_text(out / "metrics.json", json.dumps(metrics, indent=2))

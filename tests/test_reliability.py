@@ -154,8 +154,9 @@ def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10
     assert "grid: resumed 20 of 40 examples" in resumed.stdout + resumed.stderr
     assert run(fit_command(cifar10_dir, reference_run, *flags)).returncode == 0
     metrics = [json.loads((path / "metrics.json").read_text()) for path in (killed_run, reference_run)]
-    for key in ("grid_accuracy", "grid_accuracy_ci95", "clean_accuracy", "worst_of_10_accuracy"):
+    for key in ("grid_accuracy", "grid_accuracy_ci95", "clean_accuracy", "worst_of_10_accuracy", "final_train_logs"):
         assert metrics[0][key] == metrics[1][key], key
+    assert set(metrics[0]["final_train_logs"]) >= {"loss", "acc_nat"}, "the resumed run trained no epoch"
     assert not (killed_run / "evaluation_state").exists()
 
 

@@ -95,6 +95,9 @@ class ReproduceOptions:
         "seeds of --rows to train, e.g. 1 (default: the scale's seeds); the table shows them beside the scale's seeds",
     )
     epochs: int | None = option(None, "epochs of every run instead of the scale's (use another --out)")
+    train_examples: int | None = option(
+        None, "training images of every run instead of the scale's, a fixed subset (use another --out)"
+    )
     rows: tuple[str, ...] | None = option(
         None,
         f"comma-separated rows to train now, among {list(ROWS)} (default: the scale's rows); "
@@ -120,6 +123,7 @@ class ReproduceOptions:
             [
                 cli.seeds_rule(self.seeds or ()),
                 ("epochs", self.epochs is None or self.epochs >= 1, "must be >= 1"),
+                ("train_examples", self.train_examples is None or self.train_examples >= 1, "must be >= 1"),
                 cli.names_rule("rows", self.rows or (), list(ROWS)),
                 ("publish", not (self.publish and self.scale == "smoke"), "smoke results are never published"),
                 ("commit", not (self.commit and self.scale == "smoke"), "smoke results are never committed"),
@@ -138,6 +142,7 @@ def reproduce(
     publish: bool = False,
     commit: bool = False,
     epochs: int | None = None,
+    train_examples: int | None = None,
 ) -> dict:
     """Trains (or reuses) every run; after each one rewrites results.json, table.md and per_angle.png in `out`.
 
@@ -146,14 +151,19 @@ def reproduce(
     (e.g. one row first); the outputs still cover the scale's rows, with their
     finished runs read from `out`. With `publish`, each update is copied to
     docs/results; with `commit`, the results and each finished run's small
-    records in `out` are committed. `epochs` replaces the scale's number of
-    epochs (e.g. a longer budget, into another `out`, whose table then shows
-    the trained rows only). Returns results.json's content.
+    records in `out` are committed. `epochs` and `train_examples` replace the
+    scale's numbers of epochs and training images (e.g. another budget or
+    regime, into another `out`, whose table then shows the trained rows only).
+    Returns results.json's content.
     """
     train_rows = list(rows or SCALES[scale].rows)
-    seeds_by_row = protocols.table_seeds(scale, train_rows, seeds, only_trained_rows=epochs is not None)
+    overridden = epochs is not None or train_examples is not None
+    seeds_by_row = protocols.table_seeds(scale, train_rows, seeds, only_trained_rows=overridden)
     configs = {
-        row: [protocols.scale_config(dataset, row, scale, seed, out, data_dir, epochs) for seed in row_seeds]
+        row: [
+            protocols.scale_config(dataset, row, scale, seed, out, data_dir, epochs, train_examples)
+            for seed in row_seeds
+        ]
         for row, row_seeds in seeds_by_row.items()
     }
     runs.check_finished_runs_match([config for row_runs in configs.values() for config in row_runs])
@@ -203,7 +213,7 @@ def write_outputs(
     )
     protocol["measured"] = {Path(config.output_dir).name: runs.measured(config) for config in done}
     protocol["precision"] = {Path(config.output_dir).name: runs.run_precision(config) for config in done}
-    results = {"rows": summaries, "protocol": protocol}
+    results = {"rows": summaries, "paired": tables.paired_differences(finished), "protocol": protocol}
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     files.write_text(out / "table.md", tables.paper_table(results, rows))
@@ -240,6 +250,7 @@ def main(options: ReproduceOptions) -> None:
             options.publish,
             options.commit,
             options.epochs,
+            options.train_examples,
         )
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")

@@ -155,14 +155,22 @@ def run_config(
 
 
 def scale_config(
-    dataset: str, row: str, scale: str, seed: int, out: Path, data_dir: str | None, epochs: int | None = None
+    dataset: str,
+    row: str,
+    scale: str,
+    seed: int,
+    out: Path,
+    data_dir: str | None,
+    epochs: int | None = None,
+    train_examples: int | None = None,
 ) -> ExperimentConfig:
     """The config of one run of the protocol `scale`, in `out/<row>_seed<seed>`.
 
-    `epochs`, if given, replaces the scale's number of epochs.
+    `epochs` and `train_examples`, if given, replace the scale's number of epochs and of training images.
     """
     protocol = SCALES[scale]
-    overrides = (*protocol.overrides, *protocol.row_overrides.get(row, ()), *([f"--epochs={epochs}"] if epochs else []))
+    budget = [f"--{name}={value}" for name, value in (("epochs", epochs), ("train_examples", train_examples)) if value]
+    overrides = (*protocol.overrides, *protocol.row_overrides.get(row, ()), *budget)
     return run_config(dataset, row, overrides, seed, out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import protocols, runs
-from invariance_tf import files
+from invariance_tf import files, report
 
 PENDING = "pending"
 MISSING = "–"
@@ -26,6 +26,10 @@ PAPER_STD_ACCURACY = {
 PAPER_GRID_ACCURACY = {
     "cifar10": {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6},
 }
+
+
+# (b, a): each row's grid accuracy against the row it adds to, paired over the same test images.
+PAIRS = (("da_kl", "da"), ("at_kl", "at"), ("at_l2", "at"))
 
 
 def seed_summary(metrics: dict) -> dict:
@@ -41,6 +45,44 @@ def row_summary(metrics_by_seed: dict[int, dict]) -> dict:
     names = next(iter(per_seed.values()))
     means = {name: float(np.mean([values[name] for values in per_seed.values()])) for name in names}
     return {**means, "seed": list(per_seed), "seeds": {str(seed): values for seed, values in per_seed.items()}}
+
+
+def paired_differences(finished: Mapping[str, Mapping[int, dict]]) -> list[dict]:
+    """Grid accuracy of b minus a (`PAIRS`) per seed both rows finished on the same test images.
+
+    Each entry is `report.paired_difference` (paired bootstrap interval, McNemar's p) with the rows and the seed.
+    """
+    result = []
+    for b, a in PAIRS:
+        for seed in sorted(set(finished.get(a, {})) & set(finished.get(b, {}))):
+            bits = [finished[row][seed].get("grid_correct") for row in (a, b)]
+            if None in bits or len(bits[0]) != len(bits[1]):
+                continue
+            difference = report.paired_difference(report.from_bits(bits[0]), report.from_bits(bits[1]))
+            result.append({"b": b, "a": a, "seed": seed, **difference})
+    return result
+
+
+def _paired_lines(paired: Sequence[dict]) -> list[str]:
+    """The table of paired differences, or nothing before a pair has finished."""
+    if not paired:
+        return []
+    lines = [
+        "",
+        "Paired differences of grid accuracy (same seed, same test images; paired bootstrap 95 % interval, "
+        "McNemar's exact p):",
+        "",
+        "| difference | seed | Δ grid (points) [95 % CI] | McNemar p | b right, a wrong / a right, b wrong |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for pair in paired:
+        low, high = pair["ci"]
+        lines.append(
+            f"| {protocols.ROWS[pair['b']]} − {protocols.ROWS[pair['a']]} | {pair['seed']} | "
+            f"{100 * pair['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | {pair['mcnemar_p']:.3g} | "
+            f"{pair['b_only']} / {pair['a_only']} |"
+        )
+    return lines
 
 
 def _percent(row: dict, name: str) -> str:
@@ -92,6 +134,7 @@ def paper_table(results: dict, requested: Sequence[str]) -> str:
         else:
             ours = ["not run"] * 3
         lines.append(f"| {label} | {paper_clean} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
+    lines += _paired_lines(results.get("paired", []))
     several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())
     lines += [
         "",

@@ -226,6 +226,7 @@ def test_cli_refuses_bad_flags_with_one_line(run_dir, with_model, flag, message)
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == message
 
 
+@pytest.mark.slow
 def test_killed_evaluation_resumes_from_saved_chunks(run_dir, cifar10_dir, tmp_path):
     """SIGKILL after the first saved chunk; the rerun reads the saved chunks and matches an uninterrupted run."""
     args = [

@@ -76,7 +76,15 @@ experiment.run(config)
 """
 
 
-@pytest.mark.parametrize("window", ["during_weights", "before_metadata", "before_rename", "after_rename"])
+@pytest.mark.parametrize(
+    "window",
+    [
+        "during_weights",
+        pytest.param("before_metadata", marks=pytest.mark.slow),
+        pytest.param("before_rename", marks=pytest.mark.slow),
+        pytest.param("after_rename", marks=pytest.mark.slow),
+    ],
+)
 def test_kill_while_backing_up_resumes_from_the_last_complete_epoch(cifar10_dir, tmp_path, window):
     out = tmp_path / "run"
     flags = [
@@ -221,6 +229,7 @@ def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted
         np.testing.assert_array_equal(resumed_weight, reference_weight)
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_overwritten_without_flag(cifar10_dir, tmp_path):
     out = tmp_path / "run"
     assert run(fit_command(cifar10_dir, out, "--epochs=1")).returncode == 0
@@ -233,6 +242,7 @@ def test_finished_run_is_not_overwritten_without_flag(cifar10_dir, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_deterministic_runs_are_identical(cifar10_dir, tmp_path):
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:

@@ -310,6 +310,7 @@ reproduce.main(cli.parse(reproduce.ReproduceOptions, flags))
 """
 
 
+@pytest.mark.slow
 def test_reproduce_killed_mid_row_keeps_finished_rows_and_resumes_the_killed_one(tmp_path, cifar10_dir, capsys):
     out = tmp_path / "cifar10_smoke"
     killed = run([sys.executable, "-c", KILL_AT_AT_KL_EVALUATION, str(out), str(cifar10_dir)])

@@ -117,6 +117,7 @@ def test_best_command_retrains_the_best_config(finished_search, cifar10_dir):
     )
 
 
+@pytest.mark.slow
 def test_rerun_resumes_without_repeating_trials_and_extends(finished_search):
     args, search_dir, _ = finished_search
     trial_files = sorted((search_dir / tuning.PROJECT_NAME).glob("trial_*/trial.json"))

@@ -16,7 +16,16 @@ from benchmarks.common.protocols import REPO_ROOT
 
 PUBLISH_DIR = REPO_ROOT / "docs" / "results"
 # Each run's small records, committed by --commit (models, backups and logs stay out of git).
-COMMITTED_RUN_FILES = ("metrics.json", "config.json", "epoch_seconds.json", "landscape.json", "measured.json")
+# With a committed backup, epoch_logs.json and precision.json let an unfinished run resume in another checkout.
+COMMITTED_RUN_FILES = (
+    "metrics.json",
+    "config.json",
+    "epoch_seconds.json",
+    "epoch_logs.json",
+    "precision.json",
+    "landscape.json",
+    "measured.json",
+)
 
 
 def commit_rule(commit: bool, out: str | None) -> tuple[str, bool, str]:
@@ -36,7 +45,7 @@ def publish_results(out: Path, dataset: str, scale: str) -> None:
 def commit_results(
     out: Path, message: str, tables: Sequence[str] = ("results.json", "table.md", "per_angle.png")
 ) -> None:
-    """Commits `out`'s `tables` and each run's small records (metrics, config, epoch times, landscape).
+    """Commits `out`'s `tables` and each run's small records (`COMMITTED_RUN_FILES`).
 
     It also commits the removal of tracked files gone from `out` (a backup committed to carry an unfinished run
     between sittings, removed when the run finished); nothing else of the checkout. A failed commit is reported,

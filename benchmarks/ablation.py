@@ -165,6 +165,29 @@ def compare(at: dict, at_kl: dict) -> dict:
     }
 
 
+def gap_change(pair: dict, base: dict) -> dict:
+    """How much a factor moves the gap: (A.T.+KL − A.T.) under it minus under the base, per example, bootstrapped.
+
+    `pair` and `base` map "at" and "at_kl" to metrics.json contents graded on the same test images.
+    """
+    gaps = [
+        report.from_bits(metrics["at_kl"]["grid_correct"]).astype(float)
+        - report.from_bits(metrics["at"]["grid_correct"]).astype(float)
+        for metrics in (pair, base)
+    ]
+    change = gaps[0] - gaps[1]
+    return {"difference": float(change.mean()), "ci": list(report.bootstrap_interval(change))}
+
+
+def add_gap_changes(results: dict, finished: dict[tuple[str, int], dict]) -> None:
+    """Sets `gap_change` of every compared pair whose seed's `base` pair is compared too."""
+    for (factor, seed), metrics in finished.items():
+        pair = results["factors"][factor][str(seed)]
+        base = results["factors"].get("base", {}).get(str(seed))
+        if factor != "base" and pair is not None and base is not None:
+            pair["gap_change"] = gap_change(metrics, finished["base", seed])
+
+
 def table(results: dict) -> str:
     """ablation.md: one line per factor and seed."""
     lines = [
@@ -172,23 +195,26 @@ def table(results: dict) -> str:
         "",
         f"Scale: {results['scale']} (`benchmarks.reproduce`), CIFAR-10. Grid accuracy on the same test images "
         "for both rows of a pair; Δ = A.T.+KL − A.T. with its paired bootstrap 95 % interval and McNemar's "
-        "exact p. Train = training accuracy on the run's own CE batch (last epoch, training mode); "
-        "w10 = worst-of-10 test accuracy.",
+        "exact p. Δ − base: how much the factor moves Δ, (A.T.+KL − A.T.) under it minus under `base` on the same "
+        "seed, per example, with its paired bootstrap 95 % interval. Train = training accuracy on the run's own "
+        "CE batch (last epoch, training mode); w10 = worst-of-10 test accuracy.",
         "",
         "| factor | seed | A.T. clean / grid | A.T.+KL clean / grid | Δ grid [95 % CI] | McNemar p "
-        "| A.T. train / w10 | A.T.+KL train / w10 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| Δ − base [95 % CI] | A.T. train / w10 | A.T.+KL train / w10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for factor, by_seed in results["factors"].items():
         for seed, pair in by_seed.items():
             if pair is None:
-                lines.append(f"| {factor} | {seed} | pending | pending | | | | |")
+                lines.append(f"| {factor} | {seed} | pending | pending | | | | | |")
                 continue
             at, kl, d = pair["at"], pair["at_kl"], pair["grid_difference"]
+            change = pair.get("gap_change")
+            moved = _points(change["difference"], change["ci"]) if change else "–"
             lines.append(
                 f"| {factor} | {seed} | {100 * at['clean']:.1f} / {100 * at['grid']:.1f} | "
-                f"{100 * kl['clean']:.1f} / {100 * kl['grid']:.1f} | {100 * d['difference']:+.1f} "
-                f"[{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}] | {d['mcnemar_p']:.3g} | "
+                f"{100 * kl['clean']:.1f} / {100 * kl['grid']:.1f} | {_points(d['difference'], d['ci'])} | "
+                f"{d['mcnemar_p']:.3g} | {moved} | "
                 f"{100 * at['train_accuracy']:.1f} / {100 * at['test_worst_of_10']:.1f} | "
                 f"{100 * kl['train_accuracy']:.1f} / {100 * kl['test_worst_of_10']:.1f} |"
             )
@@ -198,6 +224,11 @@ def table(results: dict) -> str:
         for name in results["factors"]
     ]
     return "\n".join(lines) + "\n"
+
+
+def _points(difference: float, ci: Sequence[float]) -> str:
+    """A difference of fractions in points with its interval: `+4.9 [+2.6, +7.3]`."""
+    return f"{100 * difference:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
 
 
 def ablation(
@@ -213,8 +244,9 @@ def ablation(
     }
     runs.check_finished_runs_match([config for pair in configs.values() for config in pair.values()])
     results = {"scale": scale, "factors": {factor: {str(seed): None for seed in seeds} for factor in factors}}
+    finished: dict[tuple[str, int], dict] = {}
     for (factor, seed), pair in configs.items():
-        metrics = {}
+        metrics = finished[factor, seed] = {}
         for row, config in pair.items():
             was_finished = runs.is_finished(config)
             metrics[row] = runs.train_or_load(config)
@@ -224,6 +256,7 @@ def ablation(
                     out, f"ablation {scale}, {Path(config.output_dir).name}", tables=("ablation.md", "ablation.json")
                 )
         results["factors"][factor][str(seed)] = compare(metrics["at"], metrics["at_kl"])
+        add_gap_changes(results, finished)
         write_outputs(out, results)
     if commit:
         publishing.commit_results(out, f"ablation {scale}", tables=("ablation.md", "ablation.json"))

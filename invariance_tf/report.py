@@ -69,12 +69,8 @@ def paired_difference(
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"need two equally long, non-empty 1-D outcome arrays; got shapes {a.shape} and {b.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
     delta = b.astype(np.float64) - a.astype(np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.array([delta[rng.integers(0, len(delta), len(delta))].mean() for _ in range(int(resamples))])
-    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    low, high = bootstrap_interval(delta, confidence, resamples, seed)
     b_only, a_only = int(np.sum(b & ~a)), int(np.sum(a & ~b))
     return {
         "difference": float(delta.mean()),
@@ -84,6 +80,25 @@ def paired_difference(
         "mcnemar_p": _mcnemar_exact(b_only, a_only),
         "examples": int(len(a)),
     }
+
+
+def bootstrap_interval(
+    values: np.ndarray, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-example `values`, resampling examples.
+
+    With `values` the per-example difference of two differences, (d_i − c_i) − (b_i − a_i) over the same
+    examples, it is the interval of an interaction: how much a change moves the gap between two models.
+    """
+    values = np.asarray(values, np.float64)
+    if values.ndim != 1 or not len(values):
+        raise ValueError(f"need a non-empty 1-D array of per-example values; got shape {values.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(int(resamples))])
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
 
 
 def _mcnemar_exact(b_only: int, a_only: int) -> float:

@@ -45,6 +45,20 @@ def test_the_paired_difference_is_over_the_same_test_images(smoke_ablation):
     assert "| base | 0 |" in table and "| shared_candidates | 0 |" in table
 
 
+def test_the_gap_change_is_the_factors_difference_of_differences_per_example(smoke_ablation):
+    """Both pairs share A.T., so the change of A.T.+KL − A.T. is A.T.+KL(shared) − A.T.+KL(base), example by example."""
+    out, results = smoke_ablation
+    kl_base, kl_shared = (
+        report.from_bits(json.loads((out / run / "metrics.json").read_text())["grid_correct"]).astype(float)
+        for run in ("at_kl__base_seed0", "at_kl__shared_candidates=true_seed0")
+    )
+    change = results["factors"]["shared_candidates"]["0"]["gap_change"]
+    assert change["difference"] == pytest.approx((kl_shared - kl_base).mean())
+    assert change["ci"][0] <= change["difference"] <= change["ci"][1]
+    assert "gap_change" not in results["factors"]["base"]["0"]
+    assert report.bootstrap_interval(np.full(50, 0.25)) == (0.25, 0.25)
+
+
 def test_a_rerun_reads_the_finished_runs(smoke_ablation, capsys, cifar10_dir):
     out, results = smoke_ablation
     again = ablation.ablation("smoke", out, str(cifar10_dir), ["base"], [0])

@@ -180,11 +180,11 @@ def gap_change(pair: dict, base: dict) -> dict:
 
 
 def add_gap_changes(results: dict, finished: dict[tuple[str, int], dict]) -> None:
-    """Sets `gap_change` of every compared pair whose seed's `base` pair is compared too."""
+    """Sets `gap_change` of every compared pair without one whose seed's `base` pair is compared too."""
     for (factor, seed), metrics in finished.items():
         pair = results["factors"][factor][str(seed)]
         base = results["factors"].get("base", {}).get(str(seed))
-        if factor != "base" and pair is not None and base is not None:
+        if factor != "base" and pair is not None and base is not None and "gap_change" not in pair:
             pair["gap_change"] = gap_change(metrics, finished["base", seed])
 
 

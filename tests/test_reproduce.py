@@ -471,7 +471,7 @@ def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carri
     git("add", "-f", "docs")
     git("commit", "-qm", "carry the unfinished run")
     shutil.rmtree(run_dir / "backup")
-    for name in ("metrics.json", "config.json", "epoch_seconds.json", "model.keras"):
+    for name in ("flags.cfg", "metrics.json", "config.json", "epoch_seconds.json", "model.keras"):
         (run_dir / name).write_text("{}")
     (out / "table.md").write_text("table")
     (tmp_path / "unrelated.txt").write_text("not mine")
@@ -480,7 +480,13 @@ def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carri
     assert git("log", "-1", "--format=%s").strip() == "Results: cifar10 cpu, std_seed0"
     assert sorted(git("ls-files").split()) == sorted(
         f"docs/results/cifar10_cpu/{name}"
-        for name in ("table.md", "std_seed0/metrics.json", "std_seed0/config.json", "std_seed0/epoch_seconds.json")
+        for name in (
+            "table.md",
+            "std_seed0/flags.cfg",
+            "std_seed0/metrics.json",
+            "std_seed0/config.json",
+            "std_seed0/epoch_seconds.json",
+        )
     )
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 from benchmarks.common.protocols import REPO_ROOT
 
 PUBLISH_DIR = REPO_ROOT / "docs" / "results"
-# Each run's small records, committed by --commit (models, backups and logs stay out of git).
+# Each run's small records, committed by --commit (models, backups and logs stay out of git); flags.cfg is the
+# flagfile that retrains the run with trainers.fit.
 # With a committed backup, epoch_logs.json and precision.json let an unfinished run resume in another checkout.
 COMMITTED_RUN_FILES = (
+    "flags.cfg",
     "metrics.json",
     "config.json",
     "epoch_seconds.json",

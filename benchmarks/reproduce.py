@@ -45,7 +45,7 @@ Scales:
   resampling, clean accuracy on the whole test set and the
   grid on 2,000 class-balanced test images; the G-ResNet row a p4 G-ResNet-8 of
   G-widths 3/6/12 in float32 (about the planar network's cost), trained on random
-  transformations as its flagfile. Second seed for D.A., D.A.+KL, A.T., A.T.+KL.
+  transformations as its flagfile. Second seed for D.A., D.A.+KL, A.T., A.T.+KL, A.T.+L2.
 - `smoke`, seconds, for tests: rows std and A.T.+KL, 128 training images,
   1 epoch, 20 test images.
 - `full`: the flagfiles unchanged, all seven rows (ResNet-32 and G-ResNet44, the

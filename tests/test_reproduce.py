@@ -223,7 +223,7 @@ def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
         "da_kl": [0, 1],
         "at": [0, 1],
         "at_kl": [0, 1],
-        "at_l2": [0],
+        "at_l2": [0, 1],
         "grn": [0],
     }
     assert protocols.table_seeds("smoke", ["std"], [2]) == {"std": [0, 2], "at_kl": [0]}

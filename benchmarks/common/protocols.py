@@ -102,7 +102,7 @@ SCALES = {
     "cpu": Scale(
         (*CPU_RECIPE, f"--epochs={CPU_EPOCHS}", "--test_examples=0", "--grid_examples=2000", "--verbose=2"),
         tuple(ROWS),
-        ("da", "da_kl", "at", "at_kl"),
+        ("da", "da_kl", "at", "at_kl", "at_l2"),
         200,
         "The G-ResNet row is a p4 G-ResNet-8 (G-widths 3/6/12, float32) with the CPU recipe, trained on "
         "random transformations as its flagfile; its measured training time is in the table.",

@@ -51,8 +51,8 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "small_data_resnet9": (
         "regime with capacity: the CPU recipe's ResNet-9 (width 16) on 2,000 training images "
         "for 30 epochs, so that training accuracy clearly exceeds test accuracy",
-        ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30"),
-        ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30"),
+        protocols.SMALL_DATA_RESNET9,
+        protocols.SMALL_DATA_RESNET9,
     ),
     "reference_at_half_batch": (
         "the reference's A.T. baseline: CE on the second half of its batch only",

@@ -1,7 +1,7 @@
 """Training cost against spatial robustness: worst-of-k with k in {1, 10, 20} and S-PGD, with and without KL.
 
     python -m benchmarks.compare_cost --dataset cifar10 --out results/cost \
-        --data_dir ../shared/data/cifar10 [--scale mini|smoke] [--seeds 0]
+        --data_dir ../shared/data/cifar10 [--scale mini|regime|smoke] [--seeds 0] [--commit]
 
 Methods, each from the paper's flagfile with the adversary changed:
 
@@ -14,7 +14,9 @@ Methods, each from the paper's flagfile with the adversary changed:
 All runs share one protocol and run in one process through `experiment.run`, into
 `<out>/<method>_k<k>_seed<s>/` (`<out>/spgd_<row>_seed<s>/` for S-PGD); a rerun skips
 finished runs. Writes `<out>/cost.csv` (method, k, train_seconds, clean_accuracy,
-grid_accuracy, seed; k empty for S-PGD) and `<out>/cost_vs_robustness.png`.
+grid_accuracy, seed; k empty for S-PGD) and `<out>/cost_vs_robustness.png`, rewritten
+after every run; with `--commit` (`--out` inside the checkout) each finished run's small
+records and the two are committed.
 
 Scales:
 
@@ -29,6 +31,11 @@ Scales:
   eight evaluations (early-exit grid on 1,000 images, up to a minute each) about 7 more.
   (These per-image times predate A.T.+KL's separate CE adversary, which adds a third 64
   to each of its steps and a second S-PGD search.)
+- `regime`, about 2 hours on 2 CPU cores: the ablation's small-data regime
+  (`benchmarks.ablation`'s small_data_resnet9), in which A.T.+KL beats A.T.: the mini
+  scale of `benchmarks.reproduce` with the CPU recipe's ResNet-9 (width 16) on 2,000
+  class-balanced training images for 30 epochs, 1,000 test images with the grid attack
+  on all of them.
 - `smoke`, for tests: `benchmarks.reproduce`'s smoke protocol (128 training images,
   1 epoch, 20 test images).
 """
@@ -46,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cli, protocols, runs, tables
+from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import plots
 from invariance_tf.callbacks import TrainingDivergedError
 from invariance_tf.options import check, option
@@ -62,9 +69,11 @@ SCALES = {
         "--grid_examples=0",
         "--verbose=2",
     ),
+    "regime": (*protocols.SCALES["mini"].overrides, *protocols.SMALL_DATA_RESNET9),
     "smoke": protocols.SCALES["smoke"].overrides,
 }
 FIELDS = ("method", "k", "train_seconds", "clean_accuracy", "grid_accuracy", "seed")
+OUTPUTS = ("cost.csv", "cost_vs_robustness.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,22 +111,23 @@ class CompareCostOptions:
     out: str | None = option(None, "folder of the runs and results (required)")
     data_dir: str | None = option(None, "local ImageFolder copy <dir>/{train,test}/<class>/<image>; default: TFDS")
     seeds: tuple[int, ...] = option((0,), "seeds of every method, e.g. 0,1")
+    commit: bool = option(False, "git-commit each finished run's records, cost.csv and the plot")
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad flag."""
         cli.check_required(self, "dataset", "out")
-        check(
-            self,
-            [
-                cli.seeds_rule(self.seeds),
-            ],
-        )
+        check(self, [cli.seeds_rule(self.seeds), publishing.commit_rule(self.commit, self.out)])
 
 
 def compare(
-    dataset: str, scale: str, out: Path, data_dir: str | None = None, seeds: Sequence[int] = (0,)
+    dataset: str,
+    scale: str,
+    out: Path,
+    data_dir: str | None = None,
+    seeds: Sequence[int] = (0,),
+    commit: bool = False,
 ) -> list[dict]:
-    """Trains (or reuses) every method and seed, writes cost.csv and cost_vs_robustness.png; returns the rows."""
+    """Trains (or reuses) every method and seed; returns the rows (cost.csv and the plot are rewritten after each)."""
     rows = []
     for method in METHODS:
         for seed in seeds:
@@ -129,6 +139,7 @@ def compare(
                 out / f"{method.run_name}_seed{seed}",
                 data_dir,
             )
+            was_finished = runs.is_finished(config)
             metrics = runs.train_or_load(config)
             rows.append(
                 {
@@ -141,6 +152,15 @@ def compare(
                     "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}",
                 }
             )
+            write_outputs(out, rows, f"{protocols.DATASETS[dataset]}, {scale} scale: robustness against training cost")
+            if commit and not was_finished:
+                message = f"cost {dataset} {scale}, {Path(config.output_dir).name}"
+                publishing.commit_results(out, message, tables=OUTPUTS)
+    return rows
+
+
+def write_outputs(out: Path, rows: Sequence[dict], title: str) -> None:
+    """cost.csv and cost_vs_robustness.png of the runs finished so far."""
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(out / "cost.csv", FIELDS, rows)
     plots.cost_vs_robustness(
@@ -149,9 +169,8 @@ def compare(
         np.array([row["grid_accuracy"] for row in rows]),
         out / "cost_vs_robustness.png",
         groups=[row["method"] for row in rows],
-        title=f"{protocols.DATASETS[dataset]}, {scale} scale: robustness against training cost",
+        title=title,
     )
-    return rows
 
 
 def main(options: CompareCostOptions) -> None:
@@ -159,7 +178,7 @@ def main(options: CompareCostOptions) -> None:
     out = Path(options.out)
     data_dir = str(Path(options.data_dir).resolve()) if options.data_dir else None
     try:
-        rows = compare(options.dataset, options.scale, out, data_dir, options.seeds)
+        rows = compare(options.dataset, options.scale, out, data_dir, options.seeds, options.commit)
     except (ValueError, FileNotFoundError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     print(f"\n{'method':<22}{'k':>4}{'seed':>6}{'train s':>10}{'clean':>8}{'grid':>8}")

@@ -16,7 +16,7 @@ import pytest
 from helpers import run, run_cli
 from PIL import Image
 
-from benchmarks import compare_cost, reproduce
+from benchmarks import ablation, compare_cost, reproduce
 from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import experiment, plots, transforms
 
@@ -455,6 +455,20 @@ def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
     assert (config["adversary"], config["spgd_steps"], config["adversary_objective"]) == ("spgd", 5, "kl")
     assert json.loads((out / "at_k20_seed0" / "config.json").read_text())["k"] == 20
     assert_png(out / "cost_vs_robustness.png")
+
+
+def test_the_cost_comparisons_regime_scale_trains_the_ablations_small_data_resnet9_pair(tmp_path):
+    """Its worst-of-10 points are the ablation's regime runs, apart from where they are written."""
+    for i, row in enumerate(ablation.ROWS):
+        expected = ablation.run_config(row, ablation.FACTORS["small_data_resnet9"][1 + i], "mini", 0, tmp_path, None)
+        cost = protocols.run_config("cifar10", row, (*compare_cost.SCALES["regime"], "--k=10"), 0, tmp_path, None)
+        assert dataclasses.replace(cost, output_dir=expected.output_dir) == expected
+
+
+def test_compare_cost_commits_only_inside_the_checkout():
+    flags = ["--dataset=cifar10", "--out=/tmp/cost", "--commit"]
+    with pytest.raises(SystemExit, match="--commit is invalid: needs --out inside the checkout"):
+        cli.parse(compare_cost.CompareCostOptions, flags)
 
 
 def test_commit_results_commits_the_records_only_and_drops_a_finished_runs_carried_backup(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import cli, protocols, publishing, runs
+from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import files, report
 from invariance_tf.experiment import ExperimentConfig
 from invariance_tf.options import check, option
@@ -144,9 +144,8 @@ def run_config(
 
 def regime(metrics: dict) -> dict:
     """Training accuracy on the run's own CE batch against its test accuracies (fractions)."""
-    logs = metrics["final_train_logs"]
     return {
-        "train_accuracy": logs.get("acc_adv", logs.get("acc_nat")),
+        "train_accuracy": tables.train_accuracy(metrics),
         "test_worst_of_10": metrics["worst_of_10_accuracy"],
         "test_clean": metrics["clean_accuracy"],
     }

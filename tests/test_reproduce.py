@@ -114,6 +114,27 @@ def test_row_summary_means_over_seeds_and_keeps_each_seed():
     assert summary["seeds"]["1"] == {"clean_accuracy": 0.6, "grid_accuracy": 0.2, "train_seconds": 100.0}
 
 
+def test_the_training_accuracy_is_the_ce_batchs_and_is_averaged_only_over_seeds_that_logged_it():
+    at = {"clean_accuracy": 0.6, "worst_of_10_accuracy": 0.4, "final_train_logs": {"acc_nat": 0.9, "acc_adv": 0.5}}
+    std = {"clean_accuracy": 0.8, "worst_of_10_accuracy": 0.1, "final_train_logs": {"acc_nat": 0.9}}
+    assert (tables.train_accuracy(at), tables.train_accuracy(std), tables.train_accuracy({})) == (0.5, 0.9, None)
+    summary = tables.row_summary({0: at, 1: {"clean_accuracy": 0.4, "worst_of_10_accuracy": 0.2}})
+    assert "train_accuracy" not in summary and summary["seeds"]["0"]["train_accuracy"] == 0.5
+    assert summary["clean_accuracy"] == pytest.approx(0.5)
+
+
+def test_the_table_sets_each_runs_training_accuracy_beside_its_test_accuracies():
+    at = tables.row_summary(
+        {
+            0: {"clean_accuracy": 0.6, "worst_of_10_accuracy": 0.4, "final_train_logs": {"acc_adv": 0.55}},
+            1: {"clean_accuracy": 0.7, "worst_of_10_accuracy": 0.45, "final_train_logs": {"acc_adv": 0.65}},
+        }
+    )
+    lines = tables._regime_lines({"at": at, "std": tables.row_summary({0: {"clean_accuracy": 0.8}})})
+    assert lines[-2:] == ["| A.T., seed 0 | 55.0 | 40.0 | 60.0 |", "| A.T., seed 1 | 65.0 | 45.0 | 70.0 |"]
+    assert tables._regime_lines({"std": tables.row_summary({0: {"clean_accuracy": 0.8}})}) == []
+
+
 def test_table_shows_seeds_paper_numbers_and_pending_rows():
     row = tables.row_summary(
         {

@@ -30,19 +30,33 @@ PAPER_GRID_ACCURACY = {
 
 # (b, a): each row's grid accuracy against the row it adds to, paired over the same test images.
 PAIRS = (("da_kl", "da"), ("at_kl", "at"), ("at_l2", "at"))
+REGIME_ACCURACIES = ("train_accuracy", "worst_of_10_accuracy", "clean_accuracy")
+
+
+def train_accuracy(metrics: dict) -> float | None:
+    """The run's accuracy on its own CE batch in its last epoch (`acc_adv`, or `acc_nat` without one).
+
+    It is the epoch's running mean in training mode; set beside the test accuracies it shows the regime: a run whose
+    training accuracy is not clearly above its worst-of-10 test accuracy underfits.
+    """
+    logs = metrics.get("final_train_logs") or {}
+    value = logs.get("acc_adv", logs.get("acc_nat"))
+    return None if value is None else float(value)
 
 
 def seed_summary(metrics: dict) -> dict:
-    """The accuracies (fractions) and training seconds of one run's metrics.json."""
-    return {
+    """The accuracies (fractions, `train_accuracy` among them when logged) and training seconds of a metrics.json."""
+    summary = {
         name: float(value) for name, value in metrics.items() if name.endswith("_accuracy") or name == "train_seconds"
     }
+    train = train_accuracy(metrics)
+    return summary if train is None else {**summary, "train_accuracy": train}
 
 
 def row_summary(metrics_by_seed: dict[int, dict]) -> dict:
-    """Mean over seeds of each value, the seeds averaged, and each seed's values."""
+    """Mean over seeds of each value every seed has, the seeds averaged, and each seed's values."""
     per_seed = {seed: seed_summary(metrics) for seed, metrics in sorted(metrics_by_seed.items())}
-    names = next(iter(per_seed.values()))
+    names = [name for name in next(iter(per_seed.values())) if all(name in values for values in per_seed.values())]
     means = {name: float(np.mean([values[name] for values in per_seed.values()])) for name in names}
     return {**means, "seed": list(per_seed), "seeds": {str(seed): values for seed, values in per_seed.items()}}
 
@@ -82,6 +96,31 @@ def _paired_lines(paired: Sequence[dict]) -> list[str]:
             f"{100 * pair['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | {pair['mcnemar_p']:.3g} | "
             f"{pair['b_only']} / {pair['a_only']} |"
         )
+    return lines
+
+
+def _regime_lines(rows: Mapping[str, dict]) -> list[str]:
+    """Each run's training accuracy beside its test accuracies, or nothing when no run logged one."""
+    trained = [
+        (label, seed, values)
+        for row, label in protocols.ROWS.items()
+        for seed, values in rows.get(row, {}).get("seeds", {}).items()
+        if all(name in values for name in REGIME_ACCURACIES)
+    ]
+    if not trained:
+        return []
+    lines = [
+        "",
+        "Regime: each run's accuracy on its own CE batch in its last epoch (training mode) beside its test "
+        "accuracies. The A.T. rows' CE batch is a worst of 10, so their training accuracy compares with worst-of-10, "
+        "std's with clean accuracy; not clearly above it means the run underfits:",
+        "",
+        "| run | train, own CE batch (%) | test, worst-of-10 (%) | test, clean (%) |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, seed, values in trained:
+        train, worst, clean = (100 * values[name] for name in REGIME_ACCURACIES)
+        lines.append(f"| {label}, seed {seed} | {train:.1f} | {worst:.1f} | {clean:.1f} |")
     return lines
 
 
@@ -135,6 +174,7 @@ def paper_table(results: dict, requested: Sequence[str]) -> str:
             ours = ["not run"] * 3
         lines.append(f"| {label} | {paper_clean} | {ours[0]} | {paper_grid} | {ours[1]} | {ours[2]} |")
     lines += _paired_lines(results.get("paired", []))
+    lines += _regime_lines(rows)
     several_seeds = any(len(row["seeds"]) > 1 for row in rows.values())
     lines += [
         "",
@@ -171,10 +211,10 @@ def _where_measured(records: dict[str, dict | None]) -> str:
 
 def _precisions(by_run: dict[str, str]) -> str:
     """Each dtype policy the finished runs trained in, with their names."""
-    runs_of: dict[str, list[str]] = {}
+    trainedof: dict[str, list[str]] = {}
     for run, policy in by_run.items():
-        runs_of.setdefault(policy, []).append(run)
-    return "; ".join(f"{policy}: {', '.join(names)}" for policy, names in runs_of.items()) or "nothing yet"
+        trainedof.setdefault(policy, []).append(run)
+    return "; ".join(f"{policy}: {', '.join(names)}" for policy, names in trainedof.items()) or "nothing yet"
 
 
 def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Mapping]) -> None:

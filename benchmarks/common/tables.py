@@ -211,10 +211,10 @@ def _where_measured(records: dict[str, dict | None]) -> str:
 
 def _precisions(by_run: dict[str, str]) -> str:
     """Each dtype policy the finished runs trained in, with their names."""
-    trainedof: dict[str, list[str]] = {}
+    runs_of: dict[str, list[str]] = {}
     for run, policy in by_run.items():
-        trainedof.setdefault(policy, []).append(run)
-    return "; ".join(f"{policy}: {', '.join(names)}" for policy, names in trainedof.items()) or "nothing yet"
+        runs_of.setdefault(policy, []).append(run)
+    return "; ".join(f"{policy}: {', '.join(names)}" for policy, names in runs_of.items()) or "nothing yet"
 
 
 def write_csv(path: Path, fields: Sequence[str], rows: Sequence[Mapping]) -> None:

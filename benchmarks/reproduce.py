@@ -153,12 +153,14 @@ def reproduce(
     docs/results; with `commit`, the results and each finished run's small
     records in `out` are committed. `epochs` and `train_examples` replace the
     scale's numbers of epochs and training images (e.g. another budget or
-    regime, into another `out`, whose table then shows the trained rows only).
+    regime, into another `out`, whose table then shows the trained rows and those finished there).
     Returns results.json's content.
     """
     train_rows = list(rows or SCALES[scale].rows)
     overridden = epochs is not None or train_examples is not None
     seeds_by_row = protocols.table_seeds(scale, train_rows, seeds, only_trained_rows=overridden)
+    if overridden:
+        seeds_by_row = with_finished_rows(dataset, scale, out, data_dir, epochs, train_examples, seeds_by_row)
     configs = {
         row: [
             protocols.scale_config(dataset, row, scale, seed, out, data_dir, epochs, train_examples)
@@ -193,6 +195,31 @@ def reproduce(
     if publish:
         publishing.publish_results(out, dataset, scale)
     return results
+
+
+def with_finished_rows(
+    dataset: str,
+    scale: str,
+    out: Path,
+    data_dir: str | None,
+    epochs: int | None,
+    train_examples: int | None,
+    seeds_by_row: dict[str, list[int]],
+) -> dict[str, list[int]]:
+    """`seeds_by_row` and the scale's other rows, with their seeds finished in `out` under this budget."""
+    shown = dict(seeds_by_row)
+    for row in SCALES[scale].rows:
+        if row not in shown:
+            done = [
+                seed
+                for seed in protocols.default_seeds(scale, row)
+                if runs.is_finished(
+                    protocols.scale_config(dataset, row, scale, seed, out, data_dir, epochs, train_examples)
+                )
+            ]
+            if done:
+                shown[row] = done
+    return {row: shown[row] for row in protocols.ROWS if row in shown}
 
 
 def write_outputs(

@@ -237,6 +237,15 @@ def test_reproduce_rows_chooses_what_trains_and_the_table_keeps_every_row(smoke_
     assert list(json.loads((smoke_run / "results.json").read_text())["rows"]) == ["std", "at_kl"]
 
 
+def test_a_budgets_table_keeps_the_rows_finished_in_its_folder(tmp_path, cifar10_dir):
+    """With --epochs (another budget, its own folder), training one row keeps the rows finished there before."""
+    out = tmp_path / "budget"
+    common = ["--dataset=cifar10", "--scale=smoke", f"--out={out}", f"--data_dir={cifar10_dir}", "--epochs=1"]
+    run_reproduce(*common, "--rows=std")
+    run_reproduce(*common, "--rows=at_kl")
+    assert list(json.loads((out / "results.json").read_text())["rows"]) == ["std", "at_kl"]
+
+
 def test_table_seeds_keep_the_scales_seeds_of_a_row_trained_for_one_seed():
     assert protocols.table_seeds("cpu", ["at_kl"], [1]) == {
         "std": [0],

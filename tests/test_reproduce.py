@@ -559,7 +559,7 @@ def test_every_benchmark_reads_its_flags_into_its_options(module, flags):
 def test_the_table_pairs_each_regularised_row_with_its_baseline_on_the_same_images():
     """Δ = b − a per seed both rows finished, from their per-example grid outcomes; unmatched seeds are left out."""
     rng = np.random.default_rng(0)
-    rates = (("da", 0.4), ("da_kl", 0.55), ("at", 0.5), ("at_kl", 0.52), ("at_l2", 0.53))
+    rates = (("da", 0.4), ("da_kl", 0.55), ("at", 0.5), ("at_kl", 0.52), ("at_l2", 0.53), ("grn", 0.3))
     bits = {row: rng.random(400) < p for row, p in rates}
 
     def metrics(row):
@@ -568,12 +568,14 @@ def test_the_table_pairs_each_regularised_row_with_its_baseline_on_the_same_imag
     finished = {"da": {0: metrics("da")}, "da_kl": {0: metrics("da_kl"), 1: metrics("da_kl")}, "at": {0: metrics("at")}}
     finished["at_kl"] = {0: metrics("at_kl")}
     finished["at_l2"] = {0: metrics("at_l2")}
+    finished["grn"] = {0: metrics("grn")}
     paired = tables.paired_differences(finished)
     assert [(pair["b"], pair["a"], pair["seed"]) for pair in paired] == [
         ("da_kl", "da", 0),
         ("at_kl", "at", 0),
         ("at_l2", "at", 0),
         ("at_l2", "at_kl", 0),
+        ("grn", "da", 0),
     ]
     for pair in paired:
         a, b = bits[pair["a"]], bits[pair["b"]]

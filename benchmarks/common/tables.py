@@ -28,9 +28,9 @@ PAPER_GRID_ACCURACY = {
 }
 
 
-# (b, a): each row's grid accuracy against the row it adds to, and the paper's two penalties against each other,
-# paired over the same test images.
-PAIRS = (("da_kl", "da"), ("at_kl", "at"), ("at_l2", "at"), ("at_l2", "at_kl"))
+# (b, a): each row's grid accuracy against the row it adds to (the G-ResNet's: the planar network trained as it is),
+# and the paper's two penalties against each other, paired over the same test images.
+PAIRS = (("da_kl", "da"), ("at_kl", "at"), ("at_l2", "at"), ("at_l2", "at_kl"), ("grn", "da"))
 REGIME_ACCURACIES = ("train_accuracy", "worst_of_10_accuracy", "clean_accuracy")
 
 

@@ -14,7 +14,9 @@ Methods, each from the paper's flagfile with the adversary changed:
 All runs share one protocol and run in one process through `experiment.run`, into
 `<out>/<method>_k<k>_seed<s>/` (`<out>/spgd_<row>_seed<s>/` for S-PGD); a rerun skips
 finished runs. Writes `<out>/cost.csv` (method, k, train_seconds, clean_accuracy,
-grid_accuracy, seed; k empty for S-PGD) and `<out>/cost_vs_robustness.png`, rewritten
+grid_accuracy, seed, train_seconds_at_fastest_epoch = the fastest epoch times the number of
+epochs, for runs on a shared machine, and machine = the run's CPU and precision; k empty for S-PGD)
+and `<out>/cost_vs_robustness.png`, rewritten
 after every run; with `--commit` (`--out` inside the checkout) each finished run's small
 records and the two are committed.
 
@@ -72,7 +74,16 @@ SCALES = {
     "regime": (*protocols.SCALES["mini"].overrides, *protocols.SMALL_DATA_RESNET9),
     "smoke": protocols.SCALES["smoke"].overrides,
 }
-FIELDS = ("method", "k", "train_seconds", "clean_accuracy", "grid_accuracy", "seed")
+FIELDS = (
+    "method",
+    "k",
+    "train_seconds",
+    "clean_accuracy",
+    "grid_accuracy",
+    "seed",
+    "train_seconds_at_fastest_epoch",
+    "machine",
+)
 OUTPUTS = ("cost.csv", "cost_vs_robustness.png")
 
 
@@ -149,6 +160,9 @@ def compare(
                     "clean_accuracy": metrics["clean_accuracy"],
                     "grid_accuracy": metrics["grid_accuracy"],
                     "seed": seed,
+                    "train_seconds_at_fastest_epoch": min(metrics["epoch_seconds"]) * len(metrics["epoch_seconds"]),
+                    "machine": f"{(runs.measured(config) or {}).get('machine', {}).get('cpu', 'not recorded')}, "
+                    f"{runs.run_precision(config)}",
                     "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}",
                 }
             )

@@ -18,7 +18,7 @@ from PIL import Image
 
 from benchmarks import ablation, compare_cost, reproduce
 from benchmarks.common import cli, protocols, publishing, runs, tables
-from invariance_tf import experiment, plots, transforms
+from invariance_tf import experiment, plots, precision, transforms
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -481,6 +481,9 @@ def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
     for row in rows:
         assert 0.0 <= float(row["grid_accuracy"]) <= float(row["clean_accuracy"]) <= 1.0
         assert float(row["train_seconds"]) > 0 and row["seed"] == "0"
+        assert 0 < float(row["train_seconds_at_fastest_epoch"]) <= float(row["train_seconds"]) * 1.001
+    policy = json.loads((out / "at_k1_seed0" / "precision.json").read_text())["policy"]
+    assert rows[0]["machine"] == f"{precision.cpu_model()}, {policy}"
     config = json.loads((out / "spgd_at_kl_seed0" / "config.json").read_text())
     assert (config["adversary"], config["spgd_steps"], config["adversary_objective"]) == ("spgd", 5, "kl")
     assert json.loads((out / "at_k20_seed0" / "config.json").read_text())["k"] == 20

@@ -160,7 +160,7 @@ def compare(
                     "clean_accuracy": metrics["clean_accuracy"],
                     "grid_accuracy": metrics["grid_accuracy"],
                     "seed": seed,
-                    "train_seconds_at_fastest_epoch": min(metrics["epoch_seconds"]) * len(metrics["epoch_seconds"]),
+                    "train_seconds_at_fastest_epoch": runs.training_seconds(metrics)[1],
                     "machine": f"{(runs.measured(config) or {}).get('machine', {}).get('cpu', 'not recorded')}, "
                     f"{runs.run_precision(config)}",
                     "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}",

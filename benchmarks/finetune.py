@@ -102,9 +102,9 @@ def finetune_config(
 
 
 def minutes(metrics: dict) -> tuple[float, float]:
-    """(summed, fastest-epoch x epochs) training minutes of a run: the second is what a quiet machine takes."""
-    epoch_seconds = metrics["epoch_seconds"]
-    return sum(epoch_seconds) / 60, min(epoch_seconds) * len(epoch_seconds) / 60
+    """(summed, fastest-epoch x epochs) training minutes of a run (`runs.training_seconds`)."""
+    summed, fastest = runs.training_seconds(metrics)
+    return summed / 60, fastest / 60
 
 
 def row(run: str, method: str, epochs: int, metrics: dict, before: tuple[float, float] = (0.0, 0.0)) -> dict:

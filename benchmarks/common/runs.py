@@ -95,6 +95,12 @@ def machine() -> dict:
     }
 
 
+def training_seconds(metrics: dict) -> tuple[float, float]:
+    """(summed, fastest-epoch x epochs) training seconds of a finished run: the second is what a quiet machine takes."""
+    epoch_seconds = metrics["epoch_seconds"]
+    return sum(epoch_seconds), min(epoch_seconds) * len(epoch_seconds)
+
+
 def measured(config: ExperimentConfig) -> dict | None:
     """When and where a finished run's training ended (its measured.json), or None if not recorded."""
     path = Path(config.output_dir) / "measured.json"

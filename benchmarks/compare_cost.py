@@ -15,7 +15,8 @@ All runs share one protocol and run in one process through `experiment.run`, int
 `<out>/<method>_k<k>_seed<s>/` (`<out>/spgd_<row>_seed<s>/` for S-PGD); a rerun skips
 finished runs. Writes `<out>/cost.csv` (method, k, train_seconds, clean_accuracy,
 grid_accuracy, seed, train_seconds_at_fastest_epoch = the fastest epoch times the number of
-epochs, for runs on a shared machine, and machine = the run's CPU and precision; k empty for S-PGD)
+epochs, for runs on a shared machine, and machine = the run's CPU, whether it computes bfloat16 natively,
+and the precision it trained in; k empty for S-PGD)
 and `<out>/cost_vs_robustness.png`, rewritten
 after every run; with `--commit` (`--out` inside the checkout) each finished run's small
 records and the two are committed.
@@ -161,8 +162,7 @@ def compare(
                     "grid_accuracy": metrics["grid_accuracy"],
                     "seed": seed,
                     "train_seconds_at_fastest_epoch": runs.training_seconds(metrics)[1],
-                    "machine": f"{(runs.measured(config) or {}).get('machine', {}).get('cpu', 'not recorded')}, "
-                    f"{runs.run_precision(config)}",
+                    "machine": f"{runs.trained_on(config)}; {runs.run_precision(config)}",
                     "label": method.label if len(seeds) == 1 else f"{method.label} seed {seed}",
                 }
             )

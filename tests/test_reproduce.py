@@ -483,7 +483,8 @@ def test_compare_cost_smoke_writes_csv_and_plot(tmp_path, cifar10_dir):
         assert float(row["train_seconds"]) > 0 and row["seed"] == "0"
         assert 0 < float(row["train_seconds_at_fastest_epoch"]) <= float(row["train_seconds"]) * 1.001
     policy = json.loads((out / "at_k1_seed0" / "precision.json").read_text())["policy"]
-    assert rows[0]["machine"] == f"{precision.cpu_model()}, {policy}"
+    native = precision.resolve("auto").reason.removeprefix("auto: ")
+    assert rows[0]["machine"] == f"{precision.cpu_model()}; {native}; {policy}"
     config = json.loads((out / "spgd_at_kl_seed0" / "config.json").read_text())
     assert (config["adversary"], config["spgd_steps"], config["adversary_objective"]) == ("spgd", 5, "kl")
     assert json.loads((out / "at_k20_seed0" / "config.json").read_text())["k"] == 20

@@ -107,6 +107,17 @@ def measured(config: ExperimentConfig) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def trained_on(config: ExperimentConfig) -> str:
+    """A finished run's CPU and whether it computes bfloat16 natively, from its measured.json.
+
+    The second part tells two kinds of one model name (e.g. "AMD EPYC") apart; "not recorded" without a record.
+    """
+    record = (measured(config) or {}).get("machine")
+    if not record:
+        return "not recorded"
+    return f"{record['cpu']}; {record['precision_auto'].removeprefix('auto: ')}"
+
+
 def run_precision(config: ExperimentConfig) -> str:
     """The dtype policy a finished run trained in.
 

@@ -89,9 +89,9 @@ FACTORS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "composed_resampling": (
-        "one composed resampling instead of the reference's two",
-        ("--resampling=composed",),
-        ("--resampling=composed",),
+        "one composed resampling instead of the reference's two, in training and in grading (as recorded)",
+        ("--resampling=composed", "--eval_resampling=composed"),
+        ("--resampling=composed", "--eval_resampling=composed"),
     ),
 }
 
@@ -121,8 +121,12 @@ class AblationOptions:
 
 
 def run_name(row: str, flags: Sequence[str]) -> str:
-    """A run folder's name: the row and its extra flags, e.g. `at_kl__lambda_reg=2`, or `at__base`."""
-    suffix = "__".join(flag.lstrip("-").replace("/", "_") for flag in flags) or "base"
+    """A run folder's name: the row and its extra training flags, e.g. `at_kl__lambda_reg=2`, or `at__base`.
+
+    `--eval_resampling`, how the run is graded, does not name it.
+    """
+    training = [flag for flag in flags if not flag.startswith("--eval_resampling=")]
+    suffix = "__".join(flag.lstrip("-").replace("/", "_") for flag in training) or "base"
     return f"{row}__{suffix}"
 
 
@@ -153,8 +157,7 @@ def regime(metrics: dict) -> dict:
 
 def compare(at: dict, at_kl: dict) -> dict:
     """The pair's accuracies, regimes and the paired grid difference (A.T.+KL minus A.T.)."""
-    if len(at["grid_correct"]) != len(at_kl["grid_correct"]):
-        raise ValueError("the pair was graded on different numbers of grid examples")
+    report.check_paired(at, at_kl, ("A.T.", "A.T.+KL"))
     return {
         "at": {"clean": at["clean_accuracy"], "grid": at["grid_accuracy"], **regime(at)},
         "at_kl": {"clean": at_kl["clean_accuracy"], "grid": at_kl["grid_accuracy"], **regime(at_kl)},

@@ -25,7 +25,8 @@ resumes interrupted ones from their last finished epoch. After every run it writ
   `docs/results/<dataset>_<scale>{.json,_table.md,_per_angle.png}`;
 - with `--commit` (`--out` inside the checkout), a git commit of the table, the
   plot and each finished run's small records (metrics, config, epoch times,
-  landscape), so finished rows are kept whenever the sitting ends.
+  landscape), so finished rows are kept whenever the sitting ends; for the
+  `confirm` scale also each run's classifier, as models/<out's name>/<run>.keras.
 
 Scales:
 
@@ -48,6 +49,12 @@ Scales:
   transformations as its flagfile. Second seed for D.A., D.A.+KL, A.T., A.T.+KL, A.T.+L2.
 - `smoke`, seconds, for tests: rows std and A.T.+KL, 128 training images,
   1 epoch, 20 test images.
+- `confirm`: the pre-registered confirmatory replication (docs/RESULTS.md): the
+  CPU regime's flags (`cpu` with `protocols.CPU_REGIME`, 25,000 training images,
+  24 epochs) with seed 2, rows std to A.T.+L2, clean accuracy on all test images,
+  the grid on the confirmation set (`benchmarks.confirmation_set`), each run's
+  regime graded on 2,000 of its training images, and the pre-registered pairs
+  (`protocols.CONFIRMATION_PAIRS`).
 - `full`: the flagfiles unchanged, all seven rows (ResNet-32 and G-ResNet44, the
   whole training set, 100 epochs, the whole test set); needs a GPU, never run on CPU.
 
@@ -189,7 +196,9 @@ def reproduce(
         if not was_finished and publish:
             publishing.publish_results(out, dataset, scale)
         if not was_finished and commit:
-            publishing.commit_results(out, f"{dataset} {scale}, {Path(config.output_dir).name}")
+            run_dir = Path(config.output_dir)
+            models = [publishing.keep_model(run_dir, out)] if SCALES[scale].commit_models else []
+            publishing.commit_results(out, f"{dataset} {scale}, {run_dir.name}", extra=models)
     if not results:
         results = write_outputs(dataset, scale, out, configs, finished, seeds_by_row, no_data)
     if publish:
@@ -240,7 +249,8 @@ def write_outputs(
     )
     protocol["measured"] = {Path(config.output_dir).name: runs.measured(config) for config in done}
     protocol["precision"] = {Path(config.output_dir).name: runs.run_precision(config) for config in done}
-    results = {"rows": summaries, "paired": tables.paired_differences(finished), "protocol": protocol}
+    pairs = SCALES[scale].pairs or tables.PAIRS
+    results = {"rows": summaries, "paired": tables.paired_differences(finished, pairs), "protocol": protocol}
     out.mkdir(parents=True, exist_ok=True)
     files.write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     files.write_text(out / "table.md", tables.paper_table(results, rows))

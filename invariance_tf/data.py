@@ -399,6 +399,15 @@ def _subset(labels: np.ndarray, examples: int | None, seed: int) -> np.ndarray |
     return balanced_subset(labels, examples, seed)
 
 
+def subset_indices(labels: np.ndarray, examples: int | None, seed: int) -> np.ndarray:
+    """The positions, in the whole split's loader order, of the examples `load(..., examples, seed)` returns.
+
+    `labels` are the whole split's; the positions come sorted, so they name the same images as `load`'s output
+    in its order.
+    """
+    return np.arange(len(labels))[_subset(np.asarray(labels), examples, seed)]
+
+
 def read_image_folder(
     root: str | Path, split: str, per_class: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -140,6 +140,22 @@ class ExperimentConfig:
     validation_examples: int = option(0, "examples held out of the training split for validation")
     test_examples: int = option(0, "test examples for the final metrics (0 = all)")
     grid_examples: int = option(0, "test examples for the final grid attack (0 = all test examples)")
+    grid_subset: str = option(
+        "",
+        "JSON file naming the test images of the final grid attack (its 'indices': positions in the whole test "
+        "split in loader order, e.g. a pre-registered confirmation set); empty = --grid_examples drawn with --seed",
+    )
+    eval_resampling: str = option(
+        "reference",
+        "how the final evaluation and the --eval_every validation resample transformed images: reference (the "
+        "paper's protocol: pad, rotate, translate, crop) | composed (one bilinear resampling, a more lenient attack)",
+        choices=transforms.RESAMPLINGS,
+    )
+    train_eval_examples: int = option(
+        0,
+        "training images (of this run's own) graded after training, in inference mode, clean and worst-of-"
+        "--eval_k, to show the run's regime beside its test accuracies (0 = none)",
+    )
     eval_every: int = option(0, "epochs between worst-of-k validation evaluations (0 = never)")
     eval_k: int = option(10, "k of the worst-of-k evaluation")
     eval_chunk_size: int = option(
@@ -191,6 +207,13 @@ class ExperimentConfig:
             ("validation_examples", self.validation_examples >= 0, "must be >= 0"),
             ("test_examples", self.test_examples >= 0, "must be >= 0 (0 = all)"),
             ("grid_examples", self.grid_examples >= 0, "must be >= 0 (0 = all test examples)"),
+            ("grid_subset", not self.grid_subset or Path(self.grid_subset).is_file(), "must be an existing file"),
+            (
+                "grid_subset",
+                not (self.grid_subset and self.grid_examples),
+                f"names the grid images itself: drop --grid_examples={self.grid_examples}",
+            ),
+            ("train_eval_examples", self.train_eval_examples >= 0, "must be >= 0 (0 = none)"),
             ("eval_every", self.eval_every >= 0, "must be >= 0 epochs (0 = never)"),
             ("eval_k", self.eval_k >= 1, "must be >= 1"),
             ("eval_chunk_size", self.eval_chunk_size >= 1, "must be >= 1"),
@@ -333,6 +356,10 @@ class Splits:
     validation: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     info: data.DatasetInfo
+    test_positions: np.ndarray | None = None
+    """Each test example's position in the whole test split (loader order); None: the whole split, in order."""
+    test_split_size: int | None = None
+    """Images in the whole test split; None: as many as `test` holds."""
 
 
 def load_splits(config: ExperimentConfig) -> Splits:
@@ -354,10 +381,9 @@ def load_splits(config: ExperimentConfig) -> Splits:
         train, validation = data.train_validation_split(images, labels, config.validation_examples, seed=config.seed)
     else:
         train, validation = (images, labels), (images[:0], labels[:0])
-    test_images, test_labels, _ = data.load(
-        config.dataset, config.data_dir or None, "test", examples=config.test_examples or None, seed=config.seed
-    )
-    return Splits(train, validation, (test_images, test_labels), info)
+    test_images, test_labels, _ = data.load(config.dataset, config.data_dir or None, "test")
+    kept = data.subset_indices(test_labels, config.test_examples or None, config.seed)
+    return Splits(train, validation, (test_images[kept], test_labels[kept]), info, kept, len(test_labels))
 
 
 def augmentation(config: ExperimentConfig) -> str:
@@ -367,22 +393,51 @@ def augmentation(config: ExperimentConfig) -> str:
     return {"on": "crop_flip", "flip": "flip", "off": "off"}[config.augment]
 
 
+def grid_choice(labels: np.ndarray, positions: np.ndarray, config: ExperimentConfig) -> np.ndarray:
+    """Which of the test examples (`labels`, at `positions` of the whole split) the final grid attack grades.
+
+    The images `--grid_subset` names, else `--grid_examples` of them drawn with the run's seed (`data.at_most`),
+    else all; returned as indices into `labels`.
+    """
+    if not config.grid_subset:
+        return np.arange(len(labels))[data.at_most(labels, config.grid_examples, config.seed)]
+    wanted = report.image_positions(json.loads(Path(config.grid_subset).read_text()))
+    found = np.searchsorted(positions, wanted)
+    missing = (found >= len(positions)) | (positions[np.minimum(found, len(positions) - 1)] != wanted)
+    if missing.any():
+        raise ValueError(
+            f"--grid_subset={config.grid_subset} names {int(missing.sum())} test images outside the run's "
+            f"--test_examples={config.test_examples} (first: position {int(wanted[missing][0])})"
+        )
+    return found
+
+
 def robust_metrics(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig, state_dir: Path | None = None
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: ExperimentConfig,
+    state_dir: Path | None = None,
+    positions: np.ndarray | None = None,
+    split_size: int | None = None,
 ) -> dict:
     """Clean, worst-of-k and grid accuracy (fractions) on the given test images, and each grid example's outcome.
 
-    The grid runs on `--grid_examples` of them (a class-balanced subset drawn with the run's seed) or all, with
-    its 95 % Wilson interval; each grid example's outcome (`grid_correct`, `report.bits`) lets runs of one seed
-    compare paired.
+    The grid runs on the images `grid_choice` picks, with its 95 % Wilson interval; each grid example's outcome
+    (`grid_correct`, `report.bits`) lets runs that graded the same images compare paired. `positions` are the
+    images' positions in the whole test split of `split_size` images (default: the whole split, in order);
+    `test_images` and `grid_images` record which were graded (`report.image_set`). Transformed images are
+    resampled as `--eval_resampling` says.
 
     With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
     evaluation resumes (`evaluation.resumable`).
     """
-    chosen = data.at_most(labels, config.grid_examples, config.seed)
+    positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
+    split_size = len(labels) if split_size is None else split_size
+    chosen = grid_choice(labels, positions, config)
     grid_images, grid_labels = images[chosen], labels[chosen]
     batch_size = config.eval_batch_size or None
-    kwargs = {"limits": config.limits, "batch_size": batch_size, "resampling": config.resampling}
+    kwargs = {"limits": config.limits, "batch_size": batch_size, "resampling": config.eval_resampling}
     grid = evaluation.run_attack(
         "grid",
         model,
@@ -405,6 +460,39 @@ def robust_metrics(
         "grid_accuracy": grid.accuracy,
         "grid_accuracy_ci95": list(report.wilson_interval(int(grid.correct.sum()), len(grid_labels))),
         "grid_correct": report.bits(grid.correct),
+        "eval_resampling": config.eval_resampling,
+        "test_images": report.image_set(positions, split_size),
+        "grid_images": report.image_set(positions[chosen], split_size),
+    }
+
+
+def training_regime(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:
+    """Clean and worst-of-`--eval_k` accuracy on `--train_eval_examples` of the run's training images, or {}.
+
+    Graded in inference mode with the final weights and the test's rule (correct only if all k fixed random
+    transformations are), on a class-balanced subset drawn with the run's seed, so a run's training and test
+    accuracies compare alike: a run far more accurate on its training images overfits.
+    """
+    if not config.train_eval_examples:
+        return {}
+    chosen = data.at_most(labels, config.train_eval_examples, config.seed)
+    images, labels = images[chosen], labels[chosen]
+    batch_size = config.eval_batch_size or None
+    worst = evaluation.run_attack(
+        "worst_of_k",
+        model,
+        images,
+        labels,
+        k=config.eval_k,
+        seed=(config.seed, 0),
+        limits=config.limits,
+        batch_size=batch_size,
+        resampling=config.eval_resampling,
+    )
+    return {
+        "train_eval_examples": int(len(labels)),
+        "train_clean_accuracy": evaluation.run_attack("clean", model, images, labels, batch_size=batch_size).accuracy,
+        f"train_worst_of_{config.eval_k}_accuracy": worst.accuracy,
     }
 
 
@@ -464,11 +552,20 @@ RESUME_INDEPENDENT = frozenset(
         "eval_k",
         "eval_chunk_size",
         "eval_batch_size",
+        "grid_subset",
+        "eval_resampling",
+        "train_eval_examples",
     }
 )
 """Fields that change neither the weights nor the optimiser's path: an unfinished run resumes under other values."""
 
-EVALUATION_INDEPENDENT = RESUME_INDEPENDENT - {"test_examples", "grid_examples"}
+EVALUATION_INDEPENDENT = RESUME_INDEPENDENT - {
+    "test_examples",
+    "grid_examples",
+    "grid_subset",
+    "eval_resampling",
+    "train_eval_examples",
+}
 """Fields that change neither a finished run's weights nor what its metrics.json measured (its test images).
 
 A finished run recorded with other values of these still stands for the current flags (`benchmarks.reproduce`).
@@ -482,10 +579,13 @@ def legacy_values(saved: dict) -> dict:
     """How a run recorded before a field existed ran, where that differs from the field's default.
 
     worst_of_k picked both x~ of a three-fold batch (`--ce_adversary_objective=ce`) from one shared set of
-    candidates.
+    candidates, and the final evaluation resampled as training did (`--resampling`).
     """
     three_fold = saved.get("adversary") == "worst_of_k" and saved.get("ce_adversary_objective") == "ce"
-    return {"shared_candidates": True} if three_fold else {}
+    return {
+        **({"shared_candidates": True} if three_fold else {}),
+        "eval_resampling": saved.get("resampling", ExperimentConfig.resampling),
+    }
 
 
 def changed_flags(saved: dict, current: dict, ignored: frozenset[str] = frozenset()) -> dict:
@@ -568,7 +668,7 @@ def training_callbacks(
                 k=config.eval_k,
                 every=config.eval_every,
                 limits=config.limits,
-                resampling=config.resampling,
+                resampling=config.eval_resampling,
                 seed=config.seed,
                 batch_size=config.eval_batch_size or None,
                 log_dir=out / "logs" if chief else None,
@@ -649,7 +749,15 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         "precision": compute.policy,
         "precision_reason": compute.reason,
         "final_train_logs": callbacks.EpochLogs(out / EPOCH_LOGS).last(),
-        **robust_metrics(model, *splits.test, config, state_dir=out / EVALUATION_STATE),
+        **robust_metrics(
+            model,
+            *splits.test,
+            config,
+            state_dir=out / EVALUATION_STATE,
+            positions=splits.test_positions,
+            split_size=splits.test_split_size,
+        ),
+        **training_regime(model, *splits.train, config),
     }
     files.write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     for finished in ("backup", EVALUATION_STATE):

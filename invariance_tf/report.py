@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import fractions
+import hashlib
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,57 @@ def from_bits(text: str) -> np.ndarray:
     if set(text) - {"0", "1"}:
         raise ValueError(f"per-example outcomes must be a string of 0 and 1; got {text[:40]!r}")
     return np.frombuffer(text.encode(), np.uint8) == ord("1")
+
+
+def image_set(positions: np.ndarray, total: int, split: str = "test") -> dict:
+    """The record of which images of `split` were graded: a metrics.json entry that lets pairs be checked.
+
+    Args:
+        positions: the graded images' positions in the whole split, in loader order (`data.subset_indices`).
+        total: the number of images in the whole split.
+        split: the split's name.
+
+    Returns:
+        `{"split", "count", "of", "sha256", "indices"}`: `indices` is "all" for the whole split in order, else the
+        positions comma-separated; `sha256` is the digest of that text, so two records graded the same images
+        exactly when their digests agree.
+    """
+    positions = np.asarray(positions, np.int64)
+    whole = len(positions) == total and bool(np.all(positions == np.arange(total)))
+    indices = "all" if whole else ",".join(str(int(position)) for position in positions)
+    return {
+        "split": split,
+        "count": int(len(positions)),
+        "of": int(total),
+        "sha256": hashlib.sha256(indices.encode()).hexdigest(),
+        "indices": indices,
+    }
+
+
+def image_positions(record: Mapping) -> np.ndarray:
+    """The positions an `image_set` record lists."""
+    if record["indices"] == "all":
+        return np.arange(record["of"])
+    return np.asarray([int(position) for position in record["indices"].split(",")], np.int64)
+
+
+def check_paired(metrics_a: Mapping, metrics_b: Mapping, names: tuple[str, str] = ("a", "b")) -> None:
+    """Refuses, with one line, to pair two runs' grid outcomes unless they graded the same images.
+
+    Records that name their graded images (`grid_images`, an `image_set`) must name the same ones; older records,
+    which do not, must at least have as many outcomes.
+    """
+    records = [metrics.get("grid_images") for metrics in (metrics_a, metrics_b)]
+    if None not in records and records[0]["sha256"] != records[1]["sha256"]:
+        raise ValueError(
+            f"cannot pair {names[0]} and {names[1]}: they graded different test images (grid_images sha256 "
+            f"{records[0]['sha256'][:12]} vs {records[1]['sha256'][:12]})"
+        )
+    lengths = [len(metrics["grid_correct"]) for metrics in (metrics_a, metrics_b)]
+    if lengths[0] != lengths[1]:
+        raise ValueError(
+            f"cannot pair {names[0]} and {names[1]}: they graded {lengths[0]} and {lengths[1]} test images"
+        )
 
 
 def paired_difference(

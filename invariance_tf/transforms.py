@@ -16,13 +16,14 @@ coordinates.
 Two resamplings of this same geometry are available (`RESAMPLINGS`), selected
 by the `resampling` argument of `transform` and `transform_differentiable`:
 
-- `"composed"` (default): the rotation and the translation composed into one
-  affine map, sampled once, bilinearly.
+- `"composed"` (the default of training): the rotation and the translation
+  composed into one affine map, sampled once, bilinearly.
 - `"reference"`: what the paper's reference code does (`resnet.py` of
   ZuowenWang0000/invariance-inducing-regularization-for-spatial-adversarial-attacks):
   pad the image with zeros by `(H//2, W//2)` on each side (32x32 -> 64x64),
   rotate bilinearly about the padded canvas' centre, translate bilinearly,
-  then crop the centre `H x W`. The geometry is the same as `"composed"`: pure
+  then crop the centre `H x W` (the default of evaluation, `EVALUATION_RESAMPLING`:
+  the paper's grid numbers were measured so). The geometry is the same as `"composed"`: pure
   rotations and pure translations give the same images up to float32
   rounding; combined draws are blurrier because they are interpolated twice.
   `transform` resamples the 4x larger canvas twice (about 8x the compute of
@@ -44,6 +45,8 @@ from invariance_tf.options import Naming, Rule, check_values
 DEFAULT_LIMITS = (3.0, 3.0, 30.0)
 DEFAULT_GRANULARITY = (5, 5, 31)
 RESAMPLINGS = ("composed", "reference")
+EVALUATION_RESAMPLING = "reference"
+"""The attacks' default resampling (`invariance_tf.evaluation`): the paper's grid protocol, the stricter of the two."""
 VALID_LIMITS = "3 values >= 0: dx pixels, dy pixels, angle degrees"
 """What `are_limits` accepts, as errors state it."""
 

@@ -248,7 +248,7 @@ class InvarianceHyperModel(kt.HyperModel):
                 labels[chosen],
                 limits=config.limits,
                 batch_size=batch_size,
-                resampling=config.resampling,
+                resampling=config.eval_resampling,
             )
         return RobustValidation(
             images,
@@ -258,7 +258,7 @@ class InvarianceHyperModel(kt.HyperModel):
             limits=config.limits,
             seed=config.seed,
             batch_size=batch_size,
-            resampling=config.resampling,
+            resampling=config.eval_resampling,
         )
 
 

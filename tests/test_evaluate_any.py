@@ -391,3 +391,47 @@ def test_the_attack_flags_follow_the_adversaries_rules(field, flag):
 
     with pytest.raises(ValueError, match=rf"^--{flag}=0 is invalid: must be >= 1$"):
         EvaluateOptions(model=str(REPO_ROOT / "models" / "cifar10_std_resnet9_w16.keras"), **{field: 0}).validate()
+
+
+def test_default_flags_grade_an_outside_model_as_the_papers_protocol(run_dir, cifar10_dir, tmp_path):
+    """trainers.evaluate with default flags on a model expecting [0, 1] inputs, as a brute grid over the reference.
+
+    The reference's pad-rotate-translate-crop is rebuilt from plain TF ops (tests/reference_code.py); every one of
+    the 775 points is classified by `model.predict` on the rescaled images. The two must agree per example (the
+    acceptance asks >= 99.5 %; here all), and so must each example's lowest margin over the grid: a small model is
+    grid-robust on few test images, so the margins are what makes this test able to fail.
+    """
+    from reference_code import reference_code_tf
+
+    inner = keras.models.load_model(run_dir / "model.keras")
+    outside = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(255.0), inner])
+    outside.save(tmp_path / "unit.keras")
+    out = tmp_path / "report"
+    result = run_cli(
+        "trainers.evaluate",
+        f"--model={tmp_path / 'unit.keras'}",
+        f"--data_dir={cifar10_dir}",
+        "--examples=40",
+        "--attack=grid",
+        "--grid_method=brute",
+        "--input_range=0-1",
+        f"--output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "evaluation.json").read_text())
+    assert summary["grid"]["resampling"] == "reference"
+    with open(out / "examples.csv") as file:
+        rows = list(csv.DictReader(file))
+    images, labels, _ = data.load("cifar10", cifar10_dir, "test", examples=40)
+    images = images.astype(np.float32)
+    margins = np.full(len(images), np.inf)
+    for row in transforms.grid():
+        moved = reference_code_tf(images, np.tile(row, (len(images), 1))) / 255.0
+        logits = outside.predict(moved, batch_size=40, verbose=0)
+        true = logits[np.arange(len(labels)), labels]
+        logits[np.arange(len(labels)), labels] = -np.inf
+        margins = np.minimum(margins, true - logits.max(axis=1))
+    graded = np.array([float(row["grid_margin"]) for row in rows])
+    agree = np.mean((margins > 0) == np.array([row["grid_correct"] == "1" for row in rows]))
+    assert agree >= 0.995
+    np.testing.assert_allclose(graded, margins, atol=1e-3 * np.abs(margins).max())

@@ -45,10 +45,13 @@ def brute(model, examples) -> evaluation.RobustResult:
 
 
 def naive_margins(model, images, labels, params) -> np.ndarray:
-    """Margins [T, N] from one `model.predict` per transformation, without the evaluation code."""
+    """Margins [T, N] from one `model.predict` per transformation, without the evaluation code.
+
+    The images are resampled as the attacks resample by default (`transforms.EVALUATION_RESAMPLING`).
+    """
     margins = []
     for row in params:
-        moved = transforms.transform(images, np.tile(row, (len(images), 1)))
+        moved = transforms.transform(images, np.tile(row, (len(images), 1)), transforms.EVALUATION_RESAMPLING)
         logits = model.predict(moved, batch_size=50, verbose=0)
         true = logits[np.arange(len(labels)), labels]
         logits[np.arange(len(labels)), labels] = -np.inf
@@ -194,7 +197,7 @@ def test_correct_iff_correct_at_worst_transform(model, examples, brute, method):
         result = evaluation.spgd_accuracy(model, images, labels, steps=3, seed=(1, 2), batch_size=64)
     assert result.worst_transform.shape == (len(labels), 3)
     assert np.all(np.abs(result.worst_transform) <= np.asarray(transforms.DEFAULT_LIMITS) + 1e-5)
-    moved = transforms.transform(images, result.worst_transform)
+    moved = transforms.transform(images, result.worst_transform, transforms.EVALUATION_RESAMPLING)
     logits = model.predict(moved, batch_size=50, verbose=0)
     true = logits[np.arange(len(labels)), labels]
     logits[np.arange(len(labels)), labels] = -np.inf
@@ -252,8 +255,9 @@ def test_keep_lowest_are_the_lowest_margins(model, examples):
 
 @pytest.fixture(scope="module")
 def refined(model, examples, brute):
-    grid = evaluation.grid_accuracy(model, *examples, keep_lowest=3)
-    return grid, evaluation.refine(model, *examples, grid, steps=10)
+    # composed: its translation is continuous, so S-PGD has a gradient in dx and dy as well as in the angle
+    grid = evaluation.grid_accuracy(model, *examples, keep_lowest=3, resampling="composed")
+    return grid, evaluation.refine(model, *examples, grid, steps=10, resampling="composed")
 
 
 def test_refined_attack_is_at_least_as_strong_as_the_grid(model, examples, refined):
@@ -265,7 +269,7 @@ def test_refined_attack_is_at_least_as_strong_as_the_grid(model, examples, refin
     broken = grid.correct & ~result.correct
     print(f"refined attack: {broken.sum()} of {grid.correct.sum()} grid survivors broken")
     assert broken.sum() >= 1
-    moved = transforms.transform(images[broken], result.worst_transform[broken])
+    moved = transforms.transform(images[broken], result.worst_transform[broken], "composed")
     logits = model.predict(moved, verbose=0)
     assert np.all(logits.argmax(axis=1) != labels[broken])
     assert np.all(np.abs(result.worst_transform) <= np.asarray(transforms.DEFAULT_LIMITS) + 1e-5)

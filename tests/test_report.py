@@ -131,3 +131,27 @@ def test_failure_sheet_is_a_png_of_four_tiles_a_row(tmp_path):
         plots.failure_sheet(
             images, moved, params, ["cat"] * 5, ["dog"] * 4, np.zeros(5), ["x"] * 5, tmp_path / "bad.png"
         )
+
+
+def test_an_image_set_names_its_positions_and_its_digest_tells_sets_apart():
+    positions = np.array([3, 7, 42])
+    record = report.image_set(positions, 100)
+    assert (record["count"], record["of"], record["indices"]) == (3, 100, "3,7,42")
+    np.testing.assert_array_equal(report.image_positions(record), positions)
+    whole = report.image_set(np.arange(5), 5)
+    assert whole["indices"] == "all"
+    np.testing.assert_array_equal(report.image_positions(whole), np.arange(5))
+    assert report.image_set(np.array([3, 7, 43]), 100)["sha256"] != record["sha256"]
+    assert report.image_set(positions.copy(), 100) == record
+
+
+def test_pairs_graded_on_other_images_are_refused_with_one_line():
+    a = {"grid_correct": "101", "grid_images": report.image_set(np.array([1, 2, 3]), 10)}
+    same = {"grid_correct": "011", "grid_images": report.image_set(np.array([1, 2, 3]), 10)}
+    other = {"grid_correct": "011", "grid_images": report.image_set(np.array([1, 2, 4]), 10)}
+    report.check_paired(a, same)
+    with pytest.raises(ValueError, match=r"^cannot pair A and B: they graded different test images"):
+        report.check_paired(a, other, ("A", "B"))
+    with pytest.raises(ValueError, match="graded 3 and 2 test images"):
+        report.check_paired({"grid_correct": "101"}, {"grid_correct": "01"})
+    report.check_paired({"grid_correct": "101"}, same)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from benchmarks import ablation, compare_cost, reproduce
 from benchmarks.common import cli, protocols, publishing, runs, tables
-from invariance_tf import experiment, plots, precision, transforms
+from invariance_tf import data, experiment, plots, precision, report, transforms
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -440,7 +440,7 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
         (["--epochs=0"], "--epochs=0 is invalid: must be >= 1"),
         (["--publish"], "--publish is invalid: smoke results are never published"),
         (["--commit"], "--commit is invalid: smoke results are never committed"),
-        (["--scale=huge"], "flag --scale=huge: value should be one of <mini|smoke|cpu|full>"),
+        (["--scale=huge"], "flag --scale=huge: value should be one of <mini|smoke|cpu|full|confirm>"),
     ],
 )
 def test_reproduce_bad_flags_exit_with_one_line_naming_the_value(args, message, tmp_path):
@@ -589,3 +589,56 @@ def test_the_table_pairs_each_regularised_row_with_its_baseline_on_the_same_imag
     lines = tables._paired_lines(paired)
     assert any(line.startswith("| D.A.+KL − D.A. | 0 | ") for line in lines)
     assert tables._paired_lines([]) == []
+
+
+# The pre-registered confirmatory replication (docs/RESULTS.md).
+
+EVALUATION_FLAGS = {"grid_examples", "grid_subset", "train_eval_examples"}
+
+
+@pytest.mark.parametrize("row", protocols.SCALES["confirm"].rows)
+def test_the_confirmatory_runs_are_the_cpu_regimes_flags_with_seed_2(row):
+    """Every training flag, and the evaluation's resampling, as the CPU regime's committed flags.cfg says."""
+    recorded = protocols.REPO_ROOT / "docs" / "results" / "cifar10_cpu_regime" / f"{row}_seed0" / "flags.cfg"
+    regime = protocols.config_from_flagfile(recorded)
+    config = protocols.scale_config("cifar10", row, "confirm", 2, Path("out"), regime.data_dir)
+    assert protocols.default_seeds("confirm", row) == (2,) and config.seed == 2
+    changed = experiment.changed_flags(regime.to_json(), config.to_json())
+    assert set(changed) == {"seed", "output_dir"} | EVALUATION_FLAGS
+    assert (config.grid_subset, config.train_eval_examples) == (protocols.CONFIRMATION_SET, 2000)
+    assert config.eval_resampling == "reference" and config.test_examples == 0
+
+
+def test_the_confirmation_set_is_balanced_and_disjoint_from_every_earlier_grading(cifar10_dir):
+    from benchmarks import confirmation_set
+
+    record = json.loads((protocols.REPO_ROOT / protocols.CONFIRMATION_SET).read_text())
+    _, labels, names, _ = data.load_with_names("cifar10", cifar10_dir, "test")
+    chosen = report.image_positions(record)
+    assert record["sha256"] == report.image_set(chosen, len(labels))["sha256"]
+    assert record["names"] == [names[i] for i in chosen]
+    np.testing.assert_array_equal(np.bincount(labels[chosen]), np.full(10, 300))
+    sources = {
+        source: graded
+        for source, graded in confirmation_set.graded_by_records(labels, names).items()
+        if "cifar10_confirmation" not in source
+    }
+    assert sources["docs/results/cifar10_cpu_regime/at_seed1"] and len(sources) >= 100
+    assert not set(chosen.tolist()) & set().union(*sources.values())
+    excluded = set().union(*sources.values())
+    np.testing.assert_array_equal(confirmation_set.confirmation_set(labels, excluded, 3000, 2), chosen)
+
+
+def test_a_recorded_grid_set_is_what_the_run_graded(cifar10_dir):
+    """The CPU regime's seed-0 grid images, rebuilt from its flags, are 2,000 balanced ones, not seed 1's."""
+    from benchmarks import confirmation_set
+
+    labels = data.load("cifar10", cifar10_dir, "test")[1]
+    regime = protocols.REPO_ROOT / "docs" / "results" / "cifar10_cpu_regime"
+    seed0, seed1 = (
+        confirmation_set.run_graded(protocols.config_from_flagfile(regime / f"at_seed{seed}" / "flags.cfg"), labels)
+        for seed in (0, 1)
+    )
+    assert len(seed0) == len(seed1) == 2000
+    assert len(seed0 & seed1) == 401  # the audit's count (../shared/docs/results-audit.md, mismatch 1)
+    np.testing.assert_array_equal(np.bincount(labels[sorted(seed0)]), np.full(10, 200))

@@ -16,7 +16,7 @@ from absl import flags
 from helpers import REPO_ROOT, run_cli
 from PIL import Image
 
-from invariance_tf import data, experiment, precision, semimetrics, tuning
+from invariance_tf import data, evaluation, experiment, precision, report, semimetrics, tuning
 from invariance_tf.evaluation.options import EvaluateOptions
 from trainers import flags as experiment_flags
 
@@ -183,7 +183,7 @@ def test_enum_like_options_list_and_check_their_choices():
         values(["evaluate", "--input_range=0-9"])
     with pytest.raises(ValueError, match=r"^--input_range=0-9 is invalid: valid values are \['0-255', '0-1'\]$"):
         EvaluateOptions(model=str(REPO_ROOT), input_range="0-9").validate()
-    EvaluateOptions(model=str(REPO_ROOT), resampling=None).validate()
+    EvaluateOptions(model=str(REPO_ROOT), resampling="composed").validate()
 
 
 def test_missing_tfds_copy_says_how_to_point_at_local_data(tmp_path, monkeypatch):
@@ -242,12 +242,12 @@ def test_evaluate_writes_json_and_table(trained_run):
     assert {"clean", "worst_of_k", "grid", "spgd"} <= set(report)
     assert report["grid"]["accuracy"] <= report["clean"]["accuracy"]
     assert "grid" in result.stdout and "accuracy" in result.stdout
-    assert report["grid"]["resampling"] == report["spgd"]["resampling"] == "composed"
+    assert report["grid"]["resampling"] == report["spgd"]["resampling"] == "reference"
     again = run_cli(
-        "trainers.evaluate", f"--model_dir={trained_run}", "--attack=grid", "--examples=20", "--resampling=reference"
+        "trainers.evaluate", f"--model_dir={trained_run}", "--attack=grid", "--examples=20", "--resampling=composed"
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((trained_run / "evaluation.json").read_text())["grid"]["resampling"] == "reference"
+    assert json.loads((trained_run / "evaluation.json").read_text())["grid"]["resampling"] == "composed"
 
 
 def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path, cifar10_test_slice):
@@ -344,3 +344,46 @@ def test_importing_the_package_registers_every_serializable_class():
     )
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert fresh.stdout.strip().splitlines()[-1] == str(ours)
+
+
+def test_fit_records_which_test_images_it_graded(trained_run, cifar10_dir):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    labels = data.load("cifar10", cifar10_dir, "test")[1]
+    tested = data.subset_indices(labels, 50, 0)
+    assert metrics["test_images"] == report.image_set(tested, len(labels))
+    grid = tested[data.at_most(labels[tested], 20, 0)]
+    assert metrics["grid_images"] == report.image_set(grid, len(labels))
+    assert metrics["grid_examples"] == len(metrics["grid_correct"]) == 20
+    assert metrics["eval_resampling"] == "reference"
+
+
+def tiny_classifier() -> keras.Model:
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def test_the_grid_grades_the_named_images_and_the_regime_grades_training_images(cifar10_test_slice, tmp_path):
+    images, labels = cifar10_test_slice
+    positions = np.arange(len(labels)) * 3 + 1  # as if a subset of a 300-image split
+    named = positions[[2, 5, 11, 40, 77]]
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps(report.image_set(named, 300)))
+    config = experiment.ExperimentConfig(grid_subset=str(subset), train_eval_examples=30, eval_batch_size=64)
+    model = tiny_classifier()
+    metrics = experiment.robust_metrics(model, images, labels, config, positions=positions, split_size=300)
+    np.testing.assert_array_equal(report.image_positions(metrics["grid_images"]), named)
+    chosen = [2, 5, 11, 40, 77]
+    brute = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute", resampling="reference")
+    assert metrics["grid_correct"] == report.bits(brute.correct)
+    regime = experiment.training_regime(model, images, labels, config)
+    kept = data.at_most(labels, 30, 0)
+    clean = np.mean(model.predict(images[kept].astype(np.float32), verbose=0).argmax(-1) == labels[kept])
+    assert regime["train_eval_examples"] == 30 and regime["train_clean_accuracy"] == pytest.approx(clean)
+    assert regime["train_worst_of_10_accuracy"] <= regime["train_clean_accuracy"]
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(report.image_set(np.array([0]), 300)))
+    with pytest.raises(ValueError, match="names 1 test images outside the run's"):
+        experiment.robust_metrics(
+            model, images, labels, dataclasses.replace(config, grid_subset=str(outside)), positions=positions
+        )

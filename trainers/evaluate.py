@@ -51,32 +51,25 @@ cli_flags.define_flags(EvaluateOptions)
 flags.adopt_module_key_flags(cli_flags)
 
 
-def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tuple[float, float, float], str, Path]:
+def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tuple[float, float, float], Path]:
     """What `options` evaluate and where the report goes; with --model_dir, the run's unless a flag says otherwise.
 
     A --data_dir that names a TFDS dataset (`data.tfds_name`) evaluates that dataset. Returns (model path, dataset,
-    ImageFolder root or None for TFDS, limits, resampling, output folder).
+    ImageFolder root or None for TFDS, limits, output folder).
     """
     if options.model_dir is not None:
         model_dir = Path(options.model_dir)
         config = ExperimentConfig.from_json(json.loads((model_dir / "config.json").read_text()))
         dataset, data_dir, limits = config.dataset, options.data_dir or config.data_dir or None, tuple(config.limits)
-        model_path, output_dir, resampling = model_dir / "model.keras", model_dir, config.resampling
+        model_path, output_dir = model_dir / "model.keras", model_dir
     else:
         model_path = Path(options.model)
         dataset, data_dir, limits = options.dataset, options.data_dir, transforms.DEFAULT_LIMITS
-        output_dir, resampling = model_path.parent / f"{model_path.stem}_evaluation", "composed"
+        output_dir = model_path.parent / f"{model_path.stem}_evaluation"
     named = data.tfds_name(data_dir)
     if named is not None:
         dataset, data_dir = named, None
-    return (
-        model_path,
-        dataset,
-        data_dir,
-        limits,
-        options.resampling or resampling,
-        Path(options.output_dir or output_dir),
-    )
+    return model_path, dataset, data_dir, limits, Path(options.output_dir or output_dir)
 
 
 def run_attacks(
@@ -87,7 +80,7 @@ def run_attacks(
     limits,
     state_dir: Path,
     model_key: str,
-    resampling: str = "composed",
+    resampling: str = transforms.EVALUATION_RESAMPLING,
 ) -> dict:
     """Every attack of --attack and the attacks whose results they take, as {name: (result, seconds)}.
 
@@ -137,7 +130,7 @@ def grid_arguments(options: EvaluateOptions) -> dict:
     return arguments
 
 
-def summarise(results: dict, examples: int, subset: bool, resampling: str = "composed") -> dict:
+def summarise(results: dict, examples: int, subset: bool, resampling: str = transforms.EVALUATION_RESAMPLING) -> dict:
     """The evaluation.json entries: accuracy, examples, seconds, 95 % Wilson interval on a subset, refinement gain.
 
     For the resumable attacks (not clean: one pass, never resumed) also evaluations, resumed examples and the
@@ -178,7 +171,7 @@ def write_report(
     model: evaluation.Model,
     class_names: tuple[str, ...],
     options: EvaluateOptions,
-    resampling: str = "composed",
+    resampling: str = transforms.EVALUATION_RESAMPLING,
 ) -> list[Path]:
     """examples.csv (rows named by `names`), and with the brute grid the per-angle and per-shift tables.
 
@@ -272,7 +265,8 @@ def run(options: EvaluateOptions) -> None:
 
     evaluation.json is merged into an earlier one, so attacks run apart add up; `write_report` writes the rest.
     """
-    model_path, dataset, data_dir, limits, resampling, output_dir = resolve_source(options)
+    model_path, dataset, data_dir, limits, output_dir = resolve_source(options)
+    resampling = options.resampling
     image_shape = data.dataset_info(dataset).image_shape
     options.validate_channels(image_shape[-1])
     data.validate_source(dataset, data_dir, splits=("test",))

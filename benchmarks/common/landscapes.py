@@ -35,7 +35,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
         labels[chosen],
         method="brute",
         limits=config.limits,
-        resampling=config.resampling,
+        resampling=config.eval_resampling,
         batch_size=config.eval_batch_size or None,
     ).per_transform_accuracy
     files.write_text(

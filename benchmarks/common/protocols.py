@@ -39,7 +39,10 @@ class Scale:
     """A protocol size: flags appended to every row's flagfile, and its default rows and seeds.
 
     `row_overrides` are appended after `overrides` for the rows they name;
-    `batch_multiplier` scales each flagfile's batch size (the same for every row, as in the reference code).
+    `batch_multiplier` scales each flagfile's batch size (the same for every row, as in the reference code);
+    `seeds`, if given, are every row's seeds (else seed 0, and seed 1 for `second_seed_rows`); `pairs` are the
+    paired differences `(b, a)` its table reports (None: `tables.PAIRS`); with `commit_models`, `--commit` also
+    commits each finished run's model to models/<out folder>/.
     """
 
     overrides: tuple[str, ...]
@@ -50,6 +53,9 @@ class Scale:
     row_overrides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     batch_multiplier: int = 1
     recipe: str = FLAGFILE_RECIPE
+    seeds: tuple[int, ...] = ()
+    pairs: tuple[tuple[str, str], ...] | None = None
+    commit_models: bool = False
 
 
 # The CPU recipe (benchmarks/cpu_recipe.py measures it): a narrow ResNet-9, one-cycle learning rate,
@@ -72,6 +78,12 @@ CPU_GRN = ("--network=g_resnet", "--g_depth=8", "--g_width=3", "--precision=floa
 # The small-data regime of the ablation (benchmarks.ablation's small_data_resnet9), appended to the mini scale:
 # the CPU recipe's ResNet-9 on 2,000 training images for 30 epochs, where A.T. trains clearly above its test accuracy.
 SMALL_DATA_RESNET9 = ("--network=resnet9", "--width=16", "--train_examples=2000", "--epochs=30")
+# The CPU regime (docs/results/cifar10_cpu_regime): the cpu scale on half the training images for twice the epochs.
+CPU_REGIME = ("--train_examples=25000", "--epochs=24")
+# The pre-registered confirmatory replication (docs/RESULTS.md): the CPU regime's flags with a new seed, the grid on
+# the confirmation set (test images no earlier record graded) and the regime graded alike on training images.
+CONFIRMATION_SET = "docs/results/cifar10_confirmation/confirmation_set.json"
+CONFIRMATION_PAIRS = (("da_kl", "da"), ("at_kl", "at"), ("at_l2", "at"), ("at_l2", "at_kl"), ("da_kl", "at"))
 
 
 SCALES = {
@@ -119,6 +131,24 @@ SCALES = {
     ),
     "full": Scale((), tuple(ROWS), (), 1000),
 }
+SCALES["confirm"] = dataclasses.replace(
+    SCALES["cpu"],
+    overrides=(
+        *SCALES["cpu"].overrides,
+        *CPU_REGIME,
+        "--grid_examples=0",
+        f"--grid_subset={CONFIRMATION_SET}",
+        "--train_eval_examples=2000",
+    ),
+    rows=("std", "da", "da_kl", "at", "at_kl", "at_l2"),
+    second_seed_rows=(),
+    note="The pre-registered confirmatory replication: the CPU regime's flags with seed 2, clean accuracy on all "
+    "10,000 test images, the grid on the 3,000 images of the confirmation set, the regime graded on 2,000 training "
+    "images of each run.",
+    seeds=(2,),
+    pairs=CONFIRMATION_PAIRS,
+    commit_models=True,
+)
 
 
 def config_from_flagfile(path: Path, *overrides: str) -> ExperimentConfig:
@@ -172,13 +202,19 @@ def scale_config(
     `epochs` and `train_examples`, if given, replace the scale's number of epochs and of training images.
     """
     protocol = SCALES[scale]
-    budget = [f"--{name}={value}" for name, value in (("epochs", epochs), ("train_examples", train_examples)) if value]
+    budget = [f"--{name}={value}" for name, value in zip(BUDGET, (epochs, train_examples)) if value]
     overrides = (*protocol.overrides, *protocol.row_overrides.get(row, ()), *budget)
     return run_config(dataset, row, overrides, seed, out / f"{row}_seed{seed}", data_dir, protocol.batch_multiplier)
 
 
+BUDGET = ("epochs", "train_examples")
+"""The flags `scale_config` can set instead of the scale's."""
+
+
 def default_seeds(scale: str, row: str) -> tuple[int, ...]:
-    """Seed 0, and seed 1 too for the scale's `second_seed_rows`."""
+    """The scale's `seeds`, else seed 0, and seed 1 too for the scale's `second_seed_rows`."""
+    if SCALES[scale].seeds:
+        return SCALES[scale].seeds
     return (0, 1) if row in SCALES[scale].second_seed_rows else (0,)
 
 
@@ -216,8 +252,10 @@ def describe(
 
     `configs` holds each row's first run; `no_data`, if given, says why the dataset cannot be read.
     """
-    first = next(iter(configs.values()))
+    row, first = next(iter(configs.items()))
     test = first.test_examples or "all"
+    implied = scale_config(dataset, row, scale, first.seed, Path(first.output_dir).parent, first.data_dir or None)
+    budget = [f"--{name}={getattr(first, name)}" for name in BUDGET if getattr(first, name) != getattr(implied, name)]
     return {
         "dataset": dataset,
         "scale": scale,
@@ -230,11 +268,11 @@ def describe(
         ),
         "epochs": first.epochs,
         "test_examples": test,
-        "grid_examples": first.grid_examples or test,
+        "grid_examples": f"the images of {first.grid_subset}" if first.grid_subset else first.grid_examples or test,
         "landscape_examples": SCALES[scale].landscape_examples,
         "seeds": seeds,
         "flagfiles": {row: str(row_flagfile(dataset, row).relative_to(REPO_ROOT)) for row in configs},
-        "overrides": list(SCALES[scale].overrides),
+        "overrides": [*SCALES[scale].overrides, *budget],
         "row_overrides": {row: list(flags) for row, flags in SCALES[scale].row_overrides.items()},
         "batch_multiplier": SCALES[scale].batch_multiplier,
         "recipe": SCALES[scale].recipe,

@@ -15,6 +15,7 @@ from pathlib import Path
 from benchmarks.common.protocols import REPO_ROOT
 
 PUBLISH_DIR = REPO_ROOT / "docs" / "results"
+MODELS_DIR = REPO_ROOT / "models"
 # Each run's small records, committed by --commit (models, backups and logs stay out of git); flags.cfg is the
 # flagfile that retrains the run with trainers.fit.
 # With a committed backup, epoch_logs.json and precision.json let an unfinished run resume in another checkout.
@@ -44,17 +45,34 @@ def publish_results(out: Path, dataset: str, scale: str) -> None:
             shutil.copyfile(out / name, PUBLISH_DIR / f"{dataset}_{scale}{suffix}")
 
 
+def keep_model(run_dir: Path, out: Path) -> Path:
+    """Saves a finished run's classifier (no optimiser state) as models/<out's name>/<run's name>.keras; its path.
+
+    Anyone can re-grade it with `python -m trainers.evaluate --model <path>`.
+    """
+    from invariance_tf.model import classifier_network
+    from invariance_tf.networks import pretrained
+
+    kept = MODELS_DIR / out.name / f"{run_dir.name}.keras"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    classifier_network(pretrained.load_keras(run_dir / "model.keras")).save(kept)
+    return kept
+
+
 def commit_results(
-    out: Path, message: str, tables: Sequence[str] = ("results.json", "table.md", "per_angle.png")
+    out: Path,
+    message: str,
+    tables: Sequence[str] = ("results.json", "table.md", "per_angle.png"),
+    extra: Sequence[Path] = (),
 ) -> None:
-    """Commits `out`'s `tables` and each run's small records (`COMMITTED_RUN_FILES`).
+    """Commits `out`'s `tables`, each run's small records (`COMMITTED_RUN_FILES`) and the `extra` files.
 
     It also commits the removal of tracked files gone from `out` (a backup committed to carry an unfinished run
     between sittings, removed when the run finished); nothing else of the checkout. A failed commit is reported,
     not raised, so the protocol goes on (the next commit includes what this one missed).
     """
     names = [*tables, *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
-    paths = sorted(str(path) for name in names for path in out.glob(name))
+    paths = sorted(str(path) for name in names for path in out.glob(name)) + [str(path) for path in extra]
     git = ["git", "-C", str(REPO_ROOT)]
     tracked = subprocess.run(
         [*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True, text=True

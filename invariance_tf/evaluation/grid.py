@@ -24,7 +24,7 @@ def grid_accuracy(
     batch_size: int | None = None,
     verbose: bool = False,
     keep_lowest: int = 1,
-    resampling: str = "composed",
+    resampling: str = transforms.EVALUATION_RESAMPLING,
 ) -> RobustResult:
     """Accuracy under every transformation of `transforms.grid(limits, granularity)` (the grid attack).
 
@@ -36,8 +36,8 @@ def grid_accuracy(
     progress bar over the pairs decided so far. `keep_lowest=m > 1` also
     returns each example's m lowest-margin transformations (`refine` starts
     from them); for an example that survives the grid they are its m lowest
-    on the whole grid. `resampling` ("composed" or "reference", see
-    `transforms`) is how the transformed images are resampled.
+    on the whole grid. `resampling` ("reference", the paper's protocol, or "composed",
+    see `transforms`) is how the transformed images are resampled.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown grid method {method!r}; valid methods are {list(METHODS)}")

@@ -63,11 +63,10 @@ class EvaluateOptions:
     )
     failures: int = option(16, "with --plot: grid failures shown in failures.png, the most negative margins")
     seed: int = option(0, "seed of the random attacks and of the test subset")
-    resampling: str | None = option(
-        None,
-        "how transformed images are resampled: composed (one bilinear "
-        "resampling) | reference (the reference code's pad, rotate, translate, "
-        "crop); default: the run's (--model_dir), else composed",
+    resampling: str = option(
+        transforms.EVALUATION_RESAMPLING,
+        "how transformed images are resampled: reference (the paper's protocol: the reference code's pad, rotate, "
+        "translate, crop) | composed (one bilinear resampling, a more lenient attack)",
         choices=transforms.RESAMPLINGS,
     )
 

@@ -117,7 +117,7 @@ class PairEvaluator:
         params: np.ndarray,
         batch_size: int,
         keep: int = 1,
-        resampling: str = "composed",
+        resampling: str = transforms.EVALUATION_RESAMPLING,
     ):
         self.images = tf.convert_to_tensor(images)
         self.labels = tf.convert_to_tensor(labels, tf.int32)

@@ -43,7 +43,7 @@ def refine(
     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
     granularity: Sequence[int] = transforms.DEFAULT_GRANULARITY,
     batch_size: int | None = None,
-    resampling: str = "composed",
+    resampling: str = transforms.EVALUATION_RESAMPLING,
 ) -> RobustResult:
     """A stronger attack than the grid: S-PGD on the margin in the continuous box, from the grid's weakest points.
 

@@ -23,7 +23,7 @@ def spgd_accuracy(
     random_start: bool = True,
     seed: Sequence[int] = DEFAULT_SEED,
     batch_size: int | None = None,
-    resampling: str = "composed",
+    resampling: str = transforms.EVALUATION_RESAMPLING,
 ) -> RobustResult:
     """Accuracy at the transformations that spatial PGD finds (`adversaries.SPGD`, cross-entropy objective).
 

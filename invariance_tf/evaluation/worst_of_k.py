@@ -19,7 +19,7 @@ def worst_of_k_accuracy(
     limits: Sequence[float] = transforms.DEFAULT_LIMITS,
     seed: Sequence[int] = DEFAULT_SEED,
     batch_size: int | None = None,
-    resampling: str = "composed",
+    resampling: str = transforms.EVALUATION_RESAMPLING,
 ) -> RobustResult:
     """Accuracy under `k` transformations per example drawn uniformly within `limits`.
 

@@ -112,3 +112,15 @@ def test_license_and_citation_name_this_version():
     assert re.search(r"^license: MIT$", citation, re.MULTILINE)
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert 'license="MIT"' in (ROOT / "setup.py").read_text()
+
+
+def test_every_library_module_has_an_api_reference():
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / "invariance_tf").rglob("*.py")
+    }
+    rendered = {
+        name for page in (DOCS_DIR / "api").glob("*.md") for name in re.findall(r"^::: (\S+)", page.read_text(), re.M)
+    }
+    assert not sorted(modules - rendered), "modules without a ::: line on a docs/api/ page"
+    assert not sorted(rendered - modules), "::: lines naming no module"

@@ -27,7 +27,7 @@ setup(
     packages=find_packages(include=["invariance_tf", "invariance_tf.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Upper bounds on keras and keras-tuner: the code overrides private members of both (README, Development);
+        # Upper bounds on keras and keras-tuner: the code overrides private members of both (docs/development.md);
         # raise a bound only after checking that list against the new release.
         "keras>=3.10,<3.16",
         "tensorboard>=2.16",

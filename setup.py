@@ -13,12 +13,21 @@ setup(
         "Keras 3 library and trainers that make image classifiers invariant to small "
         "translations and rotations (Yang, Wang, Heinze-Deml, NeurIPS 2019)."
     ),
+    license="MIT",
+    project_urls={"Paper": "https://arxiv.org/abs/1906.11235"},
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Operating System :: OS Independent",
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     # Only the library: the CLIs (trainers, tuning, benchmarks) run from the checkout, `python -m trainers.fit`,
     # and benchmarks write into it (docs/results), so they are not installed as top-level site-packages.
     packages=find_packages(include=["invariance_tf", "invariance_tf.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # Upper bounds on keras and keras-tuner: the code overrides private members of both (README, Development);
+        # Upper bounds on keras and keras-tuner: the code overrides private members of both (docs/development.md);
         # raise a bound only after checking that list against the new release.
         "keras>=3.10,<3.16",
         "tensorboard>=2.16",
@@ -36,5 +45,7 @@ setup(
         # ruff within one minor release: a new minor may change the formatter's style, failing .ci/run's check.
         "test": ["pytest>=8", "pillow>=10", "ruff>=0.17.6,<0.18", *ONNX],
         "peers": ["foolbox>=3.3,<3.4"],
+        # The documentation site (mkdocs.yml): `python -m mkdocs build --strict` in .ci/run, `mkdocs serve` to read it.
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
     },
 )

@@ -13,7 +13,7 @@ image or kernel by rotating it r times, then flipping its rows if m = 1.
 
 Equivariance: rotating the input of any layer here by `tf.image.rot90`
 rotates its output the same way and rolls the group axis by +1 (new plane t is
-old plane t - 1 for p4; for p4m new plane t is old plane [3,0,1,2,5,6,7,4][t]).
+old plane t - 1 for p4; for p4m new plane t is old plane `[3,0,1,2,5,6,7,4][t]`).
 Kernels are odd, so rotations fix their centre. Equivariance is exact at
 stride 1 for any square input; at stride s it needs a sampling grid symmetric
 under the rotation: (H - 1) divisible by s for 'same' padding (TensorFlow pads

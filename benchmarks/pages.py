@@ -8,7 +8,16 @@ ablation.json, the benchmarks' CSV files) and return Markdown. One command rende
     python -m benchmarks.pages --check    # exit 1, with a diff, when a page disagrees with its records
 
 `tests/test_pages.py` re-renders every page in memory and fails when one differs from what is committed.
-`readme_results_table()` returns the README's headline table (the CPU regime, with links to its records).
+`readme_results_table()` returns the README's headline table (the CPU regime, with links to its records); to keep it
+rendered, put in README.md
+
+    <!-- [[[cog
+    from benchmarks import pages
+    cog.out(pages.readme_results_table())
+    ]]] -->
+    <!-- [[[end]]] -->
+
+and README.md becomes one of `PAGES`.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
-# The pages rendered from records, relative to the repository's root.
-PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md")
+# The pages rendered from records, relative to the repository's root; README.md joins once it holds a cog span
+# (e.g. `readme_results_table()` between its results-table markers).
+PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md") + (
+    ("README.md",) if "[[[cog" in (ROOT / "README.md").read_text(encoding="utf-8") else ()
+)
 WIDTH = 120
 REGIME = "cifar10_cpu_regime"
 ROWS = {

@@ -39,6 +39,7 @@ PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md") + (
 )
 WIDTH = 120
 REGIME = "cifar10_cpu_regime"
+CONFIRMATION_ANCHOR = "confirmatory-replication-pre-registered-2026-12-06-before-its-first-run"
 ROWS = {
     "std": "std",
     "da": "D.A.",
@@ -307,7 +308,10 @@ def readme_results_table(prefix: str = "docs/") -> str:
         + "\nPaired grid differences on each seed's 2,000 grid images (bootstrap 95 % interval): "
         + "; ".join(pairs)
         + f". All runs: [table.md]({prefix}results/{REGIME}/table.md), "
-        + f"[results.json]({prefix}results/{REGIME}/results.json).\n"
+        + f"[results.json]({prefix}results/{REGIME}/results.json). The regime was chosen on test images "
+        + f"([what that means]({prefix}RESULTS.md#choices-made-on-test-images)); the pre-registered "
+        + f"[confirmatory replication]({prefix}RESULTS.md#{CONFIRMATION_ANCHOR}) "
+        + "tests its headline on images no record had graded.\n"
     )
 
 

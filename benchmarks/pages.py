@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 # The pages rendered from records, relative to the repository's root; README.md joins once it holds a cog span
 # (e.g. `readme_results_table()` between its results-table markers).
-PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md") + (
+PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md", "docs/results/cifar10_cpu_earlier/README.md") + (
     ("README.md",) if "[[[cog" in (ROOT / "README.md").read_text(encoding="utf-8") else ()
 )
 WIDTH = 120

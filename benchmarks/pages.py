@@ -475,6 +475,7 @@ def lambda_validation_overlap() -> str:
 
 
 CONFIRMATION = "cifar10_confirmation"
+GRADED_REGIME = ("train_worst_of_10_accuracy", "worst_of_10_accuracy", "train_clean_accuracy", "clean_accuracy")
 
 
 def confirmation_results() -> str:
@@ -487,6 +488,25 @@ def confirmation_results() -> str:
             "runs' metrics.json when they land."
         )
     parts = ["Runs committed so far (generated from their records):\n", regime_table(CONFIRMATION)]
+    graded = [
+        [ROWS[row], seed, *(pct(value(CONFIRMATION, f"{row}_seed{seed}", name)) for name in GRADED_REGIME)]
+        for row, seed in finished
+        if all(name in metrics(CONFIRMATION, f"{row}_seed{seed}") for name in GRADED_REGIME)
+    ]
+    if graded:
+        header = [
+            "method",
+            "seed",
+            "worst-of-10, train (%)",
+            "worst-of-10, test (%)",
+            "clean, train (%)",
+            "clean, test (%)",
+        ]
+        parts += [
+            "\nRegime, graded alike (inference mode, final weights, the test's all-10 rule, on 2,000 of each run's own "
+            "training images):\n",
+            table(header, graded),
+        ]
     if _json(f"{CONFIRMATION}/results.json").get("paired"):
         parts += ["\nPaired differences on the confirmation set:\n", regime_pairs(CONFIRMATION)]
     return "\n".join(parts)

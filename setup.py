@@ -43,7 +43,7 @@ setup(
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
         "onnx": ONNX,
         # ruff within one minor release: a new minor may change the formatter's style, failing .ci/run's check.
-        "test": ["pytest>=8", "pillow>=10", "ruff>=0.17.6,<0.18", *ONNX],
+        "test": ["pytest>=8", "pillow>=10", "ruff>=0.17.6,<0.18", "cogapp>=3.4", *ONNX],
         "peers": ["foolbox>=3.3,<3.4"],
         # The documentation site (mkdocs.yml): `python -m mkdocs build --strict` in .ci/run, `mkdocs serve` to read it.
         "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],

@@ -1,0 +1,532 @@
+"""The documentation's measured numbers, rendered from the committed records under docs/results.
+
+Every measured number of docs/RESULTS.md and docs/FIDELITY.md sits between cog markers (HTML comments, invisible in
+the rendered page) whose code calls the functions below; they read the records (results.json, metrics.json,
+ablation.json, the benchmarks' CSV files) and return Markdown. One command renders every page:
+
+    python -m benchmarks.pages            # rewrite the generated spans of every page (cog -r)
+    python -m benchmarks.pages --check    # exit 1, with a diff, when a page disagrees with its records
+
+`tests/test_pages.py` re-renders every page in memory and fails when one differs from what is committed.
+`readme_results_table()` returns the README's headline table (the CPU regime, with links to its records); to keep it
+rendered, put in README.md
+
+    <!-- [[[cog
+    from benchmarks import pages
+    cog.out(pages.readme_results_table())
+    ]]] -->
+    <!-- [[[end]]] -->
+
+and README.md becomes one of `PAGES`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+# The pages rendered from records, relative to the repository's root; README.md joins once it holds a cog span
+# (e.g. `readme_results_table()` between its results-table markers).
+PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md", "docs/results/cifar10_cpu_earlier/README.md") + (
+    ("README.md",) if "[[[cog" in (ROOT / "README.md").read_text(encoding="utf-8") else ()
+)
+WIDTH = 120
+REGIME = "cifar10_cpu_regime"
+CONFIRMATION_ANCHOR = "confirmatory-replication-pre-registered-2026-12-06-before-its-first-run"
+ROWS = {
+    "std": "std",
+    "da": "D.A.",
+    "da_kl": "D.A.+KL",
+    "at": "A.T.",
+    "at_kl": "A.T.+KL",
+    "at_l2": "A.T.+L2",
+    "grn": "G-ResNet",
+}
+# What each row's "train" accuracy (Keras' acc_adv of its last epoch, training mode) was measured on.
+TRAIN_BATCH = {
+    "std": "random ±4 px shift",
+    "da": "one random t",
+    "da_kl": "one random t",
+    "at": "worst of 10",
+    "at_kl": "worst of 10",
+    "at_l2": "worst of 10",
+    "grn": "one random t",
+}
+
+
+# --- reading the records ------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _json(relative: str) -> dict:
+    return json.loads((RESULTS / relative).read_text())
+
+
+@functools.cache
+def _csv(relative: str) -> tuple[dict, ...]:
+    with (RESULTS / relative).open(newline="") as file:
+        return tuple(csv.DictReader(file))
+
+
+def metrics(folder: str, run: str) -> dict:
+    """A run's metrics.json, e.g. `metrics("cifar10_cpu_regime", "at_seed0")`."""
+    return _json(f"{folder}/{run}/metrics.json")
+
+
+def measured(folder: str, run: str) -> dict | None:
+    """A run's measured.json (date and machine), or None where the run recorded none."""
+    path = RESULTS / folder / run / "measured.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def value(folder: str, run: str, name: str) -> float:
+    """One number of a run's metrics.json (`train_accuracy`: its last epoch's acc_adv)."""
+    record = metrics(folder, run)
+    if name == "train_accuracy":
+        logs = record["final_train_logs"]
+        return float(logs.get("acc_adv", logs.get("acc_nat")))
+    return float(record[name])
+
+
+# --- formatting ---------------------------------------------------------------------------------------------------
+
+
+def pct(fraction: float, digits: int = 1) -> str:
+    """A fraction in per cent, without the sign: `0.7882` -> `78.8`."""
+    return f"{100 * fraction:.{digits}f}"
+
+
+def points(fraction: float, digits: int = 1) -> str:
+    """A difference of fractions in signed points, with a true minus sign: `-0.017` -> `−1.7`."""
+    return f"{100 * fraction:+.{digits}f}".replace("-", "−")
+
+
+def interval(ci: Sequence[float], signed: bool = True) -> str:
+    """`[+2.0, +5.6]` (signed points) or `[48.7, 53.0]` (per cent)."""
+    show = points if signed else pct
+    return f"[{show(ci[0])}, {show(ci[1])}]"
+
+
+def p_value(p: float) -> str:
+    """McNemar's p as the pages print it: `4e-5` below 0.001, else two significant digits."""
+    if p < 0.001:
+        mantissa, exponent = f"{p:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{p:.2g}"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def diff(d: dict) -> str:
+    """A paired difference: `+3.8 [+2.0, +5.6]`."""
+    return f"{points(d['difference'])} {interval(d['ci'])}"
+
+
+def diff_full(d: dict) -> str:
+    """A paired difference with McNemar's p and the discordant counts: `+3.8 [+2.0, +5.6], p = 4e-5 (205 / 129)`."""
+    return f"{diff(d)}, p = {p_value(d['mcnemar_p'])} ({d['b_only']} / {d['a_only']})"
+
+
+def prose(text: str) -> str:
+    """Markdown prose wrapped at the pages' width: paragraphs and `- ` / `1. ` list items, blank-line separated."""
+    blocks = []
+    for block in textwrap.dedent(text).strip().split("\n\n"):
+        flat = " ".join(block.split())
+        marker = flat.split(" ", 1)[0] + " " if flat[:2] == "- " or flat.split(" ", 1)[0].rstrip(".").isdigit() else ""
+        blocks.append(
+            textwrap.fill(
+                flat,
+                WIDTH,
+                subsequent_indent=" " * len(marker),
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n\n".join(blocks) + "\n"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int = 1) -> str:
+    """A Markdown table, columns from `right_from` on right-aligned."""
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _without_title(markdown: str) -> str:
+    """A generated Markdown file without its `# ` title (the page has its own headings)."""
+    lines = markdown.splitlines()
+    while lines and (lines[0].startswith("# ") or not lines[0].strip()):
+        lines.pop(0)
+    return "\n".join(lines) + "\n"
+
+
+# --- paired comparisons -------------------------------------------------------------------------------------------
+
+
+def recorded_pair(folder: str, b: str, a: str, seed: int) -> dict:
+    """The paired difference b − a of a paper table's results.json (`paired`), as the benchmark recorded it."""
+    for entry in _json(f"{folder}/results.json")["paired"]:
+        if (entry["b"], entry["a"], entry["seed"]) == (b, a, seed):
+            return entry
+    raise KeyError(f"{folder}/results.json records no pair {b} − {a} on seed {seed}")
+
+
+@functools.cache
+def computed_pair(b: tuple[str, str], a: tuple[str, str]) -> dict:
+    """Grid accuracy of run b minus run a, `(folder, run)` each, paired over their graded images (report.py)."""
+    from invariance_tf import report  # TensorFlow loads with the package: only where a pair is computed
+
+    records = [metrics(*run) for run in (a, b)]
+    report.check_paired(*records, ("/".join(a), "/".join(b)))
+    return report.paired_difference(*(report.from_bits(record["grid_correct"]) for record in records))
+
+
+def ablation_pair(factor: str, seed: int) -> dict:
+    """A factor's entry of ablation.json on one seed: at, at_kl, grid_difference, gap_change."""
+    return _json("cifar10_ablation_mini/ablation.json")["factors"][factor][str(seed)]
+
+
+# --- the CPU regime -----------------------------------------------------------------------------------------------
+
+
+def regime_runs(folder: str = REGIME) -> list[tuple[str, int]]:
+    """(row, seed) of every finished run of a paper table, in the paper's row order."""
+    seeds = _json(f"{folder}/results.json")["protocol"]["seeds"]
+    return [
+        (row, seed)
+        for row in ROWS
+        for seed in seeds.get(row, [])
+        if (RESULTS / folder / f"{row}_seed{seed}" / "metrics.json").exists()
+    ]
+
+
+def _machine(folder: str, run: str) -> str:
+    record = measured(folder, run)
+    if record is None:
+        return "not recorded"
+    reason = record["machine"].get("precision_auto", "")
+    kind = "AMX" if "amx" in reason else "AVX512_BF16" if "avx512_bf16" in reason else "no bf16"
+    return f"{record['machine']['cpu']} ({kind}), {record['date'][:10]}"
+
+
+def regime_table(folder: str = REGIME) -> str:
+    """Every run of the CPU regime: accuracies, its training accuracy, training time and the machine it ran on."""
+    rows = []
+    for row, seed in regime_runs(folder):
+        run = f"{row}_seed{seed}"
+        record = metrics(folder, run)
+        epochs = record["epochs"]
+        fastest = min(record["epoch_seconds"]) * epochs
+        rows.append(
+            [
+                ROWS[row],
+                seed,
+                pct(record["clean_accuracy"]),
+                f"{pct(record['grid_accuracy'])} {interval(record['grid_accuracy_ci95'], signed=False)}",
+                pct(record["worst_of_10_accuracy"]),
+                f"{pct(value(folder, run, 'train_accuracy'))} ({TRAIN_BATCH[row]})",
+                f"{minutes(record['train_seconds'])} ({minutes(fastest)})",
+                _machine(folder, run),
+            ]
+        )
+    header = [
+        "method",
+        "seed",
+        "clean (%)",
+        "grid (%) [95 % CI]",
+        "test worst-of-10 (%)",
+        "train, own CE batch (%)",
+        "training: summed (fastest epoch × epochs)",
+        "machine, date",
+    ]
+    return table(header, rows, right_from=1)
+
+
+def regime_pairs(folder: str = REGIME) -> str:
+    """The paired differences a paper table's results.json records, one line per pair and seed."""
+    rows = [
+        [
+            f"{ROWS[entry['b']]} − {ROWS[entry['a']]}",
+            entry["seed"],
+            f"**{diff(entry)}**" if entry["ci"][0] > 0 or entry["ci"][1] < 0 else diff(entry),
+            p_value(entry["mcnemar_p"]),
+            f"{entry['b_only']} / {entry['a_only']}",
+            entry["examples"],
+        ]
+        for entry in _json(f"{folder}/results.json")["paired"]
+    ]
+    header = ["difference (b − a)", "seed", "Δ grid, points [95 % CI]", "McNemar p", "b only / a only", "images"]
+    return table(header, rows)
+
+
+def regime_gap(row: str, seed: int, folder: str = REGIME) -> float:
+    """A run's training accuracy on its own CE batch minus its worst-of-10 test accuracy (a fraction)."""
+    run = f"{row}_seed{seed}"
+    return value(folder, run, "train_accuracy") - value(folder, run, "worst_of_10_accuracy")
+
+
+def time_ratio(b: tuple[str, str], a: tuple[str, str]) -> str:
+    """Training time of run b over run a, `(folder, run)` each, in per cent of a's."""
+    return f"{100 * metrics(*b)['train_seconds'] / metrics(*a)['train_seconds']:.0f} %"
+
+
+def readme_results_table(prefix: str = "docs/") -> str:
+    """The README's headline table: the CPU regime per row and seed, each cell's run linked to its metrics.json.
+
+    `prefix` is the path from the README to docs/ ("docs/" at the repository's root).
+    """
+    results = _json(f"{REGIME}/results.json")
+    paper = {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6}
+    rows = []
+    for row in ROWS:
+        seeds = [seed for r, seed in regime_runs() if r == row]
+        if not seeds:
+            continue
+        cells = []
+        for name in ("clean_accuracy", "grid_accuracy"):
+            cells.append(" / ".join(pct(value(REGIME, f"{row}_seed{seed}", name)) for seed in seeds))
+        links = ", ".join(f"[seed {seed}]({prefix}results/{REGIME}/{row}_seed{seed}/metrics.json)" for seed in seeds)
+        rows.append([ROWS[row], *cells, f"{paper[row]:.1f}", links])
+    pairs = [
+        f"{ROWS[e['b']]} − {ROWS[e['a']]} (seed {e['seed']}): {diff(e)}"
+        for e in results["paired"]
+        if (e["b"], e["a"]) in (("at_kl", "at"), ("da_kl", "da"))
+    ]
+    header = ["method", "clean (%), seeds 0 / 1", "grid (%), seeds 0 / 1", "grid, paper (%)", "record"]
+    return (
+        table(header, rows, right_from=1)
+        + "\nPaired grid differences on each seed's 2,000 grid images (bootstrap 95 % interval): "
+        + "; ".join(pairs)
+        + f". All runs: [table.md]({prefix}results/{REGIME}/table.md), "
+        + f"[results.json]({prefix}results/{REGIME}/results.json). The regime was chosen on test images "
+        + f"([what that means]({prefix}RESULTS.md#choices-made-on-test-images)); the pre-registered "
+        + f"[confirmatory replication]({prefix}RESULTS.md#{CONFIRMATION_ANCHOR}) "
+        + "tests its headline on images no record had graded.\n"
+    )
+
+
+# --- the ablation, the cost regime, λ, fine-tuning ---------------------------------------------------------------
+
+
+def ablation_table() -> str:
+    """ablation.md (every factor, both seeds) without its title, rendered from ablation.json."""
+    from benchmarks import ablation
+
+    return _without_title(ablation.table(_json("cifar10_ablation_mini/ablation.json")))
+
+
+COST_RUNS = {
+    ("A.T.", "1"): "at_k1_seed0",
+    ("A.T.", "10"): "at_k10_seed0",
+    ("A.T.", "20"): "at_k20_seed0",
+    ("A.T.+KL", "1"): "at_kl_k1_seed0",
+    ("A.T.+KL", "10"): "at_kl_k10_seed0",
+    ("A.T.+KL", "20"): "at_kl_k20_seed0",
+    ("S-PGD-5 A.T.", ""): "spgd_at_seed0",
+    ("S-PGD-5 A.T.+KL", ""): "spgd_at_kl_seed0",
+}
+
+
+def cost_rows(folder: str) -> dict[str, dict]:
+    """cost.csv of a cost figure, by run folder name."""
+    by_method = {(row["method"].replace("S-PGD-5, ", "S-PGD-5 "), row["k"]): row for row in _csv(f"{folder}/cost.csv")}
+    return {run: by_method[key] for key, run in COST_RUNS.items() if key in by_method}
+
+
+def cost_table(folder: str) -> str:
+    """A cost figure's points: training time (summed, and fastest epoch × epochs where recorded), accuracies."""
+    rows = []
+    for (method, k), run in COST_RUNS.items():
+        row = cost_rows(folder).get(run)
+        if row is None:
+            continue
+        time = minutes(float(row["train_seconds"]))
+        if row.get("train_seconds_at_fastest_epoch"):
+            time += f" ({minutes(float(row['train_seconds_at_fastest_epoch']))})"
+        rows.append(
+            [method, k or "–", time, f"{pct(float(row['clean_accuracy']))} %", f"{pct(float(row['grid_accuracy']))} %"]
+        )
+    return table(["method", "k", "training time", "clean acc.", "grid acc."], rows, right_from=2)
+
+
+def cost_time(folder: str, run: str) -> float:
+    return float(cost_rows(folder)[run]["train_seconds"])
+
+
+def cost_pair(b: str, a: str, folder: str = "cifar10_cost_regime") -> dict:
+    return computed_pair((folder, b), (folder, a))
+
+
+def lambda_table() -> str:
+    """The keras-tuner λ search: each trial's λ and its validation accuracies."""
+    trials = sorted(_csv("cifar10_lambda_regime/trials.csv"), key=lambda trial: float(trial["lambda_reg"]))
+    best = _json("cifar10_lambda_regime/best.json")["trial_id"]
+    lam = ["λ"] + [
+        f"**{float(t['lambda_reg']):.3g}**" if t["trial_id"] == best else f"{float(t['lambda_reg']):.3g}"
+        for t in trials
+    ]
+    grid = ["validation grid acc. (500 images)"] + [f"{pct(float(t['objective']))} %" for t in trials]
+    clean = ["validation clean acc."] + [f"{pct(float(t['clean_accuracy']))} %" for t in trials]
+    training = ["trial time"] + [minutes(float(t["seconds"])) for t in trials]
+    return table(lam, [grid, clean, training])
+
+
+def lambda_search_minutes() -> str:
+    return minutes(sum(float(t["seconds"]) for t in _csv("cifar10_lambda_regime/trials.csv")))
+
+
+LAMBDA_RUN = ("cifar10_lambda_regime", "at_kl_k10_lambda3.3_seed0")
+
+
+def finetune_table() -> str:
+    """finetune.csv: the fine-tuned runs and their comparators, as finetune.md lays them out."""
+    return _without_title((RESULTS / "cifar10_finetune" / "finetune.md").read_text())
+
+
+def recipe_table() -> str:
+    """The CPU recipe search (recipes.csv): each candidate's accuracies and training time."""
+    rows = [
+        [
+            f"`{row['candidate']}`",
+            f"`{row['flags']}`",
+            f"{pct(float(row['clean_accuracy']))} %",
+            f"{pct(float(row['grid_accuracy']))} %",
+            minutes(float(row["train_seconds"])),
+            f"{float(row['epoch_seconds_min']):.0f} s",
+        ]
+        for row in _csv("cifar10_cpu_recipe/recipes.csv")
+    ]
+    header = ["candidate", "flags", "clean acc. (10,000)", "grid acc. (1,000)", "training", "fastest epoch"]
+    return table(header, rows, right_from=2)
+
+
+def recipe(candidate: str, name: str) -> float:
+    for row in _csv("cifar10_cpu_recipe/recipes.csv"):
+        if row["candidate"] == candidate:
+            return float(row[name])
+    raise KeyError(candidate)
+
+
+# --- older protocols ----------------------------------------------------------------------------------------------
+
+
+def paper_table(relative: str) -> str:
+    """A paper table's table.md as `benchmarks.reproduce` renders it from its results.json, without the title."""
+    from benchmarks.common import tables
+
+    results = _json(relative)
+    text = _without_title(tables.paper_table(results, list(results["rows"])))
+    # Records from before precision was recorded; a seed the protocol listed but nobody ran was stopped, not pending.
+    return text.replace(" Precision: nothing yet.", "").replace(" pending)", " not run)")
+
+
+def mini_cost_table() -> str:
+    """The mini scale's cost figure (cifar10_mini_cost.csv)."""
+    rows = [
+        [
+            row["method"],
+            row["k"] or "–",
+            f"{float(row['train_seconds']):.0f} s",
+            f"{pct(float(row['clean_accuracy']))} %",
+            f"{pct(float(row['grid_accuracy']))} %",
+        ]
+        for row in _csv("cifar10_mini_cost.csv")
+    ]
+    return table(["method", "k", "training time", "clean acc.", "grid acc."], rows, right_from=2)
+
+
+# --- dates, identities, the confirmatory replication ---------------------------------------------------------------
+
+
+def run_date(folder: str, run: str) -> str:
+    """The day a run finished training (its measured.json), or "not recorded"."""
+    record = measured(folder, run)
+    return "not recorded" if record is None else record["date"][:10]
+
+
+def differing_bits(a: tuple[str, str], b: tuple[str, str]) -> tuple[int, int]:
+    """How many graded images two runs' `grid_correct` disagree on, and of how many."""
+    bits = [metrics(*run)["grid_correct"] for run in (a, b)]
+    return sum(x != y for x, y in zip(*bits)), len(bits[0])
+
+
+def shared(a: str, b: str) -> str:
+    """How many of run a's graded test images run b graded too (graded_overlaps.json): `1,000 of 1,000`."""
+    for entry in _json("graded_overlaps.json")["test_images"]:
+        if (entry["a"], entry["b"]) == (a, b):
+            return f"{entry['shared']:,} of {entry['a_images']:,}"
+    raise KeyError(f"graded_overlaps.json compares no {a} with {b}")
+
+
+def lambda_validation_overlap() -> str:
+    """How many of the λ search's validation images the later runs of its regime train on: `403 of 500`."""
+    record = _json("graded_overlaps.json")["lambda_search"]
+    return f"{record['validation_images_trained_on_by_later_run']:,} of {record['validation_examples']:,}"
+
+
+CONFIRMATION = "cifar10_confirmation"
+GRADED_REGIME = ("train_worst_of_10_accuracy", "worst_of_10_accuracy", "train_clean_accuracy", "clean_accuracy")
+
+
+def confirmation_results() -> str:
+    """The confirmatory replication's table and paired analysis once its runs' records land, else a line saying so."""
+    finished = regime_runs(CONFIRMATION) if (RESULTS / CONFIRMATION / "results.json").exists() else []
+    if not finished:
+        return prose(
+            "*Results: none yet.* No run of the confirmatory replication has committed its record; its table and "
+            "paired analysis will be generated here from `docs/results/cifar10_confirmation/results.json` and the "
+            "runs' metrics.json when they land."
+        )
+    parts = ["Runs committed so far (generated from their records):\n", regime_table(CONFIRMATION)]
+    graded = [
+        [ROWS[row], seed, *(pct(value(CONFIRMATION, f"{row}_seed{seed}", name)) for name in GRADED_REGIME)]
+        for row, seed in finished
+        if all(name in metrics(CONFIRMATION, f"{row}_seed{seed}") for name in GRADED_REGIME)
+    ]
+    if graded:
+        header = [
+            "method",
+            "seed",
+            "worst-of-10, train (%)",
+            "worst-of-10, test (%)",
+            "clean, train (%)",
+            "clean, test (%)",
+        ]
+        parts += [
+            "\nRegime, graded alike (inference mode, final weights, the test's all-10 rule, on 2,000 of each run's own "
+            "training images):\n",
+            table(header, graded),
+        ]
+    if _json(f"{CONFIRMATION}/results.json").get("paired"):
+        parts += ["\nPaired differences on the confirmation set:\n", regime_pairs(CONFIRMATION)]
+    return "\n".join(parts)
+
+
+# --- rendering ----------------------------------------------------------------------------------------------------
+
+
+def cog_arguments(*extra: str) -> list[str]:
+    return ["cog", *extra, *(str(ROOT / page) for page in PAGES)]
+
+
+def render(check: bool = False) -> int:
+    """Rewrites the generated spans of every page, or (check) reports with a diff the pages that would change."""
+    from cogapp import Cog
+
+    sys.path.insert(0, str(ROOT))
+    extra = ("--check", "--diff", "--check-fail-msg=run `python -m benchmarks.pages`") if check else ("-r",)
+    return Cog().main(cog_arguments(*extra))
+
+
+if __name__ == "__main__":
+    sys.exit(render(check="--check" in sys.argv[1:]))

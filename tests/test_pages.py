@@ -1,0 +1,48 @@
+"""Every generated span of the documentation equals what its committed records render (`python -m benchmarks.pages`).
+
+The pages' measured numbers sit between cog markers whose code reads docs/results; re-rendering a page in memory
+must give the committed page back, so a record changed without re-rendering (or a number edited by hand inside a
+generated span) fails here with a diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import pytest
+
+from benchmarks import pages
+
+cogapp = pytest.importorskip("cogapp", reason="the pages are rendered with cogapp (the `test` extra)")
+
+
+@pytest.mark.parametrize("page", pages.PAGES)
+def test_page_matches_its_records(page):
+    path = pages.ROOT / page
+    committed = path.read_text()
+    assert "[[[cog" in committed, f"{page} has no generated span"
+    rendered = cogapp.Cog().process_string(committed, str(path))
+    diff = "".join(
+        difflib.unified_diff(
+            committed.splitlines(keepends=True),
+            rendered.splitlines(keepends=True),
+            f"{page} (committed)",
+            f"{page} (rendered from docs/results)",
+        )
+    )
+    assert not diff, f"{page} disagrees with its records; run `python -m benchmarks.pages`:\n{diff}"
+
+
+def test_readme_results_table_links_every_cpu_regime_run():
+    text = pages.readme_results_table()
+    for row, seed in pages.regime_runs():
+        assert f"results/{pages.REGIME}/{row}_seed{seed}/metrics.json" in text
+    assert (pages.RESULTS / pages.REGIME / "table.md").exists()
+
+
+def test_formatting_of_differences():
+    entry = {"difference": -0.017, "ci": [-0.037, 0.003], "mcnemar_p": 3.78e-5, "b_only": 205, "a_only": 129}
+    assert pages.diff(entry) == "−1.7 [−3.7, +0.3]"
+    assert pages.diff_full(entry) == "−1.7 [−3.7, +0.3], p = 4e-5 (205 / 129)"
+    assert pages.p_value(0.0064) == "0.0064"
+    assert pages.p_value(0.28) == "0.28"

@@ -179,3 +179,48 @@ def test_the_exported_signature_names_the_owners_convention(tmp_path):
     loaded = evaluation.load_classifier(path, "0-1", MEAN, STD)
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded(images), owner(owner_input(images, "mean/std"), training=False), atol=1e-4)
+
+
+def evaluate(out: Path, *flags: str) -> dict:
+    """trainers.evaluate's clean and grid accuracy on the same 1,000 test images (the paper's grid protocol)."""
+    result = run_cli(
+        "trainers.evaluate", *flags, "--attack=clean,grid", "--examples=1000", f"--output_dir={out}", timeout=3600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "evaluation.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("convention", sorted(CONVENTIONS))
+def test_fine_tuning_a_trained_owner_model_keeps_its_clean_accuracy_and_gains_grid_accuracy(
+    convention, cifar10_dir, tmp_path
+):
+    """The owner's CNN, trained in its convention, fine-tuned for 2 epochs of D.A.+KL; graded before and after.
+
+    The owner trains it for 15 epochs on 10,000 CIFAR-10 images (its augmentation layers active); fine-tuning uses
+    the same images; both models are graded on the same 1,000 test images.
+    """
+    images, labels, _ = data.load("cifar10", cifar10_dir, "train", examples=10000, seed=0)
+    owner = owner_cnn()
+    owner.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    owner.fit(owner_input(images, convention), labels, batch_size=64, epochs=15, verbose=0)
+    owner.save(tmp_path / "owner.keras")
+    run = tmp_path / "run"
+    tuning = ["--train_examples=10000", "--batch_size=64", "--epochs=2", "--test_examples=100", "--grid_examples=10"]
+    result = fit(cifar10_dir, run, tmp_path / "owner.keras", *DA_KL, *tuning, *CONVENTIONS[convention], timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before = evaluate(tmp_path / "before", f"--model={tmp_path / 'owner.keras'}", *CONVENTIONS[convention])
+    after = evaluate(tmp_path / "after", f"--model={run}")
+    numbers = {
+        "convention": convention,
+        "before": {name: before[name]["accuracy"] for name in ("clean", "grid")},
+        "after": {name: after[name]["accuracy"] for name in ("clean", "grid")},
+        "fine_tuning_seconds": json.loads((run / "metrics.json").read_text())["train_seconds"],
+    }
+    print(json.dumps(numbers))
+    assert after["clean"]["accuracy"] >= before["clean"]["accuracy"] - 0.05, numbers
+    assert after["grid"]["accuracy"] > before["grid"]["accuracy"], numbers
+    saved = keras.models.load_model(run / "model.keras")
+    test_images, test_labels, _ = data.load("cifar10", cifar10_dir, "test", examples=1000, seed=0)
+    predicted = saved.predict(owner_input(test_images, convention), verbose=0).argmax(-1)
+    assert abs(np.mean(predicted == test_labels) - after["clean"]["accuracy"]) <= 0.01, "model.keras takes [0, 1]"

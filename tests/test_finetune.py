@@ -120,7 +120,7 @@ def test_a_loaded_network_computes_under_the_runs_policy_and_a_layer_pinned_to_f
     [
         (
             lambda: small_cnn(input_shape=(28, 28, 1)),
-            "input must be [batch, 32, 32, 3] to fit the data; it declares [None, 28, 28, 1]",
+            "input must be [batch, 32, 32, 3] to fit the data; the model declares [None, 28, 28, 1]",
         ),
         (
             lambda: small_cnn(num_classes=100),

@@ -228,7 +228,7 @@ def check_input_shape(declared: Sequence[int | None], dims: Sequence[int], where
         named = f" ({layout})" if layout else ""
         raise ValueError(
             f"{where} input must be [batch, {', '.join(map(str, dims))}]{named} to fit the data; "
-            f"it declares {list(declared)}"
+            f"the model declares {list(declared)}"
         )
 
 

@@ -181,10 +181,16 @@ def test_the_exported_signature_names_the_owners_convention(tmp_path):
     np.testing.assert_allclose(loaded(images), owner(owner_input(images, "mean/std"), training=False), atol=1e-4)
 
 
-def evaluate(out: Path, *flags: str) -> dict:
+def evaluate(data_dir: Path, out: Path, *flags: str) -> dict:
     """trainers.evaluate's clean and grid accuracy on the same 1,000 test images (the paper's grid protocol)."""
     result = run_cli(
-        "trainers.evaluate", *flags, "--attack=clean,grid", "--examples=1000", f"--output_dir={out}", timeout=3600
+        "trainers.evaluate",
+        *flags,
+        f"--data_dir={data_dir}",
+        "--attack=clean,grid",
+        "--examples=1000",
+        f"--output_dir={out}",
+        timeout=3600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "evaluation.json").read_text())
@@ -209,8 +215,8 @@ def test_fine_tuning_a_trained_owner_model_keeps_its_clean_accuracy_and_gains_gr
     tuning = ["--train_examples=10000", "--batch_size=64", "--epochs=2", "--test_examples=100", "--grid_examples=10"]
     result = fit(cifar10_dir, run, tmp_path / "owner.keras", *DA_KL, *tuning, *CONVENTIONS[convention], timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
-    before = evaluate(tmp_path / "before", f"--model={tmp_path / 'owner.keras'}", *CONVENTIONS[convention])
-    after = evaluate(tmp_path / "after", f"--model={run}")
+    before = evaluate(cifar10_dir, tmp_path / "before", f"--model={tmp_path / 'owner.keras'}", *CONVENTIONS[convention])
+    after = evaluate(cifar10_dir, tmp_path / "after", f"--model={run}")
     numbers = {
         "convention": convention,
         "before": {name: before[name]["accuracy"] for name in ("clean", "grid")},

@@ -69,6 +69,7 @@ def test_fine_tuning_trains_the_loaded_weights_and_its_run_evaluates(sources, ki
     out = tmp_path / "fine_tuned"
     result = fit(cifar10_dir, out, "--epochs=1", f"--init_model={sources[kind]}", "--precision=float32")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("is a SavedModel, a TensorFlow program") == (kind == "SavedModel"), "said once"
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["grid_accuracy"] <= metrics["clean_accuracy"] <= 1
     before = keras.models.load_model(sources[".keras file"]).get_weights()

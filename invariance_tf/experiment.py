@@ -44,8 +44,12 @@ GROUPS = tuple(sorted(GROUP_ORDERS))
 
 
 @dataclasses.dataclass
-class ExperimentConfig:
-    """A training run. Field names equal the `trainers.fit` flag names (see its `--help`)."""
+class ExperimentConfig(pretrained.ConventionOptions):
+    """A training run. Field names equal the `trainers.fit` flag names (see its `--help`).
+
+    The input convention flags (`--input_range`, `--mean`, `--std`, `pretrained.ConventionOptions`, shared with
+    `trainers.evaluate`) describe the input an `--init_model` takes.
+    """
 
     dataset: str = option("cifar10", "cifar10 | cifar100 | svhn_cropped")
     data_dir: str = option("", "local ImageFolder copy <dir>/<split>/<class>/<image>; empty = TFDS")
@@ -66,7 +70,7 @@ class ExperimentConfig:
         "",
         "start from this trained classifier (robust fine-tuning) instead of a new "
         "--network: a trainers.fit run folder, a .keras file or a SavedModel folder, "
-        "taking raw pixels 0-255 (see invariance_tf.networks.pretrained); empty = a new "
+        "taking the input --input_range, --mean and --std describe (see docs/finetuning.md); empty = a new "
         "network",
     )
     adversary: str = option("none", "choice of x~: none | random | worst_of_k | spgd")
@@ -218,6 +222,12 @@ class ExperimentConfig:
             ("eval_k", self.eval_k >= 1, "must be >= 1"),
             ("eval_chunk_size", self.eval_chunk_size >= 1, "must be >= 1"),
             ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0 (0 = auto)"),
+            *self.convention_rules(),
+            (
+                (self.given_flags() or ["input_range"])[0],
+                bool(self.init_model) or not self.given_flags(),
+                "describes the input of an --init_model; a new --network takes raw pixels (0-255)",
+            ),
         ]
         check(self, checks)
         adversaries.check_arguments(
@@ -234,7 +244,7 @@ class ExperimentConfig:
         arguments = {name: getattr(self, name) for name in CHECKED_ARGUMENTS}
         check_arguments({**arguments, "adversary": None if self.adversary == "none" else self.adversary}, flags=True)
         if self.init_model:
-            pretrained.resolve(self.init_model)
+            pretrained.trainable_source(self.init_model)
         if self.eval_every and not self.validation_examples:
             raise ValueError(f"--eval_every={self.eval_every} needs --validation_examples > 0")
         data.validate_source(self.dataset, self.data_dir or None)
@@ -250,6 +260,8 @@ class ExperimentConfig:
                 **values,
                 "limits": tuple(values["limits"]),
                 "adversary_limits": tuple(values.get("adversary_limits", ())),
+                "mean": tuple(values.get("mean") or ()),
+                "std": tuple(values.get("std") or ()),
             }
         )
 
@@ -305,10 +317,11 @@ def learning_rate_schedule(
 def initial_network(config: ExperimentConfig, info: data.DatasetInfo, policy: str) -> keras.Model:
     """The network a run starts from: `--init_model` loaded (and checked against the data) or a new `--network`.
 
-    Its layers compute under the dtype policy `policy`.
+    It takes raw pixels (0-255): an `--init_model` written for another input convention sits behind an
+    `InputConvention` layer (`pretrained.load`). Its layers compute under the dtype policy `policy`.
     """
     if config.init_model:
-        return pretrained.load(config.init_model, info.image_shape, info.num_classes, policy)
+        return pretrained.load(config.init_model, info.image_shape, info.num_classes, policy, config.convention())
     with networks.dtype_policy(policy):
         return build_network(config, info)
 
@@ -677,6 +690,16 @@ def training_callbacks(
     return result
 
 
+def saved_form(model: InvarianceModel) -> keras.Model:
+    """What a run saves as model.keras: `model`, or the owner's fine-tuned network when it takes another input.
+
+    An `--init_model` written for another input convention than raw pixels is saved as its owner wrote it
+    (`pretrained.owner_network`), so it takes what the original took; config.json records that convention.
+    """
+    owner = pretrained.owner_network(model.network)
+    return model if owner is model.network else owner
+
+
 def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback] | None = None) -> dict:
     """Trains and evaluates `config`; writes the output directory and returns `metrics.json`'s content.
 
@@ -737,7 +760,7 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
     seconds_this_process = time.perf_counter() - start
     if not distribute.is_chief():
         return {}
-    callbacks.save_model_atomically(model, out / "model.keras")
+    callbacks.save_model_atomically(saved_form(model), out / "model.keras")
     epoch_seconds = callbacks.EpochTimes(out / EPOCH_TIMES).seconds()
     metrics = {
         "train_seconds": float(sum(epoch_seconds)),

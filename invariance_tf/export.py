@@ -7,18 +7,23 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from invariance_tf.layers.input_convention import InputConvention
 from invariance_tf.model import classifier_network
 
 
-def export_for_serving(model: keras.Model, export_dir: str | Path, version: int = 1) -> Path:
+def export_for_serving(
+    model: keras.Model, export_dir: str | Path, version: int = 1, convention: InputConvention | None = None
+) -> Path:
     """Writes `export_dir/<version>/`, a SavedModel whose `serving_default` maps images to predictions.
 
-    The signature takes `images`: float32 [None, H, W, C] raw pixel values
-    (0-255, as the network was trained on), with H, W, C fixed to the
-    network's input shape, and returns `logits` and `probabilities`
-    ([None, classes]). This is the layout TF Serving loads
-    (`--model_base_path=export_dir`).
+    The signature takes `images`: float32 [None, H, W, C] in the network's
+    input `convention` (by default raw pixel values 0-255, as this project's
+    networks take; a model fine-tuned from another's takes what the original
+    took, as its run records), with H, W, C fixed to the network's input
+    shape, and returns `logits` and `probabilities` ([None, classes]). This
+    is the layout TF Serving loads (`--model_base_path=export_dir`).
     """
+    convention = convention or InputConvention()
     if int(version) < 1:
         raise ValueError(f"version must be an integer >= 1 (TF Serving's numbering); got {version!r}")
     network = classifier_network(model)
@@ -31,7 +36,7 @@ def export_for_serving(model: keras.Model, export_dir: str | Path, version: int 
         tf.debugging.assert_equal(
             tf.shape(images)[1:],
             tf.constant([height, width, channels]),
-            message=f"images must be float32 [batch, {height}, {width}, {channels}] raw pixel values (0-255)",
+            message=f"images must be float32 [batch, {height}, {width}, {channels}] {convention.describe()}",
         )
         logits = network(images, training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}

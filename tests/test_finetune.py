@@ -69,6 +69,7 @@ def test_fine_tuning_trains_the_loaded_weights_and_its_run_evaluates(sources, ki
     out = tmp_path / "fine_tuned"
     result = fit(cifar10_dir, out, "--epochs=1", f"--init_model={sources[kind]}", "--precision=float32")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("is a SavedModel, a TensorFlow program") == (kind == "SavedModel"), "said once"
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["grid_accuracy"] <= metrics["clean_accuracy"] <= 1
     before = keras.models.load_model(sources[".keras file"]).get_weights()
@@ -120,9 +121,12 @@ def test_a_loaded_network_computes_under_the_runs_policy_and_a_layer_pinned_to_f
     [
         (
             lambda: small_cnn(input_shape=(28, 28, 1)),
-            "takes inputs of shape [28, 28, 1] but the data's images are [32, 32, 3]",
+            "input must be [batch, 32, 32, 3] to fit the data; the model declares [None, 28, 28, 1]",
         ),
-        (lambda: small_cnn(num_classes=100), "returns [100] scores per image but the data has 10 classes"),
+        (
+            lambda: small_cnn(num_classes=100),
+            "output must be float [batch, 10] (one score per class of the data); got float32 [4, 100] for a batch of 4",
+        ),
     ],
 )
 def test_a_classifier_that_does_not_fit_the_data_is_refused_in_one_line_before_training(

@@ -5,11 +5,13 @@
     python -m trainers.evaluate --model my_model.keras --data_dir cifar10 --input_range 0-1
     python -m trainers.evaluate --model model.onnx --data_dir cifar10 --input_range 0-1 --mean 0.5 --std 0.25
 
---model is a `.keras` file, a SavedModel folder (its `serving_default` signature, e.g. from
-trainers.export) or an `.onnx` file; --input_range says which pixel scale it expects and --mean /
---std (1 value or one per channel, in that scale) the normalisation: model input =
-(pixels_in_range - mean) / std. The transformations act on the raw images first (the black canvas is
-0 before rescaling and normalisation). --data_dir is an ImageFolder root (only its test/ split is read)
+--model is a trainers.fit run folder, a `.keras` file, a SavedModel folder (its `serving_default`
+signature, e.g. from trainers.export) or an `.onnx` file; --input_range says which pixel scale it
+expects and --mean / --std (1 value or one per channel, in that scale) the normalisation: model input =
+(pixels_in_range - mean) / std (`layers.InputConvention`, shared with trainers.fit --init_model; a run
+folder's recorded convention is used). The transformations act on the raw images first (the black
+canvas is 0 before rescaling and normalisation). A SavedModel is a TensorFlow program: load only ones
+you trust as code (docs/finetuning.md). --data_dir is an ImageFolder root (only its test/ split is read)
 or a TFDS name.
 
 ONNX models (e.g. exported from PyTorch) run in onnxruntime, NCHW or NHWC: --input_layout=auto finds
@@ -52,18 +54,20 @@ flags.adopt_module_key_flags(cli_flags)
 
 
 def resolve_source(options: EvaluateOptions) -> tuple[Path, str, str | None, tuple[float, float, float], Path]:
-    """What `options` evaluate and where the report goes; with --model_dir, the run's unless a flag says otherwise.
+    """What `options` evaluate and where the report goes.
 
+    A run folder (--model_dir, or a run folder as --model) gives its dataset, data and limits unless a flag says
+    otherwise.
     A --data_dir that names a TFDS dataset (`data.tfds_name`) evaluates that dataset. Returns (model path, dataset,
-    ImageFolder root or None for TFDS, limits, output folder).
+    ImageFolder root or None for TFDS, limits, output folder); a run folder is the model path itself, so that its
+    recorded input convention is read (`pretrained.resolve`).
     """
-    if options.model_dir is not None:
-        model_dir = Path(options.model_dir)
-        config = ExperimentConfig.from_json(json.loads((model_dir / "config.json").read_text()))
+    model_path = Path(options.model_dir or options.model)
+    if (model_path / "config.json").is_file() and (model_path / "model.keras").is_file():
+        config = ExperimentConfig.from_json(json.loads((model_path / "config.json").read_text()))
         dataset, data_dir, limits = config.dataset, options.data_dir or config.data_dir or None, tuple(config.limits)
-        model_path, output_dir = model_dir / "model.keras", model_dir
+        output_dir = model_path
     else:
-        model_path = Path(options.model)
         dataset, data_dir, limits = options.dataset, options.data_dir, transforms.DEFAULT_LIMITS
         output_dir = model_path.parent / f"{model_path.stem}_evaluation"
     named = data.tfds_name(data_dir)
@@ -278,7 +282,7 @@ def run(options: EvaluateOptions) -> None:
     )
     evaluation.check_classifier(model, images, info.num_classes)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model_key = f"{evaluation.fingerprint(model)}-{options.input_range}"
+    model_key = f"{evaluation.fingerprint(model)}-{model.convention.input_range}"
     results = run_attacks(
         model, images, labels, options, limits, output_dir / "evaluation_state", model_key, resampling
     )

@@ -3,7 +3,8 @@
     python -m trainers.export --model_dir runs/quickstart --export_dir exported/quickstart [--version 1]
 
 Writes EXPORT/<version>/, a SavedModel with a `serving_default` signature:
-float32 `images` [None, H, W, 3] (raw pixel values 0-255) -> `logits`, `probabilities`.
+float32 `images` [None, H, W, 3] in the input convention the run records (raw pixel values 0-255, or
+what a fine-tuned --init_model took) -> `logits`, `probabilities`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ def main(argv: list[str]) -> None:
     if FLAGS.version < 1:
         sys.exit(f"error: --version={FLAGS.version} is invalid: must be >= 1")
     try:
-        path = export.export_for_serving(pretrained.load_keras(model_path), FLAGS.export_dir, FLAGS.version)
+        convention = pretrained.recorded_convention(Path(FLAGS.model_dir))
+        path = export.export_for_serving(pretrained.load_keras(model_path), FLAGS.export_dir, FLAGS.version, convention)
     except FileExistsError as error:
         sys.exit(f"error: {error}")
-    print(f"Exported {model_path} to {path}; inspect with: saved_model_cli show --dir {path} --all")
+    print(
+        f"Exported {model_path} (input: {convention.describe()}) to {path}; inspect with: "
+        f"saved_model_cli show --dir {path} --all"
+    )
 
 
 if __name__ == "__main__":

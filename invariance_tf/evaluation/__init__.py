@@ -25,7 +25,6 @@ One concept per module:
 from invariance_tf.evaluation.attacks import ATTACKS, Attack
 from invariance_tf.evaluation.chunks import resumable, run_attack
 from invariance_tf.evaluation.classifiers import (
-    INPUT_RANGES,
     LAYOUTS,
     Classifier,
     check_classifier,
@@ -40,6 +39,7 @@ from invariance_tf.evaluation.refined import refine
 from invariance_tf.evaluation.result import Model, RobustResult
 from invariance_tf.evaluation.spgd import spgd_accuracy
 from invariance_tf.evaluation.worst_of_k import worst_of_k_accuracy
+from invariance_tf.layers.input_convention import INPUT_RANGES
 
 __all__ = [
     "ATTACKS",

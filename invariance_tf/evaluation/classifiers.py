@@ -1,6 +1,7 @@
-"""Classifiers from disk (Keras, SavedModel, ONNX): loading, checks that they fit the data, `fingerprint`.
+"""Classifiers from disk (a run, Keras, SavedModel, ONNX) as evaluable models, checks that they fit, `fingerprint`.
 
-They load as evaluable models; `fingerprint` is the identity of a model's weights that names its resumable state.
+The kinds and the rules they follow (input convention, output shape, dtype) are `networks.pretrained`'s; here
+they load as evaluable models. `fingerprint` is the identity of a model's weights that names its resumable state.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from invariance_tf.evaluation.result import Model
+from invariance_tf.layers.input_convention import InputConvention
 from invariance_tf.model import classifier_network
 from invariance_tf.networks import pretrained
 
-INPUT_RANGES = {"0-255": 1.0, "0-1": 1.0 / 255.0}
 LAYOUTS = ("auto", "nhwc", "nchw")
 
 
@@ -27,16 +28,17 @@ class Classifier:
     """A classifier loaded from disk as `classifier(images, training=False) -> logits`.
 
     Takes raw pixel values (0-255, [N, H, W, C]) like every function here,
-    after any transformation, and feeds the model
-    `(pixels_in_range - mean) / std`: rescaled to the range the model
-    expects (`INPUT_RANGES`: "0-1" divides by 255), then normalised per
-    channel (`mean`, `std`: 1 value or one per channel, in that range; None
-    leaves the pixels as they are), then transposed to [N, C, H, W] for an
-    "nchw" model. The black canvas of a transformation is 0 before all this.
+    after any transformation, and feeds the model what its owner wrote it
+    for, `InputConvention(input_range, mean, std)` of them (see
+    `layers.InputConvention`: "0-1" divides by 255, then `mean` and `std`
+    normalise per channel; None leaves the pixels as they are), transposed
+    to [N, C, H, W] for an "nchw" model. The black canvas of a
+    transformation is 0 before all this.
 
     Attributes:
         input_shape: the model's declared input shape in its `layout`, e.g. (None, 32, 32, 3).
         variables: the model's variables (for `fingerprint`).
+        convention: the `InputConvention` layer.
         layout: "nhwc" or "nchw", the axis order the model takes.
         mean, std: the per-channel normalisation, tuples of floats or None.
         digest: a hex digest of the model's file for `fingerprint` when it has no variables (ONNX), else None.
@@ -53,18 +55,13 @@ class Classifier:
         layout: str = "nhwc",
         digest: str | None = None,
     ):
-        if input_range not in INPUT_RANGES:
-            raise ValueError(f"Unknown input_range {input_range!r}; valid ranges are {list(INPUT_RANGES)}")
         if layout not in LAYOUTS[1:]:
             raise ValueError(f"Unknown layout {layout!r}; valid layouts are {list(LAYOUTS[1:])}")
         self._fn = fn
-        self._scale = INPUT_RANGES[input_range]
+        self.convention = InputConvention(input_range, mean, std)
         self.input_shape = tuple(input_shape)
         self.variables = list(variables)
-        self.mean = _per_channel("mean", mean)
-        self.std = _per_channel("std", std)
-        if self.std is not None and min(self.std) <= 0:
-            raise ValueError(f"std must be > 0 per channel (it divides the pixels); got {list(self.std)}")
+        self.mean, self.std = self.convention.mean, self.convention.std
         self.layout = layout
         self.digest = digest
 
@@ -75,24 +72,10 @@ class Classifier:
         return {name: value for name, value in settings.items() if value is not None}
 
     def __call__(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        images = tf.cast(images, tf.float32) * self._scale
-        if self.mean is not None:
-            images = images - tf.constant(self.mean, tf.float32)
-        if self.std is not None:
-            images = images / tf.constant(self.std, tf.float32)
+        images = self.convention(images)
         if self.layout == "nchw":
             images = tf.transpose(images, [0, 3, 1, 2])
         return self._fn(images)
-
-
-def _per_channel(name: str, values: Sequence[float] | None) -> tuple[float, ...] | None:
-    """`values` as a tuple of floats, or None; raises ValueError unless they are one or more finite numbers."""
-    if values is None:
-        return None
-    array = np.asarray(values, np.float64).ravel()
-    if not array.size or not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be one or more finite numbers (per channel); got {list(values)}")
-    return tuple(float(value) for value in array)
 
 
 def load_classifier(
@@ -103,56 +86,45 @@ def load_classifier(
     layout: str = "auto",
     image_shape: Sequence[int] | None = None,
 ) -> Classifier:
-    """Loads a Keras `.keras` file, a SavedModel folder or an `.onnx` file as a `Classifier`.
+    """Loads a trainers.fit run folder, a `.keras` file, a SavedModel folder or an `.onnx` file as a `Classifier`.
 
-    The classifier takes the given `input_range`, `mean` and `std` (see `Classifier`); a SavedModel is called
-    through its `serving_default` signature.
+    The classifier takes the given `input_range`, `mean` and `std` (see `Classifier`), or a run folder's recorded
+    ones (`pretrained.Source.convention`); a SavedModel is called through its `serving_default` signature.
 
-    A SavedModel signature or an ONNX graph must take one image tensor; of
-    its outputs it uses `logits` if present, else its only output. Keras and
-    SavedModel classifiers take "nhwc" images; an ONNX model takes "nhwc" or
-    "nchw" ones, `layout="auto"` detecting which from its declared input
-    shape and `image_shape`, the data's (height, width, channels) (see
-    `detect_layout`). ONNX models run in onnxruntime, without gradients.
+    A SavedModel signature or an ONNX graph must take one image tensor; its class scores are the output
+    `pretrained.scores_output` names. Keras and SavedModel classifiers take "nhwc" images; an ONNX model takes
+    "nhwc" or "nchw" ones, `layout="auto"` detecting which from its declared input shape and `image_shape`, the
+    data's (height, width, channels) (see `detect_layout`). ONNX models run in onnxruntime, without gradients.
     """
-    path = Path(path)
     if layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}; valid layouts are {list(LAYOUTS)}")
-    preprocessing = {"input_range": input_range, "mean": mean, "std": std}
-    if path.is_file() and path.suffix == ".onnx":
-        return _onnx_classifier(path, layout, image_shape, **preprocessing)
+    source = pretrained.resolve(path, flag="--model")
+    preprocessing = source.convention(InputConvention(input_range, mean, std), "--model").settings()
+    if source.kind == "onnx":
+        return _onnx_classifier(source.path, layout, image_shape, **preprocessing)
     if layout == "nchw":
         raise ValueError(
             f"layout 'nchw' is for ONNX models; {path} is a Keras or SavedModel classifier, which takes nhwc images"
         )
-    if path.is_file() and path.suffix == ".keras":
-        model = pretrained.load_keras(path)
-        network = classifier_network(model)
-        return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, **preprocessing)
-    if (path / "saved_model.pb").is_file():
-        return _saved_model_classifier(path, **preprocessing)
-    raise ValueError(
-        f"model path {path} is neither a .keras file, a SavedModel folder (with saved_model.pb) nor an .onnx file"
-    )
+    if source.kind == "saved_model":
+        return _saved_model_classifier(source.path, **preprocessing)
+    model = pretrained.load_keras(source.path)
+    network = classifier_network(model)
+    return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, **preprocessing)
 
 
 def _saved_model_classifier(path: Path, **preprocessing: Any) -> Classifier:
     """The `serving_default` signature of a SavedModel; `preprocessing` are `Classifier`'s input_range, mean, std."""
+    pretrained.saved_model_notice(path)
     loaded = tf.saved_model.load(str(path))
     if "serving_default" not in loaded.signatures:
         raise ValueError(f"SavedModel {path} has no serving_default signature; it has {list(loaded.signatures)}")
     signature = loaded.signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
     if len(inputs) != 1:
         raise ValueError(f"SavedModel {path}: serving_default must take one image input; it takes {sorted(inputs)}")
-    if "logits" not in outputs and len(outputs) != 1:
-        raise ValueError(
-            f"SavedModel {path}: serving_default has no 'logits' output and more than one output "
-            f"({sorted(outputs)}); cannot tell which are the class scores"
-        )
     ((input_name, spec),) = inputs.items()
-    output_name = "logits" if "logits" in outputs else next(iter(outputs))
+    output_name = pretrained.scores_output(list(signature.structured_outputs), f"SavedModel {path}: serving_default")
     return Classifier(
         lambda x: signature(**{input_name: x})[output_name], spec.shape.as_list(), loaded.variables, **preprocessing
     )
@@ -168,11 +140,7 @@ def _onnx_classifier(path: Path, layout: str, image_shape: Sequence[int] | None,
     inputs, outputs = session.get_inputs(), [output.name for output in session.get_outputs()]
     if len(inputs) != 1:
         raise ValueError(f"ONNX model {path} must take one image input; it takes {[i.name for i in inputs]}")
-    if "logits" not in outputs and len(outputs) != 1:
-        raise ValueError(
-            f"ONNX model {path} has no 'logits' output and more than one output ({outputs}); "
-            "cannot tell which are the class scores"
-        )
+    output_name = pretrained.scores_output(outputs, f"ONNX model {path}")
     (image_input,) = inputs
     if image_input.type != "tensor(float)":
         raise ValueError(
@@ -186,7 +154,6 @@ def _onnx_classifier(path: Path, layout: str, image_shape: Sequence[int] | None,
                 "(height, width, channels); or give layout='nhwc' or 'nchw'"
             )
         layout = detect_layout(declared, image_shape)
-    output_name = "logits" if "logits" in outputs else outputs[0]
     output_shape = session.get_outputs()[outputs.index(output_name)].shape
     output_dims = [dim if isinstance(dim, int) else None for dim in output_shape[1:]]
 
@@ -244,11 +211,6 @@ def _input_dims(image_shape: Sequence[int], layout: str) -> tuple[int, ...]:
     return (channels, height, width) if layout == "nchw" else (height, width, channels)
 
 
-def _fits(declared: Sequence[int | None], dims: Sequence[int]) -> bool:
-    """Whether a declared input shape [batch, ...] (None: any size) takes examples of shape `dims`."""
-    return len(declared) == len(dims) + 1 and all(d is None or d == e for d, e in zip(tuple(declared)[1:], dims))
-
-
 def detect_layout(declared: Sequence[int | None], image_shape: Sequence[int]) -> str:
     """The axis order, "nhwc" or "nchw", in which a model's declared input shape takes images of `image_shape`.
 
@@ -256,7 +218,7 @@ def detect_layout(declared: Sequence[int | None], image_shape: Sequence[int]) ->
     order says where the model's channel axis is. Raises ValueError (one line) when both orders fit (e.g. every
     size unknown) or neither does.
     """
-    fitting = [layout for layout in LAYOUTS[1:] if _fits(declared, _input_dims(image_shape, layout))]
+    fitting = [layout for layout in LAYOUTS[1:] if pretrained.fits(declared, _input_dims(image_shape, layout))]
     if len(fitting) == 1:
         return fitting[0]
     nhwc, nchw = (", ".join(map(str, _input_dims(image_shape, layout))) for layout in LAYOUTS[1:])
@@ -275,19 +237,17 @@ def check_classifier(model: Model, images, num_classes: int) -> None:
     """Raises ValueError (one line) unless `model` maps images like `images` [N, H, W, C] to logits [N, num_classes].
 
     Checks the declared `input_shape` if the model has one (in its `layout`,
-    "nhwc" unless it says otherwise), that a `mean` or `std` has 1 value or
-    one per channel, then classifies two images: cheap, so a wrong model
-    fails before any attack runs.
+    "nhwc" unless it says otherwise; `pretrained.check_input_shape`), that a
+    `mean` or `std` has 1 value or one per channel, then classifies two
+    images (`pretrained.check_scores`): cheap, so a wrong model fails before
+    any attack runs.
     """
     images = np.asarray(images)
     layout = getattr(model, "layout", "nhwc")
-    expected = _input_dims(images.shape[1:], layout)
     declared = getattr(model, "input_shape", None)
-    if declared is not None and not _fits(declared, expected):
-        named = " (nchw)" if layout == "nchw" else ""
-        raise ValueError(
-            f"model input must be [batch, {', '.join(map(str, expected))}]{named} to fit the data; "
-            f"the model declares {list(declared)}"
+    if declared is not None:
+        pretrained.check_input_shape(
+            declared, _input_dims(images.shape[1:], layout), "model", "nchw" if layout == "nchw" else ""
         )
     for name in ("mean", "std"):
         values = getattr(model, name, None)
@@ -303,12 +263,7 @@ def check_classifier(model: Model, images, num_classes: int) -> None:
         raise ValueError(
             f"model fails on a batch of shape {list(sample.shape)}: {str(error).strip().splitlines()[0]}"
         ) from None
-    shape = tuple(logits.shape)
-    if shape != (len(sample), num_classes) or not logits.dtype.is_floating:
-        raise ValueError(
-            f"model output must be float [batch, {num_classes}] (one score per class of the data); "
-            f"got {logits.dtype.name} {list(shape)} for a batch of {len(sample)}"
-        )
+    pretrained.check_scores(logits, len(sample), num_classes, "model")
 
 
 def fingerprint(model: Model) -> str:

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
 
 from invariance_tf import adversaries, data, transforms
 from invariance_tf.evaluation.attacks import ATTACKS
-from invariance_tf.evaluation.classifiers import INPUT_RANGES, LAYOUTS
+from invariance_tf.evaluation.classifiers import LAYOUTS
 from invariance_tf.evaluation.grid import METHODS
+from invariance_tf.networks.pretrained import ConventionOptions
 from invariance_tf.options import check, flag_value, option
 
 GRID_SIZE = int(np.prod(transforms.DEFAULT_GRANULARITY))
 
 
 @dataclasses.dataclass
-class EvaluateOptions:
-    """An evaluation of one classifier under attacks; field names equal the `trainers.evaluate` flag names."""
+class EvaluateOptions(ConventionOptions):
+    """An evaluation of one classifier under attacks; field names equal the `trainers.evaluate` flag names.
+
+    The input convention flags (`--input_range`, `--mean`, `--std`) are `ConventionOptions`, shared with
+    `trainers.fit --init_model`; a run's recorded convention is used for its model.
+    """
 
     model_dir: str | None = option(None, "output directory of trainers.fit (model.keras, config.json)")
     model: str | None = option(
         None,
-        "a Keras .keras file, a SavedModel folder (serving_default signature) or an .onnx file (run by onnxruntime)",
+        "a trainers.fit run folder (its model.keras, in the convention the run records), a Keras .keras file, a "
+        "SavedModel folder (serving_default signature) or an .onnx file (run by onnxruntime)",
     )
     attack: tuple[str, ...] = option(("clean", "grid"), f"comma-separated attacks among {list(ATTACKS)}")
     examples: int = option(1000, "test examples to evaluate, a class-balanced subset (0 = the whole test split)")
@@ -34,18 +39,6 @@ class EvaluateOptions:
         f"({', '.join(data.DATASETS)}); with --model_dir, default the run's",
     )
     dataset: str = option("cifar10", f"with --model: which dataset an ImageFolder holds {list(data.DATASETS)}")
-    input_range: str = option("0-255", "pixel scale the model expects", choices=INPUT_RANGES)
-    mean: tuple[float, ...] | None = option(
-        None,
-        "per-channel mean the model expects subtracted, in the "
-        "--input_range scale: 1 value or one per channel; model input = "
-        "(pixels_in_range - mean) / std",
-    )
-    std: tuple[float, ...] | None = option(
-        None,
-        "per-channel standard deviation the model expects pixels divided "
-        "by (after --mean): 1 value or one per channel, each > 0",
-    )
     input_layout: str = option(
         "auto", "axis order an ONNX model takes: auto (detected from its input shape) | nhwc | nchw", choices=LAYOUTS
     )
@@ -89,8 +82,6 @@ class EvaluateOptions:
             raise ValueError(
                 f"--attack={flag_value(self.attack)}: unknown {unknown}; valid attacks are {list(ATTACKS)}"
             )
-        not_finite = [value for value in self.mean or () if not math.isfinite(value)]
-        not_positive = [value for value in self.std or () if not (math.isfinite(value) and value > 0)]
         check(
             self,
             [
@@ -105,8 +96,7 @@ class EvaluateOptions:
                 ("refine_steps", self.refine_steps >= 1, "must be >= 1"),
                 ("chunk_size", self.chunk_size >= 1, "must be >= 1"),
                 ("failures", self.failures >= 1, "must be >= 1"),
-                ("mean", not not_finite, f"{flag_value(not_finite[:1])} is not a finite number"),
-                ("std", not not_positive, f"{flag_value(not_positive[:1])} is not a number > 0"),
+                *self.convention_rules(),
             ],
         )
         for attack in ("worst_of_k", "spgd"):
@@ -137,15 +127,4 @@ class EvaluateOptions:
 
         `channels`, the images' number of channels, is known once the data source is.
         """
-        given = {name: getattr(self, name) for name in ("mean", "std") if getattr(self, name) is not None}
-        check(
-            self,
-            [
-                (
-                    name,
-                    len(values) in (1, channels),
-                    f"give 1 value or {channels} (one per channel of the images); got {len(values)}",
-                )
-                for name, values in given.items()
-            ],
-        )
+        check(self, self.convention_rules(channels))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO_ROOT
 
-from invariance_tf import adversaries, networks, transforms
+from invariance_tf import adversaries, networks, precision, transforms
 from invariance_tf.model import InvarianceModel
 
 STEPS = 2
 CASES = {
     "random-kl-mix": (lambda: adversaries.RandomTransform(), dict(ce_on="mix", h="kl", lambda_reg=1.0)),
-    "worst_of_k-l2-rob-own-ce": (
+    "worst_of_k-l2-rob-own-ce-reference": (
         lambda: adversaries.WorstOfK(k=3, objective="l2", resampling="reference"),
         dict(ce_on="rob", h="l2", lambda_reg=1.0, ce_adversary_objective="ce"),
     ),
@@ -44,7 +49,11 @@ def trained_weights(images: np.ndarray, labels: np.ndarray, case: str, jit_compi
     return [w.numpy() for w in model.network.weights]
 
 
-@pytest.mark.parametrize("case", list(CASES))
+SLOW = ("worst_of_k-l2-rob-own-ce-reference", "spgd-l2-rob-restarts")
+"""The cases whose reference resampling or restarts make them the slowest (> 10 s each on 2 shared cores)."""
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASES])
 def test_compiled_step_gives_the_uncompiled_weights(cifar10_train_slice, case):
     images, labels = cifar10_train_slice[0][:8].astype(np.float32), cifar10_train_slice[1][:8]
     plain = trained_weights(images, labels, case, jit_compile=False)
@@ -67,3 +76,19 @@ def test_stateless_uniform_is_tfs_own_draw():
     np.testing.assert_array_equal(
         transforms.stateless_uniform([129, 3], seed, -2.0, 3.0), tf.random.stateless_uniform([129, 3], seed, -2.0, 3.0)
     )
+
+
+def test_device_report_runs_on_a_tiny_budget_and_writes_its_json(tmp_path):
+    out = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.device_report", "--budget=tiny", "--rows=at_kl", f"--out={out}"],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    report = json.loads(out.read_text())
+    assert report["budget"] == "tiny" and report["paper_steps"] == 80_000
+    assert report["precision"]["policy"] in precision.POLICIES
+    (row,) = report["rows"]
+    assert row["row"] == "at_kl" and row["faster"] in ("xla", "no_xla")
+    assert row["step_ms_xla_off"] > 0 and row["step_ms_xla_on"] > 0 and row["projected_hours"] > 0

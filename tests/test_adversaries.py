@@ -121,7 +121,9 @@ def test_spgd_improves_on_its_start_and_stays_in_limits(model, batch, name, rand
     limits = (2.0, 3.0, 20.0)
     attack = adversaries.SPGD(steps=4, objective=name, limits=limits, random_start=random_start)
     params = attack(model, images, labels, seed=SEED).numpy()
-    start = transforms.sample_uniform(32, limits, transforms.split_seed(SEED, 1)[0]) if random_start else tf.zeros([32, 3])
+    start = tf.zeros([32, 3])
+    if random_start:
+        start = transforms.sample_uniform(32, limits, transforms.split_seed(SEED, 1)[0])
     assert np.all(np.abs(params) <= np.array(limits) + 1e-6)
     final, initial = (objective(name, model, images, labels, p) for p in (params, start))
     assert np.all(final >= initial - 1e-4)

@@ -183,7 +183,7 @@ class _ObjectiveAdversary(Adversary):
         if seed is None or len(objectives) == 1:
             seeds = [seed] * len(objectives)
         else:
-            seeds = tf.random.split(tf.convert_to_tensor(seed, tf.int64), len(objectives))
+            seeds = transforms.split_seed(seed, len(objectives))
         return [
             self.with_objective(objective)(model, images, labels, seed=seeds[i], logits_nat=logits_nat)
             for i, objective in enumerate(objectives)
@@ -371,7 +371,7 @@ class SPGD(_ObjectiveAdversary):
         if seed is None:
             seeds = [None] * self.restarts
         else:
-            split = tf.random.split(tf.convert_to_tensor(seed, tf.int64), self.restarts)
+            split = transforms.split_seed(seed, self.restarts)
             seeds = [split[i] for i in range(self.restarts)]
         best_params = tf.zeros([batch, 3])
         best_value = tf.fill([batch], float("-inf"))
@@ -412,7 +412,7 @@ class SPGD(_ObjectiveAdversary):
             (tf.constant(0), start, start, tf.fill([tf.shape(start)[0]], float("-inf"))),
         )
         value = self._objective_fn(
-            model(transforms.transform(images, params, self.resampling), training=False), labels, logits_nat
+            model(transforms.transform_xla(images, params, self.resampling), training=False), labels, logits_nat
         )
         return _keep_best(params, value, best_params, best_value)
 

@@ -175,7 +175,11 @@ class ExperimentConfig(pretrained.ConventionOptions):
     strategy: str = option(
         "auto", "tf.distribute strategy: auto (multi_worker if TF_CONFIG is set) | default | mirrored | multi_worker"
     )
-    jit_compile: bool = option(False, "compile the train step with XLA (standard training only)")
+    jit_compile: bool = option(
+        False,
+        "compile the whole train step with XLA, any adversary (off: faster on CPUs, docs/performance.md; on a GPU "
+        "time both with benchmarks.device_report)",
+    )
     verbose: int = option(1, "0 = silent, 1 = progress bars, 2 = one line per epoch")
 
     def validate(self) -> None:

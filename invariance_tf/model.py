@@ -24,9 +24,8 @@ CHECKED_ARGUMENTS = (
     "lambda_reg",
     "label_smoothing",
     "reference_half_batch_ce",
-    "jit_compile",
 )
-"""What `check_arguments` rules on: `InvarianceModel`'s arguments and `compile`'s `jit_compile`, each also a flag."""
+"""What `check_arguments` rules on: `InvarianceModel`'s arguments, each also a flag."""
 
 
 def check_arguments(arguments: Mapping[str, Any], flags: bool = False) -> None:
@@ -68,11 +67,6 @@ def check_arguments(arguments: Mapping[str, Any], flags: bool = False) -> None:
             not arguments["reference_half_batch_ce"] or ce_on == "rob",
             f"{named('reference_half_batch_ce')} needs {named('ce_on', 'rob')} (the reference A.T. config, its CE "
             f"on half of the transformed batch); got {named('ce_on')}",
-        ),
-        (
-            arguments["jit_compile"] is not True or adversary is None,
-            f"{named('jit_compile')} cannot compile a train step with {named('adversary')}: the "
-            f"ImageProjectiveTransformV3 op that transforms x~ has no XLA kernel; use {named('jit_compile', False)}",
         ),
     ]
     for ok, error in rules:
@@ -117,9 +111,11 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
     CE term's x~, which is h's x~ unless the CE term has its own).
 
     The loss is the method, so `compile` takes the optimizer (and Keras'
-    execution options) but refuses `loss=` and `metrics=`; XLA
-    (`jit_compile=True`) is refused with an adversary, whose transform op XLA
-    cannot compile. Sample weights
+    execution options) but refuses `loss=` and `metrics=`. `jit_compile=True`
+    compiles the whole step with XLA (search, forward passes, penalty,
+    gradient and update; every resampling is `transforms.transform_xla`'s
+    plain gathers), and `"auto"` resolves as Keras does: on where a GPU is
+    present, off on CPUs and under a `tf.distribute` strategy. Sample weights
     (and `class_weight`) are refused: the paper's loss has none. Under a
     mixed-precision policy the logits are cast to float32 and the loss is
     scaled by the optimizer (`mixed_float16` gets Keras' `LossScaleOptimizer`).
@@ -174,7 +170,6 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
         self._trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "ce", "reg")}
         self._accuracy_nat = keras.metrics.SparseCategoricalAccuracy(name="acc_nat")
         self._accuracy_adv = keras.metrics.SparseCategoricalAccuracy(name="acc_adv")
-        self.supports_jit = adversary is None
         self.built = network.built
 
     @property
@@ -194,18 +189,13 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
                 f"InvarianceModel computes its own loss and metrics; got {refused}. "
                 "Pass only the optimizer (and e.g. jit_compile) to compile()."
             )
-        self._check_arguments(kwargs.get("jit_compile", "auto"))
         super().compile(optimizer=optimizer, **kwargs)
 
-    def _check_arguments(self, jit_compile: bool | str = "auto") -> None:
-        """`check_arguments` on the model's arguments and `compile`'s `jit_compile`; an adversary by its name."""
+    def _check_arguments(self) -> None:
+        """`check_arguments` on the model's arguments, an adversary by its name."""
         adversary = None if self.adversary is None else self.adversary.name or type(self.adversary).__name__
         check_arguments(
-            {
-                **{name: getattr(self, name) for name in CHECKED_ARGUMENTS if name not in ("adversary", "jit_compile")},
-                "adversary": adversary,
-                "jit_compile": jit_compile,
-            }
+            {**{name: getattr(self, name) for name in CHECKED_ARGUMENTS if name != "adversary"}, "adversary": adversary}
         )
 
     def compile_from_config(self, config: dict) -> None:
@@ -280,12 +270,13 @@ class InvarianceModel(distribute.MultiWorkerWorkarounds, keras.Model):
 
         Backups restore the step count, so a resumed run draws what an uninterrupted one would. With several
         replicas the seed also folds in the replica's index, so that each replica's examples get their own draws.
+        Its words are `transforms.xla_safe_seed`'s, so that the step draws the same compiled with XLA or not.
         """
         seed = tf.stack([tf.constant(self._draw_seed, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
         replica = tf.distribute.get_replica_context()
-        if replica is None or replica.num_replicas_in_sync == 1:
-            return seed
-        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica.replica_id_in_sync_group, tf.int64))
+        return transforms.xla_safe_seed(seed)
 
     def _forward(
         self, x: tf.Tensor, x_adv: tf.Tensor | None, x_adv_ce: tf.Tensor | None

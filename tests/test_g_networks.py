@@ -1,0 +1,96 @@
+"""The GRN rows' networks: the full-scale flagfiles build Cohen & Welling's p4m G-ResNet44, G-ResNet-9 matches ResNet-9.
+
+Parameters are counted as Cohen & Welling's Chainer code holds them (`Link.params()`): conv kernels and biases, batch
+norm gamma and beta, the linear layer; batch norm moving statistics are state, not parameters, so trainable weights
+in Keras. Their README gives 2.62M for p4m ResNet44; a recount of P4MResNet.py gives 2,622,878 exactly.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks.common import protocols
+from invariance_tf import data, experiment, networks
+from invariance_tf.networks import cost
+from invariance_tf.networks.g_resnet9 import g_resnet9
+
+COHEN_P4M_RESNET44 = 2_622_878  # P4MResNet(num_blocks=7, nc32=11, nc16=23, nc8=45), BN gamma/beta included
+ISSUE_P4M_RESNET44 = 2_619_728  # issue #35's count: the same network with the group-pooled head
+RESNET9_WIDTH16 = 412_954
+
+
+def trainable_count(model: keras.Model) -> int:
+    """Kernels, biases and batch norm gamma / beta: what Chainer's `params()` counts."""
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("dataset,classes", [("cifar10", 10), ("svhn", 10), ("cifar100", 100)])
+def test_full_scale_grn_flagfile_builds_cohen_p4m_resnet44(dataset: str, classes: int) -> None:
+    config = protocols.config_from_flagfile(protocols.row_flagfile(dataset, "grn"))
+    assert (config.network, config.g_depth, config.group, config.g_head) == ("g_resnet", 44, "p4m", "flatten")
+    network = experiment.build_network(config, data.dataset_info(config.dataset))
+    count = trainable_count(network)
+    head_difference = 45 * 8 * (classes - 10) + (classes - 10)
+    assert count == COHEN_P4M_RESNET44 + head_difference
+    if classes == 10:
+        assert abs(count / ISSUE_P4M_RESNET44 - 1) < 0.005
+        assert round(count / 1e6, 2) == 2.62  # Cohen & Welling's README
+
+
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+@pytest.mark.parametrize("head", ["invariant", "flatten"])
+def test_g_resnet9_matches_resnet9_width16_within_5_percent(group: str, head: str) -> None:
+    assert trainable_count(networks.build("resnet9", width=16)) == RESNET9_WIDTH16
+    count = trainable_count(g_resnet9(16, group, head))
+    print(f"\nG-ResNet-9 {group} {head}: {count:,} ({count / RESNET9_WIDTH16 - 1:+.2%} of ResNet-9 width 16)")
+    assert abs(count / RESNET9_WIDTH16 - 1) < 0.05
+
+
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+def test_g_resnet9_invariant_head_is_invariant_at_32(group: str) -> None:
+    """Stride-1 convs and 2x2 pools on sides divisible by 8 commute with quarter-turns and flips."""
+    keras.utils.set_random_seed(3)
+    model = g_resnet9(4, group, "invariant", input_shape=(None, None, 3))
+    x = np.random.default_rng(3).uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)
+    reference = np.asarray(model(x, training=False))
+    turns = [np.rot90(x, k, axes=(1, 2)) for k in (1, 2, 3)] + ([x[:, ::-1], x[:, :, ::-1]] if group == "p4m" else [])
+    for turned in turns:
+        np.testing.assert_allclose(
+            model(np.ascontiguousarray(turned), training=False),
+            reference,
+            rtol=1e-4,
+            atol=1e-4 * np.abs(reference).max(),
+        )
+
+
+def test_g_resnet9_flagfile_flags_build_it() -> None:
+    config = experiment.ExperimentConfig(network="g_resnet9", width=16, group="p4m", g_head="flatten")
+    network = experiment.build_network(config, data.dataset_info("cifar10"))
+    assert trainable_count(network) == 410_678
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: g_resnet9(head="pooled"), "valid heads are"),
+        (lambda: g_resnet9(group="c4"), "valid groups are"),
+        (lambda: g_resnet9(width=0), "got 0"),
+        (lambda: g_resnet9(widths=(4, 8, 16)), "got \\(4, 8, 16\\)"),
+    ],
+)
+def test_invalid_arguments_name_the_bad_value(make, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_cost_counts_parameters_and_macs_per_image() -> None:
+    """Issue #35's table: ResNet-9 width 16 24.0 MMACs, ResNet-32 68.9, Cohen's p4m G-ResNet44 3,070."""
+    expected = {
+        "resnet9": (networks.build("resnet9", width=16), RESNET9_WIDTH16, 24_036_608),
+        "resnet32": (networks.build("resnet", n=5), 464_154, 68_862_592),
+        "p4m_resnet44": (networks.build("g_resnet", group="p4m", head="flatten"), COHEN_P4M_RESNET44, 3_069_943_312),
+    }
+    for name, (network, parameters, macs) in expected.items():
+        assert (cost.parameter_count(network), cost.macs_per_image(network)) == (parameters, macs), name

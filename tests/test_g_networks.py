@@ -7,10 +7,14 @@ in Keras. Their README gives 2.62M for p4m ResNet44; a recount of P4MResNet.py g
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 
+from benchmarks import g_row_selection
 from benchmarks.common import protocols
 from invariance_tf import data, experiment, networks
 from invariance_tf.networks import cost
@@ -94,3 +98,29 @@ def test_cost_counts_parameters_and_macs_per_image() -> None:
     }
     for name, (network, parameters, macs) in expected.items():
         assert (cost.parameter_count(network), cost.macs_per_image(network)) == (parameters, macs), name
+
+
+NETWORK_FIELDS = {"network", "width", "group", "g_head", "output_dir"}
+
+
+@pytest.mark.parametrize("head", ["invariant", "flatten"])
+def test_fair_g_row_trains_exactly_like_da_in_the_cpu_regime(head: str) -> None:
+    fair = protocols.scale_config("cifar10", "grn", f"cpu_regime_grn_{head}", 0, Path("out"), None)
+    da = protocols.scale_config("cifar10", "da", "cpu", 0, Path("out"), None, epochs=24, train_examples=25_000)
+    differing = {
+        field.name
+        for field in dataclasses.fields(fair)
+        if getattr(fair, field.name) != getattr(da, field.name) and field.name not in NETWORK_FIELDS
+    }
+    # The grn flagfile's unused G-ResNet44 flags and D.A.'s unused ResNet flags differ; neither network reads them.
+    assert differing <= {"g_depth", "resnet_n", "reference_resnet"}, differing
+    assert (fair.network, fair.width, fair.group, fair.g_head) == ("g_resnet9", 16, "p4m", head)
+
+
+def test_selection_runs_hold_out_a_validation_split_and_validate_at_the_end(cifar10_dir) -> None:
+    options = g_row_selection.SelectionOptions(out="sel", data_dir=str(cifar10_dir))
+    config = g_row_selection.candidate_config("flatten", 0.2, 1e-3, options)
+    assert (config.lr, config.weight_decay, config.train_examples) == (0.2, 1e-3, 25_000)
+    assert config.validation_examples == protocols.SELECTION_VALIDATION_EXAMPLES
+    assert config.eval_every == config.epochs == 24
+    config.validate()

@@ -8,6 +8,7 @@ in Keras. Their README gives 2.62M for p4m ResNet44; a recount of P4MResNet.py g
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import keras
@@ -17,8 +18,11 @@ import pytest
 from benchmarks import g_row_selection
 from benchmarks.common import protocols
 from invariance_tf import data, experiment, networks
+from invariance_tf.evaluation import symmetry
+from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.networks import cost
 from invariance_tf.networks.g_resnet9 import g_resnet9
+from trainers import evaluate
 
 COHEN_P4M_RESNET44 = 2_622_878  # P4MResNet(num_blocks=7, nc32=11, nc16=23, nc8=45), BN gamma/beta included
 ISSUE_P4M_RESNET44 = 2_619_728  # issue #35's count: the same network with the group-pooled head
@@ -124,3 +128,49 @@ def test_selection_runs_hold_out_a_validation_split_and_validate_at_the_end(cifa
     assert config.validation_examples == protocols.SELECTION_VALIDATION_EXAMPLES
     assert config.eval_every == config.epochs == 24
     config.validate()
+
+
+def tiny_g_resnet(head: str) -> keras.Model:
+    """Depth-8 p4m G-ResNet with 2/3/4 G-channels at 32x32, as trainers.fit builds it, with random BN statistics."""
+    keras.utils.set_random_seed(5)
+    model = networks.build("g_resnet", depth=8, group="p4m", widths=(2, 3, 4), head=head)
+    rng = np.random.default_rng(5)
+    for weight in model.non_trainable_weights:
+        weight.assign(rng.uniform(0.5, 1.5, size=weight.shape).astype(np.float32))
+    return model
+
+
+def test_symmetry_diagnostic_separates_exact_and_approximate_invariance(cifar10_test_slice) -> None:
+    images = cifar10_test_slice[0][:8]
+    exact = symmetry.logit_drift(tiny_g_resnet("invariant"), images, "p4m", side=33)
+    padded_asymmetrically = symmetry.logit_drift(tiny_g_resnet("invariant"), images, "p4m")
+    not_invariant = symmetry.logit_drift(tiny_g_resnet("flatten"), images, "p4m", side=33)
+    changes = [run["max_relative_change"] for run in (exact, padded_asymmetrically, not_invariant)]
+    print(
+        "\nmax relative logit change: invariant head 33x33 {:.1e}, 32x32 {:.1e}; flatten head 33x33 {:.1e}".format(
+            *changes
+        )
+    )
+    assert set(exact["transforms"]) == set(symmetry.TRANSFORMS)
+    assert exact["max_relative_change"] < 1e-4
+    assert padded_asymmetrically["max_relative_change"] > 1e-3
+    assert not_invariant["max_relative_change"] > 1e-3
+
+
+def test_trainers_evaluate_reports_the_symmetry_diagnostic(tmp_path, cifar10_dir) -> None:
+    config = experiment.ExperimentConfig(network="g_resnet9", width=2, group="p4", data_dir=str(cifar10_dir))
+    network = experiment.build_network(config, data.dataset_info("cifar10"))
+    network.save(tmp_path / "model.keras")
+    (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
+    options = EvaluateOptions(model_dir=str(tmp_path), attack=("clean",), examples=20, symmetry="p4")
+    options.validate()
+    evaluate.run(options)
+    report = json.loads((tmp_path / "evaluation.json").read_text())["symmetry"]
+    assert (report["group"], report["side"], report["examples"]) == ("p4", 32, 20)
+    assert report["max_relative_change"] < 1e-4  # G-ResNet-9's invariant head is exact at 32x32
+
+
+def test_symmetry_needs_a_trainers_fit_run(tmp_path) -> None:
+    (tmp_path / "m.keras").write_text("")
+    with pytest.raises(ValueError, match="--symmetry=p4m needs --model_dir"):
+        EvaluateOptions(model=str(tmp_path / "m.keras"), symmetry="p4m").validate()

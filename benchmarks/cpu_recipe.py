@@ -12,9 +12,10 @@ retrained (each run resumes like `trainers.fit`).
     python -m benchmarks.cpu_recipe --throughput [--steps 8]
 
 `--throughput` instead times training steps of the candidate networks (planar,
-and p4 G-ResNets for a G-ResNet row of the same cost) at batch 256 in float32
-and bfloat16 (random pixels, after untimed warm-up steps) and prints images/s
-and the ratio to the paper family's ResNet-8 in float32, measured in one run.
+p4 G-ResNets for a G-ResNet row of the same cost, and the G-ResNet-9s of the fair
+G-row, matched in parameters) at batch 256 in float32 and bfloat16 (random pixels,
+after untimed warm-up steps) and prints images/s and the ratio to the paper family's
+ResNet-8 in float32, measured in one run.
 
 The target: standard training >= 80 % clean accuracy on the whole test set in
 <= 20 minutes of training on 2 CPU cores, so that every paper row (A.T. costs
@@ -115,6 +116,8 @@ NETWORKS = {
     "p4_resnet8_g4": ("g_resnet", {"depth": 8, "group": "p4", "widths": (4, 8, 16)}),
     "p4_resnet8_g6": ("g_resnet", {"depth": 8, "group": "p4", "widths": (6, 12, 24)}),
     "p4_resnet14_g4": ("g_resnet", {"depth": 14, "group": "p4", "widths": (4, 8, 16)}),
+    "p4_resnet9_w16": ("g_resnet9", {"width": 16, "group": "p4"}),
+    "p4m_resnet9_w16": ("g_resnet9", {"width": 16, "group": "p4m"}),
 }
 PRECISIONS = ("float32", "mixed_bfloat16")
 

@@ -55,6 +55,10 @@ Scales:
   the grid on the confirmation set (`benchmarks.confirmation_set`), each run's
   regime graded on 2,000 of its training images, and the pre-registered pairs
   (`protocols.CONFIRMATION_PAIRS`).
+- `cpu_regime_grn_invariant`, `cpu_regime_grn_flatten` (seed 0) and `confirm_grn_invariant`,
+  `confirm_grn_flatten` (seed 2, the confirmatory replication's flags): the fair G-row of issue #35 alone,
+  G-ResNet-9 on p4m matched in parameters to ResNet-9 width 16, trained exactly like D.A. in the CPU regime
+  (docs/gresnet.md).
 - `full`: the flagfiles unchanged, all seven rows (ResNet-32 and G-ResNet44, the
   whole training set, 100 epochs, the whole test set); needs a GPU, never run on CPU.
 

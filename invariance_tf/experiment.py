@@ -34,7 +34,8 @@ from invariance_tf import (
 )
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CHECKED_ARGUMENTS, InvarianceModel, check_arguments, classifier_network
-from invariance_tf.networks import pretrained
+from invariance_tf.networks import cost, pretrained
+from invariance_tf.networks.g_resnet import HEADS
 from invariance_tf.options import check, flag_value, option
 
 ADVERSARY_CHOICES = ("none", *sorted(adversaries.ADVERSARIES))
@@ -60,12 +61,23 @@ class ExperimentConfig(pretrained.ConventionOptions):
         "--network=resnet with the reference code's conv init, batch-norm "
         "epsilon 1e-3 and first-block shortcut (no effect on other networks)",
     )
-    width: int = option(16, "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9)")
+    width: int = option(
+        16,
+        "ResNet-9 base width: stages of width x 1, 2, 4, 8 (--network=resnet9; --network=g_resnet9 matches "
+        "its parameters with G-channels round(width / sqrt(|G|)))",
+    )
     g_depth: int = option(44, "G-ResNet depth 6n+2 (--network=g_resnet; 44 = the paper's GRN row)")
     g_width: int = option(
         0, "G-ResNet G-channels of the first stage, doubled per stage (0 = the paper's parameter-matched widths)"
     )
-    group: str = option("p4", "G-ResNet symmetry group: p4 (rotations by 90 deg) | p4m (and mirrors)")
+    group: str = option(
+        "p4", "G-network symmetry group (g_resnet, g_resnet9): p4 (rotations by 90 deg) | p4m (and mirrors)"
+    )
+    g_head: str = option(
+        "invariant",
+        "G-network head: invariant (max over the group axis, logits invariant to the group) | flatten (Cohen & "
+        "Welling's: the linear layer sees channels x group elements)",
+    )
     init_model: str = option(
         "",
         "start from this trained classifier (robust fine-tuning) instead of a new "
@@ -207,6 +219,7 @@ class ExperimentConfig(pretrained.ConventionOptions):
             ("g_depth", self.g_depth >= 8 and (self.g_depth - 2) % 6 == 0, "must be 6n+2 with n >= 1"),
             ("g_width", self.g_width >= 0, "must be >= 0 (0 = the paper's widths)"),
             ("group", self.group in GROUPS, f"valid groups are {list(GROUPS)}"),
+            ("g_head", self.g_head in HEADS, f"valid heads are {list(HEADS)}"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("lr", self.lr > 0, "must be > 0"),
@@ -299,8 +312,10 @@ def build_network(config: ExperimentConfig, info: data.DatasetInfo) -> keras.Mod
         kwargs.update(n=config.resnet_n, reference_details=config.reference_resnet)
     elif config.network == "resnet9":
         kwargs["width"] = config.width
+    elif config.network == "g_resnet9":
+        kwargs.update(width=config.width, group=config.group, head=config.g_head)
     elif config.network == "g_resnet":
-        kwargs.update(depth=config.g_depth, group=config.group)
+        kwargs.update(depth=config.g_depth, group=config.group, head=config.g_head)
         if config.g_width:
             kwargs["widths"] = (config.g_width, 2 * config.g_width, 4 * config.g_width)
     return networks.build(config.network, **kwargs)
@@ -775,6 +790,8 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         "replicas_in_sync": strategy.num_replicas_in_sync,
         "precision": compute.policy,
         "precision_reason": compute.reason,
+        "parameters": cost.parameter_count(network),
+        "macs_per_image": cost.macs_per_image(network),
         "final_train_logs": callbacks.EpochLogs(out / EPOCH_LOGS).last(),
         **robust_metrics(
             model,

@@ -79,8 +79,9 @@ PER_DATASET: dict[str, dict[str, Any]] = {
 }
 
 REFERENCE_RESNET: dict[str, Any] = {"network": "resnet", "resnet_n": 5, "reference_resnet": True}
-# The reference code has no G-ResNet: the paper's GRN row comes from other code.
-G_RESNET: dict[str, Any] = {"network": "g_resnet", "g_depth": 44, "group": "p4"}
+# The reference code has no G-ResNet: the paper's GRN row cites Cohen & Welling 2016, whose ResNet44 is p4m
+# (tscohen/gconv_experiments, P4MResNet.py) with a head that sees channels x group elements.
+G_RESNET: dict[str, Any] = {"network": "g_resnet", "g_depth": 44, "group": "p4m", "g_head": "flatten"}
 
 # Row -> its method flags (they override COMMON where both name a flag).
 PER_ROW: dict[str, dict[str, Any]] = {

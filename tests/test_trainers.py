@@ -227,6 +227,7 @@ def test_fit_writes_the_output_directory(trained_run):
     assert any((trained_run / "logs").rglob("events.out.tfevents.*"))
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"clean_accuracy", "worst_of_10_accuracy", "grid_accuracy", "train_seconds"} <= set(metrics)
+    assert metrics["parameters"] > 0 and metrics["macs_per_image"] > 0
     assert metrics["grid_accuracy"] <= metrics["clean_accuracy"]
     assert (metrics["precision"], metrics["precision_reason"]) == tuple(precision.resolve(rerun_precision(trained_run)))
     rerun = parse_flagfile(trained_run / "flags.cfg")

@@ -30,7 +30,8 @@ attack: correct, worst dx, dy, angle, margin; clean's worst is the identity), wi
 robustness_landscape.png and failures.png (the --failures grid failures with the most negative margins: each
 image beside its worst transformation, true and predicted class, margin). Attacks run in chunks of
 --chunk_size examples saved in <output_dir>/evaluation_state: a killed evaluation rerun with the same flags
-resumes.
+resumes. --symmetry=p4|p4m (with --model_dir) adds how far the logits move under exact quarter-turns (and flips)
+of the test images, zero-padded to --symmetry_side, to evaluation.json: a G-network's invariance diagnostic.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from invariance_tf import data, evaluation, files, plots, report, transforms
+from invariance_tf.evaluation import symmetry
 from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.model import classifier_network
+from invariance_tf.networks import pretrained
 from trainers import flags as cli_flags
 
 cli_flags.define_flags(EvaluateOptions)
@@ -248,6 +252,19 @@ def write_failures(
     return [path]
 
 
+def symmetry_report(model_path: Path, images: np.ndarray, options: EvaluateOptions) -> dict:
+    """How far the run's logits move under --symmetry's exact transformations of `images` (`symmetry.logit_drift`)."""
+    network = classifier_network(pretrained.load_keras(model_path))
+    drift = symmetry.logit_drift(
+        network, images, options.symmetry, options.symmetry_side or None, options.batch_size or 128
+    )
+    print(
+        f"\n--symmetry={drift['group']} at {drift['side']}x{drift['side']}: logits move by at most "
+        f"{drift['max_relative_change']:.2e} of their largest magnitude"
+    )
+    return {**drift, "examples": len(images)}
+
+
 def print_table(summary: dict, names: list[str]) -> None:
     """One line per attack: examples, accuracy, its 95 % interval (on a subset) and seconds."""
     print(f"\n{'attack':<12}{'examples':>10}{'accuracy':>10}{'95% CI':>18}{'seconds':>10}")
@@ -287,6 +304,8 @@ def run(options: EvaluateOptions) -> None:
         model, images, labels, options, limits, output_dir / "evaluation_state", model_key, resampling
     )
     summary = summarise(results, len(images), subset=options.examples > 0, resampling=resampling)
+    if options.symmetry:
+        summary["symmetry"] = symmetry_report(model_path, images, options)
     report_path = output_dir / "evaluation.json"
     merged = json.loads(report_path.read_text()) if report_path.is_file() else {}
     files.write_text(report_path, json.dumps({**merged, **summary}, indent=2))

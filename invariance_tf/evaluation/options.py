@@ -11,6 +11,7 @@ from invariance_tf import adversaries, data, transforms
 from invariance_tf.evaluation.attacks import ATTACKS
 from invariance_tf.evaluation.classifiers import LAYOUTS
 from invariance_tf.evaluation.grid import METHODS
+from invariance_tf.evaluation.symmetry import SYMMETRIES
 from invariance_tf.networks.pretrained import ConventionOptions
 from invariance_tf.options import check, flag_value, option
 
@@ -62,6 +63,17 @@ class EvaluateOptions(ConventionOptions):
         "translate, crop) | composed (one bilinear resampling, a more lenient attack)",
         choices=transforms.RESAMPLINGS,
     )
+    symmetry: str = option(
+        "",
+        "with --model_dir: also report how far the logits move under the exact symmetries of this group (p4: "
+        "quarter-turns, p4m: and flips) of the test images, in evaluation.json's 'symmetry' (empty = not)",
+        choices=("", *SYMMETRIES),
+    )
+    symmetry_side: int = option(
+        0,
+        "with --symmetry: zero-pad the images to this side first (0 = as they are; 33 makes a stride-2 "
+        "G-ResNet exactly invariant, 32 a G-ResNet-9)",
+    )
 
     @property
     def onnx(self) -> bool:
@@ -106,6 +118,10 @@ class EvaluateOptions(ConventionOptions):
                 flags=True,
                 flag_names=attack_flags,
             )
+        if self.symmetry and self.model_dir is None:
+            raise ValueError(f"--symmetry={self.symmetry} needs --model_dir (a trainers.fit run, raw pixels)")
+        if self.symmetry_side < 0:
+            raise ValueError(f"--symmetry_side must be >= 0; got {self.symmetry_side}")
         if self.plot and "grid" not in self.attack:
             raise ValueError(f"--plot needs grid in --attack={flag_value(self.attack)}")
         gradient = [name for name in self.attack if ATTACKS[name].gradients]

@@ -3,6 +3,7 @@
 from invariance_tf.layers.gconv import (
     GROUP_ORDERS,
     GroupBatchNormalization,
+    GroupConv2D,
     GroupPool,
     P4ConvP4,
     P4ConvZ2,
@@ -15,6 +16,7 @@ from invariance_tf.layers.standardization import PerImageStandardization
 __all__ = [
     "GROUP_ORDERS",
     "GroupBatchNormalization",
+    "GroupConv2D",
     "GroupPool",
     "P4ConvP4",
     "P4ConvZ2",

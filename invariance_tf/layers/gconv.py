@@ -105,7 +105,7 @@ def merge_group(inputs: tf.Tensor) -> tf.Tensor:
     return ops.reshape(inputs, (*shape[:-2], shape[-2] * shape[-1]))
 
 
-class _GroupConv2D(keras.layers.Layer):
+class GroupConv2D(keras.layers.Layer):
     """A G-conv: builds the filter bank from a trainable base kernel, then runs one planar conv.
 
     Subclasses set `group` and `lifting`. A lifting conv takes planar input
@@ -173,6 +173,12 @@ class _GroupConv2D(keras.layers.Layer):
             )
 
     @property
+    def bank_shape(self) -> tuple[int, int, int, int]:
+        """Shape (k, k, Cin * |Gi|, filters * |Go|) of the filter bank: that of the equivalent planar conv's kernel."""
+        k = self.kernel_size
+        return (k, k, self.input_channels * self.input_order, self.filters * self.group_order)
+
+    @property
     def expanded_kernel(self) -> tf.Tensor:
         """The filter bank (k, k, Cin * |Gi|, filters * |Go|) in the flat channel layout."""
         k, cin, gi, go = self.kernel_size, self.input_channels, self.input_order, self.group_order
@@ -206,7 +212,7 @@ class _GroupConv2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
-class P4ConvZ2(_GroupConv2D):
+class P4ConvZ2(GroupConv2D):
     """Lifting conv from planar images to p4: output plane r uses the base kernel turned r times counter-clockwise."""
 
     group = "p4"
@@ -214,7 +220,7 @@ class P4ConvZ2(_GroupConv2D):
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
-class P4ConvP4(_GroupConv2D):
+class P4ConvP4(GroupConv2D):
     """p4 to p4 conv: for output rotation s the base kernel is turned s times and its input group axis rolled by +s."""
 
     group = "p4"
@@ -222,7 +228,7 @@ class P4ConvP4(_GroupConv2D):
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
-class P4MConvZ2(_GroupConv2D):
+class P4MConvZ2(GroupConv2D):
     """Lifting conv from planar images to p4m.
 
     Output plane 4 m + r uses the base kernel turned r times, then row-flipped if m = 1.
@@ -233,7 +239,7 @@ class P4MConvZ2(_GroupConv2D):
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")
-class P4MConvP4M(_GroupConv2D):
+class P4MConvP4M(GroupConv2D):
     """p4m to p4m conv: the filter for output g at input h is g applied spatially to base[g^-1 h]."""
 
     group = "p4m"

@@ -8,12 +8,14 @@ from collections.abc import Callable, Iterator
 import keras
 
 from invariance_tf.networks.g_resnet import g_resnet
+from invariance_tf.networks.g_resnet9 import g_resnet9
 from invariance_tf.networks.resnet import resnet
 from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
 
 NETWORKS: dict[str, Callable[..., keras.Model]] = {
     "g_resnet": g_resnet,
+    "g_resnet9": g_resnet9,
     "resnet": resnet,
     "resnet9": resnet9,
     "small_cnn": small_cnn,

@@ -1,4 +1,4 @@
-"""G-ResNet (Cohen & Welling, 2016) on p4 or p4m with a rotation-invariant head, and its planar counterpart.
+"""G-ResNet (Cohen & Welling, 2016) on p4 or p4m, with their head or an invariant one, and its planar counterpart.
 
 Follows the reference code (tscohen/gconv_experiments, CIFAR10/models/P4MResNet.py):
 depth 6n+2 with n pre-activation blocks BN-ReLU-conv3x3-BN-ReLU-conv3x3 per
@@ -7,15 +7,19 @@ and 3; the shortcut is the identity, or a 1x1 stride-2 conv of the raw block
 input where the width changes; the stem is a lifting 3x3 conv; every conv has
 a bias and every batch norm a gamma and beta, as in the reference.
 
-Widths are G-channels = planar width / sqrt(|G|), which keeps the parameter
-count of the planar ResNet at widths 32/64/128 (2,639,434 parameters for
-depth 44): 16/32/64 on p4, 11/23/45 on p4m.
+Widths are G-channels = planar width / sqrt(|G|), rounded (`matched_widths`),
+which keeps the parameter count of the planar ResNet at widths 32/64/128
+(2,639,434 parameters for depth 44): 16/32/64 on p4, 11/23/45 on p4m.
 
-Unlike the reference, whose linear head sees every plane, the head pools over
-the group axis before global average pooling, so logits are invariant to
-quarter-turns (and flips, on p4m) of the input. The invariance is exact when
-each stride-2 stage sees an odd side (33x33 inputs); at 32x32 TensorFlow's
-asymmetric 'same' padding makes it approximate.
+Heads (`HEADS`): "flatten" is the reference's: BN-ReLU, global average
+pooling of every plane, and a linear layer on all C x |G| features, so logits
+are not invariant to quarter-turns (upright images keep their orientation).
+p4m G-ResNet44 with this head has the reference's 2,622,878 trainable
+parameters (README: 2.62M). "invariant" pools over the group axis before
+global average pooling, so logits are invariant to quarter-turns (and flips,
+on p4m) of the input. The invariance is exact when each stride-2 stage sees an
+odd side (33x33 inputs); at 32x32 TensorFlow's asymmetric 'same' padding makes
+it approximate.
 
 Takes raw pixel values in [0, 255]; per-image standardisation is inside the
 network and commutes with rotations and flips.
@@ -24,6 +28,7 @@ network and commutes with rotations and flips.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -38,11 +43,12 @@ from invariance_tf.layers import (
     P4MConvZ2,
     PerImageStandardization,
 )
+from invariance_tf.layers.gconv import group_order
 from invariance_tf.networks.regularizers import weight_decay_regularizer
 
 PLANAR_WIDTHS = (32, 64, 128)
-GROUP_WIDTHS = {"p4": (16, 32, 64), "p4m": (11, 23, 45)}
 GROUP_CONVS = {"p4": (P4ConvZ2, P4ConvP4), "p4m": (P4MConvZ2, P4MConvP4M)}
+HEADS = ("invariant", "flatten")
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -54,6 +60,31 @@ class _Family(NamedTuple):
     conv: Callable[..., keras.layers.Layer]
     norm: Callable[..., keras.layers.Layer]
     pool: Callable[..., keras.layers.Layer] | None
+
+
+def matched_widths(planar_widths: tuple[int, ...], group: str) -> tuple[int, ...]:
+    """G-channels with about the parameters of planar convs of `planar_widths`: round(width / sqrt(|G|)).
+
+    Parameters of a group-to-group conv scale as |G| C^2, so this rule keeps
+    them; it gives Cohen & Welling's 11/23/45 for p4m from 32/64/128.
+    """
+    order = group_order(group)
+    return tuple(max(1, round(width / math.sqrt(order))) for width in planar_widths)
+
+
+def group_family(group: str, head: str, reg: keras.regularizers.Regularizer | None, use_bias: bool = True) -> _Family:
+    """The layer factories of a G-network on `group` with `head` ("invariant" pools over the group, "flatten" not)."""
+    if group not in GROUP_CONVS:
+        raise ValueError(f"Unknown group {group!r}; valid groups are {sorted(GROUP_CONVS)}")
+    if head not in HEADS:
+        raise ValueError(f"Unknown G-network head {head!r}; valid heads are {list(HEADS)}")
+    lifting, group_conv = GROUP_CONVS[group]
+    return _Family(
+        stem=functools.partial(lifting, use_bias=use_bias, kernel_regularizer=reg),
+        conv=functools.partial(group_conv, use_bias=use_bias, kernel_regularizer=reg),
+        norm=functools.partial(GroupBatchNormalization, group),
+        pool=functools.partial(GroupPool, group, "max") if head == "invariant" else None,
+    )
 
 
 def _blocks_per_stage(depth: int) -> int:
@@ -110,29 +141,21 @@ def g_resnet(
     num_classes: int = 10,
     weight_decay: float = 0.0,
     widths: tuple[int, int, int] | None = None,
-    group_pool: str = "max",
+    head: str = "invariant",
     name: str | None = None,
 ) -> keras.Model:
-    """Builds G-ResNet-`depth` on `group` ("p4" or "p4m") with a group-pooled, invariant head.
+    """Builds G-ResNet-`depth` on `group` ("p4" or "p4m") with `head` ("invariant" or "flatten", see `HEADS`).
 
-    `widths` are G-channels per stage (default: GROUP_WIDTHS[group], matched
-    in parameters to the planar 32/64/128 ResNet); `group_pool` is "max" or
-    "mean" over the group axis; `weight_decay` is the coefficient of
+    `widths` are G-channels per stage (default: `matched_widths` of the planar
+    32/64/128 ResNet); "invariant" takes the max over the group axis before
+    global average pooling, "flatten" is Cohen & Welling's head (all C x |G|
+    features reach the linear layer); `weight_decay` is the coefficient of
     1/2 ||w||^2 on every kernel.
     """
-    if group not in GROUP_CONVS:
-        raise ValueError(f"Unknown group {group!r}; valid groups are {sorted(GROUP_CONVS)}")
     reg = weight_decay_regularizer(weight_decay)
-    lifting, group_conv = GROUP_CONVS[group]
-    family = _Family(
-        stem=functools.partial(lifting, kernel_regularizer=reg),
-        conv=functools.partial(group_conv, kernel_regularizer=reg),
-        norm=functools.partial(GroupBatchNormalization, group),
-        pool=functools.partial(GroupPool, group, group_pool),
-    )
-    return _resnet(
-        family, depth, widths or GROUP_WIDTHS[group], input_shape, num_classes, reg, name or f"{group}_resnet{depth}"
-    )
+    family = group_family(group, head, reg)
+    widths = widths or matched_widths(PLANAR_WIDTHS, group)
+    return _resnet(family, depth, widths, input_shape, num_classes, reg, name or f"{group}_resnet{depth}")
 
 
 def planar_counterpart(

@@ -18,6 +18,8 @@ from invariance_tf.layers import PerImageStandardization
 from invariance_tf.networks.regularizers import weight_decay_regularizer
 
 LOGIT_SCALE = 0.125
+# (width multiple, residual pair) of the three stages after the prep layer.
+STAGES = ((2, True), (4, False), (8, True))
 
 
 def _conv_bn_relu(
@@ -58,7 +60,7 @@ def resnet9(
     inputs = keras.Input(input_shape)
     x = PerImageStandardization(dtype="float32", name="standardize")(inputs)
     x = _conv_bn_relu(x, width, reg, "prep")
-    for stage, (multiple, residual) in enumerate(((2, True), (4, False), (8, True)), start=1):
+    for stage, (multiple, residual) in enumerate(STAGES, start=1):
         x = _stage(x, multiple * width, residual, reg, f"stage{stage}")
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
     x = keras.layers.Dense(num_classes, kernel_regularizer=reg, name="dense")(x)

@@ -8,6 +8,7 @@ input (images in [0, 1], or normalised by a mean and std) sees the transformed r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -40,7 +41,7 @@ class InputConvention(keras.layers.Layer):
         input_range: str = "0-255",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        **kwargs,
+        **kwargs: Any,
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)

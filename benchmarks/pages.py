@@ -34,8 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 # The pages rendered from records, relative to the repository's root; README.md joins once it holds a cog span
 # (e.g. `readme_results_table()` between its results-table markers).
-PAGES = ("docs/RESULTS.md", "docs/FIDELITY.md", "docs/results/cifar10_cpu_earlier/README.md") + (
-    ("README.md",) if "[[[cog" in (ROOT / "README.md").read_text(encoding="utf-8") else ()
+PAGES = tuple(
+    page
+    for page in sorted(
+        {
+            "README.md",
+            "models/README.md",
+            *(str(path.relative_to(ROOT)) for path in (ROOT / "docs").rglob("*.md")),
+        }
+    )
+    if (ROOT / page).exists() and "[[[cog" in (ROOT / page).read_text(encoding="utf-8")
 )
 WIDTH = 120
 REGIME = "cifar10_cpu_regime"
@@ -510,6 +518,103 @@ def confirmation_results() -> str:
     if _json(f"{CONFIRMATION}/results.json").get("paired"):
         parts += ["\nPaired differences on the confirmation set:\n", regime_pairs(CONFIRMATION)]
     return "\n".join(parts)
+
+
+# --- performance: XLA and the input pipeline, G-conv throughput -------------------------------------------------
+
+
+def xla_table() -> str:
+    """xla_step.json: each precision and step with XLA off and on, their ratio and each over its limit."""
+    rows = _json("xla_step.json")["rows"]
+    out = []
+    for off in (row for row in rows if not row["xla"]):
+        on = next(r for r in rows if r["xla"] and (r["precision"], r["step"]) == (off["precision"], off["step"]))
+        precision = off["precision"] + (" (`auto` here)" if off["precision"] == "mixed_bfloat16" else "")
+        step = off["step"] + (" (independent searches)" if off["step"] == "A.T.+KL" else "")
+        out.append(
+            [
+                precision,
+                step,
+                f"{off['step_ms']:.0f} ms",
+                f"{on['step_ms']:.0f} ms",
+                f"{on['xla_over_no_xla']:.2f}",
+                f"{off['step_over_limit']:.2f}",
+                f"{on['step_over_limit']:.2f}",
+            ]
+        )
+    header = ["precision", "step", "no XLA", "XLA", "XLA / no XLA", "no XLA / limit", "XLA / limit"]
+    return table(header, out, right_from=2)
+
+
+def xla_summary() -> str:
+    """The XLA slow-down's range and bfloat16's step time over float32's without XLA."""
+    rows = _json("xla_step.json")["rows"]
+    ratios = [row["xla_over_no_xla"] for row in rows if row["xla"]]
+    off = {(row["precision"], row["step"]): row["step_ms"] for row in rows if not row["xla"]}
+    bf16 = [off[("mixed_bfloat16", step)] / off[("float32", step)] for step in ("A.T.", "A.T.+KL")]
+    return prose(
+        f"""XLA was slower in every pairing, by {min(ratios):.1f}x to {max(ratios):.1f}x (most likely because TF's
+        uncompiled CPU kernels are oneDNN's, with native bfloat16 on AVX512_BF16, and XLA's CPU code does not use
+        them; not profiled). So the default of `trainers.fit` is `--jit_compile=false`, and the library's
+        `jit_compile="auto"` is off on CPUs as well. The precision that `--precision=auto` picks here
+        ({_json("xla_step.json")["auto_precision"]["policy"]}) was the faster of the two without XLA
+        ({bf16[0]:.2f}x and {bf16[1]:.2f}x float32's step times)."""
+    )
+
+
+def pipeline_table() -> str:
+    """input_pipeline.json: images per second of each augmentation and its multiple of the fastest step's need."""
+    record = _json("input_pipeline.json")
+    need = record["fastest_step"]["images_per_s"]
+    names = {"crop_flip": "crop_flip (the paper's CIFAR setting)", "flip": "flip (the reference's)"}
+    rows = [
+        [names.get(name, name), f"{p['images_per_s']:,}", f"{p['over_fastest_step']:.0f}x"]
+        for name, p in record["pipelines"].items()
+    ]
+    return table(["augmentation", "images/s", f"/ the fastest step's consumption ({need:.0f} originals/s)"], rows)
+
+
+def pipeline_margin() -> str:
+    """How many times past the goal (goal_over_fastest_step) the slowest and fastest pipelines are."""
+    record = _json("input_pipeline.json")
+    goal = record["goal_over_fastest_step"]
+    over = sorted(p["over_fastest_step"] / goal for p in record["pipelines"].values())
+    return prose(
+        f"""The goal was {goal:g}x the fastest step measured here; the pipeline as it stands is {over[0]:.0f} to
+        {over[-1]:.0f} times past it, so no tf.data setting was changed."""
+    )
+
+
+def gconv_table() -> str:
+    """gconv_throughput.json: planar seconds / G-conv seconds (median over adjacent pairs) per layer, policy, pass."""
+    record = _json("gconv_throughput/gconv_throughput.json")
+    columns = [(policy, kind) for policy in ("float32", "mixed_bfloat16") for kind in ("forward", "forward+backward")]
+    layers = dict.fromkeys((r["group"], r["g_channels"], r["planes"], r["side"]) for r in record["records"])
+    rows = []
+    for group, channels, planes, side in layers:
+        ratio = {
+            (r["policy"], r["pass"]): r["ratio"]
+            for r in record["records"]
+            if (r["group"], r["g_channels"], r["planes"], r["side"]) == (group, channels, planes, side)
+        }
+        cells = [f"{ratio[c]:.2f}" if c in ratio else "–" for c in columns]
+        rows.append([f"{group} C={channels} ({planes} planes), {side}×{side}", *cells])
+    header = ["layer", "float32 forward", "float32 fwd+bwd", "bfloat16 forward", "bfloat16 fwd+bwd"]
+    return table(header, rows)
+
+
+def gconv_summary() -> str:
+    record = _json("gconv_throughput/gconv_throughput.json")
+    shares = sorted(r["expansion_share"] for r in record["records"])
+    return prose(
+        f"""All ratios are at least {record["min_ratio"]:.2f}; the median is {record["median_ratio"]:.2f}
+        (goal: {record["goal"]}). The record is
+        [gconv_throughput.json](results/gconv_throughput/gconv_throughput.json), measured at a load average of
+        {record["load_average"]["start"].split(" on")[0]}–{record["load_average"]["end"]}. The filter expansion is
+        at most {pct(record["max_expansion_share"])} % of a G-conv pass (`max_expansion_share`; median
+        {pct(shares[len(shares) // 2])} %). Ratios above 1 are load noise: a G-conv does the planar conv's work
+        plus the expansion."""
+    )
 
 
 # --- rendering ----------------------------------------------------------------------------------------------------

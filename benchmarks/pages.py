@@ -401,6 +401,27 @@ def finetune_table() -> str:
     return _without_title((RESULTS / "cifar10_finetune" / "finetune.md").read_text())
 
 
+def finetune_row(run: str) -> dict:
+    """One row of finetune.csv by its `run` ("da_kl_e2", "at_l2 (from scratch)", ...)."""
+    for row in _csv("cifar10_finetune/finetune.csv"):
+        if row["run"] == run:
+            return row
+    raise KeyError(run)
+
+
+def finetune_scratch_note() -> str:
+    """Where finetune.md's from-scratch rows come from: cifar10_cpu's means over its seeds, under its old protocol."""
+    seeds = {row: record.get("seed", []) for row, record in _json("cifar10_cpu/results.json")["rows"].items()}
+    scratch = [row["run"].split(" ")[0] for row in _csv("cifar10_finetune/finetune.csv") if "from scratch" in row["run"]]
+    one = [ROWS[row] for row in scratch if len(seeds.get(row, [])) == 1]
+    return prose(
+        f"""The *from scratch* rows are the means over the seeds of
+        [docs/results/cifar10_cpu](results/cifar10_cpu/table.md) (two seeds; {", ".join(one)}: one seed), trained
+        12 epochs on the whole training set under the 2026-11-29 protocol (Intel Xeon), not under the fine-tuning
+        runs' flags."""
+    )
+
+
 def recipe_table() -> str:
     """The CPU recipe search (recipes.csv): each candidate's accuracies and training time."""
     rows = [

@@ -422,6 +422,35 @@ def finetune_scratch_note() -> str:
     )
 
 
+def quickstart_measured() -> str:
+    """The quickstart's measurement (docs/results/quickstart: metrics.json and command_seconds.txt)."""
+    record = _json("quickstart/metrics.json")
+    epochs = record["epoch_seconds"]
+    timing = (RESULTS / "quickstart" / "command_seconds.txt").read_text().strip()
+    return prose(
+        f"""Measured with the README's command in a fresh clone (2026-12-01, 2 quiet AMD EPYC (Zen 4) cores,
+        {record["precision"]}): {pct(record["clean_accuracy"])} % clean accuracy on {record["test_examples"]:,} test
+        images, {pct(record["worst_of_10_accuracy"])} % worst-of-10, **{pct(record["grid_accuracy"])} %** grid
+        accuracy on {record["grid_examples"]:,} (95 % interval {interval(record["grid_accuracy_ci95"], signed=False)});
+        epochs of {min(epochs):.0f}–{max(epochs):.0f} s, {record["train_seconds"]:.0f} s of training; the command's
+        wall times: {timing} (`runs/quickstart/metrics.json`, copied to
+        [docs/results/quickstart](results/quickstart/metrics.json)). The Intel Xeon and AVX2-only EPYC kinds of
+        machine have not run this quickstart yet."""
+    )
+
+
+def shipped_model() -> str:
+    """models/README.md's description of the shipped std classifier, from its run's metrics.json."""
+    record = metrics("cifar10_finetune", "std_seed0")
+    return prose(
+        f"""Not robust: {pct(record["clean_accuracy"])} % clean accuracy on all
+        {record["test_examples"]:,} test images, {pct(record["grid_accuracy"])} % grid accuracy on
+        {record["grid_examples"]:,} of them; {minutes(record["train_seconds"])} of training
+        ({run_date("cifar10_finetune", "std_seed0")},
+        [metrics.json](../docs/results/cifar10_finetune/std_seed0/metrics.json))."""
+    )
+
+
 def recipe_table() -> str:
     """The CPU recipe search (recipes.csv): each candidate's accuracies and training time."""
     rows = [

@@ -451,6 +451,39 @@ def shipped_model() -> str:
     )
 
 
+def evaluation_table(relative: str) -> str:
+    """An evaluation.json's attacks: accuracy, 95 % interval, seconds and model evaluations (refined: on top of grid)."""
+    record = _json(relative)
+    rows = []
+    for attack, result in record.items():
+        extra = "+" if attack == "refined" else ""
+        evaluations = result.get("evaluations", result["examples"])
+        name = {"grid": "grid (early exit)"}.get(attack, attack)
+        accuracy = f"{pct(result['accuracy'])} %"
+        rows.append(
+            [
+                name,
+                f"**{accuracy}**" if attack == "refined" else accuracy,
+                interval(result["ci95"], signed=False),
+                f"{extra}{result['seconds']:.1f}",
+                f"{extra}{evaluations:,}" + (f" of {775 * result['examples']:,}" if attack == "grid" else ""),
+            ]
+        )
+    return table(["attack", "accuracy", "95 % CI", "seconds", "model evaluations"], rows)
+
+
+def refined_summary(relative: str) -> str:
+    """How much the refined attack took off the grid's accuracy, and for how much more time."""
+    refined = _json(relative)["refined"]
+    grid = _json(relative)["grid"]
+    survivors = round(refined["grid_accuracy"] * refined["examples"])
+    return prose(
+        f"""Of the {survivors} grid survivors, {refined["broken_beyond_grid"]} break in the continuous box: the grid
+        overestimates this model's robustness by {pct(refined["grid_overestimate"])} points, found for
+        {100 * refined["seconds"] / grid["seconds"]:.0f} % more time."""
+    )
+
+
 def recipe_table() -> str:
     """The CPU recipe search (recipes.csv): each candidate's accuracies and training time."""
     rows = [

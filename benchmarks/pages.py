@@ -1,8 +1,9 @@
 """The documentation's measured numbers, rendered from the committed records under docs/results.
 
-Every measured number of docs/RESULTS.md and docs/FIDELITY.md sits between cog markers (HTML comments, invisible in
-the rendered page) whose code calls the functions below; they read the records (results.json, metrics.json,
-ablation.json, the benchmarks' CSV files) and return Markdown. One command renders every page:
+Every measured number of the documentation (README.md, models/README.md and the pages under docs/) sits between cog
+markers (HTML comments, invisible in the rendered page) whose code calls the functions below; they read the records
+(results.json, metrics.json, ablation.json, the benchmarks' CSV and JSON files) and return Markdown. A number no
+committed record holds is not stated on any page. One command renders every page:
 
     python -m benchmarks.pages            # rewrite the generated spans of every page (cog -r)
     python -m benchmarks.pages --check    # exit 1, with a diff, when a page disagrees with its records
@@ -17,7 +18,7 @@ rendered, put in README.md
     ]]] -->
     <!-- [[[end]]] -->
 
-and README.md becomes one of `PAGES`.
+and the page becomes one of `PAGES`: every page with a cog block is one.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
-# The pages rendered from records, relative to the repository's root; README.md joins once it holds a cog span
-# (e.g. `readme_results_table()` between its results-table markers).
+# The pages rendered from records, relative to the repository's root: README.md, models/README.md and every .md under
+# docs/ that holds a cog span.
 PAGES = tuple(
     page
     for page in sorted(
@@ -412,7 +413,8 @@ def finetune_row(run: str) -> dict:
 def finetune_scratch_note() -> str:
     """Where finetune.md's from-scratch rows come from: cifar10_cpu's means over its seeds, under its old protocol."""
     seeds = {row: record.get("seed", []) for row, record in _json("cifar10_cpu/results.json")["rows"].items()}
-    scratch = [row["run"].split(" ")[0] for row in _csv("cifar10_finetune/finetune.csv") if "from scratch" in row["run"]]
+    runs = [row["run"] for row in _csv("cifar10_finetune/finetune.csv")]
+    scratch = [run.split(" ")[0] for run in runs if "from scratch" in run]
     one = [ROWS[row] for row in scratch if len(seeds.get(row, [])) == 1]
     return prose(
         f"""The *from scratch* rows are the means over the seeds of
@@ -452,7 +454,7 @@ def shipped_model() -> str:
 
 
 def evaluation_table(relative: str) -> str:
-    """An evaluation.json's attacks: accuracy, 95 % interval, seconds and model evaluations (refined: on top of grid)."""
+    """An evaluation.json's attacks: accuracy, 95 % interval, seconds, model evaluations (refined: on top of grid)."""
     record = _json(relative)
     rows = []
     for attack, result in record.items():

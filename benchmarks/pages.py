@@ -702,6 +702,96 @@ def gconv_summary() -> str:
     )
 
 
+# --- parameter counts and MACs of the networks (computed by building them) ---------------------------------------
+
+
+@functools.cache
+def network_cost(key: str) -> tuple[int, int]:
+    """Trainable parameters and MACs per 32×32 image of a named network, built with Keras (no training)."""
+    from invariance_tf import networks
+    from invariance_tf.networks import cost
+    from invariance_tf.networks.g_resnet import g_resnet, planar_counterpart
+    from invariance_tf.networks.g_resnet9 import g_resnet9
+
+    builders = {
+        "p4m_resnet44_flatten": lambda: g_resnet(44, "p4m", head="flatten"),
+        "p4m_resnet44_invariant": lambda: g_resnet(44, "p4m", head="invariant"),
+        "p4_resnet44_invariant": lambda: g_resnet(44, "p4", head="invariant"),
+        "planar_resnet44": lambda: planar_counterpart(44),
+        "paper_resnet44": lambda: networks.build("resnet", n=7),
+        "resnet9_w16": lambda: networks.build("resnet9", width=16),
+        "p4_resnet8_3_6_12": lambda: g_resnet(8, "p4", widths=(3, 6, 12), head="invariant"),
+        **{
+            f"g_resnet9_{group}_{head}": functools.partial(g_resnet9, 16, group, head)
+            for group in ("p4", "p4m")
+            for head in ("invariant", "flatten")
+        },
+    }
+    model = builders[key]()
+    return cost.parameter_count(model), cost.macs_per_image(model)
+
+
+def g_resnet44_table() -> str:
+    """gresnet.md §1: the full-scale G-ResNet44s and the planar ResNet44 (trainable parameters, MMACs per image)."""
+    rows = [
+        ("p4m G-ResNet44, `--g_head=flatten` (Cohen's, the flagfiles)", "p4m_resnet44_flatten", True),
+        ("p4m G-ResNet44, `--g_head=invariant` (max over the group, then pooling)", "p4m_resnet44_invariant", False),
+        ("p4 G-ResNet44 16/32/64, invariant head (the flagfiles before #35)", "p4_resnet44_invariant", False),
+        ("planar ResNet44 32/64/128 (Cohen's Z2 baseline)", "planar_resnet44", False),
+    ]
+    out = []
+    for label, key, bold in rows:
+        parameters, macs = network_cost(key)
+        out.append([label, f"**{parameters:,}**" if bold else f"{parameters:,}", f"{macs / 1e6:,.0f}"])
+    return table(["network", "trainable parameters", "MMACs / 32×32 image"], out)
+
+
+def g_resnet9_table() -> str:
+    """gresnet.md §2: G-ResNet-9 at width 16 beside ResNet-9 (parameters, their difference, MMACs per image)."""
+    base = network_cost("resnet9_w16")[0]
+    rows = [
+        ("ResNet-9", "16/32/64/128", "–", "resnet9_w16"),
+        ("G-ResNet-9 p4m (the fair row)", "6/11/23/45", "invariant", "g_resnet9_p4m_invariant"),
+        ("G-ResNet-9 p4m (the fair row)", "6/11/23/45", "flatten", "g_resnet9_p4m_flatten"),
+        ("G-ResNet-9 p4", "8/16/32/64", "invariant", "g_resnet9_p4_invariant"),
+        ("G-ResNet-9 p4", "8/16/32/64", "flatten", "g_resnet9_p4_flatten"),
+        ("the CPU regime's GRN before #35 (p4 G-ResNet-8, 3/6/12)", "", "invariant", "p4_resnet8_3_6_12"),
+    ]
+    out = []
+    for label, widths, head, key in rows:
+        parameters, macs = network_cost(key)
+        change = "–" if key == "resnet9_w16" else f"{100 * (parameters / base - 1):+.1f} %".replace("-", "−")
+        if abs(parameters / base - 1) > 0.5:
+            change = f"{100 * (parameters / base - 1):+.0f} %".replace("-", "−")
+        out.append([label, widths, head, f"{parameters:,}", change, f"{macs / 1e6:.1f}"])
+    header = [
+        "network (`--width=16`)",
+        "G-widths",
+        "head",
+        "parameters",
+        f"vs ResNet-9 w16 ({base:,})",
+        "MMACs / image",
+    ]
+    return table(header, out, right_from=3)
+
+
+def g_resnet9_mac_ratio() -> str:
+    """The fair p4m row's MACs over ResNet-9's: `7.9×`."""
+    return f"{network_cost('g_resnet9_p4m_invariant')[1] / network_cost('resnet9_w16')[1]:.1f}×"
+
+
+def parameter_match_table() -> str:
+    """g-resnet.md: the networks whose parameter counts the G-ResNet44 widths match."""
+    rows = [
+        ("planar ResNet44 (reference G-CNN study)", "32/64/128", "planar_resnet44"),
+        ("G-ResNet44 p4", "16/32/64 G-channels", "p4_resnet44_invariant"),
+        ("G-ResNet44 p4m", "11/23/45 G-channels", "p4m_resnet44_invariant"),
+        ("the paper's ResNet44 family (`--network=resnet --resnet_n=7`)", "16-16-32-64", "paper_resnet44"),
+    ]
+    out = [[label, widths, f"{network_cost(key)[0]:,}"] for label, widths, key in rows]
+    return table(["network", "widths", "trainable parameters"], out, right_from=2)
+
+
 # --- rendering ----------------------------------------------------------------------------------------------------
 
 

@@ -746,6 +746,45 @@ def g_resnet44_table() -> str:
     return table(["network", "trainable parameters", "MMACs / 32×32 image"], out)
 
 
+@functools.cache
+def p4m_resnet44_batch_norm() -> tuple[int, int]:
+    """Cohen's p4m G-ResNet44 (flatten head): its trainable BN γ/β scalars and its BN moving statistics."""
+    import math
+
+    from invariance_tf.networks.g_resnet import g_resnet
+
+    model = g_resnet(44, "p4m", head="flatten")
+
+    def normalisations(layer):
+        for child in getattr(layer, "layers", None) or []:
+            if "Normalization" in type(child).__name__:
+                yield child
+            else:
+                yield from normalisations(child)
+
+    trainable = sum(math.prod(w.shape) for bn in normalisations(model) for w in bn.trainable_weights)
+    state = model.count_params() - sum(math.prod(w.shape) for w in model.trainable_weights)
+    return trainable, state
+
+
+def p4m_count_note() -> str:
+    """gresnet.md §1's "how they are counted", its counts computed by building the networks."""
+    flatten, invariant = network_cost("p4m_resnet44_flatten")[0], network_cost("p4m_resnet44_invariant")[0]
+    gamma_beta, moving = p4m_resnet44_batch_norm()
+    return prose(
+        f"""**How they are counted.** Parameters are counted the way Cohen & Welling's Chainer code holds them
+        (`Link.params()`): conv kernels and biases, BN γ and β, and the linear layer. BN moving statistics are
+        state, not parameters. In Keras this is `model.trainable_weights`; `count_params()` would also add the
+        {moving:,} moving means and variances. Their README gives 2.62M, and recounting `P4MResNet.py` gives
+        exactly 2,622,878, which our network matches ({flatten:,}). The issue quoted 2,619,728, which is the same
+        network with the invariant head ({invariant:,}): 45 × 8 × 10 + 10 − (45 × 10 + 10) = 3,150 fewer. The two
+        differ by {100 * (flatten - invariant) / flatten:.2f} %. Without BN γ/β the count would be
+        {flatten - gamma_beta:,}, which also rounds to {(flatten - gamma_beta) / 1e6:.2f}M. The README's rounding
+        therefore cannot say whether they counted BN; their code's `params()` does. `tests/test_g_networks.py`
+        checks the count for all three flagfiles (CIFAR-100: +3,600 weights and +90 biases in the head)."""
+    )
+
+
 def g_resnet9_table() -> str:
     """gresnet.md §2: G-ResNet-9 at width 16 beside ResNet-9 (parameters, their difference, MMACs per image)."""
     base = network_cost("resnet9_w16")[0]

@@ -254,7 +254,7 @@ def write_failures(
 
 def symmetry_report(model_path: Path, images: np.ndarray, options: EvaluateOptions) -> dict:
     """How far the run's logits move under --symmetry's exact transformations of `images` (`symmetry.logit_drift`)."""
-    network = classifier_network(pretrained.load_keras(model_path))
+    network = classifier_network(pretrained.load_keras(pretrained.resolve(model_path, "--model").path))
     drift = symmetry.logit_drift(
         network, images, options.symmetry, options.symmetry_side or None, options.batch_size or 128
     )

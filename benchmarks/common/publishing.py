@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +60,20 @@ def keep_model(run_dir: Path, out: Path) -> Path:
     return kept
 
 
+def render_pages() -> list[str]:
+    """Re-renders the documentation's generated spans from the records (`python -m benchmarks.pages`); its pages.
+
+    A finished run changes records the pages are rendered from, so its commit carries the re-rendered pages
+    (`tests/test_pages.py` fails on a page older than its records). None outside this project's checkout.
+    """
+    if not (REPO_ROOT / "benchmarks" / "pages.py").is_file():
+        return []
+    subprocess.run([sys.executable, "-m", "benchmarks.pages"], cwd=REPO_ROOT, capture_output=True)
+    from benchmarks import pages
+
+    return [str(REPO_ROOT / page) for page in pages.PAGES]
+
+
 def commit_results(
     out: Path,
     message: str,
@@ -68,11 +83,13 @@ def commit_results(
     """Commits `out`'s `tables`, each run's small records (`COMMITTED_RUN_FILES`) and the `extra` files.
 
     It also commits the removal of tracked files gone from `out` (a backup committed to carry an unfinished run
-    between sittings, removed when the run finished); nothing else of the checkout. A failed commit is reported,
+    between sittings, removed when the run finished) and the documentation re-rendered from the new records
+    (`render_pages`); nothing else of the checkout. A failed commit is reported,
     not raised, so the protocol goes on (the next commit includes what this one missed).
     """
     names = [*tables, *(f"*_seed*/{name}" for name in COMMITTED_RUN_FILES)]
     paths = sorted(str(path) for name in names for path in out.glob(name)) + [str(path) for path in extra]
+    paths += render_pages()
     git = ["git", "-C", str(REPO_ROOT)]
     tracked = subprocess.run(
         [*git, "ls-files", "--full-name", "--", str(out.resolve())], capture_output=True, text=True

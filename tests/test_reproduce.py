@@ -440,7 +440,11 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
         (["--epochs=0"], "--epochs=0 is invalid: must be >= 1"),
         (["--publish"], "--publish is invalid: smoke results are never published"),
         (["--commit"], "--commit is invalid: smoke results are never committed"),
-        (["--scale=huge"], "flag --scale=huge: value should be one of <mini|smoke|cpu|full|confirm|cpu_regime_grn_invariant|confirm_grn_invariant|cpu_regime_grn_flatten|confirm_grn_flatten>"),
+        (
+            ["--scale=huge"],
+            "flag --scale=huge: value should be one of <mini|smoke|cpu|full|confirm|cpu_regime_grn_invariant|"
+            "confirm_grn_invariant|cpu_regime_grn_flatten|confirm_grn_flatten>",
+        ),
     ],
 )
 def test_reproduce_bad_flags_exit_with_one_line_naming_the_value(args, message, tmp_path):

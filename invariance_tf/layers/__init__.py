@@ -1,4 +1,4 @@
-"""Custom Keras layers of the networks: input standardization, shortcut padding and group-equivariant layers."""
+"""Custom Keras layers: the owner's input convention, input standardization, shortcut padding, G-convolutions."""
 
 from invariance_tf.layers.gconv import (
     GROUP_ORDERS,
@@ -10,6 +10,7 @@ from invariance_tf.layers.gconv import (
     P4MConvP4M,
     P4MConvZ2,
 )
+from invariance_tf.layers.input_convention import InputConvention
 from invariance_tf.layers.padding import ZeroPadChannels
 from invariance_tf.layers.standardization import PerImageStandardization
 
@@ -18,6 +19,7 @@ __all__ = [
     "GroupBatchNormalization",
     "GroupConv2D",
     "GroupPool",
+    "InputConvention",
     "P4ConvP4",
     "P4ConvZ2",
     "P4MConvP4M",

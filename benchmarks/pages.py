@@ -602,7 +602,25 @@ def confirmation_results() -> str:
         ]
     if _json(f"{CONFIRMATION}/results.json").get("paired"):
         parts += ["\nPaired differences on the confirmation set:\n", regime_pairs(CONFIRMATION)]
+    verdict = confirmation_verdict()
+    if verdict:
+        parts += ["", verdict]
     return "\n".join(parts)
+
+
+def confirmation_verdict() -> str:
+    """The pre-registered criterion applied to A.T.+KL - A.T. on the confirmation set, once both records land."""
+    pairs = _json(f"{CONFIRMATION}/results.json").get("paired", [])
+    found = [pair for pair in pairs if (pair["b"], pair["a"]) == ("at_kl", "at")]
+    if not found:
+        return ""
+    low, high = found[0]["ci"]
+    outcome = "**confirmed**: its interval lies above 0" if low > 0 else "**not confirmed**: its interval reaches 0"
+    return prose(
+        f'The claim under test, "A.T.+KL beats A.T. at CPU scale", is {outcome} '
+        f"({points(found[0]['difference'])} [{points(low)}, {points(high)}] grid points on the confirmation set, "
+        "the pre-registered criterion)."
+    )
 
 
 # --- performance: XLA and the input pipeline, G-conv throughput -------------------------------------------------

@@ -31,6 +31,8 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.common.protocols import ROWS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 # The pages rendered from records, relative to the repository's root: README.md, models/README.md and every .md under
@@ -49,15 +51,6 @@ PAGES = tuple(
 WIDTH = 120
 REGIME = "cifar10_cpu_regime"
 CONFIRMATION_ANCHOR = "confirmatory-replication-pre-registered-2026-12-06-before-its-first-run"
-ROWS = {
-    "std": "std",
-    "da": "D.A.",
-    "da_kl": "D.A.+KL",
-    "at": "A.T.",
-    "at_kl": "A.T.+KL",
-    "at_l2": "A.T.+L2",
-    "grn": "G-ResNet",
-}
 # What each row's "train" accuracy (Keras' acc_adv of its last epoch, training mode) was measured on.
 TRAIN_BATCH = {
     "std": "random ±4 px shift",

@@ -122,6 +122,38 @@ def test_early_exit_matches_brute_on_mild_grid(model, examples):
     np.testing.assert_array_equal(early.correct, brute.correct)
 
 
+@pytest.mark.parametrize("method", evaluation.METHODS)
+def test_nested_boxes_match_a_naive_loop_per_box(model, examples, method):
+    images, labels = examples
+    params = transforms.grid(granularity=(3, 3, 7))
+    boxes = ((0.0, 0.0, 10.0), (3.0, 3.0, 10.0), (0.0, 0.0, 30.0))
+    result = evaluation.grid_accuracy(
+        model, images, labels, method=method, granularity=(3, 3, 7), boxes=boxes, batch_size=64
+    )
+    margins = naive_margins(model, images, labels, params)
+    for column, box in enumerate(boxes):
+        inside = (np.abs(params) <= np.asarray(box) + 1e-6).all(axis=1)
+        assert_correct_matches(result.box_correct[:, column], margins[inside])
+    assert_correct_matches(result.correct, margins)
+    assert 0 < result.box_correct.mean() < 1
+
+
+def test_early_exit_with_boxes_agrees_with_brute_and_still_exits_early(model, examples, brute):
+    boxes = evaluation.NESTED_BOXES
+    early = evaluation.grid_accuracy(model, *examples, boxes=boxes)
+    full = evaluation.grid_accuracy(model, *examples, method="brute", boxes=boxes)
+    np.testing.assert_array_equal(early.box_correct, full.box_correct)
+    np.testing.assert_array_equal(early.correct, brute.correct)
+    np.testing.assert_array_equal(early.box_correct[:, -1], brute.correct)
+    assert (early.box_correct[:, 0] >= early.box_correct[:, 1]).all()
+    assert early.evaluations < 0.5 * brute.evaluations
+
+
+def test_a_box_outside_the_grid_is_refused(model, examples):
+    with pytest.raises(ValueError, match=r"box \[3.0, 3.0, 40.0\] is not inside the grid's limits"):
+        evaluation.grid_accuracy(model, *examples, boxes=[(3, 3, 40)])
+
+
 def test_brute_matches_naive_loop(model, examples):
     images, labels = examples
     result = evaluation.grid_accuracy(model, images, labels, method="brute", batch_size=300, granularity=(3, 3, 5))

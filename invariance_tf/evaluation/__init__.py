@@ -33,7 +33,7 @@ from invariance_tf.evaluation.classifiers import (
     load_classifier,
 )
 from invariance_tf.evaluation.clean import clean_accuracy, clean_result
-from invariance_tf.evaluation.grid import METHODS, grid_accuracy
+from invariance_tf.evaluation.grid import METHODS, NESTED_BOXES, grid_accuracy
 from invariance_tf.evaluation.pairs import DEFAULT_SEED, default_batch_size
 from invariance_tf.evaluation.refined import refine
 from invariance_tf.evaluation.result import Model, RobustResult
@@ -49,6 +49,7 @@ __all__ = [
     "INPUT_RANGES",
     "LAYOUTS",
     "METHODS",
+    "NESTED_BOXES",
     "Model",
     "RobustResult",
     "check_classifier",

@@ -23,7 +23,8 @@ from invariance_tf.evaluation.pairs import DEFAULT_SEED, check_inputs, check_see
 from invariance_tf.evaluation.result import Model, RobustResult
 
 _ADDED_ARGUMENT_DEFAULTS = {"resampling": "composed"}
-_ARRAY_FIELDS = ("correct", "worst_transform", "margin", "lowest_transforms", "per_transform_accuracy")
+_PER_EXAMPLE_FIELDS = ("correct", "worst_transform", "margin", "lowest_transforms", "box_correct")
+_ARRAY_FIELDS = (*_PER_EXAMPLE_FIELDS, "per_transform_accuracy")
 
 
 def run_attack(
@@ -181,7 +182,7 @@ def _run_chunk(
 def _slice(result: RobustResult, start: int, stop: int) -> RobustResult:
     """The per-example fields of `result` for examples [start, stop) (evaluations and per-transform dropped)."""
     fields = {
-        name: getattr(result, name)[start:stop] for name in _ARRAY_FIELDS[:4] if getattr(result, name) is not None
+        name: getattr(result, name)[start:stop] for name in _PER_EXAMPLE_FIELDS if getattr(result, name) is not None
     }
     return RobustResult(accuracy=float(fields["correct"].mean()), **fields)
 
@@ -206,7 +207,7 @@ def _concatenate(chunks: Sequence[RobustResult]) -> RobustResult:
     sizes = np.asarray([len(chunk.correct) for chunk in chunks])
     fields = {
         name: np.concatenate([getattr(chunk, name) for chunk in chunks])
-        for name in _ARRAY_FIELDS[:4]
+        for name in _PER_EXAMPLE_FIELDS
         if getattr(chunks[0], name) is not None
     }
     per_transform = None

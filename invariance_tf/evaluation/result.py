@@ -37,6 +37,9 @@ class RobustResult:
         lowest_transforms: float32 [N, m, 3], per example the m evaluated
             transformations with the lowest margins, lowest first; only
             `grid_accuracy` with `keep_lowest=m > 1` keeps them, otherwise None.
+        box_correct: bool [N, B], whether each example is correct under every
+            transformation inside each of the B boxes `grid_accuracy` was given
+            (`boxes`); otherwise None.
         resumed_examples: examples whose results `resumable` read from its
             state folder instead of evaluating them.
     """
@@ -48,6 +51,7 @@ class RobustResult:
     evaluations: int = 0
     margin: np.ndarray | None = None
     lowest_transforms: np.ndarray | None = None
+    box_correct: np.ndarray | None = None
     resumed_examples: int = 0
 
 

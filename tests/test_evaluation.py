@@ -149,6 +149,40 @@ def test_early_exit_with_boxes_agrees_with_brute_and_still_exits_early(model, ex
     assert early.evaluations < 0.5 * brute.evaluations
 
 
+def test_profile_matches_a_naive_loop_in_numpy(model, examples):
+    images, labels = examples
+    params = transforms.grid(granularity=(3, 3, 5))
+    result = evaluation.grid_accuracy(
+        model, images, labels, method="brute", granularity=(3, 3, 5), profile=True, batch_size=64
+    )
+    clean = model.predict(images, batch_size=50, verbose=0).astype(np.float64)
+    agree, divergence = [], []
+    for row in params:
+        moved = transforms.transform(images, np.tile(row, (len(images), 1)), transforms.EVALUATION_RESAMPLING)
+        logits = model.predict(moved, batch_size=50, verbose=0).astype(np.float64)
+        agree.append(logits.argmax(axis=1) == clean.argmax(axis=1))
+        p, log_p = numpy_softmax(clean)
+        _, log_q = numpy_softmax(logits)
+        divergence.append((p * (log_p - log_q)).sum(axis=1))
+    agree, divergence = np.mean(agree, axis=0), np.mean(divergence, axis=0)
+    np.testing.assert_allclose(result.invariance, agree, atol=1.5 / len(params))
+    assert (np.abs(result.invariance - agree) > 1e-6).mean() < 0.05
+    np.testing.assert_allclose(result.mean_kl, divergence, rtol=1e-3, atol=1e-4)
+    assert 0 < result.invariance.mean() < 1 and result.mean_kl.max() > 0.01
+
+
+def test_profile_needs_brute(model, examples):
+    with pytest.raises(ValueError, match="profile=True needs method='brute'"):
+        evaluation.grid_accuracy(model, *examples, profile=True)
+
+
+def numpy_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and log-probabilities of `logits` [N, K], in float64."""
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    return np.exp(log_p), log_p
+
+
 def test_a_box_outside_the_grid_is_refused(model, examples):
     with pytest.raises(ValueError, match=r"box \[3.0, 3.0, 40.0\] is not inside the grid's limits"):
         evaluation.grid_accuracy(model, *examples, boxes=[(3, 3, 40)])

@@ -23,7 +23,15 @@ from invariance_tf.evaluation.pairs import DEFAULT_SEED, check_inputs, check_see
 from invariance_tf.evaluation.result import Model, RobustResult
 
 _ADDED_ARGUMENT_DEFAULTS = {"resampling": "composed"}
-_PER_EXAMPLE_FIELDS = ("correct", "worst_transform", "margin", "lowest_transforms", "box_correct")
+_PER_EXAMPLE_FIELDS = (
+    "correct",
+    "worst_transform",
+    "margin",
+    "lowest_transforms",
+    "box_correct",
+    "invariance",
+    "mean_kl",
+)
 _ARRAY_FIELDS = (*_PER_EXAMPLE_FIELDS, "per_transform_accuracy")
 
 

@@ -29,6 +29,7 @@ def grid_accuracy(
     keep_lowest: int = 1,
     resampling: str = transforms.EVALUATION_RESAMPLING,
     boxes: Sequence[Sequence[float]] = (),
+    profile: bool = False,
 ) -> RobustResult:
     """Accuracy under every transformation of `transforms.grid(limits, granularity)` (the grid attack).
 
@@ -51,6 +52,10 @@ def grid_accuracy(
     an example once every box is decided (a mistake inside it, or all of its
     transformations correct), so a model robust to small transformations
     costs more evaluations than without boxes.
+
+    `profile=True` (with `method="brute"`, which classifies every pair) also
+    compares every pair with the model on the untransformed image: the
+    result's `invariance` and `mean_kl` per example.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown grid method {method!r}; valid methods are {list(METHODS)}")
@@ -58,8 +63,12 @@ def grid_accuracy(
     params = transforms.grid(limits, granularity)
     if int(keep_lowest) != keep_lowest or not 1 <= keep_lowest <= len(params):
         raise ValueError(f"keep_lowest must be an integer in [1, {len(params)}]; got {keep_lowest!r}")
+    if profile and method != "brute":
+        raise ValueError(f"profile=True needs method='brute' (every pair classified); got method={method!r}")
     members = box_members(params, limits, boxes)
-    evaluator = PairEvaluator(model, images, labels, params, batch_size, keep=int(keep_lowest), resampling=resampling)
+    evaluator = PairEvaluator(
+        model, images, labels, params, batch_size, keep=int(keep_lowest), resampling=resampling, profile=profile
+    )
     progbar = keras.utils.Progbar(len(images) * len(params), verbose=int(bool(verbose)), unit_name="pair")
     if method == "brute":
         return _brute(evaluator, members, progbar)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from invariance_tf import transforms
+from invariance_tf import semimetrics, transforms
 from invariance_tf.evaluation.result import Model, RobustResult, correct_and_margin
 
 DEFAULT_SEED = (0, 0)
@@ -99,6 +99,34 @@ def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor
     return classify
 
 
+@traced
+def _profile_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, ...]]:
+    """`_classify_pairs_fn`, also comparing each pair with its image's clean logits: same argmax, and the KL."""
+
+    @tf.function(reduce_retracing=True)
+    def profile(images, labels, params, image_index, param_index, resampling, clean_logits):
+        moved = transforms.transform_xla(
+            tf.cast(tf.gather(images, image_index), tf.float32), tf.gather(params, param_index), resampling
+        )
+        logits = tf.cast(model(moved, training=False), tf.float32)
+        clean = tf.gather(clean_logits, image_index)
+        agrees = tf.equal(tf.argmax(logits, axis=-1), tf.argmax(clean, axis=-1))
+        return (*correct_and_margin(logits, tf.gather(labels, image_index)), agrees, semimetrics.kl(clean, logits))
+
+    return profile
+
+
+@traced
+def _logits_fn(model: Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A tf.function: the model's float32 logits on a batch of untransformed images."""
+
+    @tf.function(reduce_retracing=True)
+    def logits(images):
+        return (tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32),)
+
+    return logits
+
+
 class PairEvaluator:
     """Classifies (image, transformation) pairs in fixed-size batches and keeps per-example tallies.
 
@@ -107,6 +135,9 @@ class PairEvaluator:
     is padded), so the tf.function is traced once. Per example it keeps the
     `keep` transformations with the lowest margins seen (column 0 the lowest).
     `resampling` is `transforms`' resampling of the transformed images.
+    With `profile`, each pair is also compared with the model on its
+    untransformed image, and per example it counts the pairs whose argmax is
+    the clean argmax (`agreeing`) and sums KL(f(x) || f(T x)) in nats (`kl_sum`).
     """
 
     def __init__(
@@ -118,6 +149,7 @@ class PairEvaluator:
         batch_size: int,
         keep: int = 1,
         resampling: str = transforms.EVALUATION_RESAMPLING,
+        profile: bool = False,
     ):
         self.images = tf.convert_to_tensor(images)
         self.labels = tf.convert_to_tensor(labels, tf.int32)
@@ -131,19 +163,32 @@ class PairEvaluator:
         self.margin = np.full((num_images, keep), np.inf, np.float32)
         self.worst = np.zeros((num_images, keep), np.int64)
         self._classify = _classify_pairs_fn(model)
+        self._profile = _profile_pairs_fn(model)
+        self.clean_logits = self._clean_logits(model) if profile else None
+        self.agreeing = np.zeros(num_images, np.int64)
+        self.kl_sum = np.zeros(num_images, np.float64)
+
+    def _clean_logits(self, model: Model) -> tf.Tensor:
+        """The model's logits on the untransformed images, in fixed-size batches."""
+        (logits,) = in_fixed_batches(_logits_fn(model), self.batch_size, self.images.numpy())
+        return tf.convert_to_tensor(logits)
 
     def __call__(self, image_index: np.ndarray, param_index: np.ndarray) -> np.ndarray:
         """Classifies the pairs (image_index[p], param_index[p]) and returns whether each is correct."""
-        correct, margin = in_fixed_batches(
-            lambda images, params: self._classify(
-                self.images, self.labels, self.params, images, params, self.resampling
-            ),
-            self.batch_size,
-            np.asarray(image_index, np.int32),
-            np.asarray(param_index, np.int32),
-        )
-        self._tally(np.asarray(image_index), np.asarray(param_index), correct, margin)
+        image_index, param_index = np.asarray(image_index, np.int32), np.asarray(param_index, np.int32)
+        correct, margin, *compared = in_fixed_batches(self._batch, self.batch_size, image_index, param_index)
+        if compared:
+            self.agreeing += np.bincount(image_index, weights=compared[0], minlength=len(self.correct)).astype(np.int64)
+            self.kl_sum += np.bincount(image_index, weights=compared[1], minlength=len(self.correct))
+        self._tally(image_index, param_index, correct, margin)
         return correct
+
+    def _batch(self, image_index: np.ndarray, param_index: np.ndarray) -> tuple[tf.Tensor, ...]:
+        """One fixed-size batch of pairs: correct and margin, and with `profile` agreement and KL."""
+        arguments = (self.images, self.labels, self.params, image_index, param_index, self.resampling)
+        if self.clean_logits is None:
+            return self._classify(*arguments)
+        return self._profile(*arguments, self.clean_logits)
 
     def _tally(self, image_index, param_index, correct, margin) -> None:
         """Marks mistakes and merges the new margins into each example's `keep` lowest (ties keep the older)."""
@@ -161,8 +206,13 @@ class PairEvaluator:
         self.worst[images] = params[kept].reshape(-1, self.keep)
 
     def result(self, per_transform_accuracy: np.ndarray | None = None) -> RobustResult:
-        """The tallies so far as a `RobustResult` (`lowest_transforms` only when keeping more than one)."""
+        """The tallies so far as a `RobustResult` (`lowest_transforms` only when keeping more than one).
+
+        With `profile`, `invariance` and `mean_kl` average over every transformation of `params`, so they are
+        meaningful once every pair has been classified.
+        """
         lowest = self.params.numpy()[self.worst]
+        profiled = self.clean_logits is not None
         return RobustResult(
             accuracy=float(self.correct.mean()),
             correct=self.correct.copy(),
@@ -171,4 +221,6 @@ class PairEvaluator:
             evaluations=self.evaluations,
             margin=self.margin[:, 0].copy(),
             lowest_transforms=lowest if self.keep > 1 else None,
+            invariance=(self.agreeing / len(self.params)).astype(np.float32) if profiled else None,
+            mean_kl=(self.kl_sum / len(self.params)).astype(np.float32) if profiled else None,
         )

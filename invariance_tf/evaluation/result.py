@@ -40,6 +40,12 @@ class RobustResult:
         box_correct: bool [N, B], whether each example is correct under every
             transformation inside each of the B boxes `grid_accuracy` was given
             (`boxes`); otherwise None.
+        invariance: float32 [N], the share of the grid's transformations under
+            which the argmax is the argmax on the untransformed image (1: the
+            prediction never changes); only `grid_accuracy` with `profile=True`.
+        mean_kl: float32 [N], KL(f(x) || f(T x)) in nats (softmax of the
+            logits), averaged over the grid's transformations T: the KL penalty
+            of training, measured at test time; only with `profile=True`.
         resumed_examples: examples whose results `resumable` read from its
             state folder instead of evaluating them.
     """
@@ -52,6 +58,8 @@ class RobustResult:
     margin: np.ndarray | None = None
     lowest_transforms: np.ndarray | None = None
     box_correct: np.ndarray | None = None
+    invariance: np.ndarray | None = None
+    mean_kl: np.ndarray | None = None
     resumed_examples: int = 0
 
 

@@ -6,7 +6,7 @@ an attack is one entry:
 
     ATTACKS["my_attack"] = Attack(
         my_attack_accuracy,
-        options={"my_attack_steps": Option("steps", 5, "steps of my_attack", valid=at_least_one, rule="must be >= 1")},
+        options={"my_steps": Option("steps", 5, "steps of my_attack", valid=lambda n: n >= 1, rule="must be >= 1")},
         summary=lambda results, seconds: {"mean_margin": float(results["my_attack"].margin.mean())},
     )
 

@@ -479,6 +479,35 @@ def refined_summary(relative: str) -> str:
     )
 
 
+def failure_report(relative: str, class_names: Sequence[str]) -> str:
+    """The report attack's fields of an evaluation.json: nested boxes, per class, invariance, KL, worst-of-k's gap."""
+    entry = _json(relative)["report"]
+    boxes = {(box["shift"], box["angle"]): box["accuracy"] for box in entry["boxes"]}
+    angles = sorted({angle for _, angle in boxes})
+    box_rows = [
+        [f"±{shift:g} px", *(f"{pct(boxes[shift, angle])} %" for angle in angles)]
+        for shift in sorted({shift for shift, _ in boxes})
+    ]
+    class_rows = [
+        [class_names[row["label"]], f"{row['examples']}", f"{pct(row['clean'])} %", f"{pct(row['grid'])} %"]
+        for row in entry["per_class"]
+    ]
+    low, median, high = entry["invariance_quartiles"]
+    return (
+        prose(
+            f"""On these {entry["examples"]} test images the prediction survives {pct(entry["mean_invariance"])} %
+            of the grid per image on average (quartiles {pct(low)}, {pct(median)}, {pct(high)} %), with a mean
+            KL(f(x) || f(T x)) of {entry["mean_kl"]:.3f} nats; grid accuracy is {pct(entry["accuracy"])} %, and
+            worst-of-10 ({pct(entry["worst_of_k_accuracy"])} %) overestimates it by
+            {points(entry["worst_of_k_overestimate"])} points."""
+        )
+        + "\n\nGrid accuracy within the nested boxes (|dx|, |dy| ≤ rows; |angle| ≤ columns):\n\n"
+        + table(["box", *(f"±{angle:g}°" for angle in angles)], box_rows)
+        + "\n\nPer class:\n\n"
+        + table(["class", "images", "clean", "grid"], class_rows)
+    )
+
+
 def recipe_table() -> str:
     """The CPU recipe search (recipes.csv): each candidate's accuracies and training time."""
     rows = [

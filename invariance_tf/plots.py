@@ -1,7 +1,7 @@
 """Figures of spatial robustness, each written as a PNG.
 
-They are the grid attack's landscape, accuracy per angle, cost against robustness, the λ search, and a contact
-sheet of the worst failures.
+They are the grid attack's landscape, accuracy per angle, cost against robustness, the λ search, a contact
+sheet of the worst failures, and the report attack's view of how a model fails.
 
 Every function takes numpy arrays and an output path and writes a PNG with
 matplotlib's Agg canvas (no display and no pyplot state, so it works on
@@ -235,3 +235,63 @@ def lambda_sweep(
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     _save(figure, path)
+
+
+def failure_report(
+    entry: Mapping,
+    invariance: np.ndarray,
+    path: str | Path,
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> None:
+    """Writes the report attack's figure: how a classifier fails the grid, at a glance.
+
+    Four panels from a report summary entry (`evaluation.failure_report.report_summary`) and the per-image
+    invariance scores it averages (`RobustResult.invariance`, fractions): clean and grid accuracy per class;
+    grid accuracy within each nested box (|dx| = |dy| limit in pixels × |angle| limit in degrees); the
+    histogram of per-image invariance; and clean, worst-of-k and grid accuracy side by side (worst-of-k's
+    overestimate of grid accuracy).
+    """
+    figure = _new_figure(12.0, 8.0)
+    (classes, boxes), (spread, attacks) = figure.subplots(2, 2)
+    _plot_per_class(classes, entry["per_class"], class_names)
+    _plot_boxes(boxes, entry["boxes"])
+    spread.hist(np.asarray(invariance) * 100, bins=np.linspace(0, 100, 21), color="tab:blue")
+    spread.set_xlabel("grid transformations keeping the clean prediction (%)")
+    spread.set_ylabel("images")
+    spread.set_title(f"invariance per image (mean {100 * entry['mean_invariance']:.1f} %, KL {entry['mean_kl']:.3f})")
+    grid = entry["accuracy"]
+    values = [entry["clean_accuracy"], grid + entry["worst_of_k_overestimate"], grid]
+    attacks.bar(["clean", "worst of k", "grid"], [100 * v for v in values], color=["tab:gray", "tab:orange", "tab:red"])
+    attacks.set_ylabel("accuracy (%)")
+    attacks.set_title(f"worst of k overestimates the grid by {100 * entry['worst_of_k_overestimate']:.1f} points")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path)
+
+
+def _plot_per_class(axes: Axes, rows: Sequence[Mapping], class_names: Sequence[str] | None) -> None:
+    """Grouped bars: clean and grid accuracy (%) per class."""
+    positions = np.arange(len(rows))
+    axes.bar(positions - 0.2, [100 * row["clean"] for row in rows], 0.4, label="clean", color="tab:gray")
+    axes.bar(positions + 0.2, [100 * row["grid"] for row in rows], 0.4, label="grid", color="tab:red")
+    labels = [class_names[row["label"]] if class_names else str(row["label"]) for row in rows]
+    axes.set_xticks(positions, labels, rotation=45, ha="right", fontsize="small")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title("per class")
+    axes.legend(fontsize="small")
+
+
+def _plot_boxes(axes: Axes, boxes: Sequence[Mapping]) -> None:
+    """A table-like heatmap: grid accuracy (%) within each nested box, shifts as rows, angles as columns."""
+    shifts = sorted({box["shift"] for box in boxes})
+    angles = sorted({box["angle"] for box in boxes})
+    values = np.full((len(shifts), len(angles)), np.nan)
+    for box in boxes:
+        values[shifts.index(box["shift"]), angles.index(box["angle"])] = 100 * box["accuracy"]
+    axes.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (row, column), value in np.ndenumerate(values):
+        axes.text(column, row, f"{value:.1f}", ha="center", va="center", color="white")
+    axes.set_xticks(range(len(angles)), [f"±{angle:g}°" for angle in angles])
+    axes.set_yticks(range(len(shifts)), [f"±{shift:g} px" for shift in shifts])
+    axes.set_title("grid accuracy within nested boxes (%)")

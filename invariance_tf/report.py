@@ -163,12 +163,25 @@ def _mcnemar_exact(b_only: int, a_only: int) -> float:
     return float(min(fractions.Fraction(1), 2 * tail))
 
 
+def _boxes_of(result: RobustResult, boxes: Sequence[Sequence[float]]) -> Sequence[Sequence[float]]:
+    """`boxes` if `result` was graded within them (one `box_correct` column each), else ()."""
+    graded = result.box_correct is not None and result.box_correct.shape[1] == len(boxes)
+    return boxes if graded else ()
+
+
 def write_examples_csv(
-    path: str | Path, labels: np.ndarray, results: Mapping[str, RobustResult], names: Sequence[str]
+    path: str | Path,
+    labels: np.ndarray,
+    results: Mapping[str, RobustResult],
+    names: Sequence[str],
+    boxes: Sequence[Sequence[float]] = (),
 ) -> None:
     """One row per example: its index, its image's name (`data.load_names`) and label, then per-attack outcomes.
 
-    Per attack: whether it is correct, its worst (dx, dy, angle) and margin.
+    Per attack: whether it is correct, its worst (dx, dy, angle) and margin; for a grid profiled against the
+    untransformed images (`grid_accuracy(..., profile=True)`) also its invariance and mean KL, and for one
+    graded within `boxes` (its `box_correct`) whether it is correct within each, named
+    `<attack>_within_<|dx| = |dy| limit>px_<|angle| limit>deg`.
     """
     labels = np.asarray(labels)
     if len(names) != len(labels):
@@ -177,8 +190,10 @@ def write_examples_csv(
         if len(result.correct) != len(labels):
             raise ValueError(f"result {name!r} has {len(result.correct)} examples; labels has {len(labels)}")
     header = ["example", "image", "label"]
-    for name in results:
+    for name, result in results.items():
         header += [f"{name}_correct", f"{name}_dx", f"{name}_dy", f"{name}_angle", f"{name}_margin"]
+        header += [f"{name}_invariance", f"{name}_mean_kl"] if result.invariance is not None else []
+        header += [f"{name}_within_{box[0]:g}px_{box[2]:g}deg" for box in _boxes_of(result, boxes)]
     with files.atomic_path(path) as partial, open(partial, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(header)
@@ -187,6 +202,9 @@ def write_examples_csv(
             for result in results.values():
                 margin = "" if result.margin is None else f"{result.margin[index]:.6g}"
                 row += [int(result.correct[index]), *(f"{v:.6g}" for v in result.worst_transform[index]), margin]
+                if result.invariance is not None:
+                    row += [f"{result.invariance[index]:.6g}", f"{result.mean_kl[index]:.6g}"]
+                row += [int(value) for value in result.box_correct[index]] if _boxes_of(result, boxes) else []
             writer.writerow(row)
 
 

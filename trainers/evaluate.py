@@ -15,7 +15,9 @@ A SavedModel is a TensorFlow program: load only ones you trust as code. --data_d
 refined are refused); --input_layout=auto finds their channel axis.
 
 Attacks (`invariance_tf.evaluation.ATTACKS`, each bringing its own flags): clean, worst_of_k, spgd, grid (the
-paper's 775 transformations) and refined (S-PGD on the margin from each grid survivor's weakest grid points).
+paper's 775 transformations), refined (S-PGD on the margin from each grid survivor's weakest grid points) and
+report (how the model fails: per class, per-image invariance and KL, nested boxes, worst-of-k's overestimate,
+from one brute grid pass; failure_report.png).
 Written to --output_dir (default: the run folder, or <model>_evaluation beside --model): evaluation.json,
 examples.csv, with the brute grid grid_per_angle.csv and grid_per_shift.csv, with --plot
 robustness_landscape.png and failures.png (`invariance_tf.evaluation.reporting`). Attacks run in chunks of

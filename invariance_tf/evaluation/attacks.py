@@ -26,6 +26,7 @@ import numpy as np
 
 from invariance_tf import adversaries, transforms
 from invariance_tf.evaluation.clean import clean_result
+from invariance_tf.evaluation.failure_report import GRID_SETTINGS, describe_report, failure_report, report_summary
 from invariance_tf.evaluation.grid import METHODS, grid_accuracy
 from invariance_tf.evaluation.refined import describe_refinement, refine, refinement_summary
 from invariance_tf.evaluation.result import RobustResult
@@ -81,6 +82,9 @@ class Attack:
             slice of the result.
         gradients: whether it differentiates the model, so a classifier without gradients (ONNX) cannot take it.
         resumable: whether it runs chunk by chunk, each chunk saved (`resumable`); False for a single cheap pass.
+        fixes: per attack among its `inputs`, arguments of that attack's `run` this one needs fixed (the report
+            needs the grid brute, with boxes and profile: `failure_report.GRID_SETTINGS`); they change that
+            attack's result only by what they add.
         summary: `summary(results, seconds) -> dict`, its own fields in `evaluate`'s summary entry, from the
             results (`RobustResult`) and seconds of it and its inputs by name; None: none.
         describe: `describe(entry) -> str`, a sentence on its summary entry that `trainers.evaluate` prints
@@ -96,6 +100,7 @@ class Attack:
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     gradients: bool = False
     resumable: bool = True
+    fixes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     summary: Callable[[Mapping[str, RobustResult], Mapping[str, float]], dict[str, Any]] | None = None
     describe: Callable[[Mapping[str, Any]], str] | None = None
     final: str | None = None
@@ -159,6 +164,14 @@ ATTACKS: dict[str, Attack] = {
         summary=refinement_summary,
         describe=describe_refinement,
     ),
+    "report": Attack(
+        failure_report,
+        inputs={"grid": "grid", "worst_of_k": "worst_of_k", "clean": "clean"},
+        resumable=False,
+        fixes={"grid": GRID_SETTINGS},
+        summary=report_summary,
+        describe=describe_report,
+    ),
 }
 
 
@@ -212,7 +225,8 @@ def option_values(given: Mapping[str, Any] | None = None, flags: bool = False) -
 def arguments(name: str, names: Iterable[str], values: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments the option `values` set for the attack `name` when the attacks `names` run.
 
-    Its own options', and those of the attacks among `names` that set an argument of it (`Option.of`).
+    Its own options', those of the attacks among `names` that set an argument of it (`Option.of`), and the
+    arguments those attacks fix (`Attack.fixes`).
     """
     own = {option.argument: values[key] for key, option in ATTACKS[name].options.items() if option.of is None}
     asked = {
@@ -221,4 +235,5 @@ def arguments(name: str, names: Iterable[str], values: Mapping[str, Any]) -> dic
         for key, option in ATTACKS[other].options.items()
         if option.of == name
     }
-    return {**own, **asked}
+    fixed = {argument: value for other in names for argument, value in ATTACKS[other].fixes.get(name, {}).items()}
+    return {**own, **asked, **fixed}

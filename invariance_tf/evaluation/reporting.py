@@ -21,6 +21,7 @@ from invariance_tf import data, files, plots, report, transforms
 from invariance_tf.evaluation import symmetry
 from invariance_tf.evaluation.attacks import ATTACKS, option_values
 from invariance_tf.evaluation.classifiers import Classifier, check_classifier, load_classifier
+from invariance_tf.evaluation.grid import NESTED_BOXES
 from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.evaluation.result import Model, RobustResult
 from invariance_tf.evaluation.suite import Evaluation, evaluate
@@ -112,20 +113,27 @@ def write_report(
     class_names: tuple[str, ...],
     options: EvaluateOptions,
 ) -> list[Path]:
-    """examples.csv (rows named by `names`), and with the brute grid the per-angle and per-shift tables.
+    """examples.csv (rows named by `names`) and the tables and figures its attacks and flags ask for.
 
-    With --plot also the landscape and the sheet of the --failures worst failures. Returns the files written.
+    With the brute grid the per-angle and per-shift tables, with the report attack its figure
+    (`plots.failure_report`), with --plot also the landscape and the sheet of the --failures worst failures.
+    Returns the files written.
     """
     outcomes = graded.results
     written = []
     if outcomes:
         written.append(output_dir / "examples.csv")
-        report.write_examples_csv(written[-1], labels, outcomes, names)
+        report.write_examples_csv(written[-1], labels, outcomes, names, NESTED_BOXES)
     per_transform = outcomes["grid"].per_transform_accuracy if "grid" in outcomes else None
     if per_transform is not None:
         written += [output_dir / "grid_per_angle.csv", output_dir / "grid_per_shift.csv"]
         report.write_per_angle_csv(written[-2], per_transform, limits)
         report.write_per_shift_csv(written[-1], per_transform, limits)
+    if "report" in outcomes:
+        written.append(output_dir / "failure_report.png")
+        plots.failure_report(
+            graded.summary["report"], outcomes["report"].invariance, written[-1], class_names, title=title
+        )
     if options.plot:
         written.append(output_dir / "robustness_landscape.png")
         plots.robustness_landscape(per_transform, written[-1], limits=limits, title=title)

@@ -46,12 +46,12 @@ import tensorflow as tf
 from absl import app, flags
 
 from invariance_tf import data, evaluation, files, plots, report, transforms
+from invariance_tf import flags as cli_flags
 from invariance_tf.evaluation import symmetry
 from invariance_tf.evaluation.options import EvaluateOptions
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.model import classifier_network
 from invariance_tf.networks import pretrained
-from trainers import flags as cli_flags
 
 cli_flags.define_flags(EvaluateOptions)
 flags.adopt_module_key_flags(cli_flags)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from absl import app, flags
 
-from trainers import flags as cli_flags
+from invariance_tf import flags as cli_flags
 
 _T = TypeVar("_T")
 

@@ -1,6 +1,6 @@
 """One training run from a flat configuration: the library behind `trainers.fit` and `trainers.search`.
 
-`run` trains an `ExperimentConfig` (`experiment_config`), built by `builders` on the data of `splits`, resuming an
+`run` trains an `ExperimentConfig` (`experiment_config`), built by `builders` on the data of `run_data`, resuming an
 unfinished run in its output folder (`resume`), then evaluates it and writes metrics.json. `robust_metrics` and
 `training_regime` grade the trained model.
 """

@@ -3,7 +3,7 @@
 `ExperimentConfig` (`trainers.fit`), `tuning.SearchOptions` (`trainers.search`) and
 `evaluation.options.EvaluateOptions` (`trainers.evaluate`) declare every field with
 `option`: its default, its flag's help and, for an enum-like field, its
-choices. `trainers.flags` generates the absl flags from these fields; each
+choices. `invariance_tf.flags` generates the absl flags from these fields; each
 dataclass's `validate` passes its table of rules to `check`, whose one-line
 error names the bad value as the flag that sets it. `Naming` writes a value
 as a flag or as a Python argument, so that one table of rules (the model's,

@@ -426,7 +426,7 @@ def search(
 ) -> dict:
     """Runs (or resumes) the search; on the chief or a single process, writes the results and returns best.json.
 
-    `retrain_command` gives the command line that trains a config (`trainers.flags.command_line`).
+    `retrain_command` gives the command line that trains a config (`invariance_tf.flags.command_line`).
 
     A worker of a distributed search runs trials until the chief's oracle
     stops it and returns an empty dict.

@@ -158,10 +158,10 @@ def test_a_config_outside_its_choices_names_the_field_and_its_choices():
 
 
 @pytest.mark.parametrize("field", ["resnet_n", "epochs", "eval_k"])
-@pytest.mark.parametrize("value", [0, 1.5, True])
+@pytest.mark.parametrize("value", [0, 1.5, 2.0])
 def test_a_count_field_takes_whole_numbers_only(field, value):
     config = experiment_config.ExperimentConfig(**{field: value})
-    with pytest.raises(ValueError, match=rf"^--{field}={str(value).lower()} is invalid: must be >= 1$"):
+    with pytest.raises(ValueError, match=rf"^--{field}={value} is invalid: must be >= 1$"):
         config.validate()
 
 

@@ -4,7 +4,7 @@
         --out docs/results/graded_overlaps.json
 
 The records before 2026-12-06 store no image ids, so each run's graded test images are rebuilt from its
-config.json (`confirmation_set.run_graded`: its test subset and grid subset, as `experiment.robust_metrics` draws
+config.json (`confirmation_set.run_graded`: its test subset and grid subset, as `final_metrics.robust_metrics` draws
 them); the labels come from the ImageFolder's listing, in loader order, without decoding an image. It also rebuilds
 the keras-tuner λ search's 500 validation images (held out of 2,500 training images drawn with seed 0) and counts
 how many of them the later 2,000-image runs of that regime train on.

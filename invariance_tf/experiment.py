@@ -1,8 +1,8 @@
 """One training run from a flat configuration: the library behind `trainers.fit` and `trainers.search`.
 
 `run` trains an `ExperimentConfig` (`experiment_config`), built by `builders` on the data of `run_data`, resuming an
-unfinished run in its output folder (`resume`), then evaluates it and writes metrics.json. `robust_metrics` and
-`training_regime` grade the trained model.
+unfinished run in its output folder (`resume`), then evaluates it and writes metrics.json (`evaluation.final_metrics`
+grades the trained model).
 """
 
 from __future__ import annotations
@@ -14,99 +14,14 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from invariance_tf import builders, callbacks, data, distribute, evaluation, files, precision, report, resume
+from invariance_tf import builders, callbacks, data, distribute, files, precision, resume
+from invariance_tf.evaluation import final_metrics
 from invariance_tf.experiment_config import ExperimentConfig, flag_arguments
-from invariance_tf.model import classifier_network
 from invariance_tf.networks import cost
 from invariance_tf.resume import EPOCH_LOGS, EPOCH_TIMES, EVALUATION_STATE
 from invariance_tf.run_data import Splits, fit_inputs, grid_choice, load_splits, steps_per_epoch
-
-
-def robust_metrics(
-    model: keras.Model,
-    images: np.ndarray,
-    labels: np.ndarray,
-    config: ExperimentConfig,
-    state_dir: Path | None = None,
-    positions: np.ndarray | None = None,
-    split_size: int | None = None,
-) -> dict:
-    """Clean, worst-of-k and grid accuracy (fractions) on the given test images, and each grid example's outcome.
-
-    The grid runs on the images `grid_choice` picks, with its 95 % Wilson interval; each grid example's outcome
-    (`grid_correct`, `report.bits`) lets runs that graded the same images compare paired. `positions` are the
-    images' positions in the whole test split of `split_size` images (default: the whole split, in order);
-    `test_images` and `grid_images` record which were graded (`report.image_set`). Transformed images are
-    resampled as `--eval_resampling` says.
-
-    With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
-    evaluation resumes (`evaluation.resumable`).
-    """
-    positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
-    split_size = len(labels) if split_size is None else split_size
-    chosen = grid_choice(labels, positions, config)
-    grid_images, grid_labels = images[chosen], labels[chosen]
-    batch_size = config.eval_batch_size or None
-    kwargs = {"limits": config.limits, "batch_size": batch_size, "resampling": config.eval_resampling}
-    grid = evaluation.run_attack(
-        "grid",
-        model,
-        grid_images,
-        grid_labels,
-        state_dir=state_dir,
-        chunk_size=config.eval_chunk_size,
-        model_key=evaluation.fingerprint(classifier_network(model)),
-        verbose=bool(config.verbose),
-        method="early_exit",
-        **kwargs,
-    )
-    return {
-        "test_examples": int(len(images)),
-        "clean_accuracy": evaluation.run_attack("clean", model, images, labels, batch_size=batch_size).accuracy,
-        f"worst_of_{config.eval_k}_accuracy": evaluation.run_attack(
-            "worst_of_k", model, images, labels, k=config.eval_k, seed=(config.seed, 0), **kwargs
-        ).accuracy,
-        "grid_examples": int(len(grid_images)),
-        "grid_accuracy": grid.accuracy,
-        "grid_accuracy_ci95": list(report.wilson_interval(int(grid.correct.sum()), len(grid_labels))),
-        "grid_correct": report.bits(grid.correct),
-        "eval_resampling": config.eval_resampling,
-        "test_images": report.image_set(positions, split_size),
-        "grid_images": report.image_set(positions[chosen], split_size),
-    }
-
-
-def training_regime(model: keras.Model, images: np.ndarray, labels: np.ndarray, config: ExperimentConfig) -> dict:
-    """Clean and worst-of-`--eval_k` accuracy on `--train_eval_examples` of the run's training images, or {}.
-
-    Graded in inference mode with the final weights and the test's rule (correct only if all k fixed random
-    transformations are), on a class-balanced subset drawn with the run's seed, so a run's training and test
-    accuracies compare alike: a run far more accurate on its training images overfits.
-    """
-    if not config.train_eval_examples:
-        return {}
-    chosen = data.at_most(labels, config.train_eval_examples, config.seed)
-    images, labels = images[chosen], labels[chosen]
-    batch_size = config.eval_batch_size or None
-    worst = evaluation.run_attack(
-        "worst_of_k",
-        model,
-        images,
-        labels,
-        k=config.eval_k,
-        seed=(config.seed, 0),
-        limits=config.limits,
-        batch_size=batch_size,
-        resampling=config.eval_resampling,
-    )
-    return {
-        "train_eval_examples": int(len(labels)),
-        "train_clean_accuracy": evaluation.run_attack("clean", model, images, labels, batch_size=batch_size).accuracy,
-        f"train_worst_of_{config.eval_k}_accuracy": worst.accuracy,
-    }
 
 
 def training_callbacks(
@@ -228,15 +143,16 @@ def run(config: ExperimentConfig, extra_callbacks: list[keras.callbacks.Callback
         "parameters": cost.parameter_count(network),
         "macs_per_image": cost.macs_per_image(network),
         "final_train_logs": callbacks.EpochLogs(out / EPOCH_LOGS).last(),
-        **robust_metrics(
+        **final_metrics.robust_metrics(
             model,
             *splits.test,
             config,
+            grid_choice(splits.test[1], splits.test_positions, config),
             state_dir=out / EVALUATION_STATE,
             positions=splits.test_positions,
             split_size=splits.test_split_size,
         ),
-        **training_regime(model, *splits.train, config),
+        **final_metrics.training_regime(model, *splits.train, config),
     }
     files.write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     for finished in ("backup", EVALUATION_STATE):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from invariance_tf import files, transforms
-from invariance_tf.evaluation import RobustResult
+from invariance_tf.evaluation.result import RobustResult
 
 
 def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:

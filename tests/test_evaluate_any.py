@@ -24,7 +24,8 @@ import tensorflow as tf
 from helpers import REPO_ROOT, run_cli, train_small_cnn
 from PIL import Image
 
-from invariance_tf import data, evaluation, plots, report, transforms
+from invariance_tf import data, evaluation, experiment_config, plots, report, transforms
+from invariance_tf.evaluation import final_metrics, pairs
 
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
 
@@ -263,23 +264,38 @@ def test_killed_evaluation_resumes_from_saved_chunks(run_dir, cifar10_dir, tmp_p
         assert (killed / name).read_text() == (whole / name).read_text(), name
 
 
-# One registry entry adds an attack to trainers.evaluate: shift_right, correct iff correct one pixel to the right.
-WITH_SHIFT_RIGHT = """
-import sys
-import numpy as np
-from absl import app
-from invariance_tf import evaluation
-from invariance_tf.evaluation import pairs
-from trainers import evaluate
-
-def shift_right(model, images, labels, batch_size=None, resampling="composed"):
+def shift_right(model, images, labels, pixels=1.0, batch_size=None, resampling="composed"):
+    """A toy attack: correct iff correct `pixels` to the right."""
     images, labels, batch_size = pairs.check_inputs(images, labels, batch_size)
-    evaluator = pairs.PairEvaluator(model, images, labels, np.array([[1.0, 0.0, 0.0]]), batch_size,
-                                    resampling=resampling)
+    moved = np.array([[pixels, 0.0, 0.0]], np.float32)
+    evaluator = pairs.PairEvaluator(model, images, labels, moved, batch_size, resampling=resampling)
     evaluator(np.arange(len(images)), np.zeros(len(images), np.int64))
     return evaluator.result()
 
-evaluation.ATTACKS["shift_right"] = evaluation.Attack(shift_right)
+
+# One registry entry: its function, its own option (the flag --shift_pixels), its own summary field, and that the
+# final metrics of trainers.fit grade it on the test images.
+SHIFT_RIGHT = evaluation.Attack(
+    shift_right,
+    options={
+        "shift_pixels": evaluation.Option(
+            "pixels", 1.0, "pixels shift_right moves each image", valid=lambda pixels: pixels >= 0, rule="must be >= 0"
+        )
+    },
+    summary=lambda results, seconds: {"mean_margin": float(results["shift_right"].margin.mean())},
+    final="test",
+)
+
+# trainers.evaluate with SHIFT_RIGHT registered before its flags are defined.
+WITH_SHIFT_RIGHT = """
+import sys
+from absl import app
+from invariance_tf import evaluation
+from test_evaluate_any import SHIFT_RIGHT
+
+evaluation.ATTACKS["shift_right"] = SHIFT_RIGHT
+from trainers import evaluate
+
 sys.argv = ["evaluate", *sys.argv[1:]]
 app.run(evaluate.main)
 """
@@ -287,11 +303,11 @@ app.run(evaluate.main)
 
 RESOLVE_SOURCE = """
 import sys
+from invariance_tf.evaluation import reporting
 from invariance_tf.evaluation.options import EvaluateOptions
-from trainers import evaluate
 
 for data_dir in sys.argv[2:]:
-    _, dataset, source, *_ = evaluate.resolve_source(EvaluateOptions(model=sys.argv[1], data_dir=data_dir))
+    _, dataset, source, *_ = reporting.resolve_source(EvaluateOptions(model=sys.argv[1], data_dir=data_dir))
     print(dataset, source)
 """
 
@@ -299,6 +315,7 @@ for data_dir in sys.argv[2:]:
 def test_a_tfds_name_as_data_dir_evaluates_that_dataset_unless_such_a_folder_exists(tmp_path):
     """trainers.evaluate takes the TFDS dataset --data_dir names for --dataset (trainers.fit refuses a mismatch)."""
     (tmp_path / "cifar100").mkdir()
+    (tmp_path / "model.keras").touch()
     result = subprocess.run(
         [sys.executable, "-c", RESOLVE_SOURCE, "model.keras", "svhn_cropped", "cifar100", "../cifar10"],
         cwd=tmp_path,
@@ -313,46 +330,68 @@ def test_a_tfds_name_as_data_dir_evaluates_that_dataset_unless_such_a_folder_exi
 
 def test_an_attack_registered_in_one_entry_runs_through_the_cli(run_dir, cifar10_dir, tmp_path):
     out = tmp_path / "report"
+    model, data_dir = f"--model={run_dir / 'model.keras'}", f"--data_dir={cifar10_dir}"
+    command = [sys.executable, "-c", WITH_SHIFT_RIGHT, model, data_dir]
+    flags = ["--examples=20", "--attack=clean,shift_right", "--shift_pixels=2", "--chunk_size=10"]
+    flags.append(f"--output_dir={out}")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            WITH_SHIFT_RIGHT,
-            f"--model={run_dir / 'model.keras'}",
-            f"--data_dir={cifar10_dir}",
-            "--examples=20",
-            "--attack=clean,shift_right",
-            "--chunk_size=10",
-            f"--output_dir={out}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [*command, *flags], cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "evaluation.json").read_text())
     assert list(summary) == ["clean", "shift_right"]
     entry = summary["shift_right"]
-    assert set(entry) == {"accuracy", "examples", "seconds", "ci95", "evaluations", "resumed_examples", "resampling"}
+    assert list(entry) == [
+        *("accuracy", "examples", "seconds", "ci95", "evaluations", "resumed_examples", "resampling", "mean_margin")
+    ]
     assert (entry["examples"], entry["evaluations"], entry["resumed_examples"]) == (20, 20, 0)
     assert len(list(out.glob("evaluation_state/shift_right-*/chunk_*.npz"))) == 2
     with open(out / "examples.csv") as file:
         rows = list(csv.DictReader(file))
     assert list(rows[0])[8:] == [f"shift_right_{column}" for column in ("correct", "dx", "dy", "angle", "margin")]
     assert all(
-        (row["shift_right_dx"], row["shift_right_dy"], row["shift_right_angle"]) == ("1", "0", "0") for row in rows
+        (row["shift_right_dx"], row["shift_right_dy"], row["shift_right_angle"]) == ("2", "0", "0") for row in rows
     )
     images, labels, _ = data.load("cifar10", cifar10_dir, "test", examples=20, seed=0)
-    moved = transforms.transform_xla(tf.constant(images, tf.float32), tf.constant([[1.0, 0.0, 0.0]] * 20), "composed")
+    moved = transforms.transform_xla(tf.constant(images, tf.float32), tf.constant([[2.0, 0.0, 0.0]] * 20), "composed")
     logits = keras.models.load_model(run_dir / "model.keras")(moved, training=False).numpy()
     true = logits[np.arange(20), labels]
     logits[np.arange(20), labels] = -np.inf
-    np.testing.assert_allclose(
-        [float(row["shift_right_margin"]) for row in rows], true - logits.max(axis=1), rtol=1e-4, atol=1e-3
-    )
+    margins = [float(row["shift_right_margin"]) for row in rows]
+    np.testing.assert_allclose(margins, true - logits.max(axis=1), rtol=1e-4, atol=1e-3)
+    assert entry["mean_margin"] == pytest.approx(np.mean(margins), abs=1e-3)
     correct = [row["shift_right_correct"] == "1" for row in rows]
     assert np.mean(correct) == entry["accuracy"] and correct == list(true > logits.max(axis=1))
+    refused = subprocess.run(
+        [*command, "--attack=shift_right", "--shift_pixels=-1"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.stderr.strip().splitlines()[-1] == "error: --shift_pixels=-1.0 is invalid: must be >= 0"
+
+
+def test_an_attack_registered_in_one_entry_runs_through_the_final_metrics(run_dir, examples, monkeypatch):
+    """trainers.fit's final metrics grade a registered attack with `final="test"` beside clean and worst_of_k."""
+    monkeypatch.setitem(evaluation.ATTACKS, "shift_right", SHIFT_RIGHT)
+    model = keras.models.load_model(run_dir / "model.keras")
+    images, labels = examples
+    config = experiment_config.ExperimentConfig(grid_examples=10, train_eval_examples=20, eval_batch_size=64, eval_k=2)
+    metrics = final_metrics.robust_metrics(model, images, labels, config, np.arange(10))
+    assert list(metrics)[:5] == [
+        *("test_examples", "clean_accuracy", "worst_of_2_accuracy", "shift_right_accuracy", "shift_right_mean_margin")
+    ]
+    expected = shift_right(model, images, labels, resampling=config.eval_resampling)
+    assert metrics["shift_right_accuracy"] == expected.accuracy
+    assert metrics["shift_right_mean_margin"] == pytest.approx(float(expected.margin.mean()))
+    regime = final_metrics.training_regime(model, images, labels, config)
+    assert list(regime) == [
+        *("train_eval_examples", "train_clean_accuracy", "train_worst_of_2_accuracy", "train_shift_right_accuracy"),
+        "train_shift_right_mean_margin",
+    ]
 
 
 def test_wilson_interval_closed_forms():
@@ -381,16 +420,13 @@ def test_per_shift_table_averages_over_angles(tmp_path):
     assert transforms.per_shift_accuracy(per_transform).shape == (5, 5)
 
 
-@pytest.mark.parametrize(
-    "field, flag",
-    [("k", "k"), ("spgd_steps", "spgd_steps"), ("spgd_restarts", "spgd_restarts"), ("refine_steps", "refine_steps")],
-)
-def test_the_attack_flags_follow_the_adversaries_rules(field, flag):
+@pytest.mark.parametrize("flag", ["k", "spgd_steps", "spgd_restarts", "refine_steps"])
+def test_the_attack_flags_follow_the_adversaries_rules(flag):
     """--k, --spgd_steps, --spgd_restarts (the adversaries' rules) and --refine_steps each refused at 0, by name."""
-    from invariance_tf.evaluation.options import EvaluateOptions
-
     with pytest.raises(ValueError, match=rf"^--{flag}=0 is invalid: must be >= 1$"):
-        EvaluateOptions(model=str(REPO_ROOT / "models" / "cifar10_std_resnet9_w16.keras"), **{field: 0}).validate()
+        evaluation.attacks.option_values({flag: 0}, flags=True)
+    with pytest.raises(ValueError, match=rf"^{flag}=0 is invalid: must be >= 1$"):
+        evaluation.attacks.option_values({flag: 0})
 
 
 def test_default_flags_grade_an_outside_model_as_the_papers_protocol(run_dir, cifar10_dir, tmp_path):

@@ -18,11 +18,10 @@ import pytest
 from benchmarks import g_row_selection
 from benchmarks.common import protocols
 from invariance_tf import builders, data, experiment_config, networks
-from invariance_tf.evaluation import symmetry
+from invariance_tf.evaluation import reporting, symmetry
 from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.networks import cost
 from invariance_tf.networks.g_resnet9 import g_resnet9
-from trainers import evaluate
 
 COHEN_P4M_RESNET44 = 2_622_878  # P4MResNet(num_blocks=7, nc32=11, nc16=23, nc8=45), BN gamma/beta included
 ISSUE_P4M_RESNET44 = 2_619_728  # issue #35's count: the same network with the group-pooled head
@@ -164,7 +163,7 @@ def test_trainers_evaluate_reports_the_symmetry_diagnostic(tmp_path, cifar10_dir
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
     options = EvaluateOptions(model_dir=str(tmp_path), attack=("clean",), examples=20, symmetry="p4")
     options.validate()
-    evaluate.run(options)
+    reporting.run(options)
     report = json.loads((tmp_path / "evaluation.json").read_text())["symmetry"]
     assert (report["group"], report["side"], report["examples"]) == ("p4", 32, 20)
     assert report["max_relative_change"] < 1e-4  # G-ResNet-9's invariant head is exact at 32x32

@@ -325,16 +325,16 @@ KILL_AT_AT_KL_EVALUATION = """
 import os, signal, sys
 from benchmarks import reproduce
 from benchmarks.common import cli
-from invariance_tf import experiment
+from invariance_tf.evaluation import final_metrics
 
-evaluate = experiment.robust_metrics
+evaluate = final_metrics.robust_metrics
 
-def killing_robust_metrics(model, images, labels, config, **kwargs):
+def killing_robust_metrics(model, images, labels, config, *args, **kwargs):
     if config.output_dir.endswith("at_kl_seed0"):
         os.kill(os.getpid(), signal.SIGKILL)
-    return evaluate(model, images, labels, config, **kwargs)
+    return evaluate(model, images, labels, config, *args, **kwargs)
 
-experiment.robust_metrics = killing_robust_metrics
+final_metrics.robust_metrics = killing_robust_metrics
 flags = ["--dataset=cifar10", "--scale=smoke", "--out=" + sys.argv[1], "--data_dir=" + sys.argv[2]]
 reproduce.main(cli.parse(reproduce.ReproduceOptions, flags))
 """

@@ -25,10 +25,12 @@ from invariance_tf import (
     experiment_config,
     precision,
     report,
+    run_data,
     semimetrics,
     tuning,
 )
 from invariance_tf import flags as experiment_flags
+from invariance_tf.evaluation import final_metrics
 from invariance_tf.evaluation.options import EvaluateOptions
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.cfg"))
@@ -430,12 +432,13 @@ def test_the_grid_grades_the_named_images_and_the_regime_grades_training_images(
     subset.write_text(json.dumps(report.image_set(named, 300)))
     config = experiment_config.ExperimentConfig(grid_subset=str(subset), train_eval_examples=30, eval_batch_size=64)
     model = tiny_classifier()
-    metrics = experiment.robust_metrics(model, images, labels, config, positions=positions, split_size=300)
+    grid = run_data.grid_choice(labels, positions, config)
+    metrics = final_metrics.robust_metrics(model, images, labels, config, grid, positions=positions, split_size=300)
     np.testing.assert_array_equal(report.image_positions(metrics["grid_images"]), named)
     chosen = [2, 5, 11, 40, 77]
     brute = evaluation.grid_accuracy(model, images[chosen], labels[chosen], method="brute", resampling="reference")
     assert metrics["grid_correct"] == report.bits(brute.correct)
-    regime = experiment.training_regime(model, images, labels, config)
+    regime = final_metrics.training_regime(model, images, labels, config)
     kept = data.at_most(labels, 30, 0)
     clean = np.mean(model.predict(images[kept].astype(np.float32), verbose=0).argmax(-1) == labels[kept])
     assert regime["train_eval_examples"] == 30 and regime["train_clean_accuracy"] == pytest.approx(clean)
@@ -443,6 +446,4 @@ def test_the_grid_grades_the_named_images_and_the_regime_grades_training_images(
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps(report.image_set(np.array([0]), 300)))
     with pytest.raises(ValueError, match="names 1 test images outside the run's"):
-        experiment.robust_metrics(
-            model, images, labels, dataclasses.replace(config, grid_subset=str(outside)), positions=positions
-        )
+        run_data.grid_choice(labels, positions, dataclasses.replace(config, grid_subset=str(outside)))

@@ -42,6 +42,7 @@ class Classifier:
         layout: "nhwc" or "nchw", the axis order the model takes.
         mean, std: the per-channel normalisation, tuples of floats or None.
         digest: a hex digest of the model's file for `fingerprint` when it has no variables (ONNX), else None.
+        network: the Keras classifier inside, for a Keras file or run folder (`symmetry` reads it); else None.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Classifier:
         std: Sequence[float] | None = None,
         layout: str = "nhwc",
         digest: str | None = None,
+        network: keras.Model | None = None,
     ):
         if layout not in LAYOUTS[1:]:
             raise ValueError(f"Unknown layout {layout!r}; valid layouts are {list(LAYOUTS[1:])}")
@@ -64,6 +66,7 @@ class Classifier:
         self.mean, self.std = self.convention.mean, self.convention.std
         self.layout = layout
         self.digest = digest
+        self.network = network
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -79,7 +82,7 @@ class Classifier:
 
 
 def load_classifier(
-    path: str | Path,
+    path: str | Path | pretrained.Source,
     input_range: str = "0-255",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -88,6 +91,7 @@ def load_classifier(
 ) -> Classifier:
     """Loads a trainers.fit run folder, a `.keras` file, a SavedModel folder or an `.onnx` file as a `Classifier`.
 
+    `path` names it, or is the `pretrained.Source` that `pretrained.resolve` found for it.
     The classifier takes the given `input_range`, `mean` and `std` (see `Classifier`), or a run folder's recorded
     ones (`pretrained.Source.convention`); a SavedModel is called through its `serving_default` signature.
 
@@ -98,19 +102,22 @@ def load_classifier(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}; valid layouts are {list(LAYOUTS)}")
-    source = pretrained.resolve(path, flag="--model")
+    source = path if isinstance(path, pretrained.Source) else pretrained.resolve(path, flag="--model")
     preprocessing = source.convention(InputConvention(input_range, mean, std), "--model").settings()
     if source.kind == "onnx":
         return _onnx_classifier(source.path, layout, image_shape, **preprocessing)
     if layout == "nchw":
         raise ValueError(
-            f"layout 'nchw' is for ONNX models; {path} is a Keras or SavedModel classifier, which takes nhwc images"
+            f"layout 'nchw' is for ONNX models; {source.path} is a Keras or SavedModel classifier, which takes nhwc "
+            "images"
         )
     if source.kind == "saved_model":
         return _saved_model_classifier(source.path, **preprocessing)
     model = pretrained.load_keras(source.path)
     network = classifier_network(model)
-    return Classifier(lambda x: model(x, training=False), network.input_shape, model.weights, **preprocessing)
+    return Classifier(
+        lambda x: model(x, training=False), network.input_shape, model.weights, network=network, **preprocessing
+    )
 
 
 def _saved_model_classifier(path: Path, **preprocessing: Any) -> Classifier:
@@ -282,6 +289,17 @@ def fingerprint(model: Model) -> str:
     if variables is None:
         raise ValueError(f"cannot fingerprint {type(model).__name__}: it has no weights or variables")
     return _variables_digest(variables)
+
+
+def model_key(model: Model) -> str:
+    """What names a model in resumable state (`resumable`'s `model_key`): its weights and how it reads pixels.
+
+    A `Classifier`'s `fingerprint` and its input range; a Keras model's, of the classifier inside
+    (`classifier_network`, so an `InvarianceModel` is named by its network); any other model's `fingerprint`.
+    """
+    if isinstance(model, Classifier):
+        return f"{fingerprint(model)}-{model.convention.input_range}"
+    return fingerprint(classifier_network(model) if isinstance(model, keras.Model) else model)
 
 
 def _variables_digest(variables: Sequence) -> str:

@@ -1,21 +1,21 @@
-"""`EvaluateOptions`: what `trainers.evaluate` is asked to do, one field per flag, and its checks."""
+"""`EvaluateOptions`: what `trainers.evaluate` is asked to do, one field per flag, and its checks.
+
+The attacks' own options are flags too, each declared by its attack (`attacks.Option`): `attack_options_type`
+gathers them into a dataclass for the flags, and `attacks.option_values` checks them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-import numpy as np
-
-from invariance_tf import adversaries, data, transforms
+from invariance_tf import data, transforms
+from invariance_tf.evaluation import attacks
 from invariance_tf.evaluation.attacks import ATTACKS
 from invariance_tf.evaluation.classifiers import LAYOUTS
-from invariance_tf.evaluation.grid import METHODS
 from invariance_tf.evaluation.symmetry import SYMMETRIES
 from invariance_tf.networks.pretrained import ConventionOptions
 from invariance_tf.options import check, flag_value, option
-
-GRID_SIZE = int(np.prod(transforms.DEFAULT_GRANULARITY))
 
 
 @dataclasses.dataclass
@@ -23,7 +23,8 @@ class EvaluateOptions(ConventionOptions):
     """An evaluation of one classifier under attacks; field names equal the `trainers.evaluate` flag names.
 
     The input convention flags (`--input_range`, `--mean`, `--std`) are `ConventionOptions`, shared with
-    `trainers.fit --init_model`; a run's recorded convention is used for its model.
+    `trainers.fit --init_model`; a run's recorded convention is used for its model. The attacks' own flags
+    (`--k`, `--spgd_steps`, ...) are theirs (`attack_options_type`).
     """
 
     model_dir: str | None = option(None, "output directory of trainers.fit (model.keras, config.json)")
@@ -45,12 +46,6 @@ class EvaluateOptions(ConventionOptions):
     )
     output_dir: str | None = option(None, "report folder (default: --model_dir, or <model>_evaluation beside --model)")
     batch_size: int = option(0, "images per model call, bounds memory (0 = auto: 128 on CPU, 1024 on GPU)")
-    k: int = option(10, "k of the worst_of_k attack")
-    spgd_steps: int = option(5, "steps of the spgd attack")
-    spgd_restarts: int = option(1, "random restarts of the spgd attack")
-    grid_method: str = option("early_exit", "grid algorithm (same answer)", choices=METHODS)
-    refine_starts: int = option(3, "refined attack: searches per grid survivor, from its lowest-margin points")
-    refine_steps: int = option(10, "refined attack: sign-gradient steps per search")
     chunk_size: int = option(500, "examples per saved chunk (resume granularity)")
     plot: bool = option(
         False, "with grid in --attack: run the brute grid and write robustness_landscape.png and failures.png"
@@ -100,24 +95,11 @@ class EvaluateOptions(ConventionOptions):
                 ("dataset", self.dataset in data.DATASETS, f"valid datasets are {list(data.DATASETS)}"),
                 ("examples", self.examples >= 0, "must be >= 0"),
                 ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
-                (
-                    "refine_starts",
-                    1 <= self.refine_starts <= GRID_SIZE,
-                    f"must be in [1, {GRID_SIZE}] (the grid's size)",
-                ),
-                ("refine_steps", self.refine_steps >= 1, "must be >= 1"),
                 ("chunk_size", self.chunk_size >= 1, "must be >= 1"),
                 ("failures", self.failures >= 1, "must be >= 1"),
                 *self.convention_rules(),
             ],
         )
-        for attack in ("worst_of_k", "spgd"):
-            attack_flags = ATTACKS[attack].flags
-            adversaries.check_arguments(
-                {argument: getattr(self, flag) for argument, flag in attack_flags.items()},
-                flags=True,
-                flag_names=attack_flags,
-            )
         if self.symmetry and self.model_dir is None:
             raise ValueError(f"--symmetry={self.symmetry} needs --model_dir (a trainers.fit run, raw pixels)")
         if self.symmetry_side < 0:
@@ -144,3 +126,16 @@ class EvaluateOptions(ConventionOptions):
         `channels`, the images' number of channels, is known once the data source is.
         """
         check(self, self.convention_rules(channels))
+
+
+def attack_options_type() -> type:
+    """A dataclass with one `option` field per option of the registered attacks (`attacks.options`).
+
+    `trainers.evaluate` defines its attack flags from it, so an attack registered before that command's flags are
+    defined brings its own flags.
+    """
+    fields = [
+        (name, type(entry.default), option(entry.default, entry.help, entry.choices))
+        for name, entry in attacks.options().items()
+    ]
+    return dataclasses.make_dataclass("AttackOptions", fields)

@@ -99,8 +99,43 @@ def _classify_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, tf.Tensor
     return classify
 
 
-class PairEvaluator:
-    """Classifies (image, transformation) pairs in fixed-size batches and keeps per-example tallies.
+class Tally:
+    """Per example: whether it is correct under every pair seen, and the `keep` lowest margins with what gave them.
+
+    `worst` [N, keep, ...] holds, per example and margin, the transformation that gave it: an index into a table of
+    transformations (`PairEvaluator`) or the (dx, dy, angle) row itself (`refine`). Column 0 is the lowest margin.
+
+    Attributes:
+        correct: bool [N], false once a pair of the example is misclassified.
+        margin: float32 [N, keep], the lowest margins seen, ascending (inf: none yet).
+        worst: [N, keep, ...], the transformation of each margin.
+        evaluations: the pairs tallied.
+    """
+
+    def __init__(self, correct: np.ndarray, margin: np.ndarray, worst: np.ndarray):
+        self.correct, self.margin, self.worst = correct, margin, worst
+        self.keep = margin.shape[1]
+        self.evaluations = 0
+
+    def add(self, image_index: np.ndarray, worst: np.ndarray, correct: np.ndarray, margin: np.ndarray) -> None:
+        """Marks mistakes and merges the pairs' margins into each example's `keep` lowest (ties keep the older)."""
+        self.evaluations += len(image_index)
+        self.correct[image_index[~correct]] = False
+        images, inverse = np.unique(image_index, return_inverse=True)
+        owner = np.concatenate([np.repeat(np.arange(len(images)), self.keep), inverse])
+        margins = np.concatenate([self.margin[images].ravel(), margin])
+        tail = self.worst.shape[2:]
+        points = np.concatenate([self.worst[images].reshape(-1, *tail), worst])
+        order = np.lexsort((margins, owner))
+        first = np.searchsorted(owner[order], np.arange(len(images)))
+        rank = np.arange(len(order)) - np.repeat(first, np.bincount(owner, minlength=len(images)))
+        kept = order[rank < self.keep]
+        self.margin[images] = margins[kept].reshape(-1, self.keep)
+        self.worst[images] = points[kept].reshape(-1, self.keep, *tail)
+
+
+class PairEvaluator(Tally):
+    """Classifies (image, transformation) pairs in fixed-size batches and keeps per-example tallies (`Tally`).
 
     `params` is the table of transformations [T, 3] that pairs index into.
     Every model call sees exactly `batch_size` pairs (the last batch of a call
@@ -119,17 +154,17 @@ class PairEvaluator:
         keep: int = 1,
         resampling: str = transforms.EVALUATION_RESAMPLING,
     ):
+        num_images = len(images)
+        super().__init__(
+            np.ones(num_images, bool),
+            np.full((num_images, keep), np.inf, np.float32),
+            np.zeros((num_images, keep), np.int64),
+        )
         self.images = tf.convert_to_tensor(images)
         self.labels = tf.convert_to_tensor(labels, tf.int32)
         self.params = tf.convert_to_tensor(params, tf.float32)
         self.batch_size = batch_size
-        self.keep = keep
         self.resampling = transforms.validate_resampling(resampling)
-        self.evaluations = 0
-        num_images = len(images)
-        self.correct = np.ones(num_images, bool)
-        self.margin = np.full((num_images, keep), np.inf, np.float32)
-        self.worst = np.zeros((num_images, keep), np.int64)
         self._classify = _classify_pairs_fn(model)
 
     def __call__(self, image_index: np.ndarray, param_index: np.ndarray) -> np.ndarray:
@@ -142,23 +177,8 @@ class PairEvaluator:
             np.asarray(image_index, np.int32),
             np.asarray(param_index, np.int32),
         )
-        self._tally(np.asarray(image_index), np.asarray(param_index), correct, margin)
+        self.add(np.asarray(image_index), np.asarray(param_index), correct, margin)
         return correct
-
-    def _tally(self, image_index, param_index, correct, margin) -> None:
-        """Marks mistakes and merges the new margins into each example's `keep` lowest (ties keep the older)."""
-        self.evaluations += len(image_index)
-        self.correct[image_index[~correct]] = False
-        images, inverse = np.unique(image_index, return_inverse=True)
-        owner = np.concatenate([np.repeat(np.arange(len(images)), self.keep), inverse])
-        margins = np.concatenate([self.margin[images].ravel(), margin])
-        params = np.concatenate([self.worst[images].ravel(), param_index])
-        order = np.lexsort((margins, owner))
-        first = np.searchsorted(owner[order], np.arange(len(images)))
-        rank = np.arange(len(order)) - np.repeat(first, np.bincount(owner, minlength=len(images)))
-        kept = order[rank < self.keep]
-        self.margin[images] = margins[kept].reshape(-1, self.keep)
-        self.worst[images] = params[kept].reshape(-1, self.keep)
 
     def result(self, per_transform_accuracy: np.ndarray | None = None) -> RobustResult:
         """The tallies so far as a `RobustResult` (`lowest_transforms` only when keeping more than one)."""

@@ -6,13 +6,14 @@ examples the grid calls robust.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from invariance_tf import transforms
-from invariance_tf.evaluation.pairs import check_inputs, in_fixed_batches, traced
+from invariance_tf.evaluation.pairs import Tally, check_inputs, in_fixed_batches, traced
 from invariance_tf.evaluation.result import Model, RobustResult, correct_and_margin
 
 
@@ -61,29 +62,18 @@ def refine(
     pairs are in `grid.evaluations`).
     """
     images, labels, batch_size = check_inputs(images, labels, batch_size)
-    if len(grid.correct) != len(images):
-        raise ValueError(
-            f"grid must be a grid_accuracy result on these {len(images)} images; "
-            f"got one on {len(grid.correct)} examples"
-        )
-    if grid.margin is None:
-        raise ValueError("grid must be a grid_accuracy result with per-example margins; this one has none")
+    _check_grid(grid, len(images))
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     limits = transforms.validate_limits(limits)
     transforms.validate_resampling(resampling)
     step = _refine_step_size(step_size, limits, granularity)
-    survivors = np.flatnonzero(grid.correct)
-    lowest = grid.worst_transform[:, None] if grid.lowest_transforms is None else grid.lowest_transforms
-    starts = lowest[survivors]
-    image_index = np.repeat(survivors, starts.shape[1]).astype(np.int32)
-    params = starts.reshape(-1, 3).astype(np.float32)
-    correct, margin, worst = grid.correct.copy(), grid.margin.copy(), grid.worst_transform.copy()
+    image_index, params = _search_starts(grid)
+    tally = Tally(grid.correct.copy(), grid.margin[:, None].copy(), grid.worst_transform[:, None].copy())
     search = _margin_gradient_fn(model)
     images_t, labels_t = tf.convert_to_tensor(images), tf.convert_to_tensor(labels, tf.int32)
-    evaluations = 0
     for _ in range(int(steps) + 1):
-        active = np.flatnonzero(correct[image_index])
+        active = np.flatnonzero(tally.correct[image_index])
         if not active.size:
             break
         pair_correct, pair_margin, gradient = in_fixed_batches(
@@ -92,12 +82,34 @@ def refine(
             image_index[active].astype(np.int32),
             params[active].astype(np.float32),
         )
-        evaluations += active.size
-        _keep_lowest_margin(image_index[active], params[active], pair_correct, pair_margin, correct, margin, worst)
+        tally.add(image_index[active], params[active], pair_correct, pair_margin)
         params[active] = np.clip(params[active] - step * np.sign(gradient), -np.asarray(limits), limits)
     return RobustResult(
-        accuracy=float(correct.mean()), correct=correct, worst_transform=worst, evaluations=evaluations, margin=margin
+        accuracy=float(tally.correct.mean()),
+        correct=tally.correct,
+        worst_transform=tally.worst[:, 0],
+        evaluations=tally.evaluations,
+        margin=tally.margin[:, 0],
     )
+
+
+def _check_grid(grid: RobustResult, num_images: int) -> None:
+    """Raises ValueError (one line) unless `grid` is a result with margins on `num_images` examples."""
+    if len(grid.correct) != num_images:
+        raise ValueError(
+            f"grid must be a grid_accuracy result on these {num_images} images; got one on {len(grid.correct)} examples"
+        )
+    if grid.margin is None:
+        raise ValueError("grid must be a grid_accuracy result with per-example margins; this one has none")
+
+
+def _search_starts(grid: RobustResult) -> tuple[np.ndarray, np.ndarray]:
+    """The searches: per grid survivor, one from each of its lowest-margin grid points, as (image index, point)."""
+    survivors = np.flatnonzero(grid.correct)
+    lowest = grid.worst_transform[:, None] if grid.lowest_transforms is None else grid.lowest_transforms
+    starts = lowest[survivors]
+    image_index = np.repeat(survivors, starts.shape[1]).astype(np.int32)
+    return image_index, starts.reshape(-1, 3).astype(np.float32)
 
 
 def _refine_step_size(
@@ -113,12 +125,25 @@ def _refine_step_size(
     return step
 
 
-def _keep_lowest_margin(image_index, params, pair_correct, pair_margin, correct, margin, worst) -> None:
-    """Updates per-example `correct`, lowest `margin` and its transformation `worst` in place with new pairs."""
-    correct[image_index[~pair_correct]] = False
-    order = np.lexsort((pair_margin, image_index))
-    images, first = np.unique(image_index[order], return_index=True)
-    lowest = order[first]
-    lower = pair_margin[lowest] < margin[images]
-    margin[images[lower]] = pair_margin[lowest[lower]]
-    worst[images[lower]] = params[lowest[lower]]
+def refinement_summary(results: Mapping[str, RobustResult], seconds: Mapping[str, float]) -> dict[str, Any]:
+    """The refined attack's own summary fields: how much the grid (its input) overestimates robustness.
+
+    `grid_accuracy`, `grid_overestimate` (grid minus refined accuracy, a fraction), `broken_beyond_grid` (grid
+    survivors the searches break) and `seconds_with_grid` (both attacks' seconds).
+    """
+    grid, refined = results["grid"], results["refined"]
+    return {
+        "grid_accuracy": grid.accuracy,
+        "grid_overestimate": grid.accuracy - refined.accuracy,
+        "broken_beyond_grid": int((grid.correct & ~refined.correct).sum()),
+        "seconds_with_grid": seconds["grid"] + seconds["refined"],
+    }
+
+
+def describe_refinement(entry: Mapping[str, Any]) -> str:
+    """One sentence on a refined summary entry (`refinement_summary`'s fields): what the grid missed."""
+    survivors = round(entry["grid_accuracy"] * entry["examples"])
+    return (
+        f"refined: {entry['broken_beyond_grid']} of the {survivors} grid survivors break in the continuous "
+        f"box; grid accuracy overestimates robustness by {100 * entry['grid_overestimate']:.2f} points"
+    )

@@ -112,11 +112,13 @@ class Source:
         kind: "run", "keras", "saved_model" or "onnx".
         path: the file or folder that holds the model (a run folder's model.keras).
         recorded: for a run folder, the `InputConvention` its config.json records; else None.
+        config: for a run folder with a config.json, what it records (the `trainers.fit` flags, by name); else None.
     """
 
     kind: str
     path: Path
     recorded: InputConvention | None = None
+    config: dict | None = None
 
     def convention(self, given: InputConvention, flag: str) -> InputConvention:
         """The input convention of the model: a run's recorded one, else `given` (the flags).
@@ -138,7 +140,8 @@ def resolve(path: str | Path, flag: str = "--init_model") -> Source:
     """The classifier `path` names; raises ValueError (one line, naming `flag`) when it is none of `KINDS`."""
     path = Path(path)
     if path.is_dir() and (path / "model.keras").is_file():
-        return Source("run", path / "model.keras", recorded_convention(path))
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+        return Source("run", path / "model.keras", recorded_convention(path), config)
     if path.is_file() and path.suffix in (".keras", ".onnx"):
         return Source(path.suffix[1:], path)
     if (path / "saved_model.pb").is_file():

@@ -22,7 +22,7 @@ setup(
         "Intended Audience :: Science/Research",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
-    # Only the library: the CLIs (trainers, tuning, benchmarks) run from the checkout, `python -m trainers.fit`,
+    # Only the library: the CLIs (trainers, benchmarks) run from the checkout, `python -m trainers.fit`,
     # and benchmarks write into it (docs/results), so they are not installed as top-level site-packages.
     packages=find_packages(include=["invariance_tf", "invariance_tf.*"]),
     python_requires=">=3.10",

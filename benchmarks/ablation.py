@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import files, report
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import check, option
 
 ROWS = ("at", "at_kl")

@@ -6,7 +6,7 @@
 The rule (docs/RESULTS.md, "Confirmatory replication"), fixed before any run that grades the set:
 
 1. The graded images `graded_by_records` finds: for every run folder under docs/results with a config.json
-   (`experiment.load_splits` and `experiment.grid_choice` rebuild its test subset and its grid images from its
+   (`run_data.load_splits` and `run_data.grid_choice` rebuild its test subset and its grid images from its
    flags, or its metrics.json names them), its grid images and, when it graded a subset, that subset; every
    image an `examples.csv` of `trainers.evaluate` names (`report_graded`); the test images of the mini scale
    (its `test_examples`) for each seed of docs/results/cifar10_mini.json; and, for safety, the test and grid
@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import cli, protocols
-from invariance_tf import data, experiment, files, report
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf import data, files, report, run_data
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import check, option
 
 RESULTS = protocols.REPO_ROOT / "docs" / "results"
@@ -68,10 +68,10 @@ def run_graded(config: ExperimentConfig, labels: np.ndarray, metrics: dict | Non
         graded = {int(i) for i in report.image_positions(metrics["grid_images"])}
         tested = metrics["test_images"]
         return graded | (set() if tested["indices"] == "all" else {int(i) for i in report.image_positions(tested)})
-    positions = data.subset_indices(labels, config.test_examples or None, config.seed)
+    positions = data.subset_indices(labels, config.test_subset_size, config.seed)
     if config.grid_subset:
         config = dataclasses.replace(config, grid_subset=str(protocols.REPO_ROOT / config.grid_subset))
-    grid = positions[experiment.grid_choice(labels[positions], positions, config)]
+    grid = positions[run_data.grid_choice(labels[positions], positions, config)]
     return {int(i) for i in grid} | (set() if config.test_examples == 0 else {int(i) for i in positions})
 
 

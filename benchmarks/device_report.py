@@ -29,10 +29,10 @@ import tensorflow as tf
 from absl import flags
 
 from benchmarks.common import cli, timing
-from invariance_tf import data, experiment, precision
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf import builders, data, precision
+from invariance_tf import flags as cli_flags
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import check, option
-from trainers import flags as cli_flags
 
 ROWS = ("std", "da", "da_kl", "at", "at_kl", "at_l2")
 PAPER_STEPS = 80_000
@@ -80,7 +80,7 @@ def step_seconds(config: ExperimentConfig, policy: str, jit_compile: bool, steps
     """Median wall seconds of one training step of `config` under `policy`, XLA on or off, on random pixels."""
     keras.backend.clear_session()
     info = data.dataset_info(config.dataset)
-    model = experiment.build_model(dataclasses.replace(config, jit_compile=jit_compile), info, 781, policy)
+    model = builders.build_model(dataclasses.replace(config, jit_compile=jit_compile), info, 781, policy)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (config.batch_size * 4, *info.image_shape)).astype(np.float32)
     labels = rng.integers(0, info.num_classes, len(images))

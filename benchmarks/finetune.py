@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks.common import cli, protocols, publishing, runs, tables
 from invariance_tf import files, plots
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import check, option
 
 # name -> (row, fine-tuning epochs); `--lr` is the peak of each one's one-cycle schedule.

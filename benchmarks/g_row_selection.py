@@ -21,8 +21,9 @@ from pathlib import Path
 
 from benchmarks.common import cli, protocols, runs
 from invariance_tf import callbacks, files
-from invariance_tf.experiment import EPOCH_LOGS, ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import check, option
+from invariance_tf.resume import EPOCH_LOGS
 
 ROBUST = "val_worst_of_10_accuracy"
 CLEAN = "val_acc_nat"

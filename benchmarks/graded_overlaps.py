@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.common import cli
 from benchmarks.confirmation_set import run_graded
 from invariance_tf import data, files
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import option
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"

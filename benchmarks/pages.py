@@ -9,8 +9,9 @@ committed record holds is not stated on any page. One command renders every page
     python -m benchmarks.pages --check    # exit 1, with a diff, when a page disagrees with its records
 
 `tests/test_pages.py` re-renders every page in memory and fails when one differs from what is committed.
-`readme_results_table()` returns the README's headline table (the CPU regime, with links to its records); to keep it
-rendered, put in README.md
+`code_layout_table()` renders the README's code-layout table from the tree instead: each module beside its
+docstring's first line. `readme_results_table()` returns the README's headline table (the CPU regime, with links to
+its records); to keep it rendered, put in README.md
 
     <!-- [[[cog
     from benchmarks import pages
@@ -23,6 +24,7 @@ and the page becomes one of `PAGES`: every page with a cog block is one.
 
 from __future__ import annotations
 
+import ast
 import csv
 import functools
 import json
@@ -869,6 +871,49 @@ def parameter_match_table() -> str:
     ]
     out = [[label, widths, f"{network_cost(key)[0]:,}"] for label, widths, key in rows]
     return table(["network", "widths", "trainable parameters"], out, right_from=2)
+
+
+# --- the code layout ----------------------------------------------------------------------------------------------
+
+LISTED_MODULES = ("invariance_tf", "trainers")
+"""Packages whose modules each get a row of the code-layout table; a subpackage, and every other package, one row."""
+SUMMARISED_PACKAGES = ("benchmarks",)
+
+
+def docstring_summary(path: Path) -> str:
+    """The first line of the module docstring of the Python file `path`."""
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+    if not docstring:
+        raise ValueError(f"{path.relative_to(ROOT)} has no module docstring, whose first line the code layout shows")
+    return docstring.splitlines()[0]
+
+
+def _package_row(folder: Path) -> tuple[str, str]:
+    """A package as one row: its docstring's first line and the names of its modules."""
+    modules = ", ".join(f"`{path.stem}`" for path in sorted(folder.glob("*.py")) if path.name != "__init__.py")
+    name = ".".join(folder.relative_to(ROOT).parts)
+    return f"`{name}`", f"{docstring_summary(folder / '__init__.py')} Modules: {modules}."
+
+
+def code_layout_rows() -> list[tuple[str, str]]:
+    """(module, purpose) rows: each module of `LISTED_MODULES` and each subpackage or `SUMMARISED_PACKAGES` package."""
+    rows = []
+    for package in LISTED_MODULES:
+        for path in sorted((ROOT / package).iterdir()):
+            if path.suffix == ".py" and path.name != "__init__.py":
+                rows.append((f"`{package}.{path.stem}`", docstring_summary(path)))
+            elif (path / "__init__.py").is_file():
+                rows.append(_package_row(path))
+    for package in SUMMARISED_PACKAGES:
+        folder = ROOT / package
+        rows.append(_package_row(folder))
+        rows += [_package_row(path.parent) for path in sorted(folder.glob("*/__init__.py"))]
+    return rows
+
+
+def code_layout_table() -> str:
+    """README.md's code-layout table: every module (or package) beside the first line of its docstring."""
+    return table(["module", "what it is"], code_layout_rows(), right_from=2)
 
 
 # --- rendering ----------------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ Scales:
 - `full`: the flagfiles unchanged, all seven rows (ResNet-32 and G-ResNet44, the
   whole training set, 100 epochs, the whole test set); needs a GPU, never run on CPU.
 
-The subsets are drawn with each run's seed (`experiment.load_splits`): all runs
+The subsets are drawn with each run's seed (`run_data.load_splits`): all runs
 of one seed train and test on the same images, and a second seed changes the
 subsets as well as the initialisation and the data order.
 
@@ -89,7 +89,7 @@ from benchmarks.common import cli, landscapes, protocols, publishing, runs, tabl
 from benchmarks.common.protocols import DATASETS, ROWS, SCALES
 from invariance_tf import files, plots
 from invariance_tf.callbacks import TrainingDivergedError
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.options import check, option
 
 

@@ -1,4 +1,8 @@
-"""Keras callbacks for robust training: robust validation metrics in the logs and TensorBoard."""
+"""Keras callbacks for robust training: crash-safe backups, epoch records and robust validation metrics.
+
+Backups and checkpoints are written atomically; `RobustValidation` adds worst-of-k validation accuracy every few
+epochs and `GridValidation` the grid accuracy after the last, in the logs and TensorBoard.
+"""
 
 from __future__ import annotations
 
@@ -228,3 +232,37 @@ class RobustValidation(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+class GridValidation(keras.callbacks.Callback):
+    """After the last epoch, adds the grid accuracy of validation images to the logs as `val_grid_accuracy`.
+
+    Only the last epoch: the grid attack is costly and the search's objective
+    is the value after training.
+    """
+
+    key = "val_grid_accuracy"
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
+        batch_size: int | None = None,
+        resampling: str = "composed",
+    ):
+        super().__init__()
+        self.images, self.labels, self.limits, self.batch_size = images, labels, limits, batch_size
+        self.resampling = transforms.validate_resampling(resampling)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 != self.params.get("epochs") or logs is None:
+            return
+        logs[self.key] = evaluation.grid_accuracy(
+            self.model,
+            self.images,
+            self.labels,
+            limits=self.limits,
+            batch_size=self.batch_size,
+            resampling=self.resampling,
+        ).accuracy

@@ -1,7 +1,8 @@
-"""Export a trained classifier as a TF Serving SavedModel."""
+"""Export a trained classifier as a TF Serving SavedModel (`export_for_serving`), and the flags of `trainers.export`."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -9,6 +10,33 @@ import tensorflow as tf
 
 from invariance_tf.layers.input_convention import InputConvention
 from invariance_tf.model import classifier_network
+from invariance_tf.options import check, is_count, option
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    """The flags of `trainers.export`: field names equal the flag names (see its `--help`)."""
+
+    model_dir: str = option("", "output directory of trainers.fit (holds model.keras)")
+    export_dir: str = option("", "TF Serving model base path; the SavedModel goes to <export_dir>/<version>")
+    version: int = option(1, "model version number (TF Serving serves the highest)")
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first bad option as its flag, before any model is loaded."""
+        check(
+            self,
+            [
+                ("model_dir", bool(self.model_dir), "must name a finished trainers.fit run folder"),
+                ("export_dir", bool(self.export_dir), "must name the TF Serving model base path"),
+                ("model_dir", self.model_path.is_file(), "has no model.keras (is it a finished trainers.fit run?)"),
+                ("version", is_count(self.version), "must be >= 1"),
+            ],
+        )
+
+    @property
+    def model_path(self) -> Path:
+        """The run's model.keras inside `--model_dir`."""
+        return Path(self.model_dir) / "model.keras"
 
 
 def export_for_serving(

@@ -1,9 +1,9 @@
 """Options dataclasses whose fields are command-line flags: how a field declares its flag, and their checks.
 
-`ExperimentConfig` (`trainers.fit`), `tuning.SearchOptions` (`tuning.search`) and
+`ExperimentConfig` (`trainers.fit`), `tuning.SearchOptions` (`trainers.search`) and
 `evaluation.options.EvaluateOptions` (`trainers.evaluate`) declare every field with
 `option`: its default, its flag's help and, for an enum-like field, its
-choices. `trainers.flags` generates the absl flags from these fields; each
+choices. `invariance_tf.flags` generates the absl flags from these fields; each
 dataclass's `validate` passes its table of rules to `check`, whose one-line
 error names the bad value as the flag that sets it. `Naming` writes a value
 as a flag or as a Python argument, so that one table of rules (the model's,
@@ -14,6 +14,7 @@ gives the library's errors and the command lines'.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,14 @@ def option(default: _T, help: str, choices: Sequence[str] | None = None) -> _T:
     """
     metadata = {"help": help} if choices is None else {"help": help, "choices": tuple(choices)}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def is_count(value: Any, minimum: int = 1) -> bool:
+    """Whether `value` is a whole number (an int or NumPy integer, not a bool) of at least `minimum`.
+
+    The one test of "an integer >= 1" (or >= 0 with `minimum=0`): 1.5 and True are not counts.
+    """
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 def flag_items(values: Sequence) -> list[str]:

@@ -1,4 +1,4 @@
-"""Hyper-parameter search over λ and h with keras-tuner: the library behind `tuning.search`.
+"""Hyper-parameter search over λ and h with keras-tuner: the library behind `trainers.search`.
 
 The search space is λ = 0 (no penalty) or λ log-uniform in
 `[lambda_min, lambda_max]`, and h in `h_choices`, encoded as three
@@ -10,7 +10,7 @@ When h changes and the config's adversary maximises a semimetric, the
 adversary follows h (A.T.+KL becomes A.T.+L2), so that x̃ is the worst case
 of the penalty actually trained.
 
-Every trial builds its model with `experiment.build_model`, from the same
+Every trial builds its model with `builders.build_model`, from the same
 seed (same initialisation and data order), trains on the training split and
 reports, after its last epoch, the robust validation accuracy on the held-out
 validation split (worst-of-k, or the grid attack on a small subset) as the
@@ -25,18 +25,17 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import keras_tuner as kt
-import numpy as np
 import tensorflow as tf
 
-from invariance_tf import data, evaluation, experiment, files, plots, semimetrics, transforms
-from invariance_tf.callbacks import RobustValidation
-from invariance_tf.experiment import ExperimentConfig
-from invariance_tf.options import check, option
+from invariance_tf import builders, data, files, plots, resume, run_data, semimetrics
+from invariance_tf.callbacks import GridValidation, RobustValidation
+from invariance_tf.experiment_config import ExperimentConfig
+from invariance_tf.options import check, is_count, option
 
 TUNERS = ("bayesian", "hyperband", "random")
 OBJECTIVES = ("grid", "worst_of_k")
@@ -47,15 +46,15 @@ CLEAN_ACCURACY = "val_acc_nat"
 SECONDS = "seconds"
 RESULT_FILES = ("best.json", "trials.csv", "lambda_vs_robustness.png")
 SEARCH_INDEPENDENT_OPTIONS = frozenset({"max_trials", "search_dir"})
-"""`SearchOptions` fields a search resumes under other values of, as it does `experiment.SEARCH_INDEPENDENT`."""
+"""`SearchOptions` fields a search resumes under other values of, as it does `resume.SEARCH_INDEPENDENT`."""
 _ORACLE_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
 @dataclasses.dataclass
 class SearchOptions:
-    """The flags of `tuning.search` beyond the trainer's: field names equal the flag names (see its `--help`)."""
+    """The flags of `trainers.search` beyond the trainer's: field names equal the flag names (see its `--help`)."""
 
-    tuner: str = option("bayesian", f"search algorithm: {' | '.join(TUNERS)}")
+    tuner: str = option("bayesian", "search algorithm", choices=TUNERS)
     max_trials: int = option(10, "trials in all; rerun with a larger value to extend a search")
     search_dir: str = option("", "keras-tuner's state and the results (empty = <--output_dir>_search)")
     lambda_min: float = option(0.01, "smallest λ > 0 of the log-uniform range")
@@ -72,14 +71,14 @@ class SearchOptions:
         "what to maximise after the last epoch: worst_of_k (validation "
         "worst-of-<--eval_k> accuracy) | grid (validation grid accuracy on "
         "--grid_validation_examples images)",
+        choices=OBJECTIVES,
     )
     grid_validation_examples: int = option(100, "validation images of the grid objective")
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad option as its flag, before any expensive work."""
         checks = [
-            ("tuner", self.tuner in TUNERS, f"valid tuners are {list(TUNERS)}"),
-            ("max_trials", self.max_trials >= 1, "must be >= 1"),
+            ("max_trials", is_count(self.max_trials), "must be >= 1"),
             (
                 "lambda_min",
                 math.isfinite(self.lambda_min) and self.lambda_min > 0,
@@ -93,8 +92,7 @@ class SearchOptions:
                 f"valid semimetrics are {sorted(semimetrics.SEMIMETRICS)}",
             ),
             ("h_choices", len(set(self.h_choices)) == len(self.h_choices), "lists a semimetric twice"),
-            ("objective", self.objective in OBJECTIVES, f"valid objectives are {list(OBJECTIVES)}"),
-            ("grid_validation_examples", self.grid_validation_examples >= 1, "must be >= 1"),
+            ("grid_validation_examples", is_count(self.grid_validation_examples), "must be >= 1"),
         ]
         check(self, checks)
         if "KERASTUNER_ORACLE_IP" in os.environ:
@@ -140,56 +138,18 @@ def validate(config: ExperimentConfig, options: SearchOptions) -> None:
         apply_hyperparameters(config, {"regularise": True, "lambda": options.lambda_max, "h": h}).validate()
 
 
-class GridValidation(keras.callbacks.Callback):
-    """After the last epoch, adds the grid accuracy of validation images to the logs as `val_grid_accuracy`.
-
-    Only the last epoch: the grid attack is costly and the search's objective
-    is the value after training.
-    """
-
-    key = "val_grid_accuracy"
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        limits: Sequence[float] = transforms.DEFAULT_LIMITS,
-        batch_size: int | None = None,
-        resampling: str = "composed",
-    ):
-        super().__init__()
-        self.images, self.labels, self.limits, self.batch_size = images, labels, limits, batch_size
-        self.resampling = transforms.validate_resampling(resampling)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch + 1 != self.params.get("epochs") or logs is None:
-            return
-        logs[self.key] = evaluation.grid_accuracy(
-            self.model,
-            self.images,
-            self.labels,
-            limits=self.limits,
-            batch_size=self.batch_size,
-            resampling=self.resampling,
-        ).accuracy
-
-
 def objective_name(config: ExperimentConfig, options: SearchOptions) -> str:
     """The epoch-log key the search maximises."""
     return GridValidation.key if options.objective == "grid" else f"val_worst_of_{config.eval_k}_accuracy"
 
 
 class InvarianceHyperModel(kt.HyperModel):
-    """Builds and trains `config` with the trial's λ and h, through `experiment.build_model`."""
+    """Builds and trains `config` with the trial's λ and h, through `builders.build_model`."""
 
-    def __init__(self, config: ExperimentConfig, options: SearchOptions, splits: experiment.Splits):
+    def __init__(self, config: ExperimentConfig, options: SearchOptions, splits: run_data.Splits):
         super().__init__(name="invariance")
         self.config, self.options, self.splits = config, options, splits
-        self.steps_per_epoch = len(splits.train[0]) // config.batch_size
-        if self.steps_per_epoch < 1:
-            raise ValueError(
-                f"--batch_size={config.batch_size} is larger than the {len(splits.train[0])} training examples"
-            )
+        self.steps_per_epoch = run_data.steps_per_epoch(config, splits)
 
     def trial_config(self, hp: kt.HyperParameters) -> ExperimentConfig:
         """Declares the search space in `hp` and returns the config of its current values."""
@@ -202,7 +162,7 @@ class InvarianceHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         config = self.trial_config(hp)
         keras.utils.set_random_seed(config.seed)
-        return experiment.build_model(config, self.splits.info, self.steps_per_epoch)
+        return builders.build_model(config, self.splits.info, self.steps_per_epoch)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *, callbacks=(), **kwargs) -> dict:
         """Trains on the training split and returns the last epoch's logs and the training seconds.
@@ -211,22 +171,10 @@ class InvarianceHyperModel(kt.HyperModel):
         infinite fails (no retry).
         """
         config = self.trial_config(hp)
-        train = data.train_dataset(
-            *self.splits.train,
-            config.batch_size,
-            augment=experiment.augmentation(config),
-            seed=config.seed,
-            first_epoch=kwargs.get("initial_epoch", 0),
-        )
-        validation = data.eval_dataset(
-            *self.splits.validation, config.eval_batch_size or evaluation.default_batch_size()
-        )
+        inputs = run_data.fit_inputs(config, self.splits, first_epoch=kwargs.get("initial_epoch", 0))
         start = time.perf_counter()
         history = model.fit(
-            train,
-            steps_per_epoch=self.steps_per_epoch,
-            validation_data=validation,
-            shuffle=False,
+            **inputs,
             callbacks=[keras.callbacks.TerminateOnNaN(), self._objective_callback(config), *callbacks],
             **kwargs,
         )
@@ -240,7 +188,7 @@ class InvarianceHyperModel(kt.HyperModel):
 
     def _objective_callback(self, config: ExperimentConfig) -> keras.callbacks.Callback:
         images, labels = self.splits.validation
-        batch_size = config.eval_batch_size or None
+        batch_size = config.evaluation_batch_size
         if self.options.objective == "grid":
             chosen = data.at_most(labels, self.options.grid_validation_examples, config.seed)
             return GridValidation(
@@ -341,7 +289,7 @@ def make_tuner(
 def _description(config: ExperimentConfig, options: SearchOptions) -> dict:
     """The flags that define a search, JSON-ready: all but the search-independent ones."""
     values = {
-        **{k: v for k, v in config.to_json().items() if k not in experiment.SEARCH_INDEPENDENT},
+        **{k: v for k, v in config.to_json().items() if k not in resume.SEARCH_INDEPENDENT},
         **{k: v for k, v in dataclasses.asdict(options).items() if k not in SEARCH_INDEPENDENT_OPTIONS},
     }
     return json.loads(json.dumps(values))
@@ -360,10 +308,10 @@ def check_resumable(config: ExperimentConfig, options: SearchOptions) -> None:
             (out / name).unlink(missing_ok=True)
     elif path.is_file():
         saved = json.loads(path.read_text())
-        changed = experiment.changed_flags(saved, description)
+        changed = resume.changed_flags(saved, description)
         if changed:
             raise ValueError(
-                f"--search_dir={path.parent} holds a search started with {experiment.flag_list(changed)}: "
+                f"--search_dir={path.parent} holds a search started with {resume.flag_list(changed)}: "
                 "use another --search_dir, the same flags to resume, or --overwrite to start afresh"
             )
     out.mkdir(parents=True, exist_ok=True)
@@ -478,7 +426,7 @@ def search(
 ) -> dict:
     """Runs (or resumes) the search; on the chief or a single process, writes the results and returns best.json.
 
-    `retrain_command` gives the command line that trains a config (`trainers.flags.command_line`).
+    `retrain_command` gives the command line that trains a config (`invariance_tf.flags.command_line`).
 
     A worker of a distributed search runs trials until the chief's oracle
     stops it and returns an empty dict.
@@ -489,7 +437,7 @@ def search(
         check_resumable(config, options)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    hypermodel = InvarianceHyperModel(config, options, experiment.load_splits(config))
+    hypermodel = InvarianceHyperModel(config, options, run_data.load_splits(config))
     tuner = make_tuner(config, options, hypermodel, overwrite=config.overwrite and not worker)
     tuner.search(epochs=config.epochs, verbose=config.verbose)
     if worker:

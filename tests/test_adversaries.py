@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from invariance_tf import adversaries, networks, transforms
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 
 SEED = tf.constant([3, 14], tf.int64)
 

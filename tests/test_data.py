@@ -14,7 +14,8 @@ import tensorflow_datasets as tfds
 from helpers import run_cli
 from PIL import Image
 
-from invariance_tf import data, experiment
+from invariance_tf import data, experiment_config, run_data
+from invariance_tf.data import image_folder, loading, tfds_source
 
 CIFAR10_ORDER = [
     "airplane",
@@ -129,7 +130,7 @@ def test_examples_are_reproducible_balanced_subsets(cifar10_dir, cifar10_test):
 
 def test_names_are_the_files_of_a_balanced_subset_read_from_the_cache(cifar10_dir, cifar10_test, monkeypatch):
     """Each name, decoded by Pillow, is the image `load` returns at its position; the split comes from the cache."""
-    monkeypatch.setattr(data, "_decode_files", lambda paths: pytest.fail("the decoded split was not cached"))
+    monkeypatch.setattr(image_folder, "decode_files", lambda paths: pytest.fail("the decoded split was not cached"))
     images, labels, info = data.load("cifar10", cifar10_dir, "test", examples=40, seed=3)
     names = data.load_names("cifar10", cifar10_dir, "test", examples=40, seed=3)
     assert len(set(names)) == 40 and names != data.load_names("cifar10", cifar10_dir, "test", examples=40, seed=4)
@@ -162,13 +163,13 @@ def test_images_and_their_names_come_from_one_listing_of_the_folder(tmp_path, mo
     root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=3, splits=("test",))
     images, labels, info = data.load("cifar10", root, "test", examples=20, seed=1)
     names = data.load_names("cifar10", root, "test", examples=20, seed=1)
-    listings, list_images = [], data._list_images
+    listings, list_images = [], image_folder.list_images
 
     def listed(*args):
         listings.append(args)
         return list_images(*args)
 
-    monkeypatch.setattr(data, "_list_images", listed)
+    monkeypatch.setattr(image_folder, "list_images", listed)
     loaded = data.load_with_names("cifar10", root, "test", examples=20, seed=1)
     assert len(listings) == 1
     np.testing.assert_array_equal(loaded[0], images)
@@ -446,7 +447,7 @@ def test_evaluation_needs_only_the_test_split_but_training_needs_both(tmp_path):
     _, labels, _ = data.load("cifar10", root, "test")
     np.testing.assert_array_equal(labels, np.arange(10))
     with pytest.raises(FileNotFoundError, match=r"^No split folder '.*c10/train'; expected <data_dir>/\{train,test\}"):
-        experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root)).validate()
+        experiment_config.ExperimentConfig(dataset="cifar10", data_dir=str(root)).validate()
     with pytest.raises(ValueError, match=r"splits must be a non-empty selection of \['train', 'test'\]; got \['val'\]"):
         data.validate_source("cifar10", root, splits=("val",))
 
@@ -475,7 +476,7 @@ def test_unknown_dataset_and_split(cifar10_tree):
 
 def test_no_tfds_copy_offline_fails_in_one_line_saying_how_to_use_local_data(tmp_path, monkeypatch):
     probed = []
-    monkeypatch.setattr(data, "_reachable", lambda host: probed.append(host) or False)
+    monkeypatch.setattr(tfds_source, "reachable", lambda host: probed.append(host) or False)
     for call in (data.validate_source, data.load):
         with pytest.raises(FileNotFoundError) as error:
             call("cifar10", None, tfds_data_dir=tmp_path)
@@ -490,8 +491,8 @@ def test_no_tfds_copy_offline_fails_in_one_line_saying_how_to_use_local_data(tmp
 
 def test_the_offline_probe_of_this_machine_answers_in_seconds():
     start = time.perf_counter()
-    assert data._reachable("www.cs.toronto.edu") in (True, False)
-    assert data._reachable("invalid.invalid") is False
+    assert tfds_source.reachable("www.cs.toronto.edu") in (True, False)
+    assert tfds_source.reachable("invalid.invalid") is False
     assert time.perf_counter() - start < 12
 
 
@@ -502,8 +503,8 @@ def test_no_tfds_copy_online_downloads_it_with_tfds(monkeypatch, capsys):
         data_dir="/fake/tfds/svhn_cropped/3.1.0",
         download_and_prepare=lambda: calls.append("download_and_prepare"),
     )
-    monkeypatch.setattr(data, "tfds", types.SimpleNamespace(builder=lambda name, data_dir: builder))
-    monkeypatch.setattr(data, "_reachable", lambda host: host == "ufldl.stanford.edu")
+    monkeypatch.setattr(tfds_source, "tfds", types.SimpleNamespace(builder=lambda name, data_dir: builder))
+    monkeypatch.setattr(tfds_source, "reachable", lambda host: host == "ufldl.stanford.edu")
     data.validate_source("svhn_cropped", None, splits=("test",))
     assert calls == ["download_and_prepare"]
     assert "downloading it from ufldl.stanford.edu" in capsys.readouterr().out
@@ -519,7 +520,7 @@ def test_tfds_source_is_read_without_download(monkeypatch):
 
     prepared = types.SimpleNamespace(is_prepared=lambda: True, data_dir="/fake/svhn_cropped/3.1.0")
     fake_tfds = types.SimpleNamespace(builder=lambda name, data_dir: prepared, load=fake_load, as_numpy=tfds.as_numpy)
-    monkeypatch.setattr(data, "tfds", fake_tfds)
+    monkeypatch.setattr(tfds_source, "tfds", fake_tfds)
     loaded, labels, info = data.load("svhn_cropped", split="test")
     assert calls["name"] == "svhn_cropped" and calls["split"] == "test"
     assert calls["download"] is False and calls["as_supervised"] is True
@@ -529,7 +530,7 @@ def test_tfds_source_is_read_without_download(monkeypatch):
 
 def test_tfds_names_are_the_id_feature_of_each_loaded_example(monkeypatch, tmp_path):
     """On TFDS' mock of a prepared cifar10 (real reading code, random examples): names[i] is the id of images[i]."""
-    monkeypatch.setattr(data, "validate_source", lambda *args, **kwargs: None)
+    monkeypatch.setattr(loading, "validate_source", lambda *args, **kwargs: None)
     with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
         images, labels, _ = data.load("cifar10", split="test", examples=5, seed=1, tfds_data_dir=tmp_path)
         names = data.load_names("cifar10", split="test", examples=5, seed=1, tfds_data_dir=tmp_path)
@@ -555,7 +556,7 @@ def test_tfds_names_without_an_id_feature_are_split_positions(monkeypatch):
         decode=tfds.decode,
         load=lambda name, **kwargs: tf.data.Dataset.from_tensor_slices(examples),
     )
-    monkeypatch.setattr(data, "tfds", fake_tfds)
+    monkeypatch.setattr(tfds_source, "tfds", fake_tfds)
     assert data.load_names("svhn_cropped", split="test") == [f"test[{index}]" for index in range(6)]
     subset = data.load_names("svhn_cropped", split="test", examples=3, seed=2)
     assert subset == [f"test[{index}]" for index in data.balanced_subset(labels, 3, seed=2)]
@@ -597,10 +598,10 @@ def test_cache_write_failure_only_warns(cifar10_tree, tmp_path):
 @pytest.mark.parametrize("train_examples, expected_train", [(0, 30), (20, 20)])
 def test_validation_is_held_out_of_the_training_split(tmp_path, train_examples, expected_train):
     root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=4)
-    config = experiment.ExperimentConfig(
+    config = experiment_config.ExperimentConfig(
         dataset="cifar10", data_dir=str(root), train_examples=train_examples, validation_examples=10
     )
-    splits = experiment.load_splits(config)
+    splits = run_data.load_splits(config)
     assert (len(splits.train[0]), len(splits.validation[0]), len(splits.test[0])) == (expected_train, 10, 40)
     seen = {tuple(image[0, 0]) for image in np.concatenate([splits.train[0], splits.validation[0]])}
     assert len(seen) == expected_train + 10
@@ -608,9 +609,9 @@ def test_validation_is_held_out_of_the_training_split(tmp_path, train_examples, 
 
 def test_validation_as_large_as_the_training_split_is_refused(tmp_path):
     root = write_tree(tmp_path / "cifar10", CIFAR10_ORDER, per_class=1)
-    config = experiment.ExperimentConfig(dataset="cifar10", data_dir=str(root), validation_examples=10)
+    config = experiment_config.ExperimentConfig(dataset="cifar10", data_dir=str(root), validation_examples=10)
     with pytest.raises(ValueError, match=r"--validation_examples=10 leaves no training examples"):
-        experiment.load_splits(config)
+        run_data.load_splits(config)
 
 
 def test_a_tfds_name_as_data_dir_reads_tfds_unless_such_a_folder_exists(tmp_path, monkeypatch, cifar10_tree):
@@ -630,7 +631,7 @@ def test_a_tfds_name_as_data_dir_reads_tfds_unless_such_a_folder_exists(tmp_path
 
 
 def test_trainers_fit_with_a_tfds_name_offline_stops_in_one_line_before_training(tmp_path):
-    if data._reachable("www.cs.toronto.edu"):
+    if tfds_source.reachable("www.cs.toronto.edu"):
         pytest.skip("this machine reaches www.cs.toronto.edu: the offline path cannot be tested here")
     start = time.perf_counter()
     result = run_cli(

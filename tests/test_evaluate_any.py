@@ -24,7 +24,7 @@ import tensorflow as tf
 from helpers import REPO_ROOT, run_cli, train_small_cnn
 from PIL import Image
 
-from invariance_tf import data, evaluation, experiment, plots, report, transforms
+from invariance_tf import data, evaluation, experiment_config, plots, report, transforms
 from invariance_tf.evaluation import final_metrics, pairs
 
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
@@ -379,7 +379,7 @@ def test_an_attack_registered_in_one_entry_runs_through_the_final_metrics(run_di
     monkeypatch.setitem(evaluation.ATTACKS, "shift_right", SHIFT_RIGHT)
     model = keras.models.load_model(run_dir / "model.keras")
     images, labels = examples
-    config = experiment.ExperimentConfig(grid_examples=10, train_eval_examples=20, eval_batch_size=64, eval_k=2)
+    config = experiment_config.ExperimentConfig(grid_examples=10, train_eval_examples=20, eval_batch_size=64, eval_k=2)
     metrics = final_metrics.robust_metrics(model, images, labels, config, np.arange(10))
     assert list(metrics)[:5] == [
         *("test_examples", "clean_accuracy", "worst_of_2_accuracy", "shift_right_accuracy", "shift_right_mean_margin")

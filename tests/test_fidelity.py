@@ -15,8 +15,8 @@ import pytest
 from absl import flags
 from helpers import REPO_ROOT
 
-from invariance_tf import experiment
-from trainers import flags as experiment_flags
+from invariance_tf import experiment_config
+from invariance_tf import flags as experiment_flags
 
 CONFIGS = REPO_ROOT / "configs"
 FIDELITY_DOC = REPO_ROOT / "docs" / "FIDELITY.md"
@@ -138,7 +138,7 @@ def expected_flags(stem: str) -> dict[str, Any]:
     return {**COMMON, **PER_DATASET[prefix], **(G_RESNET if row == "grn" else REFERENCE_RESNET), **PER_ROW[row]}
 
 
-def parse_flagfile(path: Path) -> experiment.ExperimentConfig:
+def parse_flagfile(path: Path) -> experiment_config.ExperimentConfig:
     """The config `trainers.fit --flagfile=path` would run (as tests/test_trainers.py parses it)."""
     values = flags.FlagValues()
     experiment_flags.define_experiment_flags(values)

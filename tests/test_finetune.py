@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT, kill_after_first_backup, run_cli
 
-from invariance_tf import data, evaluation, experiment, export, networks
+from invariance_tf import builders, data, evaluation, experiment_config, export, networks
 from invariance_tf.networks import pretrained
 from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
@@ -58,8 +58,8 @@ def sources(tmp_path_factory, cifar10_dir) -> dict[str, Path]:
 def test_each_kind_of_init_model_starts_the_run_from_its_weights(sources, kind, cifar10_test_slice):
     images = cifar10_test_slice[0][:16].astype(np.float32)
     expected = keras.models.load_model(sources[".keras file"])(images)
-    config = experiment.ExperimentConfig(init_model=str(sources[kind]), network="resnet")
-    model = experiment.build_model(config, CIFAR10, steps_per_epoch=1, policy="float32")
+    config = experiment_config.ExperimentConfig(init_model=str(sources[kind]), network="resnet")
+    model = builders.build_model(config, CIFAR10, steps_per_epoch=1, policy="float32")
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-4)
     assert model.network.trainable_weights
 
@@ -84,8 +84,8 @@ def test_fine_tuning_trains_the_loaded_weights_and_its_run_evaluates(sources, ki
 
 
 def test_a_keras_file_holding_a_saved_model_outside_a_fine_tuned_run_is_refused_in_one_line(sources, tmp_path):
-    config = experiment.ExperimentConfig(init_model=str(sources["SavedModel"]))
-    model = experiment.build_model(config, CIFAR10, steps_per_epoch=1, policy="float32")
+    config = experiment_config.ExperimentConfig(init_model=str(sources["SavedModel"]))
+    model = builders.build_model(config, CIFAR10, steps_per_epoch=1, policy="float32")
     model.save(tmp_path / "elsewhere.keras")
     with pytest.raises(
         ValueError, match=r"holds a keras.layers.TFSMLayer .* keras.config.enable_unsafe_deserialization"
@@ -150,7 +150,7 @@ def test_a_classifier_that_does_not_fit_the_data_is_refused_in_one_line_before_t
 def test_a_path_that_is_no_classifier_is_refused_by_the_config(make, reason, tmp_path):
     path = make(tmp_path)
     with pytest.raises(ValueError, match=rf"^--init_model={path} {reason}: give a trainers.fit run folder"):
-        experiment.ExperimentConfig(init_model=str(path)).validate()
+        experiment_config.ExperimentConfig(init_model=str(path)).validate()
 
 
 def test_a_saved_model_under_a_mixed_policy_is_refused_in_one_line(sources):

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks import g_row_selection
 from benchmarks.common import protocols
-from invariance_tf import data, experiment, networks
+from invariance_tf import builders, data, experiment_config, networks
 from invariance_tf.evaluation import reporting, symmetry
 from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.networks import cost
@@ -37,7 +37,7 @@ def trainable_count(model: keras.Model) -> int:
 def test_full_scale_grn_flagfile_builds_cohen_p4m_resnet44(dataset: str, classes: int) -> None:
     config = protocols.config_from_flagfile(protocols.row_flagfile(dataset, "grn"))
     assert (config.network, config.g_depth, config.group, config.g_head) == ("g_resnet", 44, "p4m", "flatten")
-    network = experiment.build_network(config, data.dataset_info(config.dataset))
+    network = builders.build_network(config, data.dataset_info(config.dataset))
     count = trainable_count(network)
     head_difference = 45 * 8 * (classes - 10) + (classes - 10)
     assert count == COHEN_P4M_RESNET44 + head_difference
@@ -73,8 +73,8 @@ def test_g_resnet9_invariant_head_is_invariant_at_32(group: str) -> None:
 
 
 def test_g_resnet9_flagfile_flags_build_it() -> None:
-    config = experiment.ExperimentConfig(network="g_resnet9", width=16, group="p4m", g_head="flatten")
-    network = experiment.build_network(config, data.dataset_info("cifar10"))
+    config = experiment_config.ExperimentConfig(network="g_resnet9", width=16, group="p4m", g_head="flatten")
+    network = builders.build_network(config, data.dataset_info("cifar10"))
     assert trainable_count(network) == 410_678
 
 
@@ -157,8 +157,8 @@ def test_symmetry_diagnostic_separates_exact_and_approximate_invariance(cifar10_
 
 
 def test_trainers_evaluate_reports_the_symmetry_diagnostic(tmp_path, cifar10_dir) -> None:
-    config = experiment.ExperimentConfig(network="g_resnet9", width=2, group="p4", data_dir=str(cifar10_dir))
-    network = experiment.build_network(config, data.dataset_info("cifar10"))
+    config = experiment_config.ExperimentConfig(network="g_resnet9", width=2, group="p4", data_dir=str(cifar10_dir))
+    network = builders.build_network(config, data.dataset_info("cifar10"))
     network.save(tmp_path / "model.keras")
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
     options = EvaluateOptions(model_dir=str(tmp_path), attack=("clean",), examples=20, symmetry="p4")

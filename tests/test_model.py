@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from invariance_tf import adversaries, networks, semimetrics, transforms
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.layers import PerImageStandardization
 from invariance_tf.model import InvarianceModel
 

@@ -8,6 +8,7 @@ generated span) fails here with a diff.
 from __future__ import annotations
 
 import difflib
+import re
 
 import pytest
 
@@ -46,3 +47,20 @@ def test_formatting_of_differences():
     assert pages.diff_full(entry) == "−1.7 [−3.7, +0.3], p = 4e-5 (205 / 129)"
     assert pages.p_value(0.0064) == "0.0064"
     assert pages.p_value(0.28) == "0.28"
+
+
+def test_readme_code_layout_names_every_module():
+    """Every Python module of the library, the commands and the benchmarks has a row, or is named in its package's."""
+    readme = (pages.ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| (.+) \|$", readme[readme.index("## Code layout") :], re.MULTILINE))
+    missing = []
+    for package in (*pages.LISTED_MODULES, *pages.SUMMARISED_PACKAGES):
+        for path in sorted((pages.ROOT / package).rglob("*.py")):
+            *parents, module = path.relative_to(pages.ROOT).with_suffix("").parts
+            parent = ".".join(parents)
+            if module == "__init__":
+                if parent not in pages.LISTED_MODULES and parent not in rows:
+                    missing.append(parent)
+            elif f"{parent}.{module}" not in rows and f"`{module}`" not in rows.get(parent, ""):
+                missing.append(f"{parent}.{module}")
+    assert not missing, f"modules missing from README.md's code layout; run `python -m benchmarks.pages`: {missing}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.common import protocols, tables
-from invariance_tf import experiment, precision
+from invariance_tf import experiment_config, precision, resume
 
 # Feature sets of the machine kinds seen here (abridged /proc/cpuinfo flags).
 AVX2_EPYC = {"sse4_2", "avx", "avx2", "fma", "f16c"}
@@ -88,9 +88,9 @@ def test_the_cpu_recipe_trains_in_float32_on_an_avx2_only_cpu_without_being_told
 
 
 def test_the_config_accepts_auto_and_names_the_choices_when_wrong(cifar10_dir):
-    experiment.ExperimentConfig(precision="auto", data_dir=str(cifar10_dir)).validate()
+    experiment_config.ExperimentConfig(precision="auto", data_dir=str(cifar10_dir)).validate()
     with pytest.raises(ValueError, match=r"--precision=half is invalid: valid values are \['auto'"):
-        experiment.ExperimentConfig(precision="half").validate()
+        experiment_config.ExperimentConfig(precision="half").validate()
 
 
 def test_a_table_footer_shows_each_runs_precision():
@@ -106,12 +106,12 @@ def test_this_machine_is_described_with_its_precision_features():
 
 
 def test_a_resumed_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch):
-    config = experiment.ExperimentConfig(precision="auto")
+    config = experiment_config.ExperimentConfig(precision="auto")
     monkeypatch.setattr(precision, "resolve", lambda name: precision.choose(name, ZEN4_EPYC))
-    started = experiment.run_precision(config, tmp_path)
+    started = resume.run_precision(config, tmp_path)
     assert started.policy == "mixed_bfloat16"
-    monkeypatch.setattr(experiment.callbacks, "latest_backup", lambda folder: folder / "epoch-3")
+    monkeypatch.setattr(resume.callbacks, "latest_backup", lambda folder: folder / "epoch-3")
     monkeypatch.setattr(precision, "resolve", lambda name: precision.choose(name, AVX2_EPYC))
-    assert experiment.run_precision(config, tmp_path) == started
-    monkeypatch.setattr(experiment.callbacks, "latest_backup", lambda folder: None)
-    assert experiment.run_precision(config, tmp_path).policy == "float32"
+    assert resume.run_precision(config, tmp_path) == started
+    monkeypatch.setattr(resume.callbacks, "latest_backup", lambda folder: None)
+    assert resume.run_precision(config, tmp_path).policy == "float32"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT, kill_after_first_backup, run
 
-from invariance_tf import callbacks, experiment
+from invariance_tf import callbacks, experiment, experiment_config, options, resume
 from invariance_tf.callbacks import TrainingDivergedError
 
 SMALL_RUN = REPO_ROOT / "configs" / "cifar10_small.cfg"
@@ -169,34 +169,34 @@ def test_fit_killed_during_its_final_evaluation_resumes_the_saved_chunks(cifar10
 
 
 def test_a_field_an_older_run_did_not_record_counts_as_its_default_and_a_removed_one_is_ignored():
-    current = json.loads(json.dumps(experiment.ExperimentConfig(lambda_reg=8.0).to_json()))
+    current = json.loads(json.dumps(experiment_config.ExperimentConfig(lambda_reg=8.0).to_json()))
     older = {k: v for k, v in current.items() if k != "ce_adversary_objective"}
-    assert experiment.changed_flags(older, current) == {}
-    assert experiment.changed_flags(older, {**current, "ce_adversary_objective": "ce"}) == {
+    assert resume.changed_flags(older, current) == {}
+    assert resume.changed_flags(older, {**current, "ce_adversary_objective": "ce"}) == {
         "ce_adversary_objective": "same"
     }
-    assert experiment.changed_flags({**older, "k": 3}, current) == {"k": 3}
-    assert experiment.changed_flags({**older, "k": 3}, current, frozenset({"k"})) == {}
-    assert experiment.changed_flags({**older, "a_removed_flag": 1}, current) == {}
+    assert resume.changed_flags({**older, "k": 3}, current) == {"k": 3}
+    assert resume.changed_flags({**older, "k": 3}, current, frozenset({"k"})) == {}
+    assert resume.changed_flags({**older, "a_removed_flag": 1}, current) == {}
 
 
 def test_a_recorded_run_is_compared_and_its_values_are_written_as_flags(tmp_path):
-    config = experiment.ExperimentConfig(lambda_reg=8.0)
-    assert experiment.recorded_changes(config, tmp_path) == {}
+    config = experiment_config.ExperimentConfig(lambda_reg=8.0)
+    assert resume.recorded_changes(config, tmp_path) == {}
     (tmp_path / "config.json").write_text(
-        json.dumps(experiment.ExperimentConfig(lambda_reg=2.0, limits=(2, 2, 20), jit_compile=True).to_json())
+        json.dumps(experiment_config.ExperimentConfig(lambda_reg=2.0, limits=(2, 2, 20), jit_compile=True).to_json())
     )
-    changed = experiment.recorded_changes(config, tmp_path, frozenset({"jit_compile"}))
+    changed = resume.recorded_changes(config, tmp_path, frozenset({"jit_compile"}))
     assert changed == {"lambda_reg": 2.0, "limits": [2, 2, 20]}
-    assert experiment.flag_list(changed) == "--lambda_reg=2.0, --limits=2,2,20"
-    assert experiment.flag_value(True) == "true" and experiment.flag_value((3.0, -0.5)) == "3,-0.5"
+    assert resume.flag_list(changed) == "--lambda_reg=2.0, --limits=2,2,20"
+    assert options.flag_value(True) == "true" and options.flag_value((3.0, -0.5)) == "3,-0.5"
 
 
 def test_the_flag_sets_a_recorded_run_may_differ_in_are_frozensets_of_config_fields():
-    fields = {field.name for field in dataclasses.fields(experiment.ExperimentConfig)}
-    independent = [experiment.RESUME_INDEPENDENT, experiment.EVALUATION_INDEPENDENT, experiment.SEARCH_INDEPENDENT]
+    fields = {field.name for field in dataclasses.fields(experiment_config.ExperimentConfig)}
+    independent = [resume.RESUME_INDEPENDENT, resume.EVALUATION_INDEPENDENT, resume.SEARCH_INDEPENDENT]
     assert all(isinstance(names, frozenset) and names <= fields for names in independent)
-    assert experiment.EVALUATION_INDEPENDENT < experiment.RESUME_INDEPENDENT
+    assert resume.EVALUATION_INDEPENDENT < resume.RESUME_INDEPENDENT
 
 
 def test_sigkilled_run_resumes_from_its_last_backup_and_matches_an_uninterrupted_run(cifar10_dir, tmp_path):
@@ -271,7 +271,7 @@ class PoisonWeights(keras.callbacks.Callback):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(cifar10_dir, tmp_path):
     config = dataclasses.replace(
-        experiment.ExperimentConfig(),
+        experiment_config.ExperimentConfig(),
         dataset="cifar10",
         data_dir=str(cifar10_dir),
         network="small_cnn",

@@ -18,7 +18,7 @@ from PIL import Image
 
 from benchmarks import ablation, compare_cost, reproduce
 from benchmarks.common import cli, protocols, publishing, runs, tables
-from invariance_tf import data, experiment, plots, precision, report, transforms
+from invariance_tf import builders, data, plots, precision, report, resume, transforms
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -367,7 +367,7 @@ def test_smaller_scales_inherit_the_faithful_protocol(scale):
     for row, config in configs.items():
         assert (config.augment, config.shared_candidates, config.resampling) == ("flip", False, "reference"), row
         assert not config.reference_half_batch_ce, row
-    assert experiment.build_adversary(configs["std"]).limits == (4.0, 4.0, 0.0)
+    assert builders.build_adversary(configs["std"]).limits == (4.0, 4.0, 0.0)
 
 
 def test_cpu_scale_configs_keep_each_rows_method_and_scale_the_batch():
@@ -607,7 +607,7 @@ def test_the_confirmatory_runs_are_the_cpu_regimes_flags_with_seed_2(row):
     regime = protocols.config_from_flagfile(recorded)
     config = protocols.scale_config("cifar10", row, "confirm", 2, Path("out"), regime.data_dir)
     assert protocols.default_seeds("confirm", row) == (2,) and config.seed == 2
-    changed = experiment.changed_flags(regime.to_json(), config.to_json())
+    changed = resume.changed_flags(regime.to_json(), config.to_json())
     assert set(changed) == {"seed", "output_dir"} | EVALUATION_FLAGS
     assert (config.grid_subset, config.train_eval_examples) == (protocols.CONFIRMATION_SET, 2000)
     assert config.eval_resampling == "reference" and config.test_examples == 0

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from invariance_tf import experiment
+from invariance_tf import builders, experiment_config
 from invariance_tf.schedules import OneCycle
 
 
@@ -42,16 +42,16 @@ def test_one_cycle_refuses_bad_arguments(kwargs, message):
 @pytest.mark.parametrize("steps_per_epoch", [1, 3, 100])
 def test_experiment_schedules_fit_any_run_length(steps_per_epoch):
     config = dataclasses.replace(
-        experiment.ExperimentConfig(), epochs=1, lr=0.2, lr_schedule="onecycle", warmup_fraction=0.9
+        experiment_config.ExperimentConfig(), epochs=1, lr=0.2, lr_schedule="onecycle", warmup_fraction=0.9
     )
-    schedule = experiment.learning_rate_schedule(config, steps_per_epoch)
+    schedule = builders.learning_rate_schedule(config, steps_per_epoch)
     assert max(float(schedule(step)) for step in range(steps_per_epoch)) == pytest.approx(
         0.2, abs=0.2 / steps_per_epoch
     )
 
 
 def test_step_schedule_divides_by_10_after_half_and_three_quarters_of_training():
-    config = dataclasses.replace(experiment.ExperimentConfig(), epochs=4, lr=0.2, lr_schedule="step")
-    schedule = experiment.learning_rate_schedule(config, steps_per_epoch=25)
+    config = dataclasses.replace(experiment_config.ExperimentConfig(), epochs=4, lr=0.2, lr_schedule="step")
+    schedule = builders.learning_rate_schedule(config, steps_per_epoch=25)
     rates = {step: float(schedule(step)) for step in (0, 50, 51, 75, 76, 99)}
     assert rates == pytest.approx({0: 0.2, 50: 0.2, 51: 0.02, 75: 0.02, 76: 0.002, 99: 0.002})

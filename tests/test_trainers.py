@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -16,15 +17,26 @@ from absl import flags
 from helpers import REPO_ROOT, run_cli
 from PIL import Image
 
-from invariance_tf import data, evaluation, experiment, precision, report, semimetrics, tuning
+from invariance_tf import (
+    builders,
+    data,
+    evaluation,
+    experiment,
+    experiment_config,
+    precision,
+    report,
+    run_data,
+    semimetrics,
+    tuning,
+)
+from invariance_tf import flags as experiment_flags
 from invariance_tf.evaluation import final_metrics
 from invariance_tf.evaluation.options import EvaluateOptions
-from trainers import flags as experiment_flags
 
 CONFIGS = sorted((REPO_ROOT / "configs").glob("*.cfg"))
 
 
-def parse_flagfile(path: Path, *overrides: str) -> experiment.ExperimentConfig:
+def parse_flagfile(path: Path, *overrides: str) -> experiment_config.ExperimentConfig:
     """The config `trainers.fit --flagfile=path overrides...` would run."""
     values = flags.FlagValues()
     experiment_flags.define_experiment_flags(values)
@@ -69,10 +81,10 @@ def test_l2_rows_weigh_the_penalty_as_the_reference_code(dataset):
 def test_the_std_row_trains_on_random_4_px_shifts_and_is_graded_on_the_papers_grid(dataset):
     """The reference's std.json: a continuous +-4 px shift per image, CE on it; the grid stays +-3 px, +-30 deg."""
     config = parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_std.cfg")
-    adversary = experiment.build_adversary(config)
+    adversary = builders.build_adversary(config)
     assert adversary.limits == (4.0, 4.0, 0.0) and adversary.resampling == "reference"
     assert config.limits == (3.0, 3.0, 30.0) and config.ce_on == "rob"
-    assert experiment.build_adversary(parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_da.cfg")).limits == (
+    assert builders.build_adversary(parse_flagfile(REPO_ROOT / "configs" / f"{dataset}_da.cfg")).limits == (
         3.0,
         3.0,
         30.0,
@@ -92,7 +104,7 @@ def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, c
     )
     config.validate()
     info = data.dataset_info(config.dataset)
-    model = experiment.build_model(config, info, steps_per_epoch=1)
+    model = builders.build_model(config, info, steps_per_epoch=1)
     images, labels = cifar10_train_slice
     logs = model.train_on_batch(images[:8].astype(np.float32), labels[:8] % info.num_classes, return_dict=True)
     assert np.isfinite(logs["loss"]) and logs["loss"] > 0
@@ -103,12 +115,9 @@ def test_each_config_trains_one_short_step(path, cifar10_dir, synthetic_roots, c
     [
         ("--lambda_reg=-1", "--lambda_reg=-1.0 is invalid: must be >= 0"),
         ("--h=js", "--h=js is invalid: valid semimetrics are ['kl', 'l2']"),
-        ("--adversary=fgsm", "--adversary=fgsm is invalid: valid adversaries are"),
-        ("--dataset=mnist", "--dataset=mnist is invalid: valid datasets are"),
         ("--limits=3,-1,30", "--limits=3,-1,30 is invalid: must be 3 values >= 0"),
         ("--adversary_limits=4,4", "--adversary_limits=4,4 is invalid: must be empty (= --limits) or 3 values"),
         ("--resampling=nearest", "--resampling=nearest is invalid: valid resamplings are ['composed', 'reference']"),
-        ("--augment=crop", "--augment=crop is invalid: valid values are ['auto', 'on', 'flip', 'off']"),
         ("--reference_half_batch_ce", "--reference_half_batch_ce needs --ce_on=rob"),
         ("--data_dir=/nonexistent/cifar10", "/nonexistent/cifar10"),
     ],
@@ -127,14 +136,64 @@ def test_bad_flags_exit_with_one_clear_line(flag, message, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.parametrize(
+    "flag,choices",
+    [
+        ("--adversary=fgsm", "none|random|spgd|worst_of_k"),
+        ("--dataset=mnist", "cifar10|cifar100|svhn_cropped"),
+        ("--augment=crop", "auto|on|flip|off"),
+    ],
+)
+def test_an_enum_flag_outside_its_choices_is_refused_while_parsing(flag, choices):
+    values = flags.FlagValues()
+    experiment_flags.define_experiment_flags(values)
+    with pytest.raises(
+        flags.IllegalFlagValueError, match=rf"^flag {re.escape(flag)}: value should be one of <{choices}>$"
+    ):
+        values(["fit", flag])
+
+
+def test_a_config_outside_its_choices_names_the_field_and_its_choices():
+    config = experiment_config.ExperimentConfig(adversary="fgsm")
+    with pytest.raises(ValueError, match=r"^--adversary=fgsm is invalid: valid values are \['none', 'random', 'spgd'"):
+        config.validate()
+
+
+@pytest.mark.parametrize("field", ["resnet_n", "epochs", "eval_k"])
+@pytest.mark.parametrize("value", [0, 1.5, 2.0])
+def test_a_count_field_takes_whole_numbers_only(field, value):
+    config = experiment_config.ExperimentConfig(**{field: value})
+    with pytest.raises(ValueError, match=rf"^--{field}={value} is invalid: must be >= 1$"):
+        config.validate()
+
+
+def test_zero_means_auto_or_all_resolved_once():
+    auto = experiment_config.ExperimentConfig()
+    assert (auto.data_root, auto.train_subset_size, auto.test_subset_size) == (None, None, None)
+    assert auto.evaluation_batch_size == evaluation.default_batch_size()
+    assert auto.training_limits == auto.limits and auto.adversary_name is None
+    given = experiment_config.ExperimentConfig(
+        data_dir="cifar10",
+        train_examples=100,
+        validation_examples=20,
+        test_examples=50,
+        eval_batch_size=64,
+        adversary="random",
+        adversary_limits=(4.0, 4.0, 0.0),
+    )
+    assert (given.data_root, given.train_subset_size, given.test_subset_size) == ("cifar10", 120, 50)
+    assert given.evaluation_batch_size == 64
+    assert given.training_limits == (4.0, 4.0, 0.0) and given.adversary_name == "random"
+
+
 def test_an_adversary_nothing_uses_is_refused():
-    config = experiment.ExperimentConfig(adversary="worst_of_k", ce_on="nat", lambda_reg=0.0)
+    config = experiment_config.ExperimentConfig(adversary="worst_of_k", ce_on="nat", lambda_reg=0.0)
     with pytest.raises(ValueError, match=r"^--adversary=worst_of_k is never used with --ce_on=nat --lambda_reg=0: "):
         config.validate()
 
 
 def test_command_line_keeps_paths_with_spaces_whole(tmp_path):
-    config = experiment.ExperimentConfig(data_dir=str(tmp_path / "my data"), output_dir=str(tmp_path / "run 1"))
+    config = experiment_config.ExperimentConfig(data_dir=str(tmp_path / "my data"), output_dir=str(tmp_path / "run 1"))
     python, option, module, *args = shlex.split(experiment_flags.command_line(config))
     assert (python, option, module) == ("python", "-m", "trainers.fit")
     values = flags.FlagValues()
@@ -232,7 +291,7 @@ def test_fit_writes_the_output_directory(trained_run):
     assert metrics["grid_accuracy"] <= metrics["clean_accuracy"]
     assert (metrics["precision"], metrics["precision_reason"]) == tuple(precision.resolve(rerun_precision(trained_run)))
     rerun = parse_flagfile(trained_run / "flags.cfg")
-    assert rerun == experiment.ExperimentConfig.from_json(json.loads((trained_run / "config.json").read_text()))
+    assert rerun == experiment_config.ExperimentConfig.from_json(json.loads((trained_run / "config.json").read_text()))
 
 
 def test_evaluate_writes_json_and_table(trained_run):
@@ -296,7 +355,7 @@ def test_export_serves_the_same_logits_in_a_fresh_process(trained_run, tmp_path,
 
 
 def test_robust_validation_callback_logs_worst_of_k_to_history_and_tensorboard(cifar10_dir, tmp_path):
-    config = experiment.ExperimentConfig(
+    config = experiment_config.ExperimentConfig(
         dataset="cifar10",
         data_dir=str(cifar10_dir),
         network="small_cnn",
@@ -371,9 +430,9 @@ def test_the_grid_grades_the_named_images_and_the_regime_grades_training_images(
     named = positions[[2, 5, 11, 40, 77]]
     subset = tmp_path / "subset.json"
     subset.write_text(json.dumps(report.image_set(named, 300)))
-    config = experiment.ExperimentConfig(grid_subset=str(subset), train_eval_examples=30, eval_batch_size=64)
+    config = experiment_config.ExperimentConfig(grid_subset=str(subset), train_eval_examples=30, eval_batch_size=64)
     model = tiny_classifier()
-    grid = experiment.grid_choice(labels, positions, config)
+    grid = run_data.grid_choice(labels, positions, config)
     metrics = final_metrics.robust_metrics(model, images, labels, config, grid, positions=positions, split_size=300)
     np.testing.assert_array_equal(report.image_positions(metrics["grid_images"]), named)
     chosen = [2, 5, 11, 40, 77]
@@ -387,4 +446,4 @@ def test_the_grid_grades_the_named_images_and_the_regime_grades_training_images(
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps(report.image_set(np.array([0]), 300)))
     with pytest.raises(ValueError, match="names 1 test images outside the run's"):
-        experiment.grid_choice(labels, positions, dataclasses.replace(config, grid_subset=str(outside)))
+        run_data.grid_choice(labels, positions, dataclasses.replace(config, grid_subset=str(outside)))

@@ -1,4 +1,4 @@
-"""`tuning.search`: the search space, results, resuming, bad flags and the distributed chief/worker mode."""
+"""`trainers.search`: the search space, results, resuming, bad flags and the distributed chief/worker mode."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 from absl import flags
 from helpers import REPO_ROOT, run_cli
 
-from invariance_tf import data, experiment, tuning
-from trainers import flags as experiment_flags
+from invariance_tf import data, experiment_config, run_data, tuning
+from invariance_tf import flags as experiment_flags
 
-AT_KL = experiment.ExperimentConfig(
+AT_KL = experiment_config.ExperimentConfig(
     adversary="worst_of_k", adversary_objective="kl", ce_on="mix", h="kl", lambda_reg=8.0, validation_examples=500
 )
 
@@ -48,7 +48,7 @@ def tiny_search_args(data_dir: Path, search_dir: Path, *overrides: str) -> list[
 
 
 def run_search(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return run_cli("tuning.search", *args, timeout=timeout)
+    return run_cli("trainers.search", *args, timeout=timeout)
 
 
 def read_trials(search_dir: Path) -> list[dict]:
@@ -56,7 +56,7 @@ def read_trials(search_dir: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def parse_command(command: str) -> experiment.ExperimentConfig:
+def parse_command(command: str) -> experiment_config.ExperimentConfig:
     """The config a `python -m trainers.fit ...` command line trains."""
     values = flags.FlagValues()
     experiment_flags.define_experiment_flags(values)
@@ -165,8 +165,8 @@ def test_bad_search_flag_fails_fast_with_one_line(tmp_path):
         ({"h_choices": ("kl", "js")}, "--h_choices=kl,js is invalid: valid semimetrics are ['kl', 'l2']"),
         ({"h_choices": ()}, "--h_choices= is invalid: valid semimetrics are"),
         ({"max_trials": 0}, "--max_trials=0 is invalid: must be >= 1"),
-        ({"tuner": "grid"}, "--tuner=grid is invalid: valid tuners are ['bayesian', 'hyperband', 'random']"),
-        ({"objective": "spgd"}, "--objective=spgd is invalid: valid objectives are ['grid', 'worst_of_k']"),
+        ({"tuner": "grid"}, "--tuner=grid is invalid: valid values are ['bayesian', 'hyperband', 'random']"),
+        ({"objective": "spgd"}, "--objective=spgd is invalid: valid values are ['grid', 'worst_of_k']"),
     ],
 )
 def test_bad_search_options_name_the_flag(change, message):
@@ -182,7 +182,7 @@ def test_tuning_needs_a_validation_split(cifar10_dir):
 
 
 def test_a_trainable_config_without_adversary_cannot_be_tuned(cifar10_dir):
-    config = experiment.ExperimentConfig(data_dir=str(cifar10_dir), validation_examples=10)
+    config = experiment_config.ExperimentConfig(data_dir=str(cifar10_dir), validation_examples=10)
     config.validate()
     with pytest.raises(ValueError, match="--adversary=none cannot give x~ for --ce_on=nat --lambda_reg=100.0"):
         tuning.validate(config, tuning.SearchOptions())
@@ -268,7 +268,7 @@ def test_distributed_search_chief_and_two_workers(cifar10_dir, tmp_path):
     base = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
     processes = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "tuning.search", *args],
+            [sys.executable, "-m", "trainers.search", *args],
             cwd=REPO_ROOT,
             env={**base, "KERASTUNER_TUNER_ID": name},
             stdout=subprocess.PIPE,
@@ -315,11 +315,11 @@ def test_each_tuner_and_objective(cifar10_dir, tmp_path, tuner, objective):
     assert best["value"] == max(float(row["objective"]) for row in rows)
 
 
-def tiny_splits(per_class: int = 20, classes: int = 10) -> experiment.Splits:
+def tiny_splits(per_class: int = 20, classes: int = 10) -> run_data.Splits:
     """Class-sorted arrays, as an ImageFolder copy loads them."""
     labels = np.repeat(np.arange(classes), per_class).astype("int64")
     images = np.zeros((len(labels), 8, 8, 3), "float32")
-    return experiment.Splits((images, labels), (images, labels), (images, labels), data.DATASETS["cifar10"])
+    return run_data.Splits((images, labels), (images, labels), (images, labels), data.DATASETS["cifar10"])
 
 
 def test_grid_objective_reads_every_class_of_the_validation_split():

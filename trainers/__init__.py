@@ -1,1 +1,1 @@
-"""Command-line tools: training (`python -m trainers.fit`), evaluation and export for TF Serving."""
+"""Command-line tools: training (`python -m trainers.fit`), evaluation, export for TF Serving and the λ, h search."""

@@ -33,9 +33,9 @@ import sys
 
 from absl import app, flags
 
+from invariance_tf import flags as cli_flags
 from invariance_tf.evaluation import reporting
 from invariance_tf.evaluation.options import EvaluateOptions, attack_options_type
-from trainers import flags as cli_flags
 
 AttackOptions = attack_options_type()
 cli_flags.define_flags(EvaluateOptions)

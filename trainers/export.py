@@ -15,30 +15,27 @@ from pathlib import Path
 from absl import app, flags
 
 from invariance_tf import export
+from invariance_tf import flags as cli_flags
 from invariance_tf.networks import pretrained
 
-flags.DEFINE_string("model_dir", None, "output directory of trainers.fit (holds model.keras)", required=True)
-flags.DEFINE_string(
-    "export_dir", None, "TF Serving model base path; the SavedModel goes to <export_dir>/<version>", required=True
-)
-flags.DEFINE_integer("version", 1, "model version number (TF Serving serves the highest)")
-FLAGS = flags.FLAGS
+cli_flags.define_flags(export.ExportOptions)
+flags.adopt_module_key_flags(cli_flags)
 
 
 def main(argv: list[str]) -> None:
     """The command: exports --model_dir's model.keras; an error exits with one line."""
-    model_path = Path(FLAGS.model_dir) / "model.keras"
-    if not model_path.is_file():
-        sys.exit(f"error: --model_dir={FLAGS.model_dir} has no model.keras (is it a finished trainers.fit run?)")
-    if FLAGS.version < 1:
-        sys.exit(f"error: --version={FLAGS.version} is invalid: must be >= 1")
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    options = cli_flags.from_flags(export.ExportOptions)
     try:
-        convention = pretrained.recorded_convention(Path(FLAGS.model_dir))
-        path = export.export_for_serving(pretrained.load_keras(model_path), FLAGS.export_dir, FLAGS.version, convention)
-    except FileExistsError as error:
+        options.validate()
+        convention = pretrained.recorded_convention(Path(options.model_dir))
+        model = pretrained.load_keras(options.model_path)
+        path = export.export_for_serving(model, options.export_dir, options.version, convention)
+    except (ValueError, FileExistsError) as error:
         sys.exit(f"error: {error}")
     print(
-        f"Exported {model_path} (input: {convention.describe()}) to {path}; inspect with: "
+        f"Exported {options.model_path} (input: {convention.describe()}) to {path}; inspect with: "
         f"saved_model_cli show --dir {path} --all"
     )
 

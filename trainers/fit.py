@@ -12,11 +12,11 @@ import sys
 
 from absl import app, flags
 
-from invariance_tf import experiment
+from invariance_tf import experiment, experiment_config
+from invariance_tf import flags as cli_flags
 from invariance_tf.callbacks import TrainingDivergedError
-from trainers import flags as cli_flags
 
-cli_flags.define_flags(experiment.ExperimentConfig)
+cli_flags.define_flags(experiment_config.ExperimentConfig)
 flags.adopt_module_key_flags(cli_flags)
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        metrics = experiment.run(cli_flags.from_flags(experiment.ExperimentConfig))
+        metrics = experiment.run(cli_flags.from_flags(experiment_config.ExperimentConfig))
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDivergedError) as error:
         sys.exit(f"error: {error}")
     if metrics:

@@ -1,7 +1,7 @@
 """A benchmark's command line: the flags of its options dataclass, checked, under `python -m` or in this process.
 
 Each benchmark declares its flags as a dataclass of `invariance_tf.options.option` fields with a `validate`
-method, as `trainers.evaluate` does with `EvaluateOptions`; `trainers.flags` makes the absl flags. `run` is the
+method, as `trainers.evaluate` does with `EvaluateOptions`; `invariance_tf.flags` makes the absl flags. `run` is the
 `python -m` entry (absl's `app.run`, so `--help`, `--helpfull` and `--flagfile` work); `parse` reads flags in
 this process on flag values of its own, so that several benchmarks, and their tests, share one process. A bad
 flag exits with one line naming it.
@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from absl import app, flags
 
-from trainers import flags as cli_flags
+from invariance_tf import flags as cli_flags
 
 _T = TypeVar("_T")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from invariance_tf import evaluation, experiment, files, plots
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf import evaluation, files, plots, run_data
+from invariance_tf.experiment_config import ExperimentConfig
 from invariance_tf.networks import pretrained
 
 
@@ -26,7 +26,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
         if cached["examples"] == examples and cached.get("selection") == "evenly_spaced":
             return np.asarray(cached["per_transform_accuracy"])
     print(f"landscape of {out}: brute-force grid on {examples} test images", flush=True)
-    images, labels = experiment.load_splits(config).test
+    images, labels = run_data.load_splits(config).test
     chosen = np.linspace(0, len(images) - 1, min(examples, len(images))).round().astype(int)
     model = pretrained.load_keras(out / "model.keras")
     accuracy = evaluation.grid_accuracy(
@@ -36,7 +36,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
         method="brute",
         limits=config.limits,
         resampling=config.eval_resampling,
-        batch_size=config.eval_batch_size or None,
+        batch_size=config.evaluation_batch_size,
     ).per_transform_accuracy
     files.write_text(
         cache,

@@ -13,8 +13,8 @@ from pathlib import Path
 from absl import flags
 
 from benchmarks.common import runs
-from invariance_tf.experiment import ExperimentConfig
-from trainers import flags as experiment_flags
+from invariance_tf import flags as experiment_flags
+from invariance_tf.experiment_config import ExperimentConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = REPO_ROOT / "configs"
@@ -299,7 +299,7 @@ def describe(
     """
     row, first = next(iter(configs.items()))
     test = first.test_examples or "all"
-    implied = scale_config(dataset, row, scale, first.seed, Path(first.output_dir).parent, first.data_dir or None)
+    implied = scale_config(dataset, row, scale, first.seed, Path(first.output_dir).parent, first.data_root)
     budget = [f"--{name}={getattr(first, name)}" for name in BUDGET if getattr(first, name) != getattr(implied, name)]
     return {
         "dataset": dataset,

@@ -17,8 +17,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from invariance_tf import data, experiment, files, precision
-from invariance_tf.experiment import ExperimentConfig
+from invariance_tf import data, experiment, files, precision, resume
+from invariance_tf.experiment_config import ExperimentConfig
 
 NO_DATA = "no data"
 
@@ -50,10 +50,10 @@ def check_finished_runs_match(configs: Sequence[ExperimentConfig]) -> None:
     for config in configs:
         if not is_finished(config):
             continue
-        changed = experiment.recorded_changes(config, Path(config.output_dir), experiment.EVALUATION_INDEPENDENT)
+        changed = resume.recorded_changes(config, Path(config.output_dir), resume.EVALUATION_INDEPENDENT)
         if changed:
             raise ValueError(
-                f"{config.output_dir} is a finished run made with {experiment.flag_list(changed)}, "
+                f"{config.output_dir} is a finished run made with {resume.flag_list(changed)}, "
                 "which this protocol no longer uses: move it out of --out to train the row anew"
             )
 

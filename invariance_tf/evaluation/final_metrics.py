@@ -18,7 +18,7 @@ from invariance_tf.evaluation.attacks import ATTACKS, FINAL_GROUPS, option_value
 from invariance_tf.evaluation.suite import SUMMARY_FIELDS, Evaluation, evaluate
 
 if TYPE_CHECKING:
-    from invariance_tf.experiment import ExperimentConfig
+    from invariance_tf.experiment_config import ExperimentConfig
 
 
 def final_attacks(group: str) -> list[str]:
@@ -79,7 +79,7 @@ def robust_metrics(
     """Clean, worst-of-k and grid accuracy (fractions) on the given test images, and each grid example's outcome.
 
     The "test" attacks (`final_attacks`) grade every image; the "grid" ones the images `grid` indexes
-    (`experiment.grid_choice`; None: all), with their 95 % Wilson interval and each example's outcome
+    (`run_data.grid_choice`; None: all), with their 95 % Wilson interval and each example's outcome
     (`grid_correct`, `report.bits`), which lets runs that graded the same images compare paired. `positions` are
     the images' positions in the whole test split of `split_size` images (default: the whole split, in order);
     `test_images` and `grid_images` record which were graded (`report.image_set`). Transformed images are

@@ -1,6 +1,6 @@
 r"""Search λ and h with keras-tuner for a trainer config.
 
-    python -m tuning.search --flagfile configs/cifar10_at_kl.cfg --tuner=bayesian --max_trials=20 \
+    python -m trainers.search --flagfile configs/cifar10_at_kl.cfg --tuner=bayesian --max_trials=20 \
         --search_dir=runs/search [--flag=value ...]
 
 Every `trainers.fit` flag applies (flags after the flagfile override it);
@@ -19,9 +19,9 @@ import sys
 
 from absl import app, flags
 
+from invariance_tf import flags as cli_flags
 from invariance_tf import tuning
-from invariance_tf.experiment import ExperimentConfig
-from trainers import flags as cli_flags
+from invariance_tf.experiment_config import ExperimentConfig
 
 cli_flags.define_flags(ExperimentConfig)
 cli_flags.define_flags(tuning.SearchOptions)

@@ -1,8 +1,10 @@
 """absl flags generated from options dataclasses, the one way the command-line tools define their flags.
 
 A dataclass whose fields are declared with `invariance_tf.options.option` (`ExperimentConfig` for
-`trainers.fit`, `tuning.SearchOptions`, `evaluation.options.EvaluateOptions`) gets one flag per field from
-`define_flags` and is rebuilt from the parsed flags by `from_flags`.
+`trainers.fit`, `tuning.SearchOptions` for `trainers.search`, `evaluation.options.EvaluateOptions` for
+`trainers.evaluate`, `export.ExportOptions` for `trainers.export`, the benchmarks' options) gets one flag per field
+from `define_flags` and is rebuilt from the parsed flags by `from_flags`. Every command imports it from here, the
+library, so that none reaches into another command's package.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TypeVar
 
 from absl import flags
 
-from invariance_tf.experiment import ExperimentConfig, flag_arguments
+from invariance_tf.experiment_config import ExperimentConfig, flag_arguments
 from invariance_tf.options import flag_items
 
 _T = TypeVar("_T")

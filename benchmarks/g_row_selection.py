@@ -1,13 +1,15 @@
 """The fair G-row's learning rate and weight decay, chosen on a validation split held out of the training set.
 
-For each head and each (lr, weight decay) of `protocols.SELECTION_GRID`, one run of the fair G-row's protocol
-(`protocols.SCALES["cpu_regime_grn_<head>"]`: G-ResNet-9 on p4m trained exactly like D.A. in the CPU regime)
-with `--validation_examples` images (`protocols.SELECTION_VALIDATION_EXAMPLES`) held out of the training split,
-25,000 others to train on, and worst-of-10 accuracy on the held-out images after the last epoch
-(`--eval_every`). The choice per head is the candidate with the highest validation worst-of-10 accuracy (ties:
-clean validation accuracy). Test images are never used for it: each run still grades `--test_examples` of them at
-the end, as every run does, and the selection never reads that. A rerun skips finished runs and resumes an
-interrupted one. `<out>/selection.json` holds every candidate's validation accuracies and the choice.
+For each head asked for (default: Cohen & Welling's flatten head only, whose choice the invariant head takes too:
+each candidate costs about 8x a D.A. run's MACs, `docs/gresnet.md`) and each (lr, weight decay) of
+`protocols.SELECTION_GRID`, one run of the fair G-row's protocol (`protocols.SCALES["cpu_regime_grn_<head>"]`:
+G-ResNet-9 on p4m trained exactly like D.A. in the CPU regime) with `--validation_examples` images
+(`protocols.SELECTION_VALIDATION_EXAMPLES`) held out of the training split, 25,000 others to train on, and
+worst-of-10 accuracy on the held-out images after the last epoch (`--eval_every`). The choice per head is the
+candidate with the highest validation worst-of-10 accuracy (ties: clean validation accuracy). Test images are never
+used for it: each run still grades `--test_examples` of them at the end, as every run does, and the selection never
+reads that. A rerun skips finished runs and resumes an interrupted one. `<out>/selection.json` holds every
+candidate's validation accuracies and the choice.
 
     python -m benchmarks.g_row_selection --out docs/results/cifar10_grn_selection --data_dir ../shared/data/cifar10
 """
@@ -37,7 +39,9 @@ class SelectionOptions:
 
     out: str | None = option(None, "folder of the runs and selection.json (required)")
     data_dir: str | None = option(None, "local ImageFolder copy of CIFAR-10; default: TFDS")
-    heads: tuple[str, ...] = option(tuple(protocols.G_HEAD_FLAGS), "G-network heads to choose for")
+    heads: tuple[str, ...] = option(
+        (protocols.SELECTION_HEAD,), "G-network heads to choose for (the others take the first one's choice)"
+    )
     seed: int = option(0, "seed of every selection run (initialisation, data order and the held-out split)")
 
     def validate(self) -> None:

@@ -172,6 +172,11 @@ class ExperimentConfig(pretrained.ConventionOptions):
         "training images (of this run's own) graded after training, in inference mode, clean and worst-of-"
         "--eval_k, to show the run's regime beside its test accuracies (0 = none)",
     )
+    eval_report: bool = option(
+        False,
+        "also grade the grid images with the report attack (per class, per-image invariance and KL, nested boxes, "
+        "worst-of-k's overestimate: evaluation.failure_report), which runs the grid brute instead of early exit",
+    )
     eval_every: int = option(0, "epochs between worst-of-k validation evaluations (0 = never)")
     eval_k: int = option(10, "k of the worst-of-k evaluation")
     eval_chunk_size: int = option(

@@ -69,6 +69,7 @@ RESUME_INDEPENDENT = frozenset(
         "test_examples",
         "grid_examples",
         "eval_every",
+        "eval_report",
         "eval_k",
         "eval_chunk_size",
         "eval_batch_size",
@@ -80,6 +81,7 @@ RESUME_INDEPENDENT = frozenset(
 """Fields that change neither the weights nor the optimiser's path: an unfinished run resumes under other values."""
 
 EVALUATION_INDEPENDENT = RESUME_INDEPENDENT - {
+    "eval_report",
     "test_examples",
     "grid_examples",
     "grid_subset",

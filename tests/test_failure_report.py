@@ -15,6 +15,8 @@ import tensorflow as tf
 from helpers import REPO_ROOT, train_small_cnn
 
 from invariance_tf import evaluation, plots, transforms
+from invariance_tf.evaluation import final_metrics
+from invariance_tf.experiment_config import ExperimentConfig
 
 TIE = 1e-3  # logit margins this close to 0 may flip between batchings
 
@@ -58,11 +60,17 @@ def robust(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def graded(cifar10_train_slice, cifar10_test_slice):
+def trained(cifar10_train_slice, cifar10_test_slice):
+    """small_cnn trained for a few seconds, 50 test and 50 training images (the seen half gives grid survivors)."""
     model = train_small_cnn(*cifar10_train_slice, copies=3, epochs=6, seed=1)
     (test_x, test_y), (train_x, train_y) = cifar10_test_slice, cifar10_train_slice
     images = np.concatenate([test_x[::2], train_x[::12]]).astype(np.float32)
-    labels = np.concatenate([test_y[::2], train_y[::12]])
+    return model, images, np.concatenate([test_y[::2], train_y[::12]])
+
+
+@pytest.fixture(scope="module")
+def graded(trained):
+    model, images, labels = trained
     report = evaluation.evaluate(model, (images, labels), ["report"], batch_size=256)
     return report, brute_force(model, images, labels), labels
 
@@ -107,6 +115,20 @@ def test_report_figure_is_written(graded, tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
+def test_final_metrics_carry_the_report_of_the_grid_images(trained, graded):
+    model, images, labels = trained
+    config = ExperimentConfig(eval_report=True, eval_batch_size=256)
+    grid = np.arange(0, len(labels), 2)
+    metrics = final_metrics.robust_metrics(model, images, labels, config, grid)
+    alone = evaluation.evaluate(model, (images[grid], labels[grid]), ["report"], batch_size=256).summary["report"]
+    assert metrics["report_mean_kl"] == pytest.approx(alone["mean_kl"], rel=1e-5)
+    assert metrics["report_boxes"] == alone["boxes"]
+    assert metrics["grid_accuracy"] == alone["accuracy"]
+    assert metrics["clean_accuracy"] == graded[0].summary["clean"]["accuracy"]
+    assert metrics["test_examples"] == len(labels) and metrics["grid_examples"] == len(grid)
+    assert "report_accuracy" not in metrics
+
+
 RECORD = REPO_ROOT / "docs" / "results" / "quickstart_report"
 
 
@@ -123,7 +145,9 @@ def test_quickstart_report_fields_are_its_per_image_columns():
     labels, grid = columns["label"].astype(int), columns["grid_correct"].astype(bool)
     assert entry["examples"] == len(labels) and entry["accuracy"] == pytest.approx(grid.mean())
     expected = per_class(labels, columns["clean_correct"].astype(bool), grid)
-    assert entry["per_class"] == pytest.approx(expected)
+    assert len(entry["per_class"]) == len(expected)
+    for row, want in zip(entry["per_class"], expected):
+        assert row == {key: pytest.approx(value) for key, value in want.items()}
     assert entry["mean_invariance"] == pytest.approx(columns["grid_invariance"].mean(), rel=1e-5)
     assert entry["invariance_quartiles"] == pytest.approx(np.percentile(columns["grid_invariance"], [25, 50, 75]))
     assert entry["mean_kl"] == pytest.approx(columns["grid_mean_kl"].mean(), rel=1e-5)

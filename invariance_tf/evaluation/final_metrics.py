@@ -7,6 +7,7 @@ example's outcome. `metrics` maps `evaluate`'s schema to metrics.json's keys, in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +45,10 @@ def settings(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def metrics(evaluation: Evaluation, options: dict[str, Any], per_example: bool = False) -> dict[str, Any]:
-    """`evaluation`'s summary as metrics.json's entries, per attack in order.
+def metrics(
+    evaluation: Evaluation, options: dict[str, Any], per_example: bool = False, names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """`evaluation`'s summary as metrics.json's entries, per attack in order (of `names` only, when given).
 
     Its accuracy named by `Attack.metric` (formatted with the option values `options`: `worst_of_10_accuracy`);
     with `per_example` (the "grid" group) first `<attack>_examples`, and after the accuracy its 95 % Wilson interval
@@ -55,6 +58,8 @@ def metrics(evaluation: Evaluation, options: dict[str, Any], per_example: bool =
     values = option_values(options)
     entries: dict[str, Any] = {}
     for name, entry in evaluation.summary.items():
+        if names is not None and name not in names:
+            continue
         metric = ATTACKS[name].metric.format(attack=name, **values)
         if per_example:
             entries[f"{name}_examples"] = entry["examples"]
@@ -64,6 +69,12 @@ def metrics(evaluation: Evaluation, options: dict[str, Any], per_example: bool =
             entries[f"{name}_correct"] = report.bits(evaluation.results[name].correct)
         entries.update({f"{name}_{field}": value for field, value in entry.items() if field not in SUMMARY_FIELDS})
     return entries
+
+
+def own_fields(evaluation: Evaluation, name: str) -> dict[str, Any]:
+    """The attack `name`'s own summary fields (`Attack.summary`) as `<name>_<field>`, or {} when it did not run."""
+    entry = evaluation.summary.get(name, {})
+    return {f"{name}_{field}": value for field, value in entry.items() if field not in SUMMARY_FIELDS}
 
 
 def robust_metrics(
@@ -83,7 +94,8 @@ def robust_metrics(
     (`grid_correct`, `report.bits`), which lets runs that graded the same images compare paired. `positions` are
     the images' positions in the whole test split of `split_size` images (default: the whole split, in order);
     `test_images` and `grid_images` record which were graded (`report.image_set`). Transformed images are
-    resampled as `--eval_resampling` says.
+    resampled as `--eval_resampling` says. With `--eval_report`, the report attack grades the grid's images too
+    (the grid then runs brute), its own fields as `report_<field>` (`evaluation.failure_report`).
 
     With `state_dir`, the grid runs in chunks of `--eval_chunk_size` examples saved there, so a killed
     evaluation resumes (`evaluation.resumable`).
@@ -95,7 +107,7 @@ def robust_metrics(
     graded = evaluate(
         model,
         (images[chosen], labels[chosen]),
-        final_attacks("grid"),
+        [*final_attacks("grid"), *(["report"] if config.eval_report else [])],
         state_dir=state_dir,
         chunk_size=config.eval_chunk_size,
         **arguments,
@@ -104,7 +116,8 @@ def robust_metrics(
     return {
         "test_examples": int(len(images)),
         **metrics(tested, arguments["options"]),
-        **metrics(graded, arguments["options"], per_example=True),
+        **metrics(graded, arguments["options"], per_example=True, names=final_attacks("grid")),
+        **own_fields(graded, "report"),
         "eval_resampling": config.eval_resampling,
         "test_images": report.image_set(positions, split_size),
         "grid_images": report.image_set(positions[chosen], split_size),

@@ -58,10 +58,12 @@ def initial_network(config: ExperimentConfig, info: data.DatasetInfo, policy: st
     """The network a run starts from: `--init_model` loaded (and checked against the data) or a new `--network`.
 
     It takes raw pixels (0-255): an `--init_model` written for another input convention sits behind an
-    `InputConvention` layer (`pretrained.load`). Its layers compute under the dtype policy `policy`.
+    `InputConvention` layer (`pretrained.trainable_network`). Its layers compute under the dtype policy `policy`.
     """
     if config.init_model:
-        return pretrained.load(config.init_model, info.image_shape, info.num_classes, policy, config.convention())
+        return pretrained.trainable_network(
+            config.init_model, info.image_shape, info.num_classes, policy, config.convention()
+        )
     with networks.dtype_policy(policy):
         return build_network(config, info)
 

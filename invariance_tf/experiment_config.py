@@ -13,6 +13,7 @@ from pathlib import Path
 from invariance_tf import adversaries, data, distribute, evaluation, networks, precision, transforms
 from invariance_tf.layers.gconv import GROUP_ORDERS
 from invariance_tf.model import CHECKED_ARGUMENTS, check_arguments
+from invariance_tf.model_files import ConventionOptions
 from invariance_tf.networks import pretrained
 from invariance_tf.networks.g_resnet import HEADS
 from invariance_tf.options import check, flag_value, is_count, option
@@ -37,10 +38,10 @@ ZERO_MEANS = {
 
 
 @dataclasses.dataclass
-class ExperimentConfig(pretrained.ConventionOptions):
+class ExperimentConfig(ConventionOptions):
     """A training run. Field names equal the `trainers.fit` flag names (see its `--help`).
 
-    The input convention flags (`--input_range`, `--mean`, `--std`, `pretrained.ConventionOptions`, shared with
+    The input convention flags (`--input_range`, `--mean`, `--std`, `model_files.ConventionOptions`, shared with
     `trainers.evaluate`) describe the input an `--init_model` takes.
     """
 

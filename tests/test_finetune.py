@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT, kill_after_first_backup, run_cli
 
-from invariance_tf import builders, data, evaluation, experiment_config, export, networks
+from invariance_tf import builders, data, evaluation, experiment_config, export, model_files, networks
 from invariance_tf.networks import pretrained
 from invariance_tf.networks.resnet9 import resnet9
 from invariance_tf.networks.small_cnn import small_cnn
@@ -73,13 +73,13 @@ def test_fine_tuning_trains_the_loaded_weights_and_its_run_evaluates(sources, ki
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["grid_accuracy"] <= metrics["clean_accuracy"] <= 1
     before = keras.models.load_model(sources[".keras file"]).get_weights()
-    after = export.classifier_network(pretrained.load_keras(out / "model.keras")).get_weights()
+    after = export.classifier_network(model_files.load_keras(out / "model.keras")).get_weights()
     assert [w.shape for w in before] == [w.shape for w in after]
     assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "fine-tuning changed no weight"
     classifier = evaluation.load_classifier(out / "model.keras")
     images = np.zeros((2, 32, 32, 3), np.float32)
     np.testing.assert_allclose(
-        classifier(images), export.classifier_network(pretrained.load_keras(out / "model.keras"))(images), atol=1e-5
+        classifier(images), export.classifier_network(model_files.load_keras(out / "model.keras"))(images), atol=1e-5
     )
 
 
@@ -90,7 +90,7 @@ def test_a_keras_file_holding_a_saved_model_outside_a_fine_tuned_run_is_refused_
     with pytest.raises(
         ValueError, match=r"holds a keras.layers.TFSMLayer .* keras.config.enable_unsafe_deserialization"
     ):
-        pretrained.load_keras(tmp_path / "elsewhere.keras")
+        model_files.load_keras(tmp_path / "elsewhere.keras")
 
 
 def test_a_loaded_network_computes_under_the_runs_policy_and_a_layer_pinned_to_float32_stays_pinned(
@@ -100,12 +100,12 @@ def test_a_loaded_network_computes_under_the_runs_policy_and_a_layer_pinned_to_f
         network = resnet9(width=4)
     network.save(tmp_path / "resnet9.keras")
     images = cifar10_test_slice[0][:8].astype(np.float32)
-    as_saved = pretrained.load(tmp_path / "resnet9.keras", CIFAR10.image_shape, 10, "mixed_bfloat16")
+    as_saved = pretrained.trainable_network(tmp_path / "resnet9.keras", CIFAR10.image_shape, 10, "mixed_bfloat16")
     np.testing.assert_array_equal(as_saved(images), network(images))
-    float32 = pretrained.load(tmp_path / "resnet9.keras", CIFAR10.image_shape, 10, "float32")
+    float32 = pretrained.trainable_network(tmp_path / "resnet9.keras", CIFAR10.image_shape, 10, "float32")
     assert {layer.dtype_policy.name for layer in float32.layers} == {"float32"}
     np.testing.assert_allclose(float32(images), network(images), rtol=0.05, atol=0.05)
-    float16 = pretrained.load(tmp_path / "resnet9.keras", CIFAR10.image_shape, 10, "mixed_float16")
+    float16 = pretrained.trainable_network(tmp_path / "resnet9.keras", CIFAR10.image_shape, 10, "mixed_float16")
     policies = {layer.name: layer.dtype_policy.name for layer in float16.layers}
     assert policies.pop("logits") == "float32"
     assert set(policies.values()) - {"float32"} == {"mixed_float16"}
@@ -159,7 +159,7 @@ def test_a_saved_model_under_a_mixed_policy_is_refused_in_one_line(sources):
         match=r"is a SavedModel, which computes in its own dtype: pass "
         r"--precision=float32",
     ):
-        pretrained.load(sources["SavedModel"], CIFAR10.image_shape, 10, "mixed_bfloat16")
+        pretrained.trainable_network(sources["SavedModel"], CIFAR10.image_shape, 10, "mixed_bfloat16")
 
 
 @pytest.mark.slow
@@ -190,7 +190,7 @@ def test_a_killed_fine_tuning_resumes_from_its_backup_not_from_the_init_model(so
 
 def test_the_shipped_std_classifier_is_accurate_on_real_test_images(cifar10_test_slice):
     images, labels = cifar10_test_slice
-    network = pretrained.load(SHIPPED, CIFAR10.image_shape, 10, "float32")
+    network = pretrained.trainable_network(SHIPPED, CIFAR10.image_shape, 10, "float32")
     accuracy = float(np.mean(np.argmax(network.predict(images.astype(np.float32), verbose=0), -1) == labels))
     assert accuracy >= 0.7, f"models/{SHIPPED.name} classifies {accuracy:.0%} of 100 test images"
 

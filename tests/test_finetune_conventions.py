@@ -83,7 +83,9 @@ def last_line(result) -> str:
 def test_the_wrapped_network_feeds_the_owners_model_what_it_expects(convention, tmp_path, cifar10_test_slice):
     owner = owner_cnn()
     owner.save(tmp_path / "owner.keras")
-    network = pretrained.load(tmp_path / "owner.keras", CIFAR10.image_shape, 10, "float32", convention_of(convention))
+    network = pretrained.trainable_network(
+        tmp_path / "owner.keras", CIFAR10.image_shape, 10, "float32", convention_of(convention)
+    )
     images = cifar10_test_slice[0][:8].astype(np.float32)
     np.testing.assert_allclose(
         network(images, training=False), owner(owner_input(images, convention), training=False), atol=1e-5

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from invariance_tf import data, evaluation
+from invariance_tf import data, evaluation, model_files
 
 MILD = {"limits": (1.0, 1.0, 5.0), "granularity": (3, 3, 5)}
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -84,7 +84,7 @@ def test_onnx_nhwc_and_nchw_give_the_keras_models_grid_results_on_500_test_image
     ],
 )
 def test_detect_layout_finds_the_channel_axis(declared, layout):
-    assert evaluation.detect_layout(declared, (32, 32, 3)) == layout
+    assert model_files.detect_layout(declared, (32, 32, 3)) == layout
 
 
 def test_detect_layout_refuses_ambiguity_and_misfits_with_one_line():
@@ -93,14 +93,14 @@ def test_detect_layout_refuses_ambiguity_and_misfits_with_one_line():
         match=r"^cannot tell the layout of the model input \[None, None, None, None\]: "
         r".*give --input_layout=nhwc or --input_layout=nchw$",
     ):
-        evaluation.detect_layout([None, None, None, None], (32, 32, 3))
+        model_files.detect_layout([None, None, None, None], (32, 32, 3))
     with pytest.raises(
         ValueError,
         match=r"^model input must be \[batch, 32, 32, 3\] \(nhwc\) or \[batch, 3, 32, 32\] "
         r"\(nchw\) to fit the data; the model declares \[None, 3, 28, 28\]$",
     ):
-        evaluation.detect_layout([None, 3, 28, 28], (32, 32, 3))
-    assert evaluation.detect_layout([None, 1, 28, 28], (28, 28, 1)) == "nchw"
+        model_files.detect_layout([None, 3, 28, 28], (32, 32, 3))
+    assert model_files.detect_layout([None, 1, 28, 28], (28, 28, 1)) == "nchw"
 
 
 def test_onnx_model_of_the_wrong_size_is_refused(tmp_path, cifar10_test_slice):

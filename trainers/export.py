@@ -14,9 +14,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from invariance_tf import export
+from invariance_tf import export, model_files
 from invariance_tf import flags as cli_flags
-from invariance_tf.networks import pretrained
 
 cli_flags.define_flags(export.ExportOptions)
 flags.adopt_module_key_flags(cli_flags)
@@ -29,8 +28,8 @@ def main(argv: list[str]) -> None:
     options = cli_flags.from_flags(export.ExportOptions)
     try:
         options.validate()
-        convention = pretrained.recorded_convention(Path(options.model_dir))
-        model = pretrained.load_keras(options.model_path)
+        convention = model_files.recorded_convention(Path(options.model_dir))
+        model = model_files.load_keras(options.model_path)
         path = export.export_for_serving(model, options.export_dir, options.version, convention)
     except (ValueError, FileExistsError) as error:
         sys.exit(f"error: {error}")

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from invariance_tf import evaluation, files, plots, run_data
+from invariance_tf import evaluation, files, model_files, plots, run_data
 from invariance_tf.experiment_config import ExperimentConfig
-from invariance_tf.networks import pretrained
 
 
 def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
@@ -28,7 +27,7 @@ def landscape(config: ExperimentConfig, examples: int) -> np.ndarray:
     print(f"landscape of {out}: brute-force grid on {examples} test images", flush=True)
     images, labels = run_data.load_splits(config).test
     chosen = np.linspace(0, len(images) - 1, min(examples, len(images))).round().astype(int)
-    model = pretrained.load_keras(out / "model.keras")
+    model = model_files.load_keras(out / "model.keras")
     accuracy = evaluation.grid_accuracy(
         model,
         images[chosen],

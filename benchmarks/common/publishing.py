@@ -51,12 +51,12 @@ def keep_model(run_dir: Path, out: Path) -> Path:
 
     Anyone can re-grade it with `python -m trainers.evaluate --model <path>`.
     """
+    from invariance_tf import model_files
     from invariance_tf.model import classifier_network
-    from invariance_tf.networks import pretrained
 
     kept = MODELS_DIR / out.name / f"{run_dir.name}.keras"
     kept.parent.mkdir(parents=True, exist_ok=True)
-    classifier_network(pretrained.load_keras(run_dir / "model.keras")).save(kept)
+    classifier_network(model_files.load_keras(run_dir / "model.keras")).save(kept)
     return kept
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from invariance_tf import data, transforms
 from invariance_tf.evaluation import attacks
 from invariance_tf.evaluation.attacks import ATTACKS
-from invariance_tf.evaluation.classifiers import LAYOUTS
 from invariance_tf.evaluation.symmetry import SYMMETRIES
-from invariance_tf.networks.pretrained import ConventionOptions
+from invariance_tf.model_files import LAYOUTS, ConventionOptions
 from invariance_tf.options import check, flag_value, option
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from invariance_tf import semimetrics, transforms
 from invariance_tf.evaluation.result import Model, RobustResult, correct_and_margin
+from invariance_tf.model_files.rules import float32_logits
 
 DEFAULT_SEED = (0, 0)
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -108,7 +109,7 @@ def _profile_pairs_fn(model: Model) -> Callable[..., tuple[tf.Tensor, ...]]:
         moved = transforms.transform_xla(
             tf.cast(tf.gather(images, image_index), tf.float32), tf.gather(params, param_index), resampling
         )
-        logits = tf.cast(model(moved, training=False), tf.float32)
+        logits = float32_logits(model(moved, training=False))
         clean = tf.gather(clean_logits, image_index)
         agrees = tf.equal(tf.argmax(logits, axis=-1), tf.argmax(clean, axis=-1))
         return (*correct_and_margin(logits, tf.gather(labels, image_index)), agrees, semimetrics.kl(clean, logits))
@@ -122,7 +123,7 @@ def _logits_fn(model: Model) -> Callable[[tf.Tensor], tf.Tensor]:
 
     @tf.function(reduce_retracing=True)
     def logits(images):
-        return (tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32),)
+        return (float32_logits(model(tf.cast(images, tf.float32), training=False)),)
 
     return logits
 

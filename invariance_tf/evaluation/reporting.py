@@ -1,6 +1,6 @@
 """What `trainers.evaluate` does, as a library call: a classifier from disk graded by `evaluate`, and its report.
 
-`run` resolves the classifier once (`pretrained.resolve`: a `trainers.fit` run folder, a `.keras` file, a
+`run` resolves the classifier once (`model_files.resolve`: a `trainers.fit` run folder, a `.keras` file, a
 SavedModel folder or an `.onnx` file), reads the test images, grades them and writes to the output folder:
 evaluation.json (`Evaluation.summary`, merged into an earlier one, so attacks run apart add up), examples.csv, with
 the brute grid grid_per_angle.csv and grid_per_shift.csv, and with `--plot` robustness_landscape.png and
@@ -25,10 +25,10 @@ from invariance_tf.evaluation.grid import NESTED_BOXES
 from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.evaluation.result import Model, RobustResult
 from invariance_tf.evaluation.suite import Evaluation, evaluate
-from invariance_tf.networks import pretrained
+from invariance_tf.model_files import Source, resolve
 
 
-def resolve_source(options: EvaluateOptions) -> tuple[pretrained.Source, str, str | None, tuple[float, ...], Path]:
+def resolve_source(options: EvaluateOptions) -> tuple[Source, str, str | None, tuple[float, ...], Path]:
     """What `options` evaluate and where the report goes.
 
     A run folder with its config.json (--model_dir, or a run folder as --model) gives its dataset, data and limits
@@ -36,7 +36,7 @@ def resolve_source(options: EvaluateOptions) -> tuple[pretrained.Source, str, st
     Returns (the resolved classifier, dataset, ImageFolder root or None for TFDS, limits, output folder).
     """
     given = Path(options.model_dir or options.model)
-    source = pretrained.resolve(given, "--model")
+    source = resolve(given, "--model")
     if source.config is not None:
         recorded = source.config
         dataset = recorded.get("dataset", EvaluateOptions.dataset)

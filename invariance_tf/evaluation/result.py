@@ -14,6 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from invariance_tf.model_files.rules import float32_logits
+
 # What every attack evaluates: a Keras model or any callable `model(images, training=False)` returning logits.
 Model = Callable[..., tf.Tensor]
 
@@ -65,7 +67,7 @@ class RobustResult:
 
 def correct_and_margin(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Per example: whether the argmax is the label, and the margin (true logit minus the largest other)."""
-    logits = tf.cast(logits, tf.float32)
+    logits = float32_logits(logits)
     correct = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
     is_label = tf.one_hot(labels, tf.shape(logits)[-1], on_value=True, off_value=False)
     other = tf.reduce_max(tf.where(is_label, float("-inf"), logits), axis=-1)

@@ -2,7 +2,8 @@
 
 Every transformation here acts on raw pixel values (0-255, the black canvas 0). A classifier written for another
 input (images in [0, 1], or normalised by a mean and std) sees the transformed raw image through this layer, in
-`trainers.evaluate` (`evaluation.Classifier`) and in fine-tuning (`networks.pretrained`) alike.
+`trainers.evaluate` (`evaluation.Classifier`) and in fine-tuning (`networks.pretrained`) alike; `model_files`
+states the other rules of a classifier from disk.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from keras import ops
 
 INPUT_RANGES = {"0-255": 1.0, "0-1": 1.0 / 255.0}
 """Pixel scales a classifier may expect, as the factor that takes raw pixels (0-255) to it."""
+PER_CHANNEL = "give 1 value or {channels} (one per channel of the images)"
+"""What a `mean` or `std` that does not fit the images' channels should be (`fits_channels`)."""
+
+
+def fits_channels(values: Sequence[float] | None, channels: int) -> bool:
+    """Whether a `mean` or `std` of `values` fits images of `channels` channels: none, 1 value or one per channel."""
+    return len(values or ()) in (0, 1, channels)
 
 
 @keras.saving.register_keras_serializable(package="invariance_tf")

@@ -154,7 +154,7 @@ def _serving_layer(path: Path) -> tuple[keras.layers.Layer | None, Any]:
         if "serving_default" not in str(error):
             raise
         return None, tf.saved_model.load(str(path))
-    return layer, layer._reloaded_obj  # noqa: SLF001 -- TFSMLayer keeps what it loaded only here
+    return layer, layer._reloaded_obj  # noqa: SLF001 -- private (docs/development.md): what it loaded
 
 
 def load_onnx(path: Path, layout: str = "auto", image_shape: Sequence[int] | None = None) -> LoadedModel:

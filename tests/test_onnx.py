@@ -157,7 +157,7 @@ def test_cli_refuses_spgd_on_an_onnx_model_before_loading_data(models, tmp_path)
     assert last_line(result) == (
         f"error: --attack=clean,spgd,grid: gradient-based ['spgd'] cannot run on the ONNX "
         f"model --model={models['nhwc']} (onnxruntime gives no gradients); valid attacks "
-        "for it are ['clean', 'worst_of_k', 'grid']"
+        "for it are ['clean', 'worst_of_k', 'grid', 'report']"
     )
 
 

@@ -212,21 +212,22 @@ class RobustValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every and epoch + 1 != self.params.get("epochs"):
             return
-        result = evaluation.worst_of_k_accuracy(
+        accuracy = evaluation.evaluate(
             self.model,
-            self.images,
-            self.labels,
-            k=self.k,
+            (self.images, self.labels),
+            ["worst_of_k"],
+            options={"k": self.k},
             limits=self.limits,
-            seed=(self.seed, 0),
             batch_size=self.batch_size,
             resampling=self.resampling,
-        )
+            seed=self.seed,
+            sample=False,
+        ).summary["worst_of_k"]["accuracy"]
         if logs is not None:
-            logs[self.key] = result.accuracy
+            logs[self.key] = accuracy
         if self._writer is not None:
             with self._writer.as_default():
-                tf.summary.scalar(f"epoch_worst_of_{self.k}_accuracy", result.accuracy, step=epoch)
+                tf.summary.scalar(f"epoch_worst_of_{self.k}_accuracy", accuracy, step=epoch)
             self._writer.flush()
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -258,11 +259,12 @@ class GridValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 != self.params.get("epochs") or logs is None:
             return
-        logs[self.key] = evaluation.grid_accuracy(
+        logs[self.key] = evaluation.evaluate(
             self.model,
-            self.images,
-            self.labels,
+            (self.images, self.labels),
+            ["grid"],
             limits=self.limits,
             batch_size=self.batch_size,
             resampling=self.resampling,
-        ).accuracy
+            sample=False,
+        ).summary["grid"]["accuracy"]

@@ -19,10 +19,12 @@ from PIL import Image
 
 from invariance_tf import (
     builders,
+    callbacks,
     data,
     evaluation,
     experiment,
     experiment_config,
+    networks,
     precision,
     report,
     run_data,
@@ -377,6 +379,24 @@ def test_robust_validation_callback_logs_worst_of_k_to_history_and_tensorboard(c
     assert len(values) == 2 and all(0 <= v <= 1 for v in values)
     assert "val_acc_nat" in history.history
     assert any((tmp_path / "run" / "logs" / "validation").glob("events.out.tfevents.*"))
+
+
+def test_validation_callbacks_report_what_the_attacks_report(cifar10_test_slice):
+    images, labels = cifar10_test_slice[0][:30], cifar10_test_slice[1][:30]
+    model = networks.build("small_cnn")
+    worst = callbacks.RobustValidation(images, labels, k=3, seed=4, batch_size=64, resampling="reference")
+    grid = callbacks.GridValidation(images, labels, limits=(1, 1, 5), batch_size=64, resampling="reference")
+    logs = {}
+    for callback in (worst, grid):
+        callback.set_model(model)
+        callback.set_params({"epochs": 1})
+        callback.on_epoch_end(0, logs)
+    direct = evaluation.worst_of_k_accuracy(
+        model, images, labels, k=3, seed=(4, 0), batch_size=64, resampling="reference"
+    )
+    assert logs["val_worst_of_3_accuracy"] == direct.accuracy
+    brute = evaluation.grid_accuracy(model, images, labels, "brute", limits=(1, 1, 5), resampling="reference")
+    assert logs["val_grid_accuracy"] == brute.accuracy
 
 
 def test_importing_the_package_registers_every_serializable_class():

@@ -223,8 +223,31 @@ def _machine(folder: str, run: str) -> str:
     return f"{record['machine']['cpu']} ({kind}), {record['date'][:10]}"
 
 
+@functools.cache
+def run_cost(folder: str, run: str) -> tuple[int, int]:
+    """A run's trainable parameters and MACs per image.
+
+    From its metrics.json, else from its network rebuilt from its config.json (runs recorded before metrics.json
+    carried them).
+    """
+    record = metrics(folder, run)
+    if "parameters" in record and record.get("macs_per_image"):
+        return record["parameters"], record["macs_per_image"]
+    from invariance_tf import builders, data
+    from invariance_tf.experiment_config import ExperimentConfig
+    from invariance_tf.networks import cost
+
+    config = ExperimentConfig.from_json(_json(f"{folder}/{run}/config.json"))
+    network = builders.build_network(config, data.dataset_info(config.dataset))
+    return cost.parameter_count(network), cost.macs_per_image(network)
+
+
 def regime_table(folder: str = REGIME) -> str:
-    """Every run of the CPU regime: accuracies, its training accuracy, training time and the machine it ran on."""
+    """Every run of the CPU regime: accuracies, its training accuracy, network cost, training time and machine.
+
+    What is matched across rows stands beside them: parameters and MACs per image of the network, and training
+    time (summed, and the fastest epoch times the epochs, the fair figure when the machine was shared).
+    """
     rows = []
     for row, seed in regime_runs(folder):
         run = f"{row}_seed{seed}"
@@ -239,6 +262,7 @@ def regime_table(folder: str = REGIME) -> str:
                 f"{pct(record['grid_accuracy'])} {interval(record['grid_accuracy_ci95'], signed=False)}",
                 pct(record["worst_of_10_accuracy"]),
                 f"{pct(value(folder, run, 'train_accuracy'))} ({TRAIN_BATCH[row]})",
+                f"{run_cost(folder, run)[0]:,} / {run_cost(folder, run)[1] / 1e6:.1f}",
                 f"{minutes(record['train_seconds'])} ({minutes(fastest)})",
                 _machine(folder, run),
             ]
@@ -250,6 +274,7 @@ def regime_table(folder: str = REGIME) -> str:
         "grid (%) [95 % CI]",
         "test worst-of-10 (%)",
         "train, own CE batch (%)",
+        "parameters / MMACs per image",
         "training: summed (fastest epoch × epochs)",
         "machine, date",
     ]
@@ -300,13 +325,26 @@ def readme_results_table(prefix: str = "docs/") -> str:
         for name in ("clean_accuracy", "grid_accuracy"):
             cells.append(" / ".join(pct(value(REGIME, f"{row}_seed{seed}", name)) for seed in seeds))
         links = ", ".join(f"[seed {seed}]({prefix}results/{REGIME}/{row}_seed{seed}/metrics.json)" for seed in seeds)
-        rows.append([ROWS[row], *cells, f"{paper[row]:.1f}", links])
+        parameters, macs = run_cost(REGIME, f"{row}_seed{seeds[0]}")
+        fastest = [
+            min(metrics(REGIME, f"{row}_seed{seed}")["epoch_seconds"]) * metrics(REGIME, f"{row}_seed{seed}")["epochs"]
+            for seed in seeds
+        ]
+        cost = f"{parameters:,} / {macs / 1e6:.1f} / " + " / ".join(minutes(seconds) for seconds in fastest)
+        rows.append([ROWS[row], *cells, f"{paper[row]:.1f}", cost, links])
     pairs = [
         f"{ROWS[e['b']]} − {ROWS[e['a']]} (seed {e['seed']}): {diff(e)}"
         for e in results["paired"]
         if (e["b"], e["a"]) in (("at_kl", "at"), ("da_kl", "da"))
     ]
-    header = ["method", "clean (%), seeds 0 / 1", "grid (%), seeds 0 / 1", "grid, paper (%)", "record"]
+    header = [
+        "method",
+        "clean (%), seeds 0 / 1",
+        "grid (%), seeds 0 / 1",
+        "grid, paper (%)",
+        "parameters / MMACs / training (fastest epoch × epochs), seeds 0 / 1",
+        "record",
+    ]
     return (
         table(header, rows, right_from=1)
         + "\nPaired grid differences on each seed's 2,000 grid images (bootstrap 95 % interval): "

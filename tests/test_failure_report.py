@@ -120,6 +120,20 @@ def test_report_runs_the_grid_brute_with_boxes_and_profile(graded):
     np.testing.assert_array_equal(report.results["report"].correct, grid.correct)
 
 
+def test_report_boxes_follow_the_limits(trained):
+    model, images, labels = trained
+    limits = (2.0, 2.0, 12.0)
+    report = evaluation.evaluate(model, (images[:20], labels[:20]), ["report"], limits=limits, batch_size=256)
+    boxes = [(box["shift"], box["angle"]) for box in report.summary["report"]["boxes"]]
+    assert boxes == [(1.0, 4.0), (1.0, 8.0), (1.0, 12.0), (2.0, 4.0), (2.0, 8.0), (2.0, 12.0)]
+    assert report.summary["report"]["boxes"][-1]["accuracy"] == report.summary["grid"]["accuracy"]
+    assert (
+        evaluation.nested_boxes()
+        == evaluation.NESTED_BOXES
+        == ((1.5, 1.5, 10.0), (1.5, 1.5, 20.0), (1.5, 1.5, 30.0), (3.0, 3.0, 10.0), (3.0, 3.0, 20.0), (3.0, 3.0, 30.0))
+    )
+
+
 def test_report_figure_is_written(graded, tmp_path):
     report, _, _ = graded
     path = tmp_path / "failure_report.png"

@@ -41,7 +41,7 @@ from invariance_tf.evaluation.classifiers import (
     model_key,
 )
 from invariance_tf.evaluation.clean import clean_accuracy, clean_result
-from invariance_tf.evaluation.grid import METHODS, NESTED_BOXES, grid_accuracy
+from invariance_tf.evaluation.grid import METHODS, NESTED_BOXES, grid_accuracy, nested_boxes
 from invariance_tf.evaluation.pairs import DEFAULT_SEED, default_batch_size
 from invariance_tf.evaluation.refined import refine
 from invariance_tf.evaluation.result import Model, RobustResult
@@ -71,6 +71,7 @@ __all__ = [
     "fingerprint",
     "grid_accuracy",
     "load_classifier",
+    "nested_boxes",
     "model_key",
     "refine",
     "resumable",

@@ -2,7 +2,7 @@
 
 Asking for it (`evaluate(..., attacks=["report"])`, `trainers.evaluate --attack=report`) runs clean, worst_of_k and
 the grid first on the same images, the grid brute (every one of its transformations for every image, which the
-per-image scores need) with the nested boxes of `grid.NESTED_BOXES` and the comparison with the untransformed
+per-image scores need) with the nested boxes of `grid.nested_boxes(limits)` and the comparison with the untransformed
 image (`grid_accuracy(..., profile=True)`). Its accuracy is the grid's; its summary fields (`report_summary`):
 
 - `clean_accuracy` and `worst_of_k_accuracy` on the same images;
@@ -22,15 +22,16 @@ image (`grid_accuracy(..., profile=True)`). Its accuracy is the grid's; its summ
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from invariance_tf.evaluation.grid import NESTED_BOXES
+from invariance_tf import transforms
+from invariance_tf.evaluation.grid import nested_boxes
 from invariance_tf.evaluation.result import Model, RobustResult
 
-GRID_SETTINGS = {"method": "brute", "boxes": NESTED_BOXES, "profile": True}
+GRID_SETTINGS = {"method": "brute", "boxes": "nested", "profile": True}
 """The grid's arguments when the report is asked for (`Attack.fixes`)."""
 
 
@@ -42,11 +43,13 @@ class ReportResult(RobustResult):
         labels: int [N], the examples' labels.
         clean_correct: bool [N], the clean attack's outcome per example.
         worst_of_k_correct: bool [N], the worst_of_k attack's outcome per example.
+        boxes: the nested boxes of `box_correct`'s columns, (|dx|, |dy|, |angle|) limits.
     """
 
     labels: np.ndarray | None = None
     clean_correct: np.ndarray | None = None
     worst_of_k_correct: np.ndarray | None = None
+    boxes: tuple[tuple[float, float, float], ...] = ()
 
 
 def failure_report(
@@ -56,11 +59,20 @@ def failure_report(
     grid: RobustResult,
     worst_of_k: RobustResult,
     clean: RobustResult,
+    limits: Sequence[float] = transforms.DEFAULT_LIMITS,
 ) -> ReportResult:
-    """The grid's result on these examples with their labels and clean and worst-of-k outcomes; no model call."""
+    """The grid's result on these examples, with what the summary reads beside it; no model call.
+
+    That is the labels, the clean and worst-of-k outcomes and the nested boxes within `limits` (dx, dy pixels,
+    angle degrees) that the grid graded.
+    """
     del model, images
     return ReportResult(
-        **vars(grid), labels=np.asarray(labels), clean_correct=clean.correct, worst_of_k_correct=worst_of_k.correct
+        **vars(grid),
+        labels=np.asarray(labels),
+        clean_correct=clean.correct,
+        worst_of_k_correct=worst_of_k.correct,
+        boxes=nested_boxes(limits),
     )
 
 
@@ -90,7 +102,7 @@ def report_summary(results: Mapping[str, RobustResult], seconds: Mapping[str, fl
         "mean_kl": float(result.mean_kl.mean()),
         "boxes": [
             {"shift": box[0], "angle": box[2], "accuracy": float(accuracy)}
-            for box, accuracy in zip(NESTED_BOXES, result.box_correct.mean(axis=0))
+            for box, accuracy in zip(result.boxes, result.box_correct.mean(axis=0))
         ],
         "worst_of_k_overestimate": float(result.worst_of_k_correct.mean() - result.correct.mean()),
     }

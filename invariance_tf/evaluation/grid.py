@@ -12,8 +12,19 @@ from invariance_tf.evaluation.pairs import PairEvaluator, check_inputs
 from invariance_tf.evaluation.result import Model, RobustResult
 
 METHODS = ("brute", "early_exit")
-NESTED_BOXES = tuple((shift, shift, angle) for shift in (1.5, 3.0) for angle in (10.0, 20.0, 30.0))
-"""The report's nested boxes: ±1.5 px and ±3 px (both dx and dy) × ±10°, ±20° and ±30°."""
+
+
+def nested_boxes(limits: Sequence[float] = transforms.DEFAULT_LIMITS) -> tuple[tuple[float, float, float], ...]:
+    """The report's nested boxes within `limits`: half and all of the shifts × a third, two thirds and all of the angle.
+
+    For the paper's limits (3 px, 3 px, 30°): ±1.5 and ±3 px (dx and dy) × ±10°, ±20° and ±30°.
+    """
+    dx, dy, angle = transforms.validate_limits(limits)
+    return tuple((dx * shift, dy * shift, angle * third / 3) for shift in (0.5, 1.0) for third in (1, 2, 3))
+
+
+NESTED_BOXES = nested_boxes()
+"""`nested_boxes` of the paper's limits."""
 _BOX_TOLERANCE = 1e-4
 
 
@@ -28,7 +39,7 @@ def grid_accuracy(
     verbose: bool = False,
     keep_lowest: int = 1,
     resampling: str = transforms.EVALUATION_RESAMPLING,
-    boxes: Sequence[Sequence[float]] = (),
+    boxes: Sequence[Sequence[float]] | str = (),
     profile: bool = False,
 ) -> RobustResult:
     """Accuracy under every transformation of `transforms.grid(limits, granularity)` (the grid attack).
@@ -45,7 +56,8 @@ def grid_accuracy(
     see `transforms`) is how the transformed images are resampled.
 
     `boxes` are sub-grids, each given by its own limits (largest |dx| and |dy|
-    in pixels, largest |angle| in degrees, each at most `limits`'); the result's
+    in pixels, largest |angle| in degrees, each at most `limits`'), or
+    `"nested"` for `nested_boxes(limits)`; the result's
     `box_correct` [N, len(boxes)] says whether each example is correct under
     every grid transformation inside each box, from the same pass. The early
     exit then tries the transformations inside the most boxes first and stops
@@ -65,7 +77,7 @@ def grid_accuracy(
         raise ValueError(f"keep_lowest must be an integer in [1, {len(params)}]; got {keep_lowest!r}")
     if profile and method != "brute":
         raise ValueError(f"profile=True needs method='brute' (every pair classified); got method={method!r}")
-    members = box_members(params, limits, boxes)
+    members = box_members(params, limits, nested_boxes(limits) if boxes == "nested" else boxes)
     evaluator = PairEvaluator(
         model, images, labels, params, batch_size, keep=int(keep_lowest), resampling=resampling, profile=profile
     )

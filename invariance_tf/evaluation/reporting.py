@@ -21,7 +21,7 @@ from invariance_tf import data, files, plots, report, transforms
 from invariance_tf.evaluation import symmetry
 from invariance_tf.evaluation.attacks import ATTACKS, option_values
 from invariance_tf.evaluation.classifiers import Classifier, check_classifier, load_classifier
-from invariance_tf.evaluation.grid import NESTED_BOXES
+from invariance_tf.evaluation.grid import nested_boxes
 from invariance_tf.evaluation.options import EvaluateOptions
 from invariance_tf.evaluation.result import Model, RobustResult
 from invariance_tf.evaluation.suite import Evaluation, evaluate
@@ -123,7 +123,7 @@ def write_report(
     written = []
     if outcomes:
         written.append(output_dir / "examples.csv")
-        report.write_examples_csv(written[-1], labels, outcomes, names, NESTED_BOXES)
+        report.write_examples_csv(written[-1], labels, outcomes, names, nested_boxes(limits))
     per_transform = outcomes["grid"].per_transform_accuracy if "grid" in outcomes else None
     if per_transform is not None:
         written += [output_dir / "grid_per_angle.csv", output_dir / "grid_per_shift.csv"]

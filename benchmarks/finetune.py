@@ -90,6 +90,13 @@ def finetune_config(
 ) -> ExperimentConfig:
     """Fine-tuning `std`'s classifier with `FINETUNES[name]`: the row at CPU scale, its epochs and peak lr."""
     row, epochs = FINETUNES[name]
+    return row_config(row, epochs, std, out / f"{name}_seed{seed}", data_dir, seed, lr)
+
+
+def row_config(
+    row: str, epochs: int, std: ExperimentConfig, output_dir: Path, data_dir: str | None, seed: int, lr: float
+) -> ExperimentConfig:
+    """Fine-tuning `std`'s classifier with `row`'s flagfile at CPU scale for `epochs`, `lr` the one-cycle's peak."""
     overrides = (
         *protocols.SCALES["cpu"].overrides,
         f"--epochs={epochs}",
@@ -97,7 +104,7 @@ def finetune_config(
         f"--init_model={std.output_dir}",
     )
     return protocols.run_config(
-        "cifar10", row, overrides, seed, out / f"{name}_seed{seed}", data_dir, protocols.SCALES["cpu"].batch_multiplier
+        "cifar10", row, overrides, seed, output_dir, data_dir, protocols.SCALES["cpu"].batch_multiplier
     )
 
 

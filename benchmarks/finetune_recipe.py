@@ -125,15 +125,14 @@ def validation_grid_accuracy(config: ExperimentConfig, examples: int) -> float:
         return record["accuracy"]
     images, labels = run_data.load_splits(config).validation
     chosen = data.at_most(labels, examples, config.seed)
-    accuracy = evaluation.evaluate(
+    accuracy = callbacks.grid_accuracy(
         evaluation.load_classifier(config.output_dir),
-        (images[chosen], labels[chosen]),
-        ["grid"],
-        limits=config.limits,
-        batch_size=config.evaluation_batch_size,
-        resampling=config.eval_resampling,
-        sample=False,
-    ).summary["grid"]["accuracy"]
+        images[chosen],
+        labels[chosen],
+        config.limits,
+        config.evaluation_batch_size,
+        config.eval_resampling,
+    )
     files.write_text(path, json.dumps({"examples": examples, "accuracy": accuracy}, indent=2) + "\n")
     return accuracy
 

@@ -235,6 +235,21 @@ class RobustValidation(keras.callbacks.Callback):
             self._writer.close()
 
 
+def grid_accuracy(
+    model, images: np.ndarray, labels: np.ndarray, limits: Sequence[float], batch_size: int | None, resampling: str
+) -> float:
+    """Grid accuracy (a fraction) of held-out images, graded as validation grades them (`GridValidation`)."""
+    return evaluation.evaluate(
+        model,
+        (images, labels),
+        ["grid"],
+        limits=limits,
+        batch_size=batch_size,
+        resampling=resampling,
+        sample=False,
+    ).summary["grid"]["accuracy"]
+
+
 class GridValidation(keras.callbacks.Callback):
     """After the last epoch, adds the grid accuracy of validation images to the logs as `val_grid_accuracy`.
 
@@ -259,12 +274,6 @@ class GridValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 != self.params.get("epochs") or logs is None:
             return
-        logs[self.key] = evaluation.evaluate(
-            self.model,
-            (self.images, self.labels),
-            ["grid"],
-            limits=self.limits,
-            batch_size=self.batch_size,
-            resampling=self.resampling,
-            sample=False,
-        ).summary["grid"]["accuracy"]
+        logs[self.key] = grid_accuracy(
+            self.model, self.images, self.labels, self.limits, self.batch_size, self.resampling
+        )

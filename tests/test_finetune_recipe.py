@@ -40,10 +40,10 @@ def test_std_run_is_finetunes_std_row_holding_out_the_validation_images(std):
 
 @pytest.mark.parametrize("name", list(CANDIDATES))
 def test_candidate_differs_from_finetunes_config_only_where_intended(std, name):
-    row, epochs = CANDIDATES[name]
+    row, epochs, lr = CANDIDATES[name]
     config = finetune_recipe.candidate_config(name, std, OPTIONS)
     plain_std = dataclasses.replace(std, validation_examples=0)
-    plain = finetune.row_config(row, epochs, plain_std, Path("/elsewhere"), OPTIONS.data_dir, 0, 0.1)
+    plain = finetune.row_config(row, epochs, plain_std, Path("/elsewhere"), OPTIONS.data_dir, 0, lr)
     assert differing(config, plain) <= INTENDED
     assert config.init_model == std.output_dir == plain.init_model
     assert (config.epochs, config.eval_every, config.eval_k) == (epochs, epochs, 10)
@@ -127,7 +127,6 @@ def test_rule_breaks_ties_by_clean_then_minutes_then_list_order():
     ("flags", "message"),
     [
         ({"out": None}, "--out"),
-        ({"lr": 0.0}, "--lr"),
         ({"validation_examples": 0}, "--validation_examples"),
         ({"validation_grid_examples": 5001}, "--validation_grid_examples"),
     ],

@@ -33,7 +33,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common.protocols import ROWS
+from benchmarks.common.protocols import ROWS, SELECTION_GRID
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -444,16 +444,115 @@ def finetune_row(run: str) -> dict:
 
 
 def finetune_scratch_note() -> str:
-    """Where finetune.md's from-scratch rows come from: cifar10_cpu's means over its seeds, under its old protocol."""
-    seeds = {row: record.get("seed", []) for row, record in _json("cifar10_cpu/results.json")["rows"].items()}
-    runs = [row["run"] for row in _csv("cifar10_finetune/finetune.csv")]
-    scratch = [run.split(" ")[0] for run in runs if "from scratch" in run]
-    one = [ROWS[row] for row in scratch if len(seeds.get(row, [])) == 1]
+    """Where finetune.md's from-scratch rows come from: the CPU regime's seed-0 runs, graded as the fine-tuned ones."""
+    config = _json("cifar10_cpu_regime/at_l2_seed0/config.json")
     return prose(
-        f"""The *from scratch* rows are the means over the seeds of
-        [docs/results/cifar10_cpu](results/cifar10_cpu/table.md) (two seeds; {", ".join(one)}: one seed), trained
-        12 epochs on the whole training set under the 2026-11-29 protocol (Intel Xeon), not under the fine-tuning
-        runs' flags."""
+        f"""The *from scratch* rows are the seed-0 runs of the [CPU regime](results/cifar10_cpu_regime/table.md)
+        ({config["epochs"]} epochs on {config["train_examples"]:,} training images, on the same kind of machine),
+        graded as the fine-tuning runs are: clean accuracy on all 10,000 test images, grid accuracy on the same
+        {config["grid_examples"]:,} (drawn with seed {config["seed"]}). The fine-tuning runs of the first five rows
+        trained on all 50,000 training images; the recipe's runs on the 45,000 left after its 5,000 validation
+        images."""
+    )
+
+
+def finetune_summary() -> str:
+    """What finetune.csv shows: the best fine-tuned run against the best from scratch, and the target."""
+    from benchmarks.finetune import BUDGET_MINUTES, TARGET  # loads TensorFlow: only where the table is summarised
+
+    rows = _csv("cifar10_finetune/finetune.csv")
+    tuned = [row for row in rows if "fine-tuned" in row["method"]]
+    scratch = [row for row in rows if "from scratch" in row["run"]]
+    best, best_scratch = (max(group, key=lambda row: float(row["grid_accuracy"])) for group in (tuned, scratch))
+    fast = min(tuned, key=lambda row: float(row["fastest_total_minutes"]))
+    met = [
+        row["run"]
+        for row in tuned
+        if float(row["clean_accuracy"]) >= TARGET["clean_accuracy"]
+        and float(row["grid_accuracy"]) >= TARGET["grid_accuracy"]
+        and float(row["fastest_total_minutes"]) <= BUDGET_MINUTES
+    ]
+
+    def described(row: dict) -> str:
+        return (
+            f"{pct(float(row['grid_accuracy']))} % grid, {pct(float(row['clean_accuracy']))} % clean, "
+            f"{float(row['fastest_total_minutes']):.1f} min"
+        )
+
+    return prose(
+        f"""Within {BUDGET_MINUTES:g} minutes at the fastest epochs' pace, the target (≥
+        {pct(TARGET["clean_accuracy"], 0)} % clean and ≥ {pct(TARGET["grid_accuracy"], 0)} % grid accuracy) is
+        {"met by " + ", ".join(met) if met else "**met by no fine-tuned run**"}. The most robust fine-tuned run is
+        {best["run"]} ({best["method"]}, {best["epochs"]} epochs: {described(best)}, std pre-training included); the
+        most robust from scratch is {best_scratch["run"]} ({described(best_scratch)}). The quickest fine-tuning,
+        {fast["run"]}, reaches {described(fast)}."""
+    )
+
+
+RECIPE = "cifar10_finetune_recipe"
+
+
+def recipe_selection_table() -> str:
+    """selection.json of `benchmarks.finetune_recipe`: every candidate's validation numbers and minutes."""
+    selection = _json(f"{RECIPE}/selection.json")
+    rows = [
+        [
+            f"`{entry['name']}`" + (" **chosen**" if entry["name"] == selection["chosen"] else ""),
+            entry["method"],
+            str(entry["epochs"]),
+            f"{entry['lr']:g}",
+            pct(entry["val_clean_accuracy"]),
+            pct(entry["val_worst_of_10_accuracy"]),
+            pct(entry["val_grid_accuracy"]),
+            f"{entry['fastest_total_minutes']:.1f}",
+            f"{entry['total_minutes']:.1f}",
+        ]
+        for entry in selection["candidates"]
+    ]
+    header = [
+        "candidate",
+        "method",
+        "epochs",
+        "peak lr",
+        "val clean (%)",
+        "val worst-of-10 (%)",
+        "val grid (%)",
+        "min, fastest epochs",
+        "min, summed",
+    ]
+    return table(header, rows, right_from=2)
+
+
+def recipe_result() -> str:
+    """The choice, its test numbers read once (chosen_test.json), the target, and the pair with A.T.+L2 from scratch."""
+    from benchmarks.finetune import BUDGET_MINUTES, TARGET  # loads TensorFlow: only where the recipe is rendered
+
+    selection, chosen = _json(f"{RECIPE}/selection.json"), _json(f"{RECIPE}/chosen_test.json")
+    run = metrics(RECIPE, f"{chosen['chosen']}_seed0")
+    scratch = metrics("cifar10_cpu_regime", "at_l2_seed0")
+    pair = computed_pair((RECIPE, f"{chosen['chosen']}_seed0"), ("cifar10_cpu_regime", "at_l2_seed0"))
+    checks = {
+        f"clean ≥ {pct(TARGET['clean_accuracy'], 0)} %": chosen["clean_accuracy"] >= TARGET["clean_accuracy"],
+        f"grid ≥ {pct(TARGET['grid_accuracy'], 0)} %": chosen["grid_accuracy"] >= TARGET["grid_accuracy"],
+        f"≤ {BUDGET_MINUTES:g} minutes": chosen["fastest_total_minutes"] <= BUDGET_MINUTES,
+    }
+    verdict = "**met**" if all(checks.values()) else "**not met**"
+    parts = "; ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in checks.items())
+    scratch_minutes = min(scratch["epoch_seconds"]) * len(scratch["epoch_seconds"]) / 60
+    return prose(
+        f"""The rule chose `{chosen["chosen"]}` ({selection["reason"]}). Its test numbers, read once from its
+        run's [metrics.json](results/{RECIPE}/{chosen["chosen"]}_seed0/metrics.json): **{pct(chosen["clean_accuracy"])}
+        %** clean accuracy on all {run["test_examples"]:,} test images and **{pct(chosen["grid_accuracy"])} %** grid
+        accuracy on {run["grid_examples"]:,} (95 % interval {interval(run["grid_accuracy_ci95"], signed=False)}), in
+        {chosen["fastest_total_minutes"]:.1f} minutes of training at the fastest epochs' pace, std pre-training
+        included ({chosen["total_minutes"]:.1f} summed). The target (≥ {pct(TARGET["clean_accuracy"], 0)} % clean,
+        ≥ {pct(TARGET["grid_accuracy"], 0)} % grid, ≤ {BUDGET_MINUTES:g} minutes) is {verdict} ({parts}).
+
+        Against A.T.+L2 trained from scratch in the CPU regime (seed 0, {pct(scratch["clean_accuracy"])} % clean,
+        {pct(scratch["grid_accuracy"])} % grid, {scratch_minutes:.1f} minutes at its fastest epochs' pace), paired
+        over the same {pair["examples"]:,} grid images: grid accuracy {points(pair["difference"])} points
+        {interval(pair["ci"])} (McNemar p {pair["mcnemar_p"]:.2g}; {pair["b_only"]} images only the recipe gets
+        right, {pair["a_only"]} only A.T.+L2 from scratch)."""
     )
 
 
@@ -899,8 +998,115 @@ def g_resnet9_mac_ratio() -> str:
     return f"{network_cost('g_resnet9_p4m_invariant')[1] / network_cost('resnet9_w16')[1]:.1f}×"
 
 
+GRN_SELECTION = "cifar10_grn_selection"
+CONFIRMATION = "cifar10_confirmation"
+# (head, seed) -> the folder of that fair G-row run; seed 0 pairs with the CPU regime, seed 2 with the confirmation.
+G_ROWS = {
+    (head, seed): f"cifar10_{'cpu_regime' if seed == 0 else 'confirmation'}_grn_{head}"
+    for head in ("flatten", "invariant")
+    for seed in (0, 2)
+}
+
+
+def fastest_minutes(record: dict) -> float:
+    """A run's fastest epoch x epochs, in minutes (what a quiet machine takes)."""
+    return min(record["epoch_seconds"]) * len(record["epoch_seconds"]) / 60
+
+
+def g_selection_table() -> str:
+    """The fair G-row's (lr, weight decay) candidates graded on held-out training images, as far as they have run."""
+    rows = []
+    for path in sorted((RESULTS / GRN_SELECTION).glob("*_seed*/metrics.json")):
+        run = path.parent.name
+        config, logs, record = (
+            _json(f"{GRN_SELECTION}/{run}/{name}") for name in ("config.json", "epoch_logs.json", "metrics.json")
+        )
+        rows.append(
+            [
+                config["g_head"],
+                f"{config['lr']:g}",
+                f"{config['weight_decay']:g}",
+                pct(logs["val_worst_of_10_accuracy"]),
+                pct(logs["val_acc_nat"]),
+                pct(logs["acc_adv"]),
+                f"{fastest_minutes(record):.1f}",
+                f"{sum(record['epoch_seconds']) / 60:.1f}",
+            ]
+        )
+    header = [
+        "head",
+        "lr",
+        "weight decay",
+        "val worst-of-10 (%)",
+        "val clean (%)",
+        "train acc. (%)",
+        "min, fastest epochs",
+        "min, summed",
+    ]
+    selection = RESULTS / GRN_SELECTION / "selection.json"
+    candidates = len(SELECTION_GRID["lr"]) * len(SELECTION_GRID["weight_decay"])
+    if selection.is_file():
+        heads = _json(f"{GRN_SELECTION}/selection.json")["heads"]
+        ending = "Chosen by the rule: " + "; ".join(
+            f"{head} head: lr {entry['chosen']['lr']:g}, weight decay {entry['chosen']['weight_decay']:g}"
+            for head, entry in heads.items()
+        )
+        ending += "."
+    else:
+        ending = f"{len(rows)} of {candidates} candidates have finished: no choice yet."
+    return table(header, rows, right_from=1) + "\n" + ending + "\n"
+
+
+def _cost_row(label: str, seed: int, run: tuple[str, str]) -> list[str]:
+    record = metrics(*run)
+    parameters, macs = run_cost(*run)
+    return [
+        label,
+        str(seed),
+        pct(record["clean_accuracy"]),
+        pct(record["grid_accuracy"]),
+        pct(value(*run, "train_accuracy")),
+        f"{parameters:,}",
+        f"{macs / 1e6:.1f}",
+        f"{fastest_minutes(record):.1f}",
+    ]
+
+
+def g_rows_table() -> str:
+    """The fair G-row's runs beside D.A. and D.A.+KL of the same seed, and their paired grid differences."""
+    done = {
+        key: (folder, f"grn_seed{key[1]}")
+        for key, folder in G_ROWS.items()
+        if (RESULTS / folder / f"grn_seed{key[1]}" / "metrics.json").is_file()
+    }
+    if not done:
+        return "None of the four runs has been made yet.\n"
+    rows, pairs = [], []
+    for seed in sorted({seed for _, seed in done}):
+        base = REGIME if seed == 0 else CONFIRMATION
+        da, da_kl = (base, f"da_seed{seed}"), (base, f"da_kl_seed{seed}")
+        rows += [_cost_row("D.A.", seed, da), _cost_row("D.A.+KL", seed, da_kl)]
+        heads = [head for head, s in done if s == seed]
+        for head in heads:
+            grn = done[(head, seed)]
+            rows.append(_cost_row(f"G-ResNet-9 p4m, {head} head", seed, grn))
+            pairs.append(f"GRN ({head}) − D.A., seed {seed}: {diff_full(computed_pair(grn, da))}")
+            pairs.append(f"D.A.+KL − GRN ({head}), seed {seed}: {diff_full(computed_pair(da_kl, grn))}")
+        if len(heads) == 2:
+            flatten = computed_pair(done[("flatten", seed)], done[("invariant", seed)])
+            pairs.append(f"flatten − invariant head, seed {seed}: {diff_full(flatten)}")
+    header = ["run", "seed", "clean (%)", "grid (%)", "train acc. (%)", "parameters", "MMACs", "min, fastest epochs"]
+    listed = "\n".join(f"- {pair}" for pair in pairs)
+    return (
+        table(header, rows, right_from=1)
+        + "\nPaired grid differences (points, 95 % bootstrap interval, McNemar p, b only / a only):\n\n"
+        + listed
+        + "\n"
+    )
+
+
 def parameter_match_table() -> str:
-    """g-resnet.md: the networks whose parameter counts the G-ResNet44 widths match."""
+    """gresnet.md: the networks whose parameter counts the G-ResNet44 widths match."""
     rows = [
         ("planar ResNet44 (reference G-CNN study)", "32/64/128", "planar_resnet44"),
         ("G-ResNet44 p4", "16/32/64 G-channels", "p4_resnet44_invariant"),

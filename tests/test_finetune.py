@@ -224,4 +224,31 @@ def test_the_finetune_benchmark_counts_pre_training_and_checks_the_target_on_qui
     assert (entry["train_minutes"], entry["total_minutes"], entry["fastest_total_minutes"]) == (15.0, 18.0, 12.0)
     assert finetune.meets_target(entry, 12.0) and not finetune.meets_target(entry, 11.9)
     assert not finetune.meets_target({**entry, "grid_accuracy": 0.549}, 60.0)
-    assert finetune.budget({"cpu": "Intel(R) Xeon(R) Processor"}) == 30 and finetune.budget({"cpu": "AMD EPYC"}) == 60
+    assert finetune.BUDGET_MINUTES == 30
+
+
+def test_the_finetune_table_reads_the_recipes_choice_and_the_scratch_runs_of_its_seed(tmp_path):
+    from benchmarks import finetune
+
+    def record(folder, run, seconds, clean, grid):
+        (tmp_path / folder / run).mkdir(parents=True)
+        metrics = {"epoch_seconds": seconds, "clean_accuracy": clean, "grid_accuracy": grid}
+        (tmp_path / folder / run / "metrics.json").write_text(json.dumps(metrics))
+
+    record("recipe", "std_seed0", [60.0, 120.0], 0.83, 0.08)
+    record("recipe", "at_l2_e2_seed0", [300.0, 600.0], 0.81, 0.56)
+    (tmp_path / "recipe" / "chosen_test.json").write_text(json.dumps({"chosen": "at_l2_e2"}))
+    candidates = [{"name": "at_e3", "method": "A.T."}, {"name": "at_l2_e2", "method": "A.T.+L2"}]
+    (tmp_path / "recipe" / "selection.json").write_text(json.dumps({"candidates": candidates}))
+    record("scratch", "da_seed0", [30.0] * 4, 0.75, 0.35)
+    record("scratch", "da_seed1", [30.0] * 4, 0.70, 0.30)
+    [recipe] = finetune.recipe_rows(tmp_path / "recipe", 0)
+    assert (recipe["run"], recipe["method"], recipe["epochs"]) == ("at_l2_e2 (recipe)", "A.T.+L2 fine-tuned", 2)
+    assert (recipe["total_minutes"], recipe["fastest_total_minutes"]) == (18.0, 12.0)
+    [scratch] = finetune.scratch_rows(tmp_path / "scratch", 0)
+    assert (scratch["run"], scratch["grid_accuracy"], scratch["fastest_total_minutes"]) == (
+        "da (from scratch)",
+        0.35,
+        2.0,
+    )
+    assert finetune.recipe_rows(tmp_path / "nothing", 0) == [] and finetune.scratch_rows(tmp_path / "nothing", 0) == []

@@ -65,7 +65,7 @@ CANDIDATES: dict[str, tuple[str, int, float]] = {
     "at_l2_e4": ("at_l2", 4, 0.1),
     "at_l2_e6": ("at_l2", 6, 0.1),
 }
-BUDGET_MINUTES = 30.0
+BUDGET_MINUTES = finetune.BUDGET_MINUTES
 VALIDATION_EXAMPLES = 5000
 VALIDATION_GRID_EXAMPLES = 500
 VALIDATION_GRID = "validation_grid.json"

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common.protocols import ROWS, SELECTION_GRID
+from benchmarks.finetune import BUDGET_MINUTES, TARGET
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -459,8 +460,6 @@ def finetune_scratch_note() -> str:
 
 def finetune_summary() -> str:
     """What finetune.csv shows: the best fine-tuned run against the best from scratch, and the target."""
-    from benchmarks.finetune import BUDGET_MINUTES, TARGET  # loads TensorFlow: only where the table is summarised
-
     rows = _csv("cifar10_finetune/finetune.csv")
     tuned = [row for row in rows if "fine-tuned" in row["method"]]
     scratch = [row for row in rows if "from scratch" in row["run"]]
@@ -526,8 +525,6 @@ def recipe_selection_table() -> str:
 
 def recipe_result() -> str:
     """The choice, its test numbers read once (chosen_test.json), the target, and the pair with A.T.+L2 from scratch."""
-    from benchmarks.finetune import BUDGET_MINUTES, TARGET  # loads TensorFlow: only where the recipe is rendered
-
     selection, chosen = _json(f"{RECIPE}/selection.json"), _json(f"{RECIPE}/chosen_test.json")
     run = metrics(RECIPE, f"{chosen['chosen']}_seed0")
     scratch = metrics("cifar10_cpu_regime", "at_l2_seed0")
@@ -539,7 +536,7 @@ def recipe_result() -> str:
     }
     verdict = "**met**" if all(checks.values()) else "**not met**"
     parts = "; ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in checks.items())
-    scratch_minutes = min(scratch["epoch_seconds"]) * len(scratch["epoch_seconds"]) / 60
+    scratch_minutes = fastest_minutes(scratch)
     return prose(
         f"""The rule chose `{chosen["chosen"]}` ({selection["reason"]}). Its test numbers, read once from its
         run's [metrics.json](results/{RECIPE}/{chosen["chosen"]}_seed0/metrics.json): **{pct(chosen["clean_accuracy"])}

@@ -132,6 +132,11 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def fastest_minutes(record: dict) -> float:
+    """A run's fastest epoch x epochs, in minutes (what a quiet machine takes)."""
+    return min(record["epoch_seconds"]) * len(record["epoch_seconds"]) / 60
+
+
 def diff(d: dict) -> str:
     """A paired difference: `+3.8 [+2.0, +5.6]`."""
     return f"{points(d['difference'])} {interval(d['ci'])}"
@@ -254,8 +259,6 @@ def regime_table(folder: str = REGIME) -> str:
     for row, seed in regime_runs(folder):
         run = f"{row}_seed{seed}"
         record = metrics(folder, run)
-        epochs = record["epochs"]
-        fastest = min(record["epoch_seconds"]) * epochs
         rows.append(
             [
                 ROWS[row],
@@ -265,7 +268,7 @@ def regime_table(folder: str = REGIME) -> str:
                 pct(record["worst_of_10_accuracy"]),
                 f"{pct(value(folder, run, 'train_accuracy'))} ({TRAIN_BATCH[row]})",
                 f"{run_cost(folder, run)[0]:,} / {run_cost(folder, run)[1] / 1e6:.1f}",
-                f"{minutes(record['train_seconds'])} ({minutes(fastest)})",
+                f"{minutes(record['train_seconds'])} ({fastest_minutes(record):.1f} min)",
                 _machine(folder, run),
             ]
         )
@@ -311,6 +314,19 @@ def time_ratio(b: tuple[str, str], a: tuple[str, str]) -> str:
     return f"{100 * metrics(*b)['train_seconds'] / metrics(*a)['train_seconds']:.0f} %"
 
 
+# The README's G-ResNet row, decided before its run: the fair G-row of issue #35 (about ResNet-9's parameters) with
+# Cohen & Welling's flatten head, seed 0 (it pairs with D.A.'s seed 0); the time-matched p4 G-ResNet-8 until it exists.
+README_GRN = ("cifar10_cpu_regime_grn_flatten", "grn_seed0")
+README_GRN_LABEL = "G-ResNet-9 p4m (seed 0)"
+
+
+def readme_runs(row: str) -> list[tuple[str, str, int]]:
+    """(folder, run, seed) of each run the README's table shows for `row`."""
+    if row == "grn" and (RESULTS / README_GRN[0] / README_GRN[1] / "metrics.json").is_file():
+        return [(*README_GRN, 0)]
+    return [(REGIME, f"{row}_seed{seed}", seed) for r, seed in regime_runs() if r == row]
+
+
 def readme_results_table(prefix: str = "docs/") -> str:
     """The README's headline table: the CPU regime per row and seed, each cell's run linked to its metrics.json.
 
@@ -320,25 +336,25 @@ def readme_results_table(prefix: str = "docs/") -> str:
     paper = {"std": 9.5, "da": 58.3, "da_kl": 73.3, "at": 71.0, "at_kl": 78.8, "at_l2": 77.1, "grn": 71.6}
     rows = []
     for row in ROWS:
-        seeds = [seed for r, seed in regime_runs() if r == row]
-        if not seeds:
+        runs = readme_runs(row)
+        if not runs:
             continue
         cells = []
         for name in ("clean_accuracy", "grid_accuracy"):
-            cells.append(" / ".join(pct(value(REGIME, f"{row}_seed{seed}", name)) for seed in seeds))
-        links = ", ".join(f"[seed {seed}]({prefix}results/{REGIME}/{row}_seed{seed}/metrics.json)" for seed in seeds)
-        parameters, macs = run_cost(REGIME, f"{row}_seed{seeds[0]}")
-        fastest = [
-            min(metrics(REGIME, f"{row}_seed{seed}")["epoch_seconds"]) * metrics(REGIME, f"{row}_seed{seed}")["epochs"]
-            for seed in seeds
-        ]
-        cost = f"{parameters:,} / {macs / 1e6:.1f} / " + " / ".join(minutes(seconds) for seconds in fastest)
-        rows.append([ROWS[row], *cells, f"{paper[row]:.1f}", cost, links])
+            cells.append(" / ".join(pct(value(folder, run, name)) for folder, run, _ in runs))
+        links = ", ".join(f"[seed {seed}]({prefix}results/{folder}/{run}/metrics.json)" for folder, run, seed in runs)
+        parameters, macs = run_cost(*runs[0][:2])
+        fastest = " / ".join(f"{fastest_minutes(metrics(folder, run)):.1f} min" for folder, run, _ in runs)
+        label = README_GRN_LABEL if runs[0][0] == README_GRN[0] else ROWS[row]
+        rows.append([label, *cells, f"{paper[row]:.1f}", f"{parameters:,} / {macs / 1e6:.1f} / {fastest}", links])
     pairs = [
         f"{ROWS[e['b']]} − {ROWS[e['a']]} (seed {e['seed']}): {diff(e)}"
         for e in results["paired"]
         if (e["b"], e["a"]) in (("at_kl", "at"), ("da_kl", "da"))
     ]
+    if readme_runs("grn")[0][0] == README_GRN[0]:
+        grn_da = computed_pair(README_GRN, (REGIME, "da_seed0"))
+        pairs.append(f"{README_GRN_LABEL.removesuffix(' (seed 0)')} − D.A. (seed 0): {diff(grn_da)}")
     header = [
         "method",
         "clean (%), seeds 0 / 1",
@@ -1021,18 +1037,12 @@ def g_resnet9_mac_ratio() -> str:
 
 
 GRN_SELECTION = "cifar10_grn_selection"
-CONFIRMATION = "cifar10_confirmation"
 # (head, seed) -> the folder of that fair G-row run; seed 0 pairs with the CPU regime, seed 2 with the confirmation.
 G_ROWS = {
     (head, seed): f"cifar10_{'cpu_regime' if seed == 0 else 'confirmation'}_grn_{head}"
     for head in ("flatten", "invariant")
     for seed in (0, 2)
 }
-
-
-def fastest_minutes(record: dict) -> float:
-    """A run's fastest epoch x epochs, in minutes (what a quiet machine takes)."""
-    return min(record["epoch_seconds"]) * len(record["epoch_seconds"]) / 60
 
 
 def g_selection_table() -> str:
@@ -1094,19 +1104,61 @@ def _cost_row(label: str, seed: int, run: tuple[str, str]) -> list[str]:
     ]
 
 
-def g_rows_table() -> str:
-    """The fair G-row's runs beside D.A. and D.A.+KL of the same seed, and their paired grid differences."""
-    done = {
+def finished_g_rows() -> dict[tuple[str, int], tuple[str, str]]:
+    """(head, seed) -> (folder, run) of each fair G-row run that has finished."""
+    return {
         key: (folder, f"grn_seed{key[1]}")
         for key, folder in G_ROWS.items()
         if (RESULTS / folder / f"grn_seed{key[1]}" / "metrics.json").is_file()
     }
+
+
+def planar_runs(seed: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(folder, run) of D.A. and D.A.+KL on `seed`: the CPU regime's seed 0, the confirmation's seed 2."""
+    base = REGIME if seed == 0 else CONFIRMATION
+    return (base, f"da_seed{seed}"), (base, f"da_kl_seed{seed}")
+
+
+def side(d: dict) -> str:
+    """Where b stands against a by the paired interval of b − a: above, below, or not separated."""
+    if d["ci"][0] > 0:
+        return "above"
+    if d["ci"][1] < 0:
+        return "below"
+    return "not separated from"
+
+
+def g_row_finding() -> str:
+    """RESULTS.md's finding on the fair G-row (flatten head): against D.A. and D.A.+KL per seed, as far as run."""
+    done = finished_g_rows()
+    seeds = sorted(seed for head, seed in done if head == "flatten")
+    if not seeds:
+        return "The fair G-row (issue #35) has not finished a run yet."
+    parts = []
+    for seed in seeds:
+        grn = done[("flatten", seed)]
+        da, da_kl = planar_runs(seed)
+        above_da, below_kl = computed_pair(grn, da), computed_pair(da_kl, grn)
+        parts.append(
+            f"seed {seed}: GRN − D.A. = {diff(above_da)} (GRN {side(above_da)} D.A.), D.A.+KL − GRN = "
+            f"{diff(below_kl)} (D.A.+KL {side(below_kl)} GRN)"
+        )
+    return (
+        "At ResNet-9's parameters, a p4m G-ResNet-9 with Cohen & Welling's flatten head, trained exactly like D.A. "
+        "(learning rate and weight decay chosen on held-out training images), gives "
+        + "; ".join(parts)
+        + ". The paper's ordering is D.A. < G-ResNet < D.A.+KL."
+    )
+
+
+def g_rows_table() -> str:
+    """The fair G-row's runs beside D.A. and D.A.+KL of the same seed, and their paired grid differences."""
+    done = finished_g_rows()
     if not done:
         return "None of the four runs has been made yet.\n"
     rows, pairs = [], []
     for seed in sorted({seed for _, seed in done}):
-        base = REGIME if seed == 0 else CONFIRMATION
-        da, da_kl = (base, f"da_seed{seed}"), (base, f"da_kl_seed{seed}")
+        da, da_kl = planar_runs(seed)
         rows += [_cost_row("D.A.", seed, da), _cost_row("D.A.+KL", seed, da_kl)]
         heads = [head for head, s in done if s == seed]
         for head in heads:

@@ -167,6 +167,18 @@ def test_trainers_evaluate_reports_the_symmetry_diagnostic(tmp_path, cifar10_dir
     report = json.loads((tmp_path / "evaluation.json").read_text())["symmetry"]
     assert (report["group"], report["side"], report["examples"]) == ("p4", 32, 20)
     assert report["max_relative_change"] < 1e-4  # G-ResNet-9's invariant head is exact at 32x32
+    initial = report["initial"]
+    assert (initial["group"], initial["side"]) == ("p4", 32)
+    assert initial["max_relative_change"] < 1e-4
+
+
+def test_initialised_copy_is_the_architecture_with_fresh_weights() -> None:
+    network = tiny_g_resnet("flatten")
+    fresh = symmetry.initialised_copy(network, seed=3)
+    again = symmetry.initialised_copy(network, seed=3)
+    assert [w.shape for w in fresh.weights] == [w.shape for w in network.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh.get_weights(), network.get_weights(), strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), again.get_weights(), strict=True))
 
 
 def test_symmetry_needs_a_trainers_fit_run(tmp_path) -> None:

@@ -184,16 +184,18 @@ def write_failures(
 def symmetry_report(classifier: Classifier, images: np.ndarray, options: EvaluateOptions) -> dict[str, Any]:
     """How far the run's logits move under --symmetry's exact transformations of `images` (`symmetry.logit_drift`).
 
-    `classifier` is the run's, loaded once: its Keras network is read as it is.
+    `classifier` is the run's, loaded once: its Keras network is read as it is (after training); `initial` holds the
+    same for its architecture freshly initialised with --seed (before training).
     """
-    drift = symmetry.logit_drift(
-        classifier.network, images, options.symmetry, options.symmetry_side or None, options.batch_size or 128
-    )
+    arguments = (images, options.symmetry, options.symmetry_side or None, options.batch_size or 128)
+    drift = symmetry.logit_drift(classifier.network, *arguments)
+    initial = symmetry.logit_drift(symmetry.initialised_copy(classifier.network, options.seed), *arguments)
     print(
         f"\n--symmetry={drift['group']} at {drift['side']}x{drift['side']}: logits move by at most "
-        f"{drift['max_relative_change']:.2e} of their largest magnitude"
+        f"{drift['max_relative_change']:.2e} of their largest magnitude after training, "
+        f"{initial['max_relative_change']:.2e} before"
     )
-    return {**drift, "examples": len(images)}
+    return {**drift, "examples": len(images), "initial": initial}
 
 
 def print_table(summary: Mapping[str, Mapping[str, Any]]) -> None:

@@ -44,6 +44,12 @@ def with_input_side(network: keras.Model, side: int) -> keras.Model:
     return copy
 
 
+def initialised_copy(network: keras.Model, seed: int) -> keras.Model:
+    """`network`'s architecture with fresh, seeded initial weights: the network before training."""
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(network)
+
+
 def logit_drift(
     network: keras.Model, images: np.ndarray, group: str = "p4", side: int | None = None, batch_size: int = 128
 ) -> dict:

@@ -1179,6 +1179,27 @@ def g_rows_table() -> str:
     )
 
 
+def g_capacity_summary() -> str:
+    """gresnet.md: whether a G-row at the paper's capacity ratio fits the budget (benchmarks.g_capacity's record)."""
+    path = RESULTS / "g_capacity" / "g_capacity.json"
+    if not path.is_file():
+        return "Not measured yet (`python -m benchmarks.g_capacity`).\n"
+    record = _json("g_capacity/g_capacity.json")
+    width = str(record["capacity_width"])
+    wide, fair = record["widths"][width], record["widths"]["16"]
+    verdict = "fits" if record["fits"] else "does not fit"
+    return prose(
+        f"""The paper's ratio is {record["paper_ratio"]:.2f}× the baseline's parameters. G-ResNet-9 p4m at width
+        {width} has {wide["parameters"]:,} parameters and {wide["macs_per_image"] / 1e6:,.0f} MMACs per image
+        (width 16: {fair["parameters"]:,} and {fair["macs_per_image"] / 1e6:,.0f}). Measured in one run
+        ({record["policy"]}, batch {record["batch_size"]}, load {record["load_average"]}), its training step takes
+        {record["step_time_ratio"]:.2f}× the fair row's. At the fair row's fastest recorded epoch
+        ({record["fair_fastest_epoch_seconds"]:.0f} s), {record["epochs"]} epochs project to
+        **{record["projected_hours"]:.1f} h**: it {verdict} the {record["budget_hours"]:g} h budget. Record:
+        [g_capacity.json](results/g_capacity/g_capacity.json)."""
+    )
+
+
 GRN_SYMMETRY = "cifar10_grn_symmetry"
 
 

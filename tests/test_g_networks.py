@@ -116,8 +116,21 @@ def test_fair_g_row_trains_exactly_like_da_in_the_cpu_regime(head: str) -> None:
         if getattr(fair, field.name) != getattr(da, field.name) and field.name not in NETWORK_FIELDS
     }
     # The grn flagfile's unused G-ResNet44 flags and D.A.'s unused ResNet flags differ; neither network reads them.
-    assert differing <= {"g_depth", "resnet_n", "reference_resnet"}, differing
+    # The learning rate and weight decay are the selection's choice (the next test).
+    assert differing <= {"g_depth", "resnet_n", "reference_resnet", "lr", "weight_decay"}, differing
     assert (fair.network, fair.width, fair.group, fair.g_head) == ("g_resnet9", 16, "p4m", head)
+
+
+@pytest.mark.parametrize("scale", ["cpu_regime_grn_invariant", "cpu_regime_grn_flatten", "confirm_grn_invariant"])
+def test_fair_g_row_takes_the_choice_the_selection_record_made(scale: str) -> None:
+    record = json.loads((protocols.REPO_ROOT / "docs/results/cifar10_grn_selection/selection.json").read_text())
+    candidates = record["heads"][protocols.SELECTION_HEAD]["candidates"]
+    chosen = record["heads"][protocols.SELECTION_HEAD]["chosen"]
+    assert len(candidates) == len(protocols.SELECTION_GRID["lr"]) * len(protocols.SELECTION_GRID["weight_decay"])
+    best = max(candidates, key=lambda scores: (scores["robust"], scores["clean"]))
+    assert (best["lr"], best["weight_decay"]) == (chosen["lr"], chosen["weight_decay"])
+    config = protocols.scale_config("cifar10", "grn", scale, 0, Path("out"), None)
+    assert (config.lr, config.weight_decay) == (chosen["lr"], chosen["weight_decay"])
 
 
 def test_selection_runs_hold_out_a_validation_split_and_validate_at_the_end(cifar10_dir) -> None:

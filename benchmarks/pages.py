@@ -1037,11 +1037,20 @@ def g_resnet9_mac_ratio() -> str:
 
 
 GRN_SELECTION = "cifar10_grn_selection"
-# (head, seed) -> the folder of that fair G-row run; seed 0 pairs with the CPU regime, seed 2 with the confirmation.
+# (variant, seed) -> the folder of that G-row run; seed 0 pairs with the CPU regime, seed 2 with the confirmation.
+# Variants: the fair row's two heads, and the third row at the paper's capacity ratio (seed 0 only).
 G_ROWS = {
-    (head, seed): f"cifar10_{'cpu_regime' if seed == 0 else 'confirmation'}_grn_{head}"
-    for head in ("flatten", "invariant")
-    for seed in (0, 2)
+    **{
+        (head, seed): f"cifar10_{'cpu_regime' if seed == 0 else 'confirmation'}_grn_{head}"
+        for head in ("flatten", "invariant")
+        for seed in (0, 2)
+    },
+    ("capacity", 0): "cifar10_cpu_regime_grn_capacity",
+}
+G_LABELS = {
+    "flatten": "G-ResNet-9 p4m, flatten head",
+    "invariant": "G-ResNet-9 p4m, invariant head",
+    "capacity": "G-ResNet-9 p4m width 38 (the paper's capacity ratio), flatten head",
 }
 
 
@@ -1148,6 +1157,21 @@ def g_row_finding() -> str:
         "(learning rate and weight decay chosen on held-out training images), gives "
         + "; ".join(parts)
         + ". The paper's ordering is D.A. < G-ResNet < D.A.+KL."
+        + capacity_finding(done)
+    )
+
+
+def capacity_finding(done: dict[tuple[str, int], tuple[str, str]]) -> str:
+    """The finding's sentence on the third G-row (the paper's capacity ratio), once it has run."""
+    if ("capacity", 0) not in done:
+        return ""
+    grn = done[("capacity", 0)]
+    da, da_kl = planar_runs(0)
+    above_da, below_kl = computed_pair(grn, da), computed_pair(da_kl, grn)
+    return (
+        f" At the paper's capacity ratio (width 38, 5.6× ResNet-9's parameters), seed 0: GRN − D.A. = "
+        f"{diff(above_da)} (GRN {side(above_da)} D.A.), D.A.+KL − GRN = {diff(below_kl)} (D.A.+KL {side(below_kl)} "
+        "GRN)."
     )
 
 
@@ -1155,20 +1179,20 @@ def g_rows_table() -> str:
     """The fair G-row's runs beside D.A. and D.A.+KL of the same seed, and their paired grid differences."""
     done = finished_g_rows()
     if not done:
-        return "None of the four runs has been made yet.\n"
+        return "None of the G-row runs has been made yet.\n"
     rows, pairs = [], []
     for seed in sorted({seed for _, seed in done}):
         da, da_kl = planar_runs(seed)
         rows += [_cost_row("D.A.", seed, da), _cost_row("D.A.+KL", seed, da_kl)]
-        heads = [head for head, s in done if s == seed]
-        for head in heads:
-            grn = done[(head, seed)]
-            rows.append(_cost_row(f"G-ResNet-9 p4m, {head} head", seed, grn))
-            pairs.append(f"GRN ({head}) − D.A., seed {seed}: {diff_full(computed_pair(grn, da))}")
-            pairs.append(f"D.A.+KL − GRN ({head}), seed {seed}: {diff_full(computed_pair(da_kl, grn))}")
-        if len(heads) == 2:
-            flatten = computed_pair(done[("flatten", seed)], done[("invariant", seed)])
-            pairs.append(f"flatten − invariant head, seed {seed}: {diff_full(flatten)}")
+        variants = [variant for variant in G_LABELS if (variant, seed) in done]
+        for variant in variants:
+            grn = done[(variant, seed)]
+            rows.append(_cost_row(G_LABELS[variant], seed, grn))
+            pairs.append(f"GRN ({variant}) − D.A., seed {seed}: {diff_full(computed_pair(grn, da))}")
+            pairs.append(f"D.A.+KL − GRN ({variant}), seed {seed}: {diff_full(computed_pair(da_kl, grn))}")
+        for b, a in (("flatten", "invariant"), ("capacity", "flatten")):
+            if {b, a} <= set(variants):
+                pairs.append(f"{b} − {a}, seed {seed}: {diff_full(computed_pair(done[(b, seed)], done[(a, seed)]))}")
     header = ["run", "seed", "clean (%)", "grid (%)", "train acc. (%)", "parameters", "MMACs", "min, fastest epochs"]
     listed = "\n".join(f"- {pair}" for pair in pairs)
     return (

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks import g_capacity
+from benchmarks.common import protocols
 from invariance_tf.networks import cost
 
 
@@ -23,3 +26,11 @@ def test_fair_width_is_the_fair_rows() -> None:
 def test_bad_flags_are_named() -> None:
     with pytest.raises(ValueError, match="rounds"):
         g_capacity.CapacityOptions(rounds=0).validate()
+
+
+def test_the_capacity_row_trains_the_chosen_width_like_the_fair_row() -> None:
+    assert protocols.CAPACITY_WIDTH == g_capacity.capacity_width()
+    wide = protocols.scale_config("cifar10", "grn", "cpu_regime_grn_capacity", 0, Path("out"), None)
+    fair = protocols.scale_config("cifar10", "grn", "cpu_regime_grn_flatten", 0, Path("out"), None)
+    assert (wide.width, wide.group, wide.g_head) == (protocols.CAPACITY_WIDTH, "p4m", "flatten")
+    assert {"width"} == {name for name, value in vars(wide).items() if value != vars(fair)[name]} - {"output_dir"}

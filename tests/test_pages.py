@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shutil
 
 import pytest
 
@@ -68,3 +69,39 @@ def test_readme_code_layout_names_every_module():
             elif f"{parent}.{module}" not in rows and f"`{module}`" not in rows.get(parent, ""):
                 missing.append(f"{parent}.{module}")
     assert not missing, f"modules missing from README.md's code layout; run `python -m benchmarks.pages`: {missing}"
+
+
+@pytest.fixture
+def g_row_records(tmp_path, monkeypatch):
+    """A results tree with the CPU regime's records and D.A.'s seed-0 run copied in as the fair and capacity G-rows."""
+    (tmp_path / pages.REGIME).symlink_to(pages.RESULTS / pages.REGIME)
+    for variant in ("flatten", "capacity"):
+        run = tmp_path / pages.G_ROWS[(variant, 0)] / "grn_seed0"
+        run.mkdir(parents=True)
+        for name in ("metrics.json", "config.json"):
+            shutil.copyfile(pages.RESULTS / pages.REGIME / "da_seed0" / name, run / name)
+    monkeypatch.setattr(pages, "RESULTS", tmp_path)
+    for cached in (pages._json, pages.computed_pair):
+        cached.cache_clear()
+    yield tmp_path
+    for cached in (pages._json, pages.computed_pair):
+        cached.cache_clear()
+
+
+def test_g_rows_table_pairs_each_g_row_with_da_of_its_seed(g_row_records):
+    """A G-row identical to D.A. is 0 points from it, with no discordant images; D.A.+KL − GRN is D.A.+KL − D.A."""
+    text = pages.g_rows_table()
+    assert pages.G_LABELS["flatten"] in text and pages.G_LABELS["capacity"] in text
+    assert "GRN (flatten) − D.A., seed 0: +0.0 [+0.0, +0.0], p = 1 (0 / 0)" in text
+    da_kl_da = pages.diff(pages.computed_pair((pages.REGIME, "da_kl_seed0"), (pages.REGIME, "da_seed0")))
+    assert f"D.A.+KL − GRN (capacity), seed 0: {da_kl_da}" in text
+    assert "capacity − flatten, seed 0: +0.0" in text
+    assert "GRN above D.A." not in pages.g_row_finding()
+    assert "not separated from D.A." in pages.g_row_finding()
+
+
+def test_readme_takes_the_fair_g_row_once_it_has_run(g_row_records):
+    assert pages.readme_runs("grn") == [(*pages.README_GRN, 0)]
+    text = pages.readme_results_table()
+    assert pages.README_GRN_LABEL in text
+    assert "G-ResNet-9 p4m − D.A. (seed 0): +0.0 [+0.0, +0.0]" in text

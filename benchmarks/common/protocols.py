@@ -175,8 +175,15 @@ SCALES["confirm"] = dataclasses.replace(
 
 FAIR_GRN_NOTE = (
     "The fair G-row of issue #35: G-ResNet-9 on p4m (G-widths 6/11/23/45, {head} head), about ResNet-9 width 16's "
-    "parameters, trained exactly like D.A. in the CPU regime (25,000 training images, 24 epochs, the CPU recipe)"
+    "parameters, trained like D.A. in the CPU regime (25,000 training images, 24 epochs, the CPU recipe) with the "
+    "learning rate and weight decay chosen on held-out training images"
 )
+# The third G-row of issue #35, at the paper's capacity ratio (GRN's parameters over its baseline's, 5.65x):
+# G-ResNet-9 p4m at width 38 (2,309,755 parameters, 5.59x ResNet-9 width 16's; benchmarks.g_capacity chooses the
+# width and projected 2.3 h of training on 2 cores), the flatten head, the fair row's chosen lr and weight decay
+# (not chosen again for this width), seed 0.
+CAPACITY_WIDTH = 38
+CAPACITY_GRN = (*(flag for flag in FAIR_GRN if not flag.startswith("--width=")), f"--width={CAPACITY_WIDTH}")
 for _head, _head_flag in G_HEAD_FLAGS.items():
     # Seed 0 pairs with D.A.'s seed-0 records of the CPU regime (same training subset, same 2,000 grid images).
     SCALES[f"cpu_regime_grn_{_head}"] = dataclasses.replace(
@@ -196,6 +203,12 @@ for _head, _head_flag in G_HEAD_FLAGS.items():
         row_overrides={"grn": (*FAIR_GRN, _head_flag)},
         pairs=None,
     )
+SCALES["cpu_regime_grn_capacity"] = dataclasses.replace(
+    SCALES["cpu_regime_grn_flatten"],
+    note="The third G-row of issue #35: G-ResNet-9 on p4m at width 38 (the paper's capacity ratio, 5.6x ResNet-9 "
+    "width 16's parameters), flatten head, trained as the fair G-row; seed 0 pairs with D.A.'s seed-0 records.",
+    row_overrides={"grn": (*CAPACITY_GRN, G_HEAD_FLAGS["flatten"])},
+)
 
 
 def config_from_flagfile(path: Path, *overrides: str) -> ExperimentConfig:

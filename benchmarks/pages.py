@@ -34,7 +34,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common.protocols import ROWS, SELECTION_GRID
+from benchmarks.common.protocols import CAPACITY_WIDTH, ROWS, SELECTION_GRID
 from benchmarks.finetune import BUDGET_MINUTES, TARGET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,7 +317,8 @@ def time_ratio(b: tuple[str, str], a: tuple[str, str]) -> str:
 # The README's G-ResNet row, decided before its run: the fair G-row of issue #35 (about ResNet-9's parameters) with
 # Cohen & Welling's flatten head, seed 0 (it pairs with D.A.'s seed 0); the time-matched p4 G-ResNet-8 until it exists.
 README_GRN = ("cifar10_cpu_regime_grn_flatten", "grn_seed0")
-README_GRN_LABEL = "G-ResNet-9 p4m (seed 0)"
+README_GRN_NAME = "G-ResNet-9 p4m"
+README_GRN_LABEL = f"{README_GRN_NAME} (seed 0)"
 
 
 def readme_runs(row: str) -> list[tuple[str, str, int]]:
@@ -354,7 +355,7 @@ def readme_results_table(prefix: str = "docs/") -> str:
     ]
     if readme_runs("grn")[0][0] == README_GRN[0]:
         grn_da = computed_pair(README_GRN, (REGIME, "da_seed0"))
-        pairs.append(f"{README_GRN_LABEL.removesuffix(' (seed 0)')} − D.A. (seed 0): {diff(grn_da)}")
+        pairs.append(f"{README_GRN_NAME} − D.A. (seed 0): {diff(grn_da)}")
     header = [
         "method",
         "clean (%), seeds 0 / 1",
@@ -1050,7 +1051,7 @@ G_ROWS = {
 G_LABELS = {
     "flatten": "G-ResNet-9 p4m, flatten head",
     "invariant": "G-ResNet-9 p4m, invariant head",
-    "capacity": "G-ResNet-9 p4m width 38 (the paper's capacity ratio), flatten head",
+    "capacity": f"G-ResNet-9 p4m width {CAPACITY_WIDTH} (the paper's capacity ratio), flatten head",
 }
 
 
@@ -1114,7 +1115,7 @@ def _cost_row(label: str, seed: int, run: tuple[str, str]) -> list[str]:
 
 
 def finished_g_rows() -> dict[tuple[str, int], tuple[str, str]]:
-    """(head, seed) -> (folder, run) of each fair G-row run that has finished."""
+    """(variant, seed) -> (folder, run) of each G-row run that has finished (`G_ROWS`)."""
     return {
         key: (folder, f"grn_seed{key[1]}")
         for key, folder in G_ROWS.items()
@@ -1153,8 +1154,8 @@ def g_row_finding() -> str:
             f"{diff(below_kl)} (D.A.+KL {side(below_kl)} GRN)"
         )
     return (
-        "At ResNet-9's parameters, a p4m G-ResNet-9 with Cohen & Welling's flatten head, trained exactly like D.A. "
-        "(learning rate and weight decay chosen on held-out training images), gives "
+        "At ResNet-9's parameters, a p4m G-ResNet-9 with Cohen & Welling's flatten head, trained like D.A. with its "
+        "own learning rate and weight decay (chosen on held-out training images), gives "
         + "; ".join(parts)
         + ". The paper's ordering is D.A. < G-ResNet < D.A.+KL."
         + capacity_finding(done)
@@ -1168,10 +1169,11 @@ def capacity_finding(done: dict[tuple[str, int], tuple[str, str]]) -> str:
     grn = done[("capacity", 0)]
     da, da_kl = planar_runs(0)
     above_da, below_kl = computed_pair(grn, da), computed_pair(da_kl, grn)
+    ratio = run_cost(*grn)[0] / run_cost(*da)[0]
     return (
-        f" At the paper's capacity ratio (width 38, 5.6× ResNet-9's parameters), seed 0: GRN − D.A. = "
-        f"{diff(above_da)} (GRN {side(above_da)} D.A.), D.A.+KL − GRN = {diff(below_kl)} (D.A.+KL {side(below_kl)} "
-        "GRN)."
+        f" At the paper's capacity ratio (width {CAPACITY_WIDTH}, {ratio:.1f}× D.A.'s parameters), seed 0: "
+        f"GRN − D.A. = {diff(above_da)} (GRN {side(above_da)} D.A.), "
+        f"D.A.+KL − GRN = {diff(below_kl)} (D.A.+KL {side(below_kl)} GRN)."
     )
 
 

@@ -443,7 +443,7 @@ def test_reproduce_without_data_reports_no_data(tmp_path):
         (
             ["--scale=huge"],
             "flag --scale=huge: value should be one of <mini|smoke|cpu|full|confirm|cpu_regime_grn_invariant|"
-            "confirm_grn_invariant|cpu_regime_grn_flatten|confirm_grn_flatten>",
+            "confirm_grn_invariant|cpu_regime_grn_flatten|confirm_grn_flatten|cpu_regime_grn_capacity>",
         ),
     ],
 )

@@ -205,8 +205,9 @@ for _head, _head_flag in G_HEAD_FLAGS.items():
     )
 SCALES["cpu_regime_grn_capacity"] = dataclasses.replace(
     SCALES["cpu_regime_grn_flatten"],
-    note="The third G-row of issue #35: G-ResNet-9 on p4m at width 38 (the paper's capacity ratio, 5.6x ResNet-9 "
-    "width 16's parameters), flatten head, trained as the fair G-row; seed 0 pairs with D.A.'s seed-0 records.",
+    note=f"The third G-row of issue #35: G-ResNet-9 on p4m at width {CAPACITY_WIDTH} (the paper's capacity ratio, "
+    "5.6x ResNet-9 width 16's parameters), flatten head, trained as the fair G-row; seed 0 pairs with D.A.'s seed-0 "
+    "records.",
     row_overrides={"grn": (*CAPACITY_GRN, G_HEAD_FLAGS["flatten"])},
 )
 

@@ -1158,7 +1158,27 @@ def g_row_finding() -> str:
         "own learning rate and weight decay (chosen on held-out training images), gives "
         + "; ".join(parts)
         + ". The paper's ordering is D.A. < G-ResNet < D.A.+KL."
+        + head_finding(done)
         + capacity_finding(done)
+    )
+
+
+def head_finding(done: dict[tuple[str, int], tuple[str, str]]) -> str:
+    """The finding's sentence on the invariant head against the flatten head, per seed where both have run."""
+    seeds = sorted(seed for head, seed in done if head == "invariant" and ("flatten", seed) in done)
+    if not seeds:
+        return ""
+    parts = []
+    for seed in seeds:
+        grn = done[("invariant", seed)]
+        da, _ = planar_runs(seed)
+        head, above_da = computed_pair(done[("flatten", seed)], grn), computed_pair(grn, da)
+        parts.append(
+            f"seed {seed}: flatten − invariant = {diff(head)} (flatten {side(head)} invariant), "
+            f"GRN (invariant) − D.A. = {diff(above_da)}"
+        )
+    return " The invariant head (the max over the group before the linear layer) against the flatten head, " + (
+        "; ".join(parts) + "."
     )
 
 

@@ -909,14 +909,42 @@ def gconv_table() -> str:
 def gconv_summary() -> str:
     record = _json("gconv_throughput/gconv_throughput.json")
     shares = sorted(r["expansion_share"] for r in record["records"])
+    spread = max(abs(r["ratio"] - r["ratio_of_medians"]) for r in record["records"])
     return prose(
         f"""All ratios are at least {record["min_ratio"]:.2f}; the median is {record["median_ratio"]:.2f}
         (goal: {record["goal"]}). The record is
         [gconv_throughput.json](results/gconv_throughput/gconv_throughput.json), measured at a load average of
         {record["load_average"]["start"].split(" on")[0]}–{record["load_average"]["end"]}. The filter expansion is
         at most {pct(record["max_expansion_share"])} % of a G-conv pass (`max_expansion_share`; median
-        {pct(shares[len(shares) // 2])} %). Ratios above 1 are load noise: a G-conv does the planar conv's work
-        plus the expansion."""
+        {pct(shares[len(shares) // 2])} %). A G-conv does the planar conv's work plus the expansion, so ratios
+        above 1 are not gains but the noise of a loaded machine: per layer, the paired ratio and the ratio of the
+        two medians differ by up to {spread:.2f}."""
+    )
+
+
+def g_network_rate() -> str:
+    """gresnet.md §3: the G-networks' training MAC rates against D.A.'s (seed 0, fastest epochs, same images/step)."""
+    done = finished_g_rows()
+    if ("flatten", 0) not in done:
+        return "The fair G-row has not finished a seed-0 run yet.\n"
+    da = planar_runs(0)[0]
+
+    def rate(run: tuple[str, str]) -> float:
+        return run_cost(*run)[1] / min(metrics(*run)["epoch_seconds"])
+
+    def compared(run: tuple[str, str]) -> str:
+        macs = run_cost(*run)[1] / run_cost(*da)[1]
+        seconds = min(metrics(*run)["epoch_seconds"]) / min(metrics(*da)["epoch_seconds"])
+        return (
+            f"{macs:.1f}× D.A.'s MACs per image in {seconds:.1f}× its fastest epoch: **{rate(run) / rate(da):.2f}× "
+            f"D.A.'s MAC rate** (trained on {_machine(*run)})"
+        )
+
+    return prose(
+        f"""In training, where each step also transforms its images (the same number for every row), the fair
+        row (flatten head, seed 0) does {compared(done[("flatten", 0)])}; D.A. ran on {_machine(*da)}. The p4
+        G-ResNet-8 of the CPU regime before #35 (float32) did {compared((REGIME, "grn_seed0"))}, on another
+        machine kind than D.A., which that ratio mixes in."""
     )
 
 
@@ -937,6 +965,7 @@ def network_cost(key: str) -> tuple[int, int]:
         "p4_resnet44_invariant": lambda: g_resnet(44, "p4", head="invariant"),
         "planar_resnet44": lambda: planar_counterpart(44),
         "paper_resnet44": lambda: networks.build("resnet", n=7),
+        "paper_resnet32": lambda: networks.build("resnet", n=5),
         "resnet9_w16": lambda: networks.build("resnet9", width=16),
         "p4_resnet8_3_6_12": lambda: g_resnet(8, "p4", widths=(3, 6, 12), head="invariant"),
         **{
@@ -999,7 +1028,8 @@ def p4m_count_note() -> str:
         differ by {100 * (flatten - invariant) / flatten:.2f} %. Without BN γ/β the count would be
         {flatten - gamma_beta:,}, which also rounds to {(flatten - gamma_beta) / 1e6:.2f}M. The README's rounding
         therefore cannot say whether they counted BN; their code's `params()` does. `tests/test_g_networks.py`
-        checks the count for all three flagfiles (CIFAR-100: +3,600 weights and +90 biases in the head)."""
+        checks the count for all three flagfiles (CIFAR-100: 45 × 8 × 90 = {45 * 8 * 90:,} more weights and 90 more
+        biases in the head)."""
     )
 
 
@@ -1221,8 +1251,29 @@ def g_rows_table() -> str:
         table(header, rows, right_from=1)
         + "\nPaired grid differences (points, 95 % bootstrap interval, McNemar p, b only / a only):\n\n"
         + listed
-        + "\n"
+        + "\n\n"
+        + g_orderings(done)
     )
+
+
+def order_sign(d: dict) -> str:
+    """`<` when the paired interval of b − a lies above 0 (a below b), `>` when below 0, `≈` when it covers 0."""
+    return {"above": "<", "below": ">"}.get(side(d), "≈")
+
+
+def g_orderings(done: dict[tuple[str, int], tuple[str, str]]) -> str:
+    """Per G-row run, the grid ordering of D.A., GRN and D.A.+KL that its two paired intervals give."""
+    lines = []
+    for (variant, seed), grn in sorted(done.items(), key=lambda item: (item[0][1], list(G_LABELS).index(item[0][0]))):
+        da, da_kl = planar_runs(seed)
+        first, second = order_sign(computed_pair(grn, da)), order_sign(computed_pair(da_kl, grn))
+        paper = " (the paper's)" if first == second == "<" else ""
+        lines.append(f"- {variant}, seed {seed}: D.A. {first} GRN {second} D.A.+KL{paper}")
+    lead = prose(
+        """The grid orderings these intervals give (`<`: separated, `≈`: the interval covers 0; the paper's is
+        D.A. < G-ResNet < D.A.+KL):"""
+    )
+    return lead + "\n" + "\n".join(lines) + "\n"
 
 
 def g_capacity_summary() -> str:
@@ -1239,8 +1290,8 @@ def g_capacity_summary() -> str:
         {width} has {wide["parameters"]:,} parameters and {wide["macs_per_image"] / 1e6:,.0f} MMACs per image
         (width 16: {fair["parameters"]:,} and {fair["macs_per_image"] / 1e6:,.0f}). Measured in one run
         ({record["policy"]}, batch {record["batch_size"]}, load {record["load_average"]}), its training step takes
-        {record["step_time_ratio"]:.2f}× the fair row's. At the fair row's fastest recorded epoch
-        ({record["fair_fastest_epoch_seconds"]:.0f} s), {record["epochs"]} epochs project to
+        {record["step_time_ratio"]:.2f}× the fair row's. At the fastest epoch of the fair row's selection runs (the
+        same network and protocol, {record["fair_fastest_epoch_seconds"]:.0f} s), {record["epochs"]} epochs project to
         **{record["projected_hours"]:.1f} h**: it {verdict} the {record["budget_hours"]:g} h budget. Record:
         [g_capacity.json](results/g_capacity/g_capacity.json)."""
     )
@@ -1272,7 +1323,8 @@ def parameter_match_table() -> str:
         ("planar ResNet44 (reference G-CNN study)", "32/64/128", "planar_resnet44"),
         ("G-ResNet44 p4", "16/32/64 G-channels", "p4_resnet44_invariant"),
         ("G-ResNet44 p4m", "11/23/45 G-channels", "p4m_resnet44_invariant"),
-        ("the paper's ResNet44 family (`--network=resnet --resnet_n=7`)", "16-16-32-64", "paper_resnet44"),
+        ("the paper's ResNet family at depth 44 (`--network=resnet --resnet_n=7`)", "16-16-32-64", "paper_resnet44"),
+        ("the paper's ResNet-32, its other rows' network (`--resnet_n=5`)", "16-16-32-64", "paper_resnet32"),
     ]
     out = [[label, widths, f"{network_cost(key)[0]:,}"] for label, widths, key in rows]
     return table(["network", "widths", "trainable parameters"], out, right_from=2)

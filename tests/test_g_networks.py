@@ -106,22 +106,33 @@ def test_cost_counts_parameters_and_macs_per_image() -> None:
 NETWORK_FIELDS = {"network", "width", "group", "g_head", "output_dir"}
 
 
-@pytest.mark.parametrize("head", ["invariant", "flatten"])
-def test_fair_g_row_trains_exactly_like_da_in_the_cpu_regime(head: str) -> None:
-    fair = protocols.scale_config("cifar10", "grn", f"cpu_regime_grn_{head}", 0, Path("out"), None)
-    da = protocols.scale_config("cifar10", "da", "cpu", 0, Path("out"), None, epochs=24, train_examples=25_000)
+G_ROW_SCALES = {  # each G-row protocol -> (seed, head, width)
+    **{f"cpu_regime_grn_{head}": (0, head, 16) for head in ("invariant", "flatten")},
+    **{f"confirm_grn_{head}": (2, head, 16) for head in ("invariant", "flatten")},
+    "cpu_regime_grn_capacity": (0, "flatten", protocols.CAPACITY_WIDTH),
+}
+
+
+@pytest.mark.parametrize("scale", sorted(G_ROW_SCALES))
+def test_g_rows_train_exactly_like_the_da_runs_they_pair_with(scale: str) -> None:
+    seed, head, width = G_ROW_SCALES[scale]
+    grn = protocols.scale_config("cifar10", "grn", scale, seed, Path("out"), None)
+    if seed == 0:  # the CPU regime's D.A.
+        da = protocols.scale_config("cifar10", "da", "cpu", 0, Path("out"), None, epochs=24, train_examples=25_000)
+    else:  # the confirmatory replication's D.A.
+        da = protocols.scale_config("cifar10", "da", "confirm", 2, Path("out"), None)
     differing = {
         field.name
-        for field in dataclasses.fields(fair)
-        if getattr(fair, field.name) != getattr(da, field.name) and field.name not in NETWORK_FIELDS
+        for field in dataclasses.fields(grn)
+        if getattr(grn, field.name) != getattr(da, field.name) and field.name not in NETWORK_FIELDS
     }
     # The grn flagfile's unused G-ResNet44 flags and D.A.'s unused ResNet flags differ; neither network reads them.
     # The learning rate and weight decay are the selection's choice (the next test).
     assert differing <= {"g_depth", "resnet_n", "reference_resnet", "lr", "weight_decay"}, differing
-    assert (fair.network, fair.width, fair.group, fair.g_head) == ("g_resnet9", 16, "p4m", head)
+    assert (grn.seed, grn.network, grn.width, grn.group, grn.g_head) == (seed, "g_resnet9", width, "p4m", head)
 
 
-@pytest.mark.parametrize("scale", ["cpu_regime_grn_invariant", "cpu_regime_grn_flatten", "confirm_grn_invariant"])
+@pytest.mark.parametrize("scale", sorted(G_ROW_SCALES))
 def test_fair_g_row_takes_the_choice_the_selection_record_made(scale: str) -> None:
     record = json.loads((protocols.REPO_ROOT / "docs/results/cifar10_grn_selection/selection.json").read_text())
     candidates = record["heads"][protocols.SELECTION_HEAD]["candidates"]
@@ -169,12 +180,18 @@ def test_symmetry_diagnostic_separates_exact_and_approximate_invariance(cifar10_
     assert not_invariant["max_relative_change"] > 1e-3
 
 
-def test_trainers_evaluate_reports_the_symmetry_diagnostic(tmp_path, cifar10_dir) -> None:
+@pytest.mark.parametrize("source", ["model_dir", "model"])
+def test_trainers_evaluate_reports_the_symmetry_diagnostic(tmp_path, cifar10_dir, source: str) -> None:
     config = experiment_config.ExperimentConfig(network="g_resnet9", width=2, group="p4", data_dir=str(cifar10_dir))
     network = builders.build_network(config, data.dataset_info("cifar10"))
     network.save(tmp_path / "model.keras")
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
-    options = EvaluateOptions(model_dir=str(tmp_path), attack=("clean",), examples=20, symmetry="p4")
+    given = (
+        {"model_dir": str(tmp_path)}
+        if source == "model_dir"
+        else {"model": str(tmp_path / "model.keras"), "data_dir": str(cifar10_dir), "output_dir": str(tmp_path)}
+    )
+    options = EvaluateOptions(**given, attack=("clean",), examples=20, symmetry="p4")
     options.validate()
     reporting.run(options)
     report = json.loads((tmp_path / "evaluation.json").read_text())["symmetry"]
@@ -194,7 +211,7 @@ def test_initialised_copy_is_the_architecture_with_fresh_weights() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), again.get_weights(), strict=True))
 
 
-def test_symmetry_needs_a_trainers_fit_run(tmp_path) -> None:
-    (tmp_path / "m.keras").write_text("")
-    with pytest.raises(ValueError, match="--symmetry=p4m needs --model_dir"):
-        EvaluateOptions(model=str(tmp_path / "m.keras"), symmetry="p4m").validate()
+def test_symmetry_needs_a_keras_network(tmp_path) -> None:
+    (tmp_path / "m.onnx").write_text("")
+    with pytest.raises(ValueError, match=r"--symmetry=p4m needs --model_dir or a Keras file .* got --model=.*m\.onnx"):
+        EvaluateOptions(model=str(tmp_path / "m.onnx"), symmetry="p4m").validate()

@@ -22,9 +22,9 @@ Written to --output_dir (default: the run folder, or <model>_evaluation beside -
 examples.csv, with the brute grid grid_per_angle.csv and grid_per_shift.csv, with --plot
 robustness_landscape.png and failures.png (`invariance_tf.evaluation.reporting`). Attacks run in chunks of
 --chunk_size examples saved in <output_dir>/evaluation_state: a killed evaluation rerun with the same flags
-resumes. --symmetry=p4|p4m (with --model_dir) adds how far the logits move under exact quarter-turns (and
-flips) to evaluation.json, after training and (`initial`) for the architecture freshly initialised. docs/evaluating.md
-says more.
+resumes. --symmetry=p4|p4m (with --model_dir or a .keras --model) adds how far the logits move under exact
+quarter-turns (and flips) to evaluation.json, after training and (`initial`) for the architecture freshly initialised.
+docs/evaluating.md says more.
 """
 
 from __future__ import annotations

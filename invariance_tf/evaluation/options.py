@@ -59,8 +59,9 @@ class EvaluateOptions(ConventionOptions):
     )
     symmetry: str = option(
         "",
-        "with --model_dir: also report how far the logits move under the exact symmetries of this group (p4: "
-        "quarter-turns, p4m: and flips) of the test images, in evaluation.json's 'symmetry' (empty = not)",
+        "with --model_dir or a .keras --model: also report how far the logits move under the exact symmetries of "
+        "this group (p4: quarter-turns, p4m: and flips) of the test images, in evaluation.json's 'symmetry' "
+        "(empty = not)",
         choices=("", *SYMMETRIES),
     )
     symmetry_side: int = option(
@@ -99,8 +100,11 @@ class EvaluateOptions(ConventionOptions):
                 *self.convention_rules(),
             ],
         )
-        if self.symmetry and self.model_dir is None:
-            raise ValueError(f"--symmetry={self.symmetry} needs --model_dir (a trainers.fit run, raw pixels)")
+        if self.symmetry and self.model_dir is None and Path(self.model or "").suffix != ".keras":
+            raise ValueError(
+                f"--symmetry={self.symmetry} needs --model_dir or a Keras file (.keras) as --model; "
+                f"got --model={self.model}"
+            )
         if self.symmetry_side < 0:
             raise ValueError(f"--symmetry_side must be >= 0; got {self.symmetry_side}")
         if self.plot and "grid" not in self.attack:

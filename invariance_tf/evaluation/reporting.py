@@ -184,8 +184,8 @@ def write_failures(
 def symmetry_report(classifier: Classifier, images: np.ndarray, options: EvaluateOptions) -> dict[str, Any]:
     """How far the run's logits move under --symmetry's exact transformations of `images` (`symmetry.logit_drift`).
 
-    `classifier` is the run's, loaded once: its Keras network is read as it is (after training); `initial` holds the
-    same for its architecture freshly initialised with --seed (before training).
+    `classifier` is the run's or the Keras file's, loaded once: its Keras network is read as it is (after training);
+    `initial` holds the same for its architecture freshly initialised with --seed (before training).
     """
     arguments = (images, options.symmetry, options.symmetry_side or None, options.batch_size or 128)
     drift = symmetry.logit_drift(classifier.network, *arguments)

@@ -356,6 +356,8 @@ def readme_results_table(prefix: str = "docs/") -> str:
     if readme_runs("grn")[0][0] == README_GRN[0]:
         grn_da = computed_pair(README_GRN, (REGIME, "da_seed0"))
         pairs.append(f"{README_GRN_NAME} − D.A. (seed 0): {diff(grn_da)}")
+        kl_grn = computed_pair((REGIME, "da_kl_seed0"), README_GRN)
+        pairs.append(f"D.A.+KL − {README_GRN_NAME} (seed 0): {diff(kl_grn)}")
     header = [
         "method",
         "clean (%), seeds 0 / 1",

@@ -22,6 +22,10 @@ from invariance_tf import data, report
 COMMITTED = {
     "models/cifar10_finetune_recipe/at_l2_e6_seed0.keras": "docs/results/cifar10_finetune_recipe/at_l2_e6_seed0",
     "models/cifar10_confirmation/at_kl_seed2.keras": "docs/results/cifar10_confirmation/at_kl_seed2",
+    **{
+        f"models/{folder}/grn_seed2.keras": f"docs/results/{folder}/grn_seed2"
+        for folder in ("cifar10_confirmation_grn_flatten", "cifar10_confirmation_grn_invariant")
+    },
 }
 FIRST = 20
 

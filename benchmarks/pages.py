@@ -1263,6 +1263,31 @@ def order_sign(d: dict) -> str:
     return {"above": "<", "below": ">"}.get(side(d), "≈")
 
 
+def g_regime_table() -> str:
+    """gresnet.md: train against test accuracy, graded alike, of the seed-2 G-rows beside D.A. and D.A.+KL."""
+    done = finished_g_rows()
+    runs = [("D.A.", planar_runs(2)[0]), ("D.A.+KL", planar_runs(2)[1])]
+    runs += [(G_LABELS[variant], done[(variant, 2)]) for variant in G_LABELS if (variant, 2) in done]
+    rows = [
+        [
+            label,
+            *(pct(value(*run, name)) for name in GRADED_REGIME),
+            points(value(*run, "train_clean_accuracy") - value(*run, "clean_accuracy")),
+        ]
+        for label, run in runs
+        if all(name in metrics(*run) for name in GRADED_REGIME)
+    ]
+    header = [
+        "run (seed 2)",
+        "worst-of-10, train (%)",
+        "worst-of-10, test (%)",
+        "clean, train (%)",
+        "clean, test (%)",
+        "clean, train − test (points)",
+    ]
+    return table(header, rows, right_from=1)
+
+
 def g_orderings(done: dict[tuple[str, int], tuple[str, str]]) -> str:
     """Per G-row run, the grid ordering of D.A., GRN and D.A.+KL that its two paired intervals give."""
     lines = []

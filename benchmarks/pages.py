@@ -29,6 +29,7 @@ import csv
 import functools
 import json
 import re
+import statistics
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -1320,7 +1321,26 @@ def g_capacity_summary() -> str:
         {record["step_time_ratio"]:.2f}× the fair row's. At the fastest epoch of the fair row's selection runs (the
         same network and protocol, {record["fair_fastest_epoch_seconds"]:.0f} s), {record["epochs"]} epochs project to
         **{record["projected_hours"]:.1f} h**: it {verdict} the {record["budget_hours"]:g} h budget. Record:
-        [g_capacity.json](results/g_capacity/g_capacity.json)."""
+        [g_capacity.json](results/g_capacity/g_capacity.json).{g_capacity_recheck(record)}"""
+    )
+
+
+def g_capacity_recheck(first: dict) -> str:
+    """g_capacity re-run where the capacity row's first epochs trained: its ratio, and its speed against `first`'s."""
+    path = RESULTS / "g_capacity" / "g_capacity_recheck.json"
+    if not path.is_file():
+        return ""
+    again = _json("g_capacity/g_capacity_recheck.json")
+    slower = {
+        width: statistics.median(again["round_seconds"][width]) / statistics.median(first["round_seconds"][width])
+        for width in first["round_seconds"]
+    }
+    return (
+        f" Re-run on the machine that trained the capacity row's first epochs (load {again['load_average']}): "
+        f"step-time ratio {again['step_time_ratio']:.2f}×, projecting {again['projected_hours']:.1f} h from the same "
+        f"fastest epoch; its rounds took {min(slower.values()):.1f}–{max(slower.values()):.1f}× as long as the first "
+        "record's at both widths, a slower machine of the same kind rather than another ratio "
+        "([g_capacity_recheck.json](results/g_capacity/g_capacity_recheck.json))."
     )
 
 

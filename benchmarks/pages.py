@@ -194,12 +194,8 @@ def recorded_pair(folder: str, b: str, a: str, seed: int) -> dict:
 
 
 @functools.cache
-@functools.cache
 def computed_pair(b: tuple[str, str], a: tuple[str, str]) -> dict:
-    """Grid accuracy of run b minus run a, `(folder, run)` each, paired over their graded images (report.py).
-
-    Cached: a page cites the same pair in its table, its orderings and its findings, and each is 10,000 resamples.
-    """
+    """Grid accuracy of run b minus run a, `(folder, run)` each, paired over their graded images (report.py)."""
     from invariance_tf import report  # TensorFlow loads with the package: only where a pair is computed
 
     records = [metrics(*run) for run in (a, b)]

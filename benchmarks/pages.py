@@ -1330,20 +1330,22 @@ def g_capacity_recheck(first: dict) -> str:
 
 def capacity_time_note() -> str:
     """gresnet.md: the capacity row's minutes against the fair row's, read through g_capacity's same-run step ratio."""
+    first = _json("g_capacity/g_capacity.json")
+    widths = first["widths"]
+    ratio = widths[str(first["capacity_width"])]["parameters"] / widths["16"]["parameters"]
     done = finished_g_rows()
     if ("capacity", 0) not in done:
         return prose(
-            """Its row and pairs join the table above (`capacity`) when the run finishes, with capacity − flatten:
-            what 5.6× the parameters buy."""
+            f"""Its row and pairs join the table above (`capacity`) when the run finishes, with capacity − flatten:
+            what {ratio:.1f}× the parameters buy."""
         )
-    seconds = metrics(*done[("capacity", 0)])["epoch_seconds"]
+    fastest = min(metrics(*done[("capacity", 0)])["epoch_seconds"])
     fair = min(metrics(*done[("flatten", 0)])["epoch_seconds"])
-    ratio = run_cost(*done[("capacity", 0)])[0] / run_cost(*done[("flatten", 0)])[0]
-    first, again = _json("g_capacity/g_capacity.json"), _json("g_capacity/g_capacity_recheck.json")
+    again = _json("g_capacity/g_capacity_recheck.json")
     return prose(
         f"""Its row and pairs are in the table above (`capacity`); capacity − flatten is what
         {ratio:.1f}× the fair row's parameters buy. Its minutes are not comparable with the other rows'. Its
-        fastest epoch took {min(seconds):.0f} s, {min(seconds) / fair:.1f}× the seed-0 flatten row's ({fair:.0f} s),
+        fastest epoch took {fastest:.0f} s, {fastest / fair:.1f}× the seed-0 flatten row's ({fair:.0f} s),
         where the step ratio measured in one run is {first["step_time_ratio"]:.2f}× ({again["step_time_ratio"]:.2f}×
         on the slower machine): it trained on slower machines of the same kind (above). Its cost is the step
         ratio's, about {first["projected_hours"]:.1f} h on the machine that trained the other rows."""

@@ -35,6 +35,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import training_regime
 from benchmarks.common.protocols import CAPACITY_WIDTH, ROWS, SELECTION_GRID
 from benchmarks.finetune import BUDGET_MINUTES, TARGET
 
@@ -1213,9 +1214,10 @@ def capacity_finding(done: dict[tuple[str, int], tuple[str, str]]) -> str:
     grn = done[("capacity", 0)]
     da, da_kl = planar_runs(0)
     above_da, below_kl = computed_pair(grn, da), computed_pair(da_kl, grn)
-    ratio = run_cost(*grn)[0] / run_cost(*da)[0]
+    (parameters, macs), (da_parameters, da_macs) = run_cost(*grn), run_cost(*da)
     return (
-        f" At the paper's capacity ratio (width {CAPACITY_WIDTH}, {ratio:.1f}× D.A.'s parameters), seed 0: "
+        f" At the paper's capacity ratio (width {CAPACITY_WIDTH}, {parameters / da_parameters:.1f}× D.A.'s "
+        f"parameters and {macs / da_macs:.0f}× its MACs, as in the paper), seed 0: "
         f"GRN − D.A. = {diff(above_da)} (GRN {side(above_da)} D.A.), "
         f"D.A.+KL − GRN = {diff(below_kl)} (D.A.+KL {side(below_kl)} GRN)."
     )
@@ -1250,9 +1252,16 @@ def g_rows_table() -> str:
     )
 
 
-def order_sign(d: dict) -> str:
-    """`<` when the paired interval of b − a lies above 0 (a below b), `>` when below 0, `≈` when it covers 0."""
-    return {"above": "<", "below": ">"}.get(side(d), "≈")
+PAPER_G_ORDER = "D.A. < GRN < D.A.+KL"
+
+
+def grid_ordering(runs: dict[str, tuple[str, str]]) -> str:
+    """The runs from lowest to highest grid accuracy, `<` between neighbours a paired interval separates, else `≈`."""
+    ranked = sorted(runs, key=lambda label: value(*runs[label], "grid_accuracy"))
+    order = ranked[0]
+    for low, high in zip(ranked, ranked[1:]):
+        order += f" {'<' if side(computed_pair(runs[high], runs[low])) == 'above' else '≈'} {high}"
+    return order
 
 
 def g_regime_table() -> str:
@@ -1278,12 +1287,12 @@ def g_orderings(done: dict[tuple[str, int], tuple[str, str]]) -> str:
     lines = []
     for (variant, seed), grn in sorted(done.items(), key=lambda item: (item[0][1], list(G_LABELS).index(item[0][0]))):
         da, da_kl = planar_runs(seed)
-        first, second = order_sign(computed_pair(grn, da)), order_sign(computed_pair(da_kl, grn))
-        paper = " (the paper's)" if first == second == "<" else ""
-        lines.append(f"- {variant}, seed {seed}: D.A. {first} GRN {second} D.A.+KL{paper}")
+        order = grid_ordering({"D.A.": da, "GRN": grn, "D.A.+KL": da_kl})
+        paper = " (the paper's)" if order == PAPER_G_ORDER else ""
+        lines.append(f"- {variant}, seed {seed}: {order}{paper}")
     lead = prose(
-        """The grid orderings these intervals give (`<`: separated, `≈`: the interval covers 0; the paper's is
-        D.A. < G-ResNet < D.A.+KL):"""
+        f"""The grid orderings these intervals give, from lowest to highest grid accuracy (`<`: the neighbours'
+        paired interval lies above 0, `≈`: it covers 0; the paper's is {PAPER_G_ORDER}):"""
     )
     return lead + "\n" + "\n".join(lines) + "\n"
 
@@ -1347,8 +1356,38 @@ def capacity_time_note() -> str:
         {ratio:.1f}× the fair row's parameters buy. Its minutes are not comparable with the other rows'. Its
         fastest epoch took {fastest:.0f} s, {fastest / fair:.1f}× the seed-0 flatten row's ({fair:.0f} s),
         where the step ratio measured in one run is {first["step_time_ratio"]:.2f}× ({again["step_time_ratio"]:.2f}×
-        on the slower machine): it trained on slower machines of the same kind (above). Its cost is the step
-        ratio's, about {first["projected_hours"]:.1f} h on the machine that trained the other rows."""
+        on the slower machine): it trained on slower machines of the same kind (above). At the step ratio, its
+        {first["epochs"]} epochs would take about {first["projected_hours"]:.1f} h on the machine that trained the
+        other rows."""
+    )
+
+
+def capacity_regime() -> str:
+    """gresnet.md: the capacity row's train against test accuracy, graded alike after its run, beside the fair row's."""
+    done = finished_g_rows()
+    if ("capacity", 0) not in done:
+        return ""
+    folder, run = done[("capacity", 0)]
+    regime = _json(f"{folder}/{run}/{training_regime.RECORD}")
+    test = metrics(folder, run)
+    gaps = {name: regime[f"train_{name}"] - test[name] for name in ("clean_accuracy", "worst_of_10_accuracy")}
+    fair = done.get(("flatten", 2))
+    fair_gaps = {name: value(*fair, f"train_{name}") - value(*fair, name) for name in gaps} if fair else {}
+    wider = "larger" if fair_gaps and all(gaps[name] > fair_gaps[name] for name in gaps) else "not larger"
+    beside = (
+        f"""The fair flatten row's (seed 2, graded alike by its run) are {points(fair_gaps["clean_accuracy"])} and
+        {points(fair_gaps["worst_of_10_accuracy"])} points: the capacity row's gaps are {wider}."""
+        if fair_gaps
+        else ""
+    )
+    return prose(
+        f"""Which regime it is in, graded alike after the run (the seed-0 runs did not grade their training images;
+        [{training_regime.RECORD}](results/{folder}/{run}/{training_regime.RECORD}), by
+        `{regime["command"]} --data_dir ../shared/data/cifar10`): on {regime["train_eval_examples"]:,} of its
+        training images against the test images, clean {pct(regime["train_clean_accuracy"])} % against
+        {pct(test["clean_accuracy"])} % ({points(gaps["clean_accuracy"])} points), worst-of-10
+        {pct(regime["train_worst_of_10_accuracy"])} % against {pct(test["worst_of_10_accuracy"])} %
+        ({points(gaps["worst_of_10_accuracy"])} points). {beside}"""
     )
 
 

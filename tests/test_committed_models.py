@@ -26,6 +26,7 @@ COMMITTED = {
         f"models/{folder}/grn_seed2.keras": f"docs/results/{folder}/grn_seed2"
         for folder in ("cifar10_confirmation_grn_flatten", "cifar10_confirmation_grn_invariant")
     },
+    "models/cifar10_cpu_regime_grn_capacity/grn_seed0.keras": "docs/results/cifar10_cpu_regime_grn_capacity/grn_seed0",
 }
 FIRST = 20
 

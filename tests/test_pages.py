@@ -96,6 +96,7 @@ def test_g_rows_table_pairs_each_g_row_with_da_of_its_seed(g_row_records):
     da_kl_da = pages.diff(pages.computed_pair((pages.REGIME, "da_kl_seed0"), (pages.REGIME, "da_seed0")))
     assert f"D.A.+KL − GRN (capacity), seed 0: {da_kl_da}" in text
     assert "capacity − flatten, seed 0: +0.0" in text
+    assert "- capacity, seed 0: D.A. ≈ GRN < D.A.+KL\n" in text
     assert "GRN above D.A." not in pages.g_row_finding()
     assert "not separated from D.A." in pages.g_row_finding()
 

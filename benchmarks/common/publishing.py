@@ -29,6 +29,7 @@ COMMITTED_RUN_FILES = (
     "precision.json",
     "landscape.json",
     "measured.json",
+    "training_regime.json",
 )
 
 

@@ -35,8 +35,8 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import training_regime
 from benchmarks.common.protocols import CAPACITY_WIDTH, ROWS, SELECTION_GRID
+from benchmarks.common.publishing import TRAINING_REGIME_RECORD
 from benchmarks.finetune import BUDGET_MINUTES, TARGET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1215,10 +1215,15 @@ def capacity_finding(done: dict[tuple[str, int], tuple[str, str]]) -> str:
     da, da_kl = planar_runs(0)
     above_da, below_kl = computed_pair(grn, da), computed_pair(da_kl, grn)
     (parameters, macs), (da_parameters, da_macs) = run_cost(*grn), run_cost(*da)
+    (paper_parameters, paper_macs), (baseline_parameters, baseline_macs) = (
+        network_cost("p4m_resnet44_flatten"),
+        network_cost("paper_resnet32"),
+    )
     return (
-        f" At the paper's capacity ratio (width {CAPACITY_WIDTH}, {parameters / da_parameters:.1f}× D.A.'s "
-        f"parameters and {macs / da_macs:.0f}× its MACs, as in the paper), seed 0: "
-        f"GRN − D.A. = {diff(above_da)} (GRN {side(above_da)} D.A.), "
+        f" At the paper's capacity ratio (width {CAPACITY_WIDTH}: {parameters / da_parameters:.1f}× D.A.'s "
+        f"parameters and {macs / da_macs:.0f}× its MACs; the paper's G-ResNet44 has "
+        f"{paper_parameters / baseline_parameters:.1f}× and {paper_macs / baseline_macs:.0f}× its ResNet-32's), "
+        f"seed 0: GRN − D.A. = {diff(above_da)} (GRN {side(above_da)} D.A.), "
         f"D.A.+KL − GRN = {diff(below_kl)} (D.A.+KL {side(below_kl)} GRN)."
     )
 
@@ -1362,32 +1367,39 @@ def capacity_time_note() -> str:
     )
 
 
+def regime_gaps(train: dict, test: dict) -> dict[str, float]:
+    """Train − test accuracy (fractions), clean and worst-of-10, from `train_`-prefixed and test records."""
+    return {name: train[f"train_{name}"] - test[name] for name in ("clean_accuracy", "worst_of_10_accuracy")}
+
+
 def capacity_regime() -> str:
     """gresnet.md: the capacity row's train against test accuracy, graded alike after its run, beside the fair row's."""
     done = finished_g_rows()
     if ("capacity", 0) not in done:
         return ""
     folder, run = done[("capacity", 0)]
-    regime = _json(f"{folder}/{run}/{training_regime.RECORD}")
-    test = metrics(folder, run)
-    gaps = {name: regime[f"train_{name}"] - test[name] for name in ("clean_accuracy", "worst_of_10_accuracy")}
+    if not (RESULTS / folder / run / TRAINING_REGIME_RECORD).is_file():
+        return "Its training images are not graded yet (`python -m benchmarks.training_regime`).\n"
+    regime, test = _json(f"{folder}/{run}/{TRAINING_REGIME_RECORD}"), metrics(folder, run)
+    gaps = regime_gaps(regime, test)
     fair = done.get(("flatten", 2))
-    fair_gaps = {name: value(*fair, f"train_{name}") - value(*fair, name) for name in gaps} if fair else {}
-    wider = "larger" if fair_gaps and all(gaps[name] > fair_gaps[name] for name in gaps) else "not larger"
-    beside = (
-        f"""The fair flatten row's (seed 2, graded alike by its run) are {points(fair_gaps["clean_accuracy"])} and
-        {points(fair_gaps["worst_of_10_accuracy"])} points: the capacity row's gaps are {wider}."""
-        if fair_gaps
-        else ""
-    )
-    return prose(
-        f"""Which regime it is in, graded alike after the run (the seed-0 runs did not grade their training images;
-        [{training_regime.RECORD}](results/{folder}/{run}/{training_regime.RECORD}), by
-        `{regime["command"]} --data_dir ../shared/data/cifar10`): on {regime["train_eval_examples"]:,} of its
-        training images against the test images, clean {pct(regime["train_clean_accuracy"])} % against
-        {pct(test["clean_accuracy"])} % ({points(gaps["clean_accuracy"])} points), worst-of-10
-        {pct(regime["train_worst_of_10_accuracy"])} % against {pct(test["worst_of_10_accuracy"])} %
-        ({points(gaps["worst_of_10_accuracy"])} points). {beside}"""
+    beside = ""
+    if fair:
+        fair_gaps = regime_gaps(metrics(*fair), metrics(*fair))
+        beside = f"""The fair flatten row's gaps, graded alike by its own run, are {points(fair_gaps["clean_accuracy"])}
+            and {points(fair_gaps["worst_of_10_accuracy"])} points, on seed 2 (other training and test images,
+            so the two rows' gaps are not paired)."""
+    return (
+        prose(
+            f"""Which regime it is in: the seed-0 runs did not grade their training images, so this row was graded
+        after its run, alike on {regime["train_eval_examples"]:,} of its training images and on the test images
+        (inference mode, final weights; the table's train accuracy is on randomly transformed batches during the
+        last epoch): clean {pct(regime["train_clean_accuracy"])} % against {pct(test["clean_accuracy"])} %
+        ({points(gaps["clean_accuracy"])} points), worst-of-10 {pct(regime["train_worst_of_10_accuracy"])} %
+        against {pct(test["worst_of_10_accuracy"])} % ({points(gaps["worst_of_10_accuracy"])} points). {beside}
+        Record: [{TRAINING_REGIME_RECORD}](results/{folder}/{run}/{TRAINING_REGIME_RECORD}), made by"""
+        )
+        + f"\n```\n{regime['command']}\n```\n"
     )
 
 

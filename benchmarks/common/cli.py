@@ -63,12 +63,12 @@ def names_rule(name: str, values: Sequence[str], valid: Sequence[str]) -> tuple[
 
 
 def _checked(options_type: type[_T], values: flags.FlagValues, arguments: Sequence[str]) -> _T:
-    """The `options_type` of the parsed `values`, validated; exits with one line on a bad flag or an argument."""
+    """The `options_type` of the parsed `values`, validated; exits with one line on a bad flag, argument or path."""
     try:
         if arguments:
             raise ValueError(f"unexpected arguments {list(arguments)}: every option is a --flag")
         options = cli_flags.from_flags(options_type, values)
         options.validate()
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     return options

@@ -20,6 +20,8 @@ MODELS_DIR = REPO_ROOT / "models"
 # Each run's small records, committed by --commit (models, backups and logs stay out of git); flags.cfg is the
 # flagfile that retrains the run with trainers.fit.
 # With a committed backup, epoch_logs.json and precision.json let an unfinished run resume in another checkout.
+# benchmarks.training_regime's record of a run that did not grade its training images itself.
+TRAINING_REGIME_RECORD = "training_regime.json"
 COMMITTED_RUN_FILES = (
     "flags.cfg",
     "metrics.json",
@@ -29,7 +31,7 @@ COMMITTED_RUN_FILES = (
     "precision.json",
     "landscape.json",
     "measured.json",
-    "training_regime.json",
+    TRAINING_REGIME_RECORD,
 )
 
 

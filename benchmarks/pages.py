@@ -1269,6 +1269,11 @@ def grid_ordering(runs: dict[str, tuple[str, str]]) -> str:
     return order
 
 
+def regime_gaps(train: dict, test: dict) -> dict[str, float]:
+    """Train − test accuracy (fractions), clean and worst-of-10, from `train_`-prefixed and test records."""
+    return {name: train[f"train_{name}"] - test[name] for name in ("clean_accuracy", "worst_of_10_accuracy")}
+
+
 def g_regime_table() -> str:
     """gresnet.md: train against test accuracy, graded alike, of the seed-2 G-rows beside D.A. and D.A.+KL."""
     done = finished_g_rows()
@@ -1278,7 +1283,7 @@ def g_regime_table() -> str:
         [
             label,
             *(pct(value(*run, name)) for name in GRADED_REGIME),
-            points(value(*run, "train_clean_accuracy") - value(*run, "clean_accuracy")),
+            points(regime_gaps(metrics(*run), metrics(*run))["clean_accuracy"]),
         ]
         for label, run in runs
         if all(name in metrics(*run) for name in GRADED_REGIME)
@@ -1365,11 +1370,6 @@ def capacity_time_note() -> str:
         {first["epochs"]} epochs would take about {first["projected_hours"]:.1f} h on the machine that trained the
         other rows."""
     )
-
-
-def regime_gaps(train: dict, test: dict) -> dict[str, float]:
-    """Train − test accuracy (fractions), clean and worst-of-10, from `train_`-prefixed and test records."""
-    return {name: train[f"train_{name}"] - test[name] for name in ("clean_accuracy", "worst_of_10_accuracy")}
 
 
 def capacity_regime() -> str:
